@@ -1,0 +1,47 @@
+# isolab: the one entry point for humans and CI.
+# `just demo` runs the quick-start pipeline and its report; `just test` runs every test.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target := "x86_64-unknown-linux-gnu"
+workload_bin := justfile_directory() / "target" / target / "release" / "isolab-workload"
+
+# List recipes.
+default:
+    @just --list
+
+# Idempotent machine set-up (apt packages, just, Python readers, guest kernel).
+bootstrap:
+    ./bootstrap
+
+# The static workload binary (runs in an empty container rootfs and as a VM's /init).
+build-workload:
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked -p isolab-workload --target {{target}}
+    @file {{workload_bin}} 2>/dev/null | grep -q 'static' || { echo "isolab-workload is not static" >&2; exit 1; }
+
+# Everything a user runs.
+build: build-workload
+    cargo build --release --locked -p isolab-coordinator -p isolab-agent
+
+# Run the quick-start pipeline end to end and write its report.
+demo: bootstrap build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export ISOLAB_WORKLOAD_BIN={{workload_bin}}
+    run_dir="$(./target/release/isolab run pipelines/quickstart.yaml)"
+    ./target/release/isolab report "$run_dir"
+    echo "run directory: $run_dir"
+    echo "report:        $run_dir/report.md"
+
+# All tests (unit, integration, privileged, DuckDB/pyarrow read-back).
+test: bootstrap build-workload
+    ISOLAB_WORKLOAD_BIN={{workload_bin}} cargo nextest run --workspace --locked --no-fail-fast --profile ci
+
+# fmt check + clippy with warnings as errors.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Benchmarks: ratios measured side by side in one run.
+bench: bootstrap build
+    ISOLAB_WORKLOAD_BIN={{workload_bin}} ./target/release/isolab-bench

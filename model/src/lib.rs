@@ -1,0 +1,30 @@
+//! The data model of isolab: the pipeline format, its validation, trial planning and the
+//! results contract.
+//!
+//! Data flows one way: [`load`] reads and validates a pipeline file into a [`Pipeline`],
+//! [`plan::plan`] expands it into [`plan::Trial`]s with stable, content-derived ids, agents run
+//! them and report [`sample::Sample`]s, and [`results`] fixes the Arrow schema of the Parquet
+//! files that data scientists read.
+//!
+//! ```
+//! let text = "apiVersion: isolab/v1\nkind: Pipeline\nname: demo\nplatforms:\n  native: { backend: native }\nexperiments:\n  - { name: micro, analysis: overhead, platforms: [native], workloads: [syscall] }\n";
+//! let pipeline = isolab_model::load_str("demo.yaml", text).expect("valid");
+//! let trials = isolab_model::plan::plan(&pipeline);
+//! assert_eq!(trials.len(), 3); // default repetitions
+//! ```
+
+pub mod catalog;
+pub mod error;
+pub mod load;
+pub mod location;
+pub mod pipeline;
+pub mod plan;
+#[cfg(feature = "arrow")]
+pub mod results;
+pub mod sample;
+pub mod units;
+pub mod validate;
+
+
+
+pub use pipeline::Pipeline;

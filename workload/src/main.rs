@@ -1,0 +1,2 @@
+//! `isolab-workload NAME [--param k=v]…` (placeholder until the workloads land).
+fn main() {}

@@ -17,6 +17,7 @@ pub mod catalog;
 pub mod error;
 pub mod load;
 pub mod location;
+pub mod manifest;
 pub mod pipeline;
 pub mod plan;
 #[cfg(feature = "arrow")]

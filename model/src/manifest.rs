@@ -1,0 +1,157 @@
+//! The run manifest (`results/<run_id>/manifest.json`): what was asked, what ran, what failed.
+//!
+//! Written atomically by the coordinator after every trial, so a crash leaves the last consistent
+//! state; the analyzer and `isolab run --resume` read it.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the manifest format.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// State of a whole run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Trials are still being run (or the coordinator died while running them).
+    Running,
+    /// Every trial finished `ok`.
+    Ok,
+    /// At least one trial failed.
+    Failed,
+    /// Stopped by a signal or cancel before all trials ran.
+    Interrupted,
+}
+
+/// State of one trial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialState {
+    /// Not run yet.
+    Pending,
+    /// Dispatched to an agent.
+    Running,
+    /// Finished; its Parquet file is complete.
+    Ok,
+    /// Failed (see `reason`).
+    Failed,
+    /// Hit its wall-clock deadline.
+    TimedOut,
+    /// Cancelled by the user.
+    Cancelled,
+    /// Not run because the run was interrupted.
+    NotRun,
+}
+
+impl TrialState {
+    /// The lower-case name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+            Self::NotRun => "not_run",
+        }
+    }
+}
+
+/// One experiment as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentRecord {
+    /// Experiment name.
+    pub name: String,
+    /// Analysis kind.
+    pub analysis: String,
+    /// Platform names.
+    pub platforms: Vec<String>,
+}
+
+/// One trial as recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialRecord {
+    /// Content-derived trial id.
+    pub id: String,
+    /// Experiment name.
+    pub experiment: String,
+    /// Platform name.
+    pub platform: String,
+    /// Backend kind.
+    pub backend: String,
+    /// Workload naming the trial.
+    pub workload: String,
+    /// Adversary (isolation).
+    #[serde(default)]
+    pub adversary: Option<String>,
+    /// Measured repetition index.
+    pub repetition: u32,
+    /// Warm-up trials are run but not recorded as data.
+    pub warmup: bool,
+    /// Instances in the trial.
+    pub n_instances: u32,
+    /// Current state.
+    pub status: TrialState,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// Host that ran the last attempt.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Accelerator used (VMs).
+    #[serde(default)]
+    pub accel: Option<String>,
+    /// Why the trial failed, timed out or was cancelled.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Parquet file of the trial, relative to the run directory.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// Rows written.
+    #[serde(default)]
+    pub rows: u64,
+    /// Wall-clock duration of the last attempt.
+    #[serde(default)]
+    pub duration_ms: u64,
+    /// What teardown found left behind.
+    #[serde(default)]
+    pub leaks: Vec<String>,
+}
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// [`MANIFEST_VERSION`].
+    pub format_version: u32,
+    /// Run id (`<pipeline>-<UTC timestamp>-<short random>`).
+    pub run_id: String,
+    /// Pipeline name.
+    pub pipeline_name: String,
+    /// Path of the pipeline file as given.
+    pub pipeline_file: String,
+    /// SHA-256 of the pipeline text (after `--set` overrides).
+    pub pipeline_sha256: String,
+    /// The pipeline text that was run.
+    pub pipeline_text: String,
+    /// `--set` overrides applied.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// `--only` filter applied.
+    #[serde(default)]
+    pub only: Option<String>,
+    /// isolab version.
+    pub isolab_version: String,
+    /// RFC 3339 start time.
+    pub started_at: String,
+    /// RFC 3339 end time.
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Run state.
+    pub status: RunStatus,
+    /// Experiments in file order.
+    pub experiments: Vec<ExperimentRecord>,
+    /// Every planned trial.
+    pub trials: Vec<TrialRecord>,
+}

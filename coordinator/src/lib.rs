@@ -1,1 +1,12 @@
-//! placeholder
+//! The coordinator behind the `isolab` command: planning, dispatch to agents, retries, resume,
+//! the Parquet sink and the run directory.
+//!
+//! The command-line parsing lives in the binary; this library is what it calls, so tests drive the
+//! same code paths a user does.
+
+pub mod client;
+pub mod progress;
+pub mod rows;
+pub mod run;
+pub mod rundir;
+pub mod sink;

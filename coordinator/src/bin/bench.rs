@@ -1,0 +1,2 @@
+//! Benchmarks (placeholder until the coordinator lands).
+fn main() {}

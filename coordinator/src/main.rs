@@ -1,0 +1,211 @@
+//! `isolab`: validate, plan and run pipelines, and report on their results.
+//!
+//! Exit codes: 0 success, 1 failed trials or invalid input, 2 usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use isolab_coordinator::run::{self, RunError, RunOptions};
+use isolab_model::LoadError;
+use isolab_model::plan::{self, Filter};
+
+#[derive(Debug, Parser)]
+#[command(name = "isolab", version, about = "Reproducible comparison of isolation platforms")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check pipeline files; one line per error as FILE:LINE:COL: message.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Show the trials a pipeline expands to, with counts and an estimated duration.
+    Plan {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Only trials matching, e.g. `experiment=micro,platform=native`.
+        #[arg(long)]
+        only: Option<String>,
+        /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print the JSON Schema of the pipeline format.
+    Schema,
+    /// Run a pipeline; prints the run directory.
+    Run {
+        /// Pipeline file.
+        file: PathBuf,
+        /// Results directory.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Agent address (repeatable); none → an embedded agent on loopback.
+        #[arg(long = "agent", value_name = "URL")]
+        agents: Vec<String>,
+        /// Complete an earlier run: only trials without results are run.
+        #[arg(long, value_name = "RUN_ID")]
+        resume: Option<String>,
+        /// Only trials matching, e.g. `experiment=micro,platform=native`.
+        #[arg(long)]
+        only: Option<String>,
+        /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Write report.md and summary.json for a run directory.
+    Report {
+        /// The run directory (`results/<run_id>`).
+        run_dir: PathBuf,
+        /// Where to write (default: the run directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn print_load_error(e: &LoadError) {
+    for d in e.diagnostics() {
+        eprintln!("{d}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ISOLAB_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Validate { files } => {
+            let mut failed = false;
+            for f in &files {
+                match isolab_model::load_file(f) {
+                    Ok(p) => {
+                        let trials = plan::plan(&p);
+                        println!(
+                            "{}: valid ({} experiments, {} trials)",
+                            f.display(),
+                            p.experiments.len(),
+                            trials.len()
+                        );
+                    }
+                    Err(e) => {
+                        print_load_error(&e);
+                        failed = true;
+                    }
+                }
+            }
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Plan { file, json, only, set } => {
+            let loaded = match isolab_model::load::load_file_full(&file, &set) {
+                Ok(l) => l,
+                Err(e) => {
+                    print_load_error(&e);
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            let mut trials = plan::plan(&loaded.pipeline);
+            if let Some(expr) = &only {
+                let f = Filter::parse(expr).map_err(|e| anyhow::anyhow!("--only: {e}"))?;
+                trials.retain(|t| f.matches(t));
+            }
+            let summary = plan::summarize(&trials);
+            if json {
+                let out = serde_json::json!({ "trials": trials, "summary": summary });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_plan(&trials, &summary);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&isolab_model::json_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, results, agents, resume, only, set } => {
+            let opts = RunOptions { pipeline: file, results, agents, resume, only, overrides: set };
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            rt.block_on(async move {
+                let (tx, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+                    }
+                    let _ = tx.send(true);
+                });
+                match run::run(&opts, rx).await {
+                    Ok(outcome) => {
+                        println!("{}", outcome.run_dir.display());
+                        eprintln!(
+                            "{} ok, {} failed, {} not run",
+                            outcome.ok, outcome.failed, outcome.not_run
+                        );
+                        Ok(if outcome.failed > 0 || outcome.not_run > 0 {
+                            ExitCode::from(1)
+                        } else {
+                            ExitCode::SUCCESS
+                        })
+                    }
+                    Err(RunError::Load(e)) => {
+                        print_load_error(&e);
+                        Ok(ExitCode::from(1))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            })
+        }
+        Command::Report { run_dir, out } => {
+            let out = out.unwrap_or_else(|| run_dir.clone());
+            let paths = isolab_analyzer::write_report(&run_dir, &out)
+                .with_context(|| format!("cannot report on {}", run_dir.display()))?;
+            println!("{}", paths.markdown.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_plan(trials: &[plan::Trial], summary: &plan::PlanSummary) {
+    println!("{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}", "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP");
+    for t in trials {
+        let rep = if t.warmup { "w".to_owned() } else { t.repetition.to_string() };
+        let workload = match &t.adversary {
+            Some(a) => format!("{}+{a}", t.workload),
+            None => t.workload.clone(),
+        };
+        println!(
+            "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}",
+            t.id,
+            t.experiment,
+            t.platform,
+            workload,
+            t.instances.len(),
+            rep
+        );
+    }
+    println!();
+    println!("{summary}");
+}

@@ -1,0 +1,204 @@
+//! The run directory: its id, its manifest (kept up to date atomically) and its environment files.
+
+use std::path::{Path, PathBuf};
+
+use isolab_model::manifest::{ExperimentRecord, Manifest, RunStatus, TrialRecord, TrialState, MANIFEST_VERSION};
+use isolab_model::plan::Trial;
+use isolab_model::Pipeline;
+use isolab_proto::v1 as pb;
+use rand::Rng;
+
+use crate::sink::{self, SinkError};
+
+/// Why the run directory could not be created or read.
+#[derive(Debug, thiserror::Error)]
+pub enum RunDirError {
+    /// Filesystem error.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The manifest is not readable.
+    #[error("{path}: not an isolab manifest: {source}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Writing failed.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+}
+
+/// UTC now as RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A new run id: `<pipeline>-<YYYYmmddTHHMMSSZ>-<4 hex>`.
+pub fn new_run_id(pipeline: &str) -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let stamp = now.format(&fmt).unwrap_or_default();
+    let tag: u16 = rand::rng().random();
+    format!("{pipeline}-{stamp}-{tag:04x}")
+}
+
+/// The manifest record of a planned trial.
+pub fn trial_record(t: &Trial) -> TrialRecord {
+    TrialRecord {
+        id: t.id.clone(),
+        experiment: t.experiment.clone(),
+        platform: t.platform.clone(),
+        backend: t.platform_spec.backend.as_str().to_owned(),
+        workload: t.workload.clone(),
+        adversary: t.adversary.clone(),
+        repetition: t.repetition,
+        warmup: t.warmup,
+        n_instances: u32::try_from(t.instances.len()).unwrap_or(u32::MAX),
+        status: TrialState::Pending,
+        attempts: 0,
+        host: None,
+        accel: None,
+        reason: None,
+        file: None,
+        rows: 0,
+        duration_ms: 0,
+        leaks: Vec::new(),
+    }
+}
+
+/// A run directory with its manifest.
+#[derive(Debug)]
+pub struct RunDir {
+    /// `results/<run_id>`.
+    pub path: PathBuf,
+    /// The manifest as last written.
+    pub manifest: Manifest,
+}
+
+impl RunDir {
+    /// Creates `results_dir/<run_id>` and writes the first manifest.
+    #[allow(clippy::too_many_arguments)]
+    pub fn create(
+        results_dir: &Path,
+        run_id: &str,
+        pipeline: &Pipeline,
+        pipeline_file: &Path,
+        text: &str,
+        sha256: &str,
+        overrides: &[String],
+        only: Option<&str>,
+        trials: &[Trial],
+    ) -> Result<Self, RunDirError> {
+        let path = results_dir.join(run_id);
+        std::fs::create_dir_all(path.join("env"))
+            .map_err(|source| RunDirError::Io { path: path.clone(), source })?;
+        let manifest = Manifest {
+            format_version: MANIFEST_VERSION,
+            run_id: run_id.to_owned(),
+            pipeline_name: pipeline.name.clone(),
+            pipeline_file: pipeline_file.display().to_string(),
+            pipeline_sha256: sha256.to_owned(),
+            pipeline_text: text.to_owned(),
+            overrides: overrides.to_vec(),
+            only: only.map(str::to_owned),
+            isolab_version: env!("CARGO_PKG_VERSION").to_owned(),
+            started_at: now_rfc3339(),
+            finished_at: None,
+            status: RunStatus::Running,
+            experiments: pipeline
+                .experiments
+                .iter()
+                .map(|e| ExperimentRecord {
+                    name: e.name.clone(),
+                    analysis: e.analysis.as_str().to_owned(),
+                    platforms: e.platforms.clone(),
+                })
+                .collect(),
+            trials: trials.iter().map(trial_record).collect(),
+        };
+        let dir = Self { path, manifest };
+        dir.save()?;
+        Ok(dir)
+    }
+
+    /// Opens an existing run directory.
+    pub fn open(path: &Path) -> Result<Self, RunDirError> {
+        let file = path.join("manifest.json");
+        let text = std::fs::read_to_string(&file)
+            .map_err(|source| RunDirError::Io { path: file.clone(), source })?;
+        let manifest = serde_json::from_str(&text)
+            .map_err(|source| RunDirError::Manifest { path: file.clone(), source })?;
+        Ok(Self { path: path.to_path_buf(), manifest })
+    }
+
+    /// Writes the manifest atomically.
+    pub fn save(&self) -> Result<(), RunDirError> {
+        let mut bytes = serde_json::to_vec_pretty(&self.manifest).unwrap_or_default();
+        bytes.push(b'\n');
+        sink::write_atomic(&self.path.join("manifest.json"), &bytes)?;
+        Ok(())
+    }
+
+    /// The record of trial `id`, added if missing.
+    pub fn record_mut(&mut self, trial: &Trial) -> &mut TrialRecord {
+        let pos = match self.manifest.trials.iter().position(|r| r.id == trial.id) {
+            Some(p) => p,
+            None => {
+                self.manifest.trials.push(trial_record(trial));
+                self.manifest.trials.len() - 1
+            }
+        };
+        &mut self.manifest.trials[pos]
+    }
+
+    /// Whether trial `id` finished ok and its file is present (resume skips it).
+    pub fn is_done(&self, id: &str) -> bool {
+        self.manifest.trials.iter().any(|r| {
+            r.id == id
+                && r.status == TrialState::Ok
+                && (r.warmup || r.file.as_ref().is_some_and(|f| self.path.join(f).is_file()))
+        })
+    }
+
+    /// Writes `env/<host>.json` from an agent's capabilities.
+    pub fn write_env(&self, agent_addr: &str, caps: &pb::CapabilitiesResponse) -> Result<String, RunDirError> {
+        let host = caps.host.clone().unwrap_or_default();
+        let name = if host.hostname.is_empty() { "unknown".to_owned() } else { host.hostname.clone() };
+        let json = serde_json::json!({
+            "hostname": host.hostname,
+            "agent": agent_addr,
+            "agent_version": caps.agent_version,
+            "kernel": host.kernel,
+            "os": host.os,
+            "arch": host.arch,
+            "cpu_model": host.cpu_model,
+            "cpu_flags": host.cpu_flags,
+            "cores": host.cores,
+            "memory_bytes": host.memory_bytes,
+            "cgroup_version": host.cgroup_version,
+            "clock_source": host.clock_source,
+            "labels": caps.labels,
+            "backends": caps.backends.iter().map(|b| serde_json::json!({
+                "name": b.name, "available": b.available, "version": b.version,
+                "reason": b.reason, "accel": b.accel,
+            })).collect::<Vec<_>>(),
+            "workloads": caps.workloads,
+        });
+        let safe: String =
+            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        bytes.push(b'\n');
+        sink::write_atomic(&self.path.join("env").join(format!("{safe}.json")), &bytes)?;
+        Ok(name)
+    }
+}

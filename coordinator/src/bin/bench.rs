@@ -1,2 +1,153 @@
-//! Benchmarks (placeholder until the coordinator lands).
-fn main() {}
+//! `isolab-bench` (`just bench`): performance targets checked as ratios measured side by side in
+//! one run, never as timed assertions in tests.
+//!
+//! Benchmarks:
+//! - `overhead`: `syscall` and `fork_exit` measured through `isolab run` (native backend, embedded
+//!   agent, gRPC, Parquet) divided by the same workload run directly; rounds alternate the two so
+//!   drift on a noisy machine hits both alike. Goal: ratio ≤ 1.01.
+//!
+//! Usage: `isolab-bench [--rounds N] [--duration 1s] [NAME…]`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use arrow_array::{Array, Float64Array, StringArray};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
+fn workload_bin() -> anyhow::Result<PathBuf> {
+    isolab_agent::workload_bin::locate().map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Runs the workload directly and returns its headline metric.
+fn direct(bin: &Path, workload: &str, metric: &str, duration: &str) -> anyhow::Result<f64> {
+    let out = Command::new(bin)
+        .args([workload, "--param", &format!("duration={duration}")])
+        .output()
+        .with_context(|| format!("cannot run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!("{workload} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let s = isolab_model::sample::Sample::parse_line(line)?;
+        if s.metric == metric && s.t_offset_s.is_none() {
+            return Ok(s.value);
+        }
+    }
+    bail!("{workload} printed no `{metric}`")
+}
+
+/// Reads `metric` summary values per workload from a run directory's Parquet files.
+fn read_metric(run_dir: &Path, workload: &str, metric: &str) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    let mut stack = vec![run_dir.join("samples")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "parquet") {
+                let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&p)?)?;
+                let cols = ["workload", "metric", "value", "t_offset_s"];
+                let idx: Vec<usize> = cols
+                    .iter()
+                    .filter_map(|c| b.schema().fields().iter().position(|f| f.name() == c))
+                    .collect();
+                let mask = ProjectionMask::roots(b.parquet_schema(), idx);
+                for batch in b.with_projection(mask).build()? {
+                    let batch = batch?;
+                    let col = |name: &str| batch.column_by_name(name).context("missing column");
+                    let w = col("workload")?.as_any().downcast_ref::<StringArray>().context("type")?;
+                    let m = col("metric")?.as_any().downcast_ref::<StringArray>().context("type")?;
+                    let v = col("value")?.as_any().downcast_ref::<Float64Array>().context("type")?;
+                    let t = col("t_offset_s")?.as_any().downcast_ref::<Float64Array>().context("type")?;
+                    for i in 0..batch.num_rows() {
+                        if w.value(i) == workload && m.value(i) == metric && t.is_null(i) {
+                            out.push(v.value(i));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
+    let bin = workload_bin()?;
+    let tmp = tempfile::tempdir()?;
+    let pipeline = tmp.path().join("bench.yaml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "apiVersion: isolab/v1\nkind: Pipeline\nname: bench\ndefaults: {{ repetitions: 1, warmup: 0, duration: {duration} }}\n\
+             platforms:\n  native: {{ backend: native }}\nexperiments:\n  - {{ name: micro, analysis: overhead, platforms: [native], workloads: [syscall, fork_exit] }}\n"
+        ),
+    )?;
+    let cases = [("syscall", "ns_per_call"), ("fork_exit", "us_per_process")];
+    let mut direct_v: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut isolab_v: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for (i, (w, m)) in cases.iter().enumerate() {
+            direct_v[i].push(direct(&bin, w, m, duration)?);
+        }
+        let (_tx, rx) = tokio::sync::watch::channel(false);
+        let opts = isolab_coordinator::run::RunOptions {
+            pipeline: pipeline.clone(),
+            results: tmp.path().join("results"),
+            ..Default::default()
+        };
+        let outcome = isolab_coordinator::run::run(&opts, rx).await?;
+        if outcome.failed > 0 {
+            bail!("bench run failed; see {}", outcome.run_dir.display());
+        }
+        for (i, (w, m)) in cases.iter().enumerate() {
+            isolab_v[i].extend(read_metric(&outcome.run_dir, w, m)?);
+        }
+        eprintln!("overhead: round {}/{rounds} done", round + 1);
+    }
+    println!("{:<34} {:>12} {:>12} {:>8} {:>6}", "benchmark", "direct", "isolab", "ratio", "goal");
+    for (i, (w, m)) in cases.iter().enumerate() {
+        let d = median(&mut direct_v[i]);
+        let s = median(&mut isolab_v[i]);
+        let ratio = s / d;
+        let verdict = if ratio <= 1.01 { "ok" } else { "MISS" };
+        println!("{:<34} {d:>12.2} {s:>12.2} {ratio:>8.3} {:>6}", format!("overhead {w} ({m})"), format!("≤1.01 {verdict}"));
+    }
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut rounds = 5u32;
+    let mut duration = "1s".to_owned();
+    let mut names = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse().context("--rounds: expected a whole number")?,
+            "--duration" => duration = args.next().context("--duration needs a value such as 1s")?,
+            "-h" | "--help" => {
+                println!("usage: isolab-bench [--rounds N] [--duration 1s] [overhead]");
+                return Ok(());
+            }
+            n if !n.starts_with('-') => names.push(n.to_owned()),
+            other => bail!("unknown flag `{other}` (expected --rounds, --duration)"),
+        }
+    }
+    let all = names.is_empty();
+    let rt = tokio::runtime::Runtime::new()?;
+    if all || names.iter().any(|n| n == "overhead") {
+        rt.block_on(overhead(rounds, &duration))?;
+    }
+    Ok(())
+}

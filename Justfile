@@ -33,9 +33,16 @@ demo: bootstrap build
     echo "run directory: $run_dir"
     echo "report:        $run_dir/report.md"
 
-# All tests (unit, integration, privileged, DuckDB/pyarrow read-back).
-test: bootstrap build-workload
-    ISOLAB_WORKLOAD_BIN={{workload_bin}} cargo nextest run --workspace --locked --no-fail-fast --profile ci
+# Lint, then all tests (unit, integration, privileged, DuckDB/pyarrow read-back).
+test: bootstrap lint build-workload
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export ISOLAB_WORKLOAD_BIN={{workload_bin}}
+    if cargo nextest --version >/dev/null 2>&1; then
+        cargo nextest run --workspace --locked --no-fail-fast --profile ci
+    else
+        cargo test --workspace --locked --no-fail-fast
+    fi
 
 # fmt check + clippy with warnings as errors.
 lint:

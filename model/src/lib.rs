@@ -23,9 +23,12 @@ pub mod plan;
 #[cfg(feature = "arrow")]
 pub mod results;
 pub mod sample;
+pub mod schema;
+mod suggest;
 pub mod units;
 pub mod validate;
 
-
-
+pub use error::{Diagnostic, LoadError};
+pub use load::{Loaded, load_file, load_file_full, load_str, load_str_full, load_with_overrides};
 pub use pipeline::Pipeline;
+pub use schema::json_schema;

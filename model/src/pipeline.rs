@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::units::{Bytes, HumanDuration, Percent};
 
+mod de;
+
 /// The only `apiVersion` this version of isolab reads.
 pub const API_VERSION: &str = "isolab/v1";
 /// The only `kind` this version of isolab reads.
@@ -23,8 +25,10 @@ pub const KIND: &str = "Pipeline";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Pipeline {
     /// Must be `isolab/v1`.
+    #[schemars(extend("const" = API_VERSION))]
     pub api_version: String,
     /// Must be `Pipeline`.
+    #[schemars(extend("const" = KIND))]
     pub kind: String,
     /// Name of the pipeline (letters, digits, `-`, `_`), part of every run id.
     pub name: String,
@@ -96,7 +100,9 @@ pub struct UntilStable {
 }
 
 /// How instances are isolated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
     /// A plain process in an accounting cgroup: the baseline.
@@ -252,7 +258,10 @@ impl AnalysisKind {
 }
 
 /// A parameter value given to a workload (`--param key=value`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// Deserialized by hand (not `untagged`) so that a wrong type is reported at its position with
+/// what was expected.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ParamValue {
     /// A whole number.
@@ -280,7 +289,10 @@ impl std::fmt::Display for ParamValue {
 pub type Params = BTreeMap<String, ParamValue>;
 
 /// A workload by name, optionally with parameters: `syscall` or `{ name: syscall, params: {…} }`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// Deserialized by hand (not `untagged`) so that an unknown key inside the mapping form is
+/// reported as such, with its position.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum WorkloadRef {
     /// Just the name.

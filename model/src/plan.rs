@@ -83,3 +83,11 @@ pub struct Trial {
     /// Retries allowed after a failure.
     pub retries: u32,
 }
+
+mod expand;
+mod filter;
+mod summary;
+
+pub use expand::{extra_repetition, plan, trial_id};
+pub use filter::{Filter, FilterError, FilterKey, glob_match};
+pub use summary::{PlanSummary, start_cost, summarize};

@@ -37,7 +37,8 @@ fn split_number(s: &str) -> (&str, &str) {
 pub struct HumanDuration(pub Duration);
 
 impl HumanDuration {
-    const EXPECTED: &'static str = "a positive number followed by a unit: us, ms, s, m or h (e.g. `10s`)";
+    const EXPECTED: &'static str =
+        "a positive number followed by a unit: us, ms, s, m or h (e.g. `10s`)";
 
     /// The duration in milliseconds, saturating.
     pub fn as_millis_u64(self) -> u64 {
@@ -53,7 +54,11 @@ impl HumanDuration {
 impl FromStr for HumanDuration {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError { kind: "duration", input: s.to_owned(), expected: Self::EXPECTED };
+        let err = || UnitError {
+            kind: "duration",
+            input: s.to_owned(),
+            expected: Self::EXPECTED,
+        };
         let (num, unit) = split_number(s.trim());
         let value: f64 = num.parse().map_err(|_| err())?;
         if !value.is_finite() || value < 0.0 {
@@ -74,9 +79,9 @@ impl FromStr for HumanDuration {
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        if ms % 1000 == 0 && ms > 0 {
+        if ms.is_multiple_of(1000) && ms > 0 {
             write!(f, "{}s", ms / 1000)
-        } else if self.0.subsec_nanos() % 1_000_000 == 0 {
+        } else if self.0.subsec_nanos().is_multiple_of(1_000_000) {
             write!(f, "{ms}ms")
         } else {
             write!(f, "{}us", self.0.as_micros())
@@ -90,8 +95,7 @@ impl fmt::Display for HumanDuration {
 pub struct Bytes(pub u64);
 
 impl Bytes {
-    const EXPECTED: &'static str =
-        "a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB, TiB, K, M, G, KB, MB, GB (e.g. `512MiB`)";
+    const EXPECTED: &'static str = "a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB, TiB, K, M, G, KB, MB, GB (e.g. `512MiB`)";
 
     /// The size in bytes.
     pub fn get(self) -> u64 {
@@ -102,7 +106,11 @@ impl Bytes {
 impl FromStr for Bytes {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError { kind: "size", input: s.to_owned(), expected: Self::EXPECTED };
+        let err = || UnitError {
+            kind: "size",
+            input: s.to_owned(),
+            expected: Self::EXPECTED,
+        };
         let (num, unit) = split_number(s.trim());
         let value: f64 = num.parse().map_err(|_| err())?;
         if !value.is_finite() || value < 0.0 {
@@ -131,10 +139,14 @@ impl FromStr for Bytes {
 
 impl fmt::Display for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] =
-            [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{name}", self.0 / size);
             }
         }
@@ -158,7 +170,11 @@ impl Percent {
 impl FromStr for Percent {
     type Err = UnitError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || UnitError { kind: "percentage", input: s.to_owned(), expected: Self::EXPECTED };
+        let err = || UnitError {
+            kind: "percentage",
+            input: s.to_owned(),
+            expected: Self::EXPECTED,
+        };
         let t = s.trim();
         let (num, div) = match t.strip_suffix('%') {
             Some(n) => (n.trim(), 100.0),
@@ -224,9 +240,21 @@ macro_rules! human_unit {
     };
 }
 
-human_unit!(HumanDuration, r"^\s*[0-9.]+\s*(us|µs|ms|s|m|min|h)\s*$", "A duration such as `10s`, `250ms`, `2m`.");
-human_unit!(Bytes, r"^\s*[0-9.]+\s*(B|KiB|MiB|GiB|TiB|K|k|M|G|T|KB|kB|MB|GB|TB)?\s*$", "A size such as `512MiB`, `1GiB`, `4096`.");
-human_unit!(Percent, r"^\s*-?[0-9.]+\s*%?\s*$", "A percentage such as `25%`.");
+human_unit!(
+    HumanDuration,
+    r"^\s*[0-9.]+\s*(us|µs|ms|s|m|min|h)\s*$",
+    "A duration such as `10s`, `250ms`, `2m`."
+);
+human_unit!(
+    Bytes,
+    r"^\s*[0-9.]+\s*(B|KiB|MiB|GiB|TiB|K|k|M|G|T|KB|kB|MB|GB|TB)?\s*$",
+    "A size such as `512MiB`, `1GiB`, `4096`."
+);
+human_unit!(
+    Percent,
+    r"^\s*-?[0-9.]+\s*%?\s*$",
+    "A percentage such as `25%`."
+);
 
 #[cfg(test)]
 mod tests {
@@ -234,10 +262,22 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!("10s".parse::<HumanDuration>().unwrap().0, Duration::from_secs(10));
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().0, Duration::from_millis(250));
-        assert_eq!("1.5s".parse::<HumanDuration>().unwrap().0, Duration::from_millis(1500));
-        assert_eq!("2m".parse::<HumanDuration>().unwrap().0, Duration::from_secs(120));
+        assert_eq!(
+            "10s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            "1.5s".parse::<HumanDuration>().unwrap().0,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            "2m".parse::<HumanDuration>().unwrap().0,
+            Duration::from_secs(120)
+        );
         assert!("10 parsecs".parse::<HumanDuration>().is_err());
         assert!("10".parse::<HumanDuration>().is_err());
         assert!("-1s".parse::<HumanDuration>().is_err());

@@ -49,15 +49,22 @@ pub enum ParseSampleError {
 impl Sample {
     /// A summary sample (no time offset).
     pub fn summary(metric: &str, value: f64, unit: &str, higher_is_better: bool) -> Self {
-        Self { metric: metric.into(), value, unit: unit.into(), higher_is_better, t_offset_s: None }
+        Self {
+            metric: metric.into(),
+            value,
+            unit: unit.into(),
+            higher_is_better,
+            t_offset_s: None,
+        }
     }
 
     /// Parses one JSON line.
     pub fn parse_line(line: &str) -> Result<Self, ParseSampleError> {
-        let s: Self = serde_json::from_str(line.trim()).map_err(|source| ParseSampleError::Json {
-            line: line.chars().take(200).collect(),
-            source,
-        })?;
+        let s: Self =
+            serde_json::from_str(line.trim()).map_err(|source| ParseSampleError::Json {
+                line: line.chars().take(200).collect(),
+                source,
+            })?;
         if !s.value.is_finite() {
             return Err(ParseSampleError::NonFinite { metric: s.metric });
         }
@@ -79,6 +86,11 @@ mod tests {
         let s = Sample::summary("ns_per_call", 42.5, "ns", false);
         assert_eq!(Sample::parse_line(&s.to_line()).unwrap(), s);
         assert!(Sample::parse_line("garbage").is_err());
-        assert!(Sample::parse_line(r#"{"metric":"x","value":1,"unit":"u","higher_is_better":true,"extra":1}"#).is_err());
+        assert!(
+            Sample::parse_line(
+                r#"{"metric":"x","value":1,"unit":"u","higher_is_better":true,"extra":1}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -52,6 +52,7 @@ mod cli;
 mod emit;
 mod measure;
 mod params;
+mod pid1;
 mod workloads;
 
 use std::io::Write;
@@ -64,6 +65,9 @@ use emit::Emitter;
 pub(crate) const NOOP_SUBCOMMAND: &str = "__noop";
 
 fn main() -> ExitCode {
+    if std::process::id() == 1 {
+        pid1::run(); // inside a VM: /init (see pid1.rs); never returns
+    }
     let mut args = std::env::args_os().skip(1).peekable();
     if args.peek().is_some_and(|a| a == NOOP_SUBCOMMAND) {
         return ExitCode::SUCCESS;

@@ -1,1 +1,30 @@
-//! placeholder
+//! The analyzer behind `isolab report` and `isolab compare`: reads a run directory's Parquet
+//! results, computes robust statistics and writes `summary.json`, `report.md` (and, later,
+//! `report.html`).
+//!
+//! Data flows one way: [`read::read_run`] loads the manifest and every trial file into a
+//! columnar [`table::SampleTable`]; [`aggregate`] turns rows into per-repetition values and
+//! per-metric [`stats`]; [`report`] assembles the [`summary::Summary`] and writes the files.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! let summary = isolab_analyzer::analyze(Path::new("results/demo-20250101T000000Z-abcd"))?;
+//! for (name, experiment) in &summary.experiments {
+//!     println!("{name}: {} metrics", experiment.metrics.len());
+//! }
+//! # Ok::<(), isolab_analyzer::AnalyzeError>(())
+//! ```
+
+pub mod aggregate;
+pub mod fsutil;
+pub mod markdown;
+pub mod read;
+pub mod report;
+pub mod stats;
+pub mod summary;
+pub mod table;
+pub mod testkit;
+
+pub use read::{ReadError, Run, read_run};
+pub use report::{AnalyzeError, ReportError, ReportPaths, analyze, summarize, write_report};
+pub use summary::Summary;

@@ -1,0 +1,379 @@
+//! From rows to repetitions to per-metric statistics.
+//!
+//! A repetition's value of a metric is the mean, over the trial's summary rows of that series
+//! (one per instance, `t_offset_s` null), of the value; the statistics of a metric on a platform
+//! are then taken across repetitions: median, bootstrap CI, outliers, and the ratio to the
+//! experiment's baseline (native) platform.
+
+use std::collections::{BTreeSet, HashMap};
+
+use indexmap::IndexMap;
+
+use crate::read::Run;
+use crate::stats;
+use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
+use crate::table::{SampleTable, Sym, TrialKey};
+
+/// One repetition's value of one series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RepValue {
+    /// The trial.
+    pub trial: TrialKey,
+    /// Index into [`SampleTable::series`].
+    pub series: u32,
+    /// Mean over the trial's summary rows of the series.
+    pub value: f64,
+    /// Number of summary rows averaged (normally one per instance).
+    pub rows: u32,
+}
+
+/// Per trial and series, the mean of the summary rows, for trials whose rows say `ok`.
+///
+/// Sorted by experiment, platform, repetition, trial id and series, so that everything computed
+/// from it is deterministic.
+pub fn repetition_values(table: &SampleTable) -> Vec<RepValue> {
+    let ok = table.strings.get("ok");
+    let mut acc: HashMap<(Sym, u32), (TrialKey, f64, u32)> = HashMap::new();
+    for seg in &table.segments {
+        if Some(seg.key.status) != ok {
+            continue;
+        }
+        for i in seg.rows.clone() {
+            if !table.t_offset_s[i].is_nan() {
+                continue;
+            }
+            let e = acc
+                .entry((seg.key.trial_id, table.series_id[i]))
+                .or_insert((seg.key, 0.0, 0));
+            e.1 += table.value[i];
+            e.2 += 1;
+        }
+    }
+    let mut out: Vec<RepValue> = acc
+        .into_iter()
+        .map(|((_, series), (trial, sum, n))| RepValue {
+            trial,
+            series,
+            value: sum / f64::from(n),
+            rows: n,
+        })
+        .collect();
+    let s = |x: Sym| table.str(x);
+    out.sort_by(|a, b| {
+        (
+            s(a.trial.experiment),
+            s(a.trial.platform),
+            a.trial.repetition,
+            s(a.trial.trial_id),
+            a.series,
+        )
+            .cmp(&(
+                s(b.trial.experiment),
+                s(b.trial.platform),
+                b.trial.repetition,
+                s(b.trial.trial_id),
+                b.series,
+            ))
+    });
+    out
+}
+
+/// What identifies a metric within an experiment (everything but the platform and repetition).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct MetricKey {
+    workload: Sym,
+    params: Sym,
+    metric: Sym,
+    unit: Sym,
+    higher_is_better: bool,
+    role: Sym,
+    group: Option<Sym>,
+    n_instances: i32,
+    adversary: Option<Sym>,
+}
+
+/// Platforms of an experiment: the manifest's order, then any others found in the data, sorted.
+fn platform_order(run: &Run, experiment: &str, found: &BTreeSet<&str>) -> Vec<String> {
+    let mut order: Vec<String> = run
+        .manifest
+        .experiments
+        .iter()
+        .filter(|e| e.name == experiment)
+        .flat_map(|e| e.platforms.iter().cloned())
+        .collect();
+    for p in found {
+        if !order.iter().any(|o| o == p) {
+            order.push((*p).to_owned());
+        }
+    }
+    order
+}
+
+/// Backend of each platform, from the data, else from the manifest.
+fn backends(run: &Run) -> HashMap<String, String> {
+    let t = &run.table;
+    let mut out: HashMap<String, String> = run
+        .manifest
+        .trials
+        .iter()
+        .map(|tr| (tr.platform.clone(), tr.backend.clone()))
+        .collect();
+    for seg in &t.segments {
+        out.insert(
+            t.str(seg.key.platform).to_owned(),
+            t.str(seg.key.backend).to_owned(),
+        );
+    }
+    out
+}
+
+/// Parses a canonical JSON params object into `key → display value`.
+fn params_map(params: &str) -> Vec<(String, String)> {
+    match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(params) {
+        Ok(map) => map
+            .into_iter()
+            .map(|(k, v)| {
+                let shown = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                (k, shown)
+            })
+            .collect(),
+        Err(_) if params.is_empty() => Vec::new(),
+        Err(_) => vec![("params".to_owned(), params.to_owned())],
+    }
+}
+
+/// Readable, unique labels: `workload/metric [qualifiers]`, where the qualifiers are only what
+/// distinguishes keys of the experiment (parameters that vary, instance counts that vary, the
+/// adversary, a non-peer role, the group).
+fn labels(t: &SampleTable, keys: &[MetricKey]) -> HashMap<MetricKey, String> {
+    let n_values: BTreeSet<i32> = keys.iter().map(|k| k.n_instances).collect();
+    // Parameter names whose value differs between keys of the same workload.
+    let mut varying: HashMap<Sym, BTreeSet<String>> = HashMap::new();
+    let mut seen: HashMap<(Sym, String), BTreeSet<String>> = HashMap::new();
+    for k in keys {
+        for (name, value) in params_map(t.str(k.params)) {
+            seen.entry((k.workload, name)).or_default().insert(value);
+        }
+    }
+    for ((workload, name), values) in seen {
+        let everywhere = keys
+            .iter()
+            .filter(|k| k.workload == workload)
+            .all(|k| params_map(t.str(k.params)).iter().any(|(n, _)| *n == name));
+        if values.len() > 1 || !everywhere {
+            varying.entry(workload).or_default().insert(name);
+        }
+    }
+    let mut out = HashMap::new();
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    let mut sorted_keys: Vec<&MetricKey> = keys.iter().collect();
+    sorted_keys.sort_by_key(|k| {
+        (
+            t.str(k.workload),
+            t.str(k.metric),
+            k.n_instances,
+            t.str(k.params),
+            t.opt_str(k.adversary),
+        )
+    });
+    for k in sorted_keys {
+        let mut quals = Vec::new();
+        if let Some(names) = varying.get(&k.workload) {
+            for (name, value) in params_map(t.str(k.params)) {
+                if names.contains(&name) {
+                    quals.push(format!("{name}={value}"));
+                }
+            }
+        }
+        if n_values.len() > 1 {
+            quals.push(format!("n={}", k.n_instances));
+        }
+        if let Some(a) = k.adversary {
+            quals.push(format!("adversary={}", t.str(a)));
+        }
+        if t.str(k.role) != "peer" {
+            quals.push(format!("role={}", t.str(k.role)));
+        }
+        if let Some(g) = k.group {
+            quals.push(format!("group={}", t.str(g)));
+        }
+        let mut label = format!("{}/{}", t.str(k.workload), t.str(k.metric));
+        if !quals.is_empty() {
+            label = format!("{label} [{}]", quals.join(", "));
+        }
+        let mut unique = label.clone();
+        let mut i = 2;
+        while used.contains(&unique) {
+            unique = format!("{label} #{i}");
+            i += 1;
+        }
+        used.insert(unique.clone());
+        out.insert(*k, unique);
+    }
+    out
+}
+
+/// Values per repetition, grouped: experiment → metric → platform → values in repetition order.
+type Grouped = HashMap<Sym, HashMap<MetricKey, HashMap<Sym, Vec<f64>>>>;
+
+fn group(t: &SampleTable, reps: &[RepValue]) -> Grouped {
+    let mut g: Grouped = HashMap::new();
+    for r in reps {
+        let s = &t.series[r.series as usize];
+        let key = MetricKey {
+            workload: s.workload,
+            params: s.params,
+            metric: s.metric,
+            unit: s.unit,
+            higher_is_better: s.higher_is_better,
+            role: s.role,
+            group: s.group,
+            n_instances: r.trial.n_instances,
+            adversary: r.trial.adversary,
+        };
+        g.entry(r.trial.experiment)
+            .or_default()
+            .entry(key)
+            .or_default()
+            .entry(r.trial.platform)
+            .or_default()
+            .push(r.value);
+    }
+    g
+}
+
+/// Experiments in manifest order, then any others found in the data, sorted.
+pub(crate) fn experiment_order(run: &Run) -> Vec<String> {
+    let t = &run.table;
+    let mut order: Vec<String> = run
+        .manifest
+        .experiments
+        .iter()
+        .map(|e| e.name.clone())
+        .collect();
+    let found: BTreeSet<&str> = t.segments.iter().map(|s| t.str(s.key.experiment)).collect();
+    for e in found {
+        if !order.iter().any(|o| o == e) {
+            order.push(e.to_owned());
+        }
+    }
+    order
+}
+
+/// Per-experiment, per-metric, per-platform statistics of a run.
+pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
+    let t = &run.table;
+    let reps = repetition_values(t);
+    let mut grouped = group(t, &reps);
+    let backends = backends(run);
+    let mut out = IndexMap::new();
+    for name in experiment_order(run) {
+        let analysis = run
+            .manifest
+            .experiments
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.analysis.clone())
+            .or_else(|| {
+                t.segments
+                    .iter()
+                    .find(|s| t.str(s.key.experiment) == name)
+                    .map(|s| t.str(s.key.analysis).to_owned())
+            })
+            .unwrap_or_default();
+        let metrics = t
+            .strings
+            .get(&name)
+            .and_then(|sym| grouped.remove(&sym))
+            .unwrap_or_default();
+        let found: BTreeSet<&str> = metrics
+            .values()
+            .flat_map(|p| p.keys().map(|s| t.str(*s)))
+            .collect();
+        let platforms = platform_order(run, &name, &found);
+        let baseline = platforms
+            .iter()
+            .find(|p| backends.get(*p).is_some_and(|b| b == "native"))
+            .cloned();
+        let keys: Vec<MetricKey> = metrics.keys().copied().collect();
+        let labels = labels(t, &keys);
+        let mut entries: Vec<(String, MetricSummary)> = metrics
+            .into_iter()
+            .map(|(key, per_platform)| {
+                let summary =
+                    metric_summary(t, &key, &per_platform, &platforms, baseline.as_deref());
+                (labels[&key].clone(), summary)
+            })
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        out.insert(
+            name,
+            ExperimentSummary {
+                analysis,
+                baseline,
+                metrics: entries.into_iter().collect(),
+            },
+        );
+    }
+    out
+}
+
+fn metric_summary(
+    t: &SampleTable,
+    key: &MetricKey,
+    per_platform: &HashMap<Sym, Vec<f64>>,
+    order: &[String],
+    baseline: Option<&str>,
+) -> MetricSummary {
+    let values_of = |p: &str| t.strings.get(p).and_then(|s| per_platform.get(&s));
+    let base = baseline.and_then(values_of);
+    let unit = t.str(key.unit).to_owned();
+    let mut platforms = IndexMap::new();
+    for p in order {
+        let Some(values) = values_of(p) else { continue };
+        let Some(e) = stats::estimate(values) else {
+            continue;
+        };
+        let ratio = if Some(p.as_str()) == baseline {
+            // The baseline against itself: exactly 1, no interval.
+            Some(stats::RatioEstimate {
+                ratio: 1.0,
+                ci_low: f64::NAN,
+                ci_high: f64::NAN,
+            })
+        } else {
+            base.and_then(|b| stats::ratio_of_medians(values, b))
+        };
+        platforms.insert(
+            p.clone(),
+            PlatformStats {
+                n: e.n,
+                median: e.median,
+                ci_low: e.ci_low,
+                ci_high: e.ci_high,
+                unit: unit.clone(),
+                higher_is_better: key.higher_is_better,
+                outliers: e.outliers.len(),
+                ratio_to_native: ratio.map(|r| r.ratio),
+                ratio_ci: ratio
+                    .filter(|r| r.ci_low.is_finite())
+                    .map(|r| [r.ci_low, r.ci_high]),
+            },
+        );
+    }
+    MetricSummary {
+        workload: t.str(key.workload).to_owned(),
+        metric: t.str(key.metric).to_owned(),
+        unit,
+        higher_is_better: key.higher_is_better,
+        params: t.str(key.params).to_owned(),
+        role: t.str(key.role).to_owned(),
+        group: t.opt_str(key.group).map(str::to_owned),
+        n_instances: key.n_instances,
+        adversary: t.opt_str(key.adversary).map(str::to_owned),
+        platforms,
+    }
+}

@@ -1,0 +1,277 @@
+//! End-to-end tests of the analyzer on synthetic run directories with planted answers.
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use isolab_analyzer::testkit::{
+    LoadSpec, RowSpec, RunSpec, TrialSpec, write_generated_run, write_synthetic_run,
+};
+use isolab_analyzer::{AnalyzeError, ReadError, analyze, read_run, write_report};
+use isolab_model::manifest::TrialState;
+
+/// native ≈ 100 ns, container ≈ 110 ns: 5 repetitions with ±1% noise.
+fn planted_overhead() -> RunSpec {
+    let mut spec = RunSpec::new("planted-20250101T000000Z-0001", "planted");
+    let noise = [0.0, -1.0, 1.0, 0.5, -0.5];
+    let native: Vec<f64> = noise.iter().map(|n| 100.0 + n).collect();
+    let container: Vec<f64> = noise.iter().map(|n| 110.0 + 1.1 * n).collect();
+    let native_fork: Vec<f64> = noise.iter().map(|n| 50.0 + n).collect();
+    let container_fork: Vec<f64> = noise.iter().map(|n| 50.5 + n).collect();
+    spec.experiment(
+        "micro",
+        "overhead",
+        &[("native", "native"), ("container", "container")],
+    )
+    .summary_metric("native", "syscall", "ns_per_call", "ns", false, &native)
+    .summary_metric(
+        "container",
+        "syscall",
+        "ns_per_call",
+        "ns",
+        false,
+        &container,
+    )
+    .summary_metric(
+        "native",
+        "fork_exit",
+        "us_per_process",
+        "us",
+        false,
+        &native_fork,
+    )
+    .summary_metric(
+        "container",
+        "fork_exit",
+        "us_per_process",
+        "us",
+        false,
+        &container_fork,
+    )
+    .failed("container", "fork_exit", 5, "agent lost: connection reset");
+    spec
+}
+
+#[test]
+fn planted_ten_percent_overhead_is_reported_as_1_10() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    let micro = &summary.experiments["micro"];
+    assert_eq!(micro.baseline.as_deref(), Some("native"));
+    let m = &micro.metrics["syscall/ns_per_call"];
+    let c = &m.platforms["container"];
+    assert_eq!(c.n, 5);
+    let ratio = c.ratio_to_native.unwrap();
+    assert!((ratio - 1.10).abs() < 0.005, "ratio {ratio}");
+    let [lo, hi] = c.ratio_ci.unwrap();
+    assert!(
+        lo <= 1.10 && 1.10 <= hi,
+        "CI [{lo}, {hi}] must contain 1.10"
+    );
+    assert!(lo > 1.0, "a 10% overhead with 1% noise is significant");
+    assert!((c.median - 110.0).abs() < 1e-9);
+    let n = &m.platforms["native"];
+    assert_eq!(n.ratio_to_native, Some(1.0));
+    assert_eq!(summary.trials.planned, 21);
+    assert_eq!(summary.trials.ok, 20);
+    assert_eq!(summary.trials.failed, 1);
+    assert_eq!(
+        summary.failed_trials[0].reason.as_deref(),
+        Some("agent lost: connection reset")
+    );
+}
+
+#[test]
+fn snapshot_of_summary_and_markdown() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    let out = dir.path().join("report");
+    let paths = write_report(dir.path(), &out).unwrap();
+    let json = fs::read_to_string(&paths.summary_json).unwrap();
+    let md = fs::read_to_string(&paths.report_md).unwrap();
+    insta::assert_snapshot!("summary_json", json);
+    insta::assert_snapshot!("report_md", md);
+    // Deterministic: a second report is byte-identical.
+    let again = write_report(dir.path(), &out).unwrap();
+    assert_eq!(fs::read_to_string(again.summary_json).unwrap(), json);
+    // Atomic writes leave no staging files.
+    let mut names: Vec<_> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["report.md", "summary.json"]);
+}
+
+fn write_foreign_parquet(path: &Path) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let batch = RecordBatch::try_from_iter(vec![
+        (
+            "name",
+            Arc::new(StringArray::from(vec!["a", "b"])) as ArrayRef,
+        ),
+        ("count", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef),
+    ])
+    .unwrap();
+    let file = fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+#[test]
+fn a_foreign_parquet_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    let foreign = dir
+        .path()
+        .join("samples/experiment=micro/platform=native/other.parquet");
+    write_foreign_parquet(&foreign);
+    let err = analyze(dir.path()).unwrap_err();
+    let AnalyzeError::Read(ReadError::SchemaMismatch {
+        path,
+        expected,
+        found,
+        ..
+    }) = &err
+    else {
+        panic!("expected a schema mismatch, got {err:?}");
+    };
+    assert_eq!(path, &foreign);
+    assert!(expected.starts_with("run_id: Utf8"), "{expected}");
+    assert!(found.contains("count: Int64"), "{found}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("other.parquet") && msg.contains("column 0 is `name: Utf8"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn staging_and_hidden_files_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    let part = dir.path().join("samples/experiment=micro/platform=native");
+    write_foreign_parquet(&part.join(".trial-x.parquet.tmp"));
+    write_foreign_parquet(&part.join("trial-y.parquet.tmp"));
+    fs::write(part.join("README.txt"), "not data").unwrap();
+    let read = read_run(dir.path()).unwrap();
+    assert_eq!(read.table.files.len(), run.files.len());
+    assert_eq!(read.table.len() as u64, run.rows);
+    assert!(read.missing_files.is_empty());
+}
+
+#[test]
+fn repetitions_average_instances_and_ignore_time_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = RunSpec::new("multi", "multi");
+    let exp = spec.experiment("scale", "scaling", &[("container", "container")]);
+    for rep in 0..3u32 {
+        let mut t = TrialSpec::new("container", "cpu_spin", rep);
+        t.n_instances = 2;
+        let base = 100.0 + f64::from(rep);
+        let mut rows = vec![
+            RowSpec::summary(0, "units_per_s", base - 10.0, "units/s", true),
+            RowSpec::summary(1, "units_per_s", base + 10.0, "units/s", true),
+        ];
+        // Time-series points far from the summaries must not move the medians.
+        rows.extend(
+            (0..50).map(|i| RowSpec::point(0, "units_per_s", 1e6, "units/s", f64::from(i) * 0.1)),
+        );
+        t.outcome = isolab_analyzer::testkit::Outcome::Ok(rows);
+        exp.trial(t);
+    }
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    let e = &summary.experiments["scale"];
+    assert_eq!(e.baseline, None);
+    let m = &e.metrics["cpu_spin/units_per_s"];
+    let p = &m.platforms["container"];
+    assert_eq!((p.n, p.median), (3, 101.0));
+    assert_eq!(p.ratio_to_native, None);
+    assert!(p.higher_is_better);
+}
+
+#[test]
+fn labels_show_only_what_distinguishes_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = RunSpec::new("labels", "labels");
+    let exp = spec.experiment("files", "overhead", &[("native", "native")]);
+    for (size, value) in [(0, 10.0), (4096, 20.0)] {
+        let mut t = TrialSpec::new("native", "file_ops", 0);
+        t.params = format!(r#"{{"duration":"1s","size":{size}}}"#);
+        t.outcome = isolab_analyzer::testkit::Outcome::Ok(vec![RowSpec::summary(
+            0,
+            "us_per_file",
+            value,
+            "us",
+            false,
+        )]);
+        exp.trial(t);
+    }
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    let labels: Vec<_> = summary.experiments["files"]
+        .metrics
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        labels,
+        [
+            "file_ops/us_per_file [size=0]",
+            "file_ops/us_per_file [size=4096]"
+        ]
+    );
+    assert_eq!(
+        summary.experiments["files"].metrics[1].platforms["native"].median,
+        20.0
+    );
+}
+
+#[test]
+fn not_a_run_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = analyze(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, AnalyzeError::Read(ReadError::NoManifest { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("manifest.json"));
+}
+
+#[test]
+fn missing_files_of_ok_trials_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    fs::remove_file(dir.path().join(&run.files[0])).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    assert_eq!(
+        summary.missing_files,
+        [run.files[0].to_string_lossy().into_owned()]
+    );
+}
+
+#[test]
+fn generated_runs_read_back_completely() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = LoadSpec::with_total_rows("gen", 40_000);
+    spec.repetitions = 5;
+    let run = write_generated_run(dir.path(), &spec).unwrap();
+    assert_eq!(run.rows, spec.total_rows());
+    let read = read_run(dir.path()).unwrap();
+    assert_eq!(read.table.len() as u64, run.rows);
+    assert_eq!(read.table.segments.len(), 10, "one segment per trial file");
+    assert!(
+        read.manifest
+            .trials
+            .iter()
+            .all(|t| t.status == TrialState::Ok)
+    );
+    let summary = analyze(dir.path()).unwrap();
+    let m = &summary.experiments["load"].metrics["cpu_spin/m0"];
+    let r = m.platforms["container"].ratio_to_native.unwrap();
+    assert!((r - 1.1).abs() < 0.02, "planted 1.1, got {r}");
+}

@@ -1,0 +1,51 @@
+//! The `container` backend: each instance is an OCI bundle run by an OCI runtime binary.
+//!
+//! # Life of a trial
+//!
+//! [`ContainerBackend`] prepares, per instance, a bundle directory under the agent's state dir
+//! (`<state>/<agent dir>/trials/<trial slug>/i<index>/`) holding a `config.json` built with the
+//! `oci-spec` crate ([`bundle`]) and a root filesystem ([`rootfs`]: `minimal` or `host-ro`). For
+//! network `bridge` it makes the trial's network namespaces ([`netns`]). It starts each instance
+//! with `<runtime> --root <agent state>/runtime/<name> run --keep --bundle … <id>` in the
+//! foreground ([`runtime`]): the runtime hands its own stdout and stderr (our pipes) to the
+//! workload, so stdout carries nothing but sample lines, and it exits with the workload's status.
+//! `--keep` leaves the stopped container and its cgroups in place, so the final statistics (OOM
+//! kills, refused forks) can still be read after the workload ended; teardown deletes it.
+//!
+//! # cgroups
+//!
+//! `cgroupsPath` is *relative* (`<agent dir>/<trial slug>/i<index>`): runc, a child of the agent,
+//! nests it under its own (so the agent's) cgroup in every hierarchy, exactly where
+//! [`crate::cgroup::CgroupManager::open`] looks for the same relative path. The runtime applies
+//! the limits from `config.json` (the platform's limits tightened by the safety envelope); the
+//! agent reads statistics and kills through [`crate::cgroup`]. runc also makes the path in the
+//! hierarchies the cgroup layer does not use (`devices`, `name=systemd`, the v2 mount of a hybrid
+//! host): [`hierarchy`] knows every mounted hierarchy and removes the trial's directories from
+//! all of them at teardown.
+//!
+//! # Teardown that proves itself
+//!
+//! After a trial, [`ContainerBackend::leftovers`] looks for processes in any of the trial's
+//! cgroups, the cgroups themselves in every hierarchy, containers the runtime still lists, the
+//! bundle directories, mounts below them and network namespaces; anything found is a
+//! [`crate::backend::Leak`] and fails the trial.
+
+mod backend;
+pub mod bundle;
+mod config;
+mod error;
+pub mod hierarchy;
+mod leftovers;
+mod lifecycle;
+pub mod netns;
+mod probe;
+pub mod rootfs;
+pub mod runtime;
+pub mod seccomp;
+
+#[cfg(test)]
+mod real_tests;
+
+pub use backend::{ContainerBackend, ContainerPrepared};
+pub use config::{ContainerConfig, DEFAULT_RUNTIME, DEFAULT_RUNTIMES};
+pub use error::ContainerError;

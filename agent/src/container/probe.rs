@@ -1,0 +1,188 @@
+//! Probing a runtime at agent start: its version, then a real tiny container (the workload
+//! binary's `--list` in a minimal root, under the safety envelope's ceilings) within a timeout.
+//! A runtime that is missing or fails is reported as unavailable with the reason (e.g. `crun`
+//! refusing a hybrid cgroup layout), never as a failed trial.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use isolab_model::catalog;
+use isolab_model::pipeline::{NetworkMode, RootfsKind};
+use tokio::io::AsyncReadExt;
+
+use super::backend::Inner;
+use super::lifecycle::{self, Instance, InstancePlan, Running};
+use super::runtime::{Runtime, last_lines};
+use crate::backend::envelope::Ceilings;
+use crate::backend::{BackendStatus, process_start_time};
+use crate::cgroup::CgroupLimits;
+
+/// Probes runtime `name`; the status is named `container/<name>`. `n` makes the probe's
+/// names unique within the agent.
+pub(crate) async fn probe_runtime(
+    inner: &Arc<Inner>,
+    name: &str,
+    n: u64,
+    ceilings: Ceilings,
+    timeout: Duration,
+) -> BackendStatus {
+    let label = format!("container/{name}");
+    let runtime = match inner.runtime(name, &[]) {
+        Ok(r) => r,
+        Err(e) => return BackendStatus::unavailable(&label, e.to_string()),
+    };
+    let rt = runtime.clone();
+    let version = match tokio::task::spawn_blocking(move || rt.version(timeout)).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return BackendStatus::unavailable(&label, e.to_string()),
+        Err(e) => return BackendStatus::unavailable(&label, format!("probe task failed: {e}")),
+    };
+    match run_probe(inner, &runtime, n, ceilings, timeout).await {
+        Ok(()) => BackendStatus { name: label, available: true, version, ..BackendStatus::default() },
+        Err(reason) => BackendStatus { version, ..BackendStatus::unavailable(&label, reason) },
+    }
+}
+
+/// Runs the probe container and cleans up after it, whatever happened.
+async fn run_probe(
+    inner: &Arc<Inner>,
+    runtime: &Runtime,
+    n: u64,
+    ceilings: Ceilings,
+    timeout: Duration,
+) -> Result<(), String> {
+    let key: String = runtime.name().chars().filter(char::is_ascii_alphanumeric).collect();
+    let names = inner.names(&format!("probe-{key}-{n}"));
+    // A dynamically linked workload (a development build) still runs with the host's libraries.
+    let kind = if inner.workload_static { RootfsKind::Minimal } else { RootfsKind::HostRo };
+    let plan = InstancePlan {
+        index: 0,
+        args: vec!["--list".into()],
+        limits: CgroupLimits {
+            memory_bytes: Some(ceilings.memory_bytes),
+            pids_max: Some(ceilings.pids),
+            ..CgroupLimits::default()
+        },
+    };
+    let (task_inner, task_names, task_rt) = (Arc::clone(inner), names.clone(), runtime.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        lifecycle::make_trial(&task_inner, &task_names, &task_rt, kind, NetworkMode::None, &[plan])
+    })
+    .await
+    .map_err(|e| format!("probe task failed: {e}"))?;
+    let (_, instances) = made.map_err(|e| format!("cannot prepare the probe container: {e}"))?;
+    let Some(instance) = instances.into_iter().next() else {
+        return Err("no probe instance was made".into());
+    };
+    let mut running = Vec::new();
+    let outcome = run_container(runtime, &instance, timeout, &mut running).await;
+    let (task_inner, task_rt) = (Arc::clone(inner), runtime.clone());
+    let cgroups = vec![(instance.index, Arc::clone(&instance.cgroup))];
+    let cleanup = tokio::task::spawn_blocking(move || {
+        let mut errors = Vec::new();
+        if let Err(e) = lifecycle::stop_instances(&names.slug, &cgroups, &running, timeout) {
+            errors.push(e.to_string());
+        }
+        errors.extend(lifecycle::destroy_trial(&task_inner, &names, &task_rt, timeout));
+        errors
+    })
+    .await;
+    match cleanup {
+        Ok(errors) if errors.is_empty() => {}
+        Ok(errors) => return Err(format!("probe container left things behind: {}", errors.join("; "))),
+        Err(e) => return Err(format!("probe cleanup failed: {e}")),
+    }
+    outcome
+}
+
+/// Starts the container, reads all its output and waits for it, within `timeout`.
+async fn run_container(
+    runtime: &Runtime,
+    instance: &Instance,
+    timeout: Duration,
+    running: &mut Vec<Running>,
+) -> Result<(), String> {
+    let mut child = runtime
+        .run_command(&instance.bundle, &instance.id)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", runtime.program().display()))?;
+    if let Some(pid) = child.id() {
+        running.push(Running { index: instance.index, pid, start_time: process_start_time(pid) });
+    }
+    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+    let work = async {
+        let (mut o, mut e) = (String::new(), String::new());
+        let read_out = async {
+            if let Some(s) = out.as_mut() {
+                let _ = s.read_to_string(&mut o).await;
+            }
+        };
+        let read_err = async {
+            if let Some(s) = err.as_mut() {
+                let _ = s.read_to_string(&mut e).await;
+            }
+        };
+        tokio::join!(read_out, read_err);
+        let status = child.wait().await;
+        (status, o, e)
+    };
+    let (status, stdout, stderr) = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| format!("probe container did not finish within {} ms", timeout.as_millis()))?;
+    let status = status.map_err(|e| format!("waiting for the runtime failed: {e}"))?;
+    let expected = catalog::names().first().copied().unwrap_or("syscall");
+    if status.success() && stdout.contains(expected) {
+        return Ok(());
+    }
+    let said = last_lines(&stderr, 3);
+    Err(format!(
+        "probe container failed ({status}){}",
+        if said.is_empty() { String::new() } else { format!(": {said}") }
+    ))
+}
+
+/// The backend's own status from the runtimes' statuses: available when any runtime works;
+/// the version lists the working runtimes, the reason every runtime's when none works.
+pub(crate) fn summary(backend: &str, found: &BTreeMap<String, BackendStatus>) -> BackendStatus {
+    let working: Vec<&BackendStatus> = found.values().filter(|s| s.available).collect();
+    if working.is_empty() {
+        let why: Vec<String> = found.iter().map(|(n, s)| format!("{n}: {}", s.reason)).collect();
+        let reason = if why.is_empty() { "no container runtime configured".to_owned() } else { why.join("; ") };
+        return BackendStatus::unavailable(backend, reason);
+    }
+    BackendStatus {
+        name: backend.to_owned(),
+        available: true,
+        version: working.iter().map(|s| s.version.as_str()).collect::<Vec<_>>().join(", "),
+        ..BackendStatus::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(name: &str, ok: bool, text: &str) -> (String, BackendStatus) {
+        let s = if ok {
+            BackendStatus { name: format!("container/{name}"), available: true, version: text.into(), ..Default::default() }
+        } else {
+            BackendStatus::unavailable(&format!("container/{name}"), text)
+        };
+        (name.to_owned(), s)
+    }
+
+    #[test]
+    fn summary_is_available_when_any_runtime_works() {
+        let found: BTreeMap<_, _> =
+            [st("runc", true, "runc 1.1.5"), st("crun", false, "cannot use hybrid cgroups")].into_iter().collect();
+        let s = summary("container", &found);
+        assert!(s.available);
+        assert_eq!(s.version, "runc 1.1.5");
+        let found: BTreeMap<_, _> = [st("crun", false, "hybrid"), st("youki", false, "not installed")].into_iter().collect();
+        let s = summary("container", &found);
+        assert!(!s.available);
+        assert_eq!(s.reason, "crun: hybrid; youki: not installed");
+        assert!(!summary("container", &BTreeMap::new()).available);
+    }
+}

@@ -1,0 +1,1 @@
+//! Tests against the real runtime (root, runc); run in CI.

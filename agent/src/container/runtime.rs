@@ -1,0 +1,346 @@
+//! Driving an OCI runtime binary (`runc`, `crun`, `youki`, `runsc`, or any by path).
+//!
+//! Every call passes `--root <dir>`, a state directory of this agent alone, so the agent never
+//! sees or touches containers it did not create; `runtime_args` (e.g. `--platform=ptrace` for
+//! runsc) follow it as global flags. Instances run with `run --keep` in the foreground and no
+//! terminal: the runtime gives its stdout and stderr to the workload (our pipes, so stdout holds
+//! only sample lines), waits for it and exits with its status (128 + signal when it was killed);
+//! `--keep` leaves the stopped container and its cgroups for the final statistics until
+//! [`Runtime::delete`]. Housekeeping commands (`kill`, `delete --force`, `state`, `list`) block
+//! with a timeout; call them from blocking tasks.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a housekeeping command may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+/// `PATH` for the runtime (and for finding it): the agent may run with a short `PATH`.
+const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What went wrong with a runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The binary is not there.
+    #[error("runtime `{name}` not found ({where_})")]
+    NotFound {
+        /// The name or path given.
+        name: String,
+        /// Where it was looked for.
+        where_: String,
+    },
+    /// The binary could not be started.
+    #[error("cannot run {}: {source}", program.display())]
+    Spawn {
+        /// The binary.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command did not finish in time (it was killed).
+    #[error("`{name} {op}` did not finish within {timeout_ms} ms")]
+    Timeout {
+        /// The runtime.
+        name: String,
+        /// The subcommand.
+        op: String,
+        /// The limit.
+        timeout_ms: u128,
+    },
+    /// A command failed.
+    #[error("`{name} {op}` failed ({status}): {stderr}")]
+    Failed {
+        /// The runtime.
+        name: String,
+        /// The subcommand.
+        op: String,
+        /// Its exit status.
+        status: String,
+        /// The last lines it wrote to stderr.
+        stderr: String,
+    },
+    /// A command's output was not what the runtime documents.
+    #[error("`{name} {op}` printed something unexpected: {what}")]
+    Output {
+        /// The runtime.
+        name: String,
+        /// The subcommand.
+        op: String,
+        /// What was wrong.
+        what: String,
+    },
+}
+
+/// A container as `state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ContainerState {
+    /// The container id.
+    pub id: String,
+    /// `creating`, `created`, `running`, `stopped` (or `paused`).
+    pub status: String,
+    /// Host pid of the container's process 1 (0 once stopped).
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// One OCI runtime with this agent's state root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    name: String,
+    program: PathBuf,
+    global_args: Vec<String>,
+    root: PathBuf,
+}
+
+impl Runtime {
+    /// `name` is a binary on `PATH` (plus the sbin directories) or a path; `root` the state
+    /// directory passed as `--root`.
+    pub fn new(name: &str, runtime_args: &[String], root: PathBuf) -> Result<Self, RuntimeError> {
+        let program = resolve(name)?;
+        Ok(Self { name: name.to_owned(), program, global_args: runtime_args.to_vec(), root })
+    }
+
+    /// The name as configured.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The binary.
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+
+    /// The state root (`--root`).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The global part of every command line: `--root <root> <runtime_args…>`.
+    pub fn global_args(&self) -> Vec<String> {
+        let mut args = vec!["--root".to_owned(), self.root.to_string_lossy().into_owned()];
+        args.extend(self.global_args.iter().cloned());
+        args
+    }
+
+    /// The command that runs a container in the foreground: `run --keep --bundle <dir> <id>`,
+    /// stdin from `/dev/null`, stdout and stderr piped, a clean environment.
+    pub fn run_command(&self, bundle: &Path, id: &str) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(self.global_args())
+            .arg("run")
+            .arg("--keep")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg(id)
+            .env_clear()
+            .env("PATH", SEARCH_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// `<runtime> --version`, first line (`runc version 1.1.5` → `runc 1.1.5`).
+    pub fn version(&self, timeout: Duration) -> Result<String, RuntimeError> {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("--version");
+        let out = self.output(cmd, "--version", timeout)?;
+        let first = out.lines().next().unwrap_or("").trim();
+        if first.is_empty() {
+            return Err(self.unexpected("--version", "no output".into()));
+        }
+        Ok(first.replacen(" version ", " ", 1))
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`) to the container's process 1.
+    pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
+        self.output(self.command(&["kill", id, signal]), "kill", COMMAND_TIMEOUT).map(drop)
+    }
+
+    /// `delete --force`: kills what still runs and removes the container's state and cgroups.
+    /// A container that does not exist is fine.
+    pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        match self.output(self.command(&["delete", "--force", id]), "delete", COMMAND_TIMEOUT) {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Failed { stderr, .. }) if says_missing(&stderr) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The container's state, `None` when the runtime does not know it.
+    pub fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
+        match self.output(self.command(&["state", id]), "state", COMMAND_TIMEOUT) {
+            Ok(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|e| self.unexpected("state", format!("{e}: {json}"))),
+            Err(RuntimeError::Failed { stderr, .. }) if says_missing(&stderr) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ids of every container under this root.
+    pub fn list(&self) -> Result<Vec<String>, RuntimeError> {
+        if !self.root.exists() {
+            return Ok(Vec::new());
+        }
+        let out = self.output(self.command(&["list", "--quiet"]), "list", COMMAND_TIMEOUT)?;
+        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(self.global_args()).args(args);
+        cmd
+    }
+
+    fn unexpected(&self, op: &str, what: String) -> RuntimeError {
+        RuntimeError::Output { name: self.name.clone(), op: op.to_owned(), what }
+    }
+
+    /// Runs `cmd` with a clean environment, returns stdout; non-zero exit is [`RuntimeError::Failed`].
+    fn output(&self, mut cmd: Command, op: &str, timeout: Duration) -> Result<String, RuntimeError> {
+        cmd.env_clear()
+            .env("PATH", SEARCH_PATH)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child =
+            cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.clone(), source })?;
+        // Read both pipes on threads so a chatty command cannot block on a full pipe.
+        let mut stdout = child.stdout.take();
+        let mut stderr = child.stderr.take();
+        let out_t = std::thread::spawn(move || read_all(stdout.as_mut()));
+        let err_t = std::thread::spawn(move || read_all(stderr.as_mut()));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) | Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(RuntimeError::Timeout {
+                        name: self.name.clone(),
+                        op: op.to_owned(),
+                        timeout_ms: timeout.as_millis(),
+                    });
+                }
+            }
+        };
+        let out = out_t.join().unwrap_or_default();
+        let err = err_t.join().unwrap_or_default();
+        if status.success() {
+            Ok(out)
+        } else {
+            Err(RuntimeError::Failed {
+                name: self.name.clone(),
+                op: op.to_owned(),
+                status: status.to_string(),
+                stderr: last_lines(&err, 5),
+            })
+        }
+    }
+}
+
+/// The binary for a runtime name or path.
+pub fn resolve(name: &str) -> Result<PathBuf, RuntimeError> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(RuntimeError::NotFound { name: name.to_owned(), where_: "no such file".into() })
+        };
+    }
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .chain(SEARCH_PATH.split(':'))
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| RuntimeError::NotFound {
+            name: name.to_owned(),
+            where_: "not installed: not on PATH nor in the sbin directories".into(),
+        })
+}
+
+/// Whether a runtime's error text says the container does not exist.
+fn says_missing(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("does not exist") || s.contains("not exist") || s.contains("not found")
+}
+
+fn read_all(r: Option<&mut impl Read>) -> String {
+    let mut buf = Vec::new();
+    if let Some(r) = r {
+        let _ = r.read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The last `n` non-empty lines of `text`, joined with `; `, without runc's log decoration.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<String> = text.lines().map(clean_log_line).filter(|l| !l.is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
+}
+
+/// `time="…" level=error msg="container does not exist"` → `container does not exist`.
+pub fn clean_log_line(line: &str) -> String {
+    let line = line.trim();
+    match line.find("msg=\"") {
+        Some(i) => {
+            let rest = &line[i + 5..];
+            rest.rfind('"').map_or(rest, |end| &rest[..end]).replace("\\\"", "\"")
+        }
+        None => line.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runc_log_lines_are_cleaned() {
+        assert_eq!(
+            clean_log_line(r#"time="2026-11-25T19:47:30Z" level=error msg="container does not exist""#),
+            "container does not exist"
+        );
+        assert_eq!(clean_log_line("plain text"), "plain text");
+        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b; c");
+    }
+
+    #[test]
+    fn a_missing_runtime_is_named() {
+        let e = Runtime::new("isolab-no-such-runtime", &[], "/tmp/x".into()).unwrap_err();
+        assert!(e.to_string().contains("isolab-no-such-runtime"), "{e}");
+        assert!(e.to_string().contains("not installed"), "{e}");
+        let e = resolve("/nonexistent/runc").unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/runc"), "{e}");
+    }
+
+    #[test]
+    fn command_lines_carry_root_and_runtime_args() {
+        let rt = Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into()).unwrap();
+        assert_eq!(rt.global_args(), ["--root", "/state/rt", "--platform=ptrace"]);
+        let cmd = rt.run_command(Path::new("/b"), "id1");
+        let args: Vec<String> =
+            cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(args, ["--root", "/state/rt", "--platform=ptrace", "run", "--keep", "--bundle", "/b", "id1"]);
+    }
+
+    #[test]
+    fn failures_and_timeouts_are_reported() {
+        // `sh` as a stand-in runtime: `sh --root … list --quiet` fails with a message.
+        let tmp = tempfile::tempdir().unwrap();
+        let rt = Runtime::new("/bin/sh", &[], tmp.path().to_owned()).unwrap();
+        let e = rt.list().unwrap_err();
+        assert!(matches!(e, RuntimeError::Failed { .. }), "{e}");
+        let mut cmd = Command::new("/bin/sleep");
+        cmd.arg("5");
+        let e = rt.output(cmd, "sleep", Duration::from_millis(50)).unwrap_err();
+        assert!(matches!(e, RuntimeError::Timeout { .. }), "{e}");
+    }
+}

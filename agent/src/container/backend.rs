@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::StreamExt;
 use isolab_model::catalog;
 use isolab_model::pipeline::RootfsKind;
 use isolab_model::plan::InstanceSpec;
@@ -15,13 +16,14 @@ use super::hierarchy::Hierarchies;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::netns::TrialNetwork;
 use super::runtime::{Runtime, RuntimeError};
-use super::{ContainerConfig, ContainerError, DEFAULT_RUNTIME, leftovers, probe, rootfs};
+use super::{ContainerConfig, ContainerError, DEFAULT_RUNTIME, leftovers, probe, rootfs, stale};
+use crate::backend::conformance::TRIAL_ENV;
 use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{
-    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, TrialContext, lines,
-    process_start_time,
+    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
+    TrialContext, lines, process_start_time,
 };
-use crate::cgroup::{Cgroup, CgroupStats};
+use crate::cgroup::{AnyCgroup, Cgroup, CgroupStats};
 
 /// What every trial of this backend shares; `Arc`ed into blocking tasks.
 #[derive(Debug)]
@@ -56,7 +58,9 @@ impl Inner {
     /// The runtime `name` with this agent's state root for it.
     pub(crate) fn runtime(&self, name: &str, args: &[String]) -> Result<Runtime, RuntimeError> {
         let program = super::runtime::resolve(name)?;
-        let key = program.file_name().map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned());
+        let key = program
+            .file_name()
+            .map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned());
         Runtime::new(name, args, self.state.join("runtime").join(key))
     }
 }
@@ -97,7 +101,8 @@ impl ContainerPrepared {
 
 impl ContainerBackend {
     /// A container backend nesting its cgroups in `dir` and running `workload_bin`; either may
-    /// be an error text, which then makes the backend unavailable with that reason.
+    /// be an error text, which then makes the backend unavailable with that reason. Removes what
+    /// agents of the same cgroup prefix that no longer run left behind.
     pub fn new(
         dir: Result<Arc<AgentDir>, String>,
         workload_bin: Result<PathBuf, String>,
@@ -109,7 +114,7 @@ impl ContainerBackend {
             let workload_bin = workload_bin?;
             let hierarchies = Hierarchies::detect().map_err(|e| e.to_string())?;
             let features = hierarchies.features();
-            Ok(Arc::new(Inner {
+            let inner = Arc::new(Inner {
                 state: config.state_dir.join(dir.name()),
                 workload_static: rootfs::is_static_elf(&workload_bin) == Some(true),
                 io_device: block_device_of(&std::env::temp_dir()),
@@ -117,24 +122,43 @@ impl ContainerBackend {
                 workload_bin,
                 hierarchies,
                 features,
-            }))
+            });
+            stale::remove_stale(&inner, &config.state_dir);
+            Ok(inner)
         })();
-        Self { inner, config, ceilings, statuses: Mutex::new(BTreeMap::new()), probes: AtomicU64::new(0) }
+        Self {
+            inner,
+            config,
+            ceilings,
+            statuses: Mutex::new(BTreeMap::new()),
+            probes: AtomicU64::new(0),
+        }
     }
 
     /// The status of every configured runtime from the last [`Backend::probe`], named
     /// `container/<runtime>` (e.g. `container/crun`, unavailable: "…").
     pub fn runtime_statuses(&self) -> Vec<BackendStatus> {
-        self.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn inner(&self) -> Result<&Arc<Inner>, ContainerError> {
-        self.inner.as_ref().map_err(|r| ContainerError::Unavailable { reason: r.clone() })
+        self.inner
+            .as_ref()
+            .map_err(|r| ContainerError::Unavailable { reason: r.clone() })
     }
 
     /// The probe's verdict on runtime `name`, if it was probed.
     fn probed(&self, name: &str) -> Option<BackendStatus> {
-        self.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+        self.statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
     }
 }
 
@@ -158,7 +182,11 @@ fn workload_args(ctx: &TrialContext, spec: &InstanceSpec) -> Result<Vec<String>,
             None
         };
         if let Some(reason) = reason {
-            return Err(ContainerError::BadParam { instance: spec.index, key: key.clone(), reason });
+            return Err(ContainerError::BadParam {
+                instance: spec.index,
+                key: key.clone(),
+                reason,
+            });
         }
         args.push("--param".into());
         args.push(format!("{key}={value}"));
@@ -170,11 +198,34 @@ fn workload_args(ctx: &TrialContext, spec: &InstanceSpec) -> Result<Vec<String>,
     Ok(args)
 }
 
+/// `stderr`, followed (once it ends, i.e. the container is gone) by a line saying that the OOM
+/// killer struck, when the container's cgroup counted an OOM kill: a container killed by
+/// SIGKILL is then known to have hit its memory limit, and the trial's failure says so.
+fn with_oom_note(
+    stderr: LineStream,
+    cgroup: Arc<AnyCgroup>,
+    memory_bytes: Option<u64>,
+) -> LineStream {
+    let note = futures::stream::once(async move {
+        let kills = tokio::task::spawn_blocking(move || cgroup.stats().map(|s| s.oom_kills).unwrap_or(0))
+            .await
+            .unwrap_or(0);
+        (kills > 0).then(|| {
+            let limit = memory_bytes.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
+            Ok(format!("isolab: out of memory: the OOM killer killed {kills} process(es) (memory limit {limit})"))
+        })
+    })
+    .filter_map(futures::future::ready);
+    Box::pin(stderr.chain(note))
+}
+
 /// A runtime's exit status as the workload's: runtimes exit with 128 + n when process 1 was
 /// killed by signal n (the workload itself only exits with 0, 1 or 2).
 fn exit_of(status: std::process::ExitStatus) -> InstanceExit {
     match InstanceExit::from_status(status) {
-        InstanceExit::Exited(code) if (129..=128 + 64).contains(&code) => InstanceExit::Signaled(code - 128),
+        InstanceExit::Exited(code) if (129..=128 + 64).contains(&code) => {
+            InstanceExit::Signaled(code - 128)
+        }
         other => other,
     }
 }
@@ -195,14 +246,19 @@ impl Backend for ContainerBackend {
         let mut found = BTreeMap::new();
         for name in &self.config.runtimes {
             let n = self.probes.fetch_add(1, Ordering::Relaxed);
-            let status = probe::probe_runtime(&inner, name, n, self.ceilings, self.config.probe_timeout).await;
+            let status =
+                probe::probe_runtime(&inner, name, n, self.ceilings, self.config.probe_timeout)
+                    .await;
             if !status.available {
                 tracing::info!(runtime = %name, "container runtime unavailable: {}", status.reason);
             }
             found.insert(name.clone(), status);
         }
         let summary = probe::summary(self.name(), &found);
-        *self.statuses.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = found;
+        *self
+            .statuses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = found;
         summary
     }
 
@@ -211,14 +267,22 @@ impl Backend for ContainerBackend {
         let platform = &ctx.trial.platform_spec;
         let runtime_name = platform.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME);
         if let Some(st) = self.probed(runtime_name).filter(|s| !s.available) {
-            return Err(ContainerError::RuntimeUnavailable { runtime: runtime_name.to_owned(), reason: st.reason });
+            return Err(ContainerError::RuntimeUnavailable {
+                runtime: runtime_name.to_owned(),
+                reason: st.reason,
+            });
         }
-        let runtime = inner.runtime(runtime_name, &platform.runtime_args).map_err(|e| {
-            ContainerError::RuntimeUnavailable { runtime: runtime_name.to_owned(), reason: e.to_string() }
-        })?;
+        let runtime = inner
+            .runtime(runtime_name, &platform.runtime_args)
+            .map_err(|e| ContainerError::RuntimeUnavailable {
+                runtime: runtime_name.to_owned(),
+                reason: e.to_string(),
+            })?;
         let kind = platform.rootfs.unwrap_or_default();
         if kind == RootfsKind::Minimal && !inner.workload_static {
-            return Err(ContainerError::NotStatic { path: inner.workload_bin.clone() });
+            return Err(ContainerError::NotStatic {
+                path: inner.workload_bin.clone(),
+            });
         }
         let network = platform.network.unwrap_or_default();
         let plans = ctx
@@ -239,32 +303,46 @@ impl Backend for ContainerBackend {
             lifecycle::make_trial(&inner, &task_names, &task_runtime, kind, network, &plans)
         })
         .await
-        .map_err(|source| ContainerError::Task { trial: ctx.slug(), source })??;
+        .map_err(|source| ContainerError::Task {
+            trial: ctx.slug(),
+            source,
+        })??;
         let (network, instances) = made;
-        Ok(ContainerPrepared { ctx: ctx.clone(), names, runtime, network, instances, running: Vec::new() })
+        Ok(ContainerPrepared {
+            ctx: ctx.clone(),
+            names,
+            runtime,
+            network,
+            instances,
+            running: Vec::new(),
+        })
     }
 
     async fn start(&self, prepared: &mut ContainerPrepared) -> Result<Launch, ContainerError> {
         let mut handles = Vec::with_capacity(prepared.instances.len());
         for inst in &prepared.instances {
             let mut cmd = prepared.runtime.run_command(&inst.bundle, &inst.id);
-            let mut child = cmd.spawn().map_err(|source| ContainerError::Spawn {
+            cmd.env(TRIAL_ENV, &prepared.names.slug);
+            let spawn_err = |source| ContainerError::Spawn {
                 instance: inst.index,
                 program: prepared.runtime.program().to_owned(),
                 source,
-            })?;
+            };
+            let mut child = cmd.spawn().map_err(spawn_err)?;
             let pid = child.id();
             if let Some(pid) = pid {
-                prepared.running.push(Running { index: inst.index, pid, start_time: process_start_time(pid) });
+                prepared.running.push(Running {
+                    index: inst.index,
+                    pid,
+                    start_time: process_start_time(pid),
+                });
             }
             let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
                 // Both are piped by `run_command`; without them there is nothing to measure.
                 let _ = child.start_kill();
-                return Err(ContainerError::Spawn {
-                    instance: inst.index,
-                    program: prepared.runtime.program().to_owned(),
-                    source: std::io::Error::other("stdout or stderr not piped"),
-                });
+                return Err(spawn_err(std::io::Error::other(
+                    "stdout or stderr not piped",
+                )));
             };
             let exit = Box::pin(async move {
                 match child.wait().await {
@@ -272,46 +350,92 @@ impl Backend for ContainerBackend {
                     Err(e) => InstanceExit::Lost(format!("waiting for the runtime failed: {e}")),
                 }
             });
-            handles.push(InstanceHandle { index: inst.index, pid, stdout: lines(stdout), stderr: lines(stderr), exit });
+            let stderr = with_oom_note(lines(stderr), Arc::clone(&inst.cgroup), inst.memory_bytes);
+            handles.push(InstanceHandle {
+                index: inst.index,
+                pid,
+                stdout: lines(stdout),
+                stderr,
+                exit,
+            });
         }
-        Ok(Launch { instances: handles, accel: None })
+        Ok(Launch {
+            instances: handles,
+            accel: None,
+        })
     }
 
-    fn stats(&self, prepared: &ContainerPrepared, index: u32) -> Result<CgroupStats, ContainerError> {
+    fn stats(
+        &self,
+        prepared: &ContainerPrepared,
+        index: u32,
+    ) -> Result<CgroupStats, ContainerError> {
         let inst = prepared
             .instances
             .iter()
             .find(|i| i.index == index)
-            .ok_or_else(|| ContainerError::NoInstance { trial: prepared.names.slug.clone(), index })?;
+            .ok_or_else(|| ContainerError::NoInstance {
+                trial: prepared.names.slug.clone(),
+                index,
+            })?;
         inst.cgroup
             .stats()
-            .map_err(|source| ContainerError::Cgroup { rel: inst.cgroup.rel_path().to_owned(), source })
+            .map_err(|source| ContainerError::Cgroup {
+                rel: inst.cgroup.rel_path().to_owned(),
+                source,
+            })
     }
 
     async fn stop(&self, prepared: &ContainerPrepared) -> Result<(), ContainerError> {
-        let cgroups: Vec<_> = prepared.instances.iter().map(|i| (i.index, Arc::clone(&i.cgroup))).collect();
+        let cgroups: Vec<_> = prepared
+            .instances
+            .iter()
+            .map(|i| (i.index, Arc::clone(&i.cgroup)))
+            .collect();
         let running = prepared.running.clone();
         let slug = prepared.names.slug.clone();
         let timeout = self.config.stop_timeout;
-        tokio::task::spawn_blocking(move || lifecycle::stop_instances(&slug, &cgroups, &running, timeout))
-            .await
-            .map_err(|source| ContainerError::Task { trial: prepared.names.slug.clone(), source })?
+        tokio::task::spawn_blocking(move || {
+            lifecycle::stop_instances(&slug, &cgroups, &running, timeout)
+        })
+        .await
+        .map_err(|source| ContainerError::Task {
+            trial: prepared.names.slug.clone(),
+            source,
+        })?
     }
 
     async fn teardown(&self, prepared: ContainerPrepared) -> LeakReport {
-        let ContainerPrepared { ctx, names, runtime, instances, running, .. } = prepared;
+        let ContainerPrepared {
+            ctx,
+            names,
+            runtime,
+            instances,
+            running,
+            ..
+        } = prepared;
         let Ok(inner) = self.inner().map(Arc::clone) else {
             return LeakReport::default();
         };
         let timeout = self.config.stop_timeout;
-        let (task_inner, task_names, task_runtime) = (Arc::clone(&inner), names.clone(), runtime.clone());
+        let (task_inner, task_names, task_runtime) =
+            (Arc::clone(&inner), names.clone(), runtime.clone());
         let done = tokio::task::spawn_blocking(move || {
-            let cgroups: Vec<_> = instances.iter().map(|i| (i.index, Arc::clone(&i.cgroup))).collect();
+            let cgroups: Vec<_> = instances
+                .iter()
+                .map(|i| (i.index, Arc::clone(&i.cgroup)))
+                .collect();
             let mut errors = Vec::new();
-            if let Err(e) = lifecycle::stop_instances(&task_names.slug, &cgroups, &running, timeout) {
+            if let Err(e) = lifecycle::stop_instances(&task_names.slug, &cgroups, &running, timeout)
+            {
                 errors.push(e.to_string());
             }
-            errors.extend(lifecycle::destroy_trial(&task_inner, &task_names, &task_runtime, timeout));
+            errors.extend(lifecycle::destroy_trial(
+                &task_inner,
+                &task_names,
+                &task_runtime,
+                timeout,
+            ));
             errors
         })
         .await;
@@ -323,7 +447,9 @@ impl Backend for ContainerBackend {
         for e in errors {
             tracing::warn!(trial = %ctx.slug(), "teardown: {e}");
             if !report.is_clean() {
-                report.push(crate::backend::Leak::Other { what: format!("teardown error: {e}") });
+                report.push(crate::backend::Leak::Other {
+                    what: format!("teardown error: {e}"),
+                });
             }
         }
         report
@@ -343,7 +469,7 @@ impl Backend for ContainerBackend {
 impl Drop for ContainerBackend {
     fn drop(&mut self) {
         if let Ok(inner) = &self.inner {
-            leftovers::release_agent(inner);
+            stale::release_agent(inner);
         }
     }
 }
@@ -361,6 +487,9 @@ mod tests {
         assert_eq!(exit_of(st(2)), InstanceExit::Exited(2));
         assert_eq!(exit_of(st(137)), InstanceExit::Signaled(9));
         assert_eq!(exit_of(st(128)), InstanceExit::Exited(128));
-        assert_eq!(exit_of(std::process::ExitStatus::from_raw(9)), InstanceExit::Signaled(9));
+        assert_eq!(
+            exit_of(std::process::ExitStatus::from_raw(9)),
+            InstanceExit::Signaled(9)
+        );
     }
 }

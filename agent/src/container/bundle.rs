@@ -86,6 +86,9 @@ pub struct BundleInput<'a> {
     pub args: &'a [String],
     /// Instance index (in the environment as `ISOLAB_INSTANCE`).
     pub instance: u32,
+    /// Trial attempt slug (in the environment as `ISOLAB_TRIAL`, see
+    /// [`crate::backend::conformance::TRIAL_ENV`]).
+    pub trial: &'a str,
     /// Host name inside the container.
     pub hostname: &'a str,
     /// The root made by [`super::rootfs::create`] (at `<bundle>/rootfs`).
@@ -116,6 +119,7 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
             "LANG=C".to_owned(),
             "TMPDIR=/tmp".to_owned(),
             format!("ISOLAB_INSTANCE={}", input.instance),
+            format!("{}={}", crate::backend::conformance::TRIAL_ENV, input.trial),
         ])
         .cwd("/")
         .capabilities(
@@ -133,7 +137,11 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
                 .hard(NOFILE)
                 .soft(NOFILE)
                 .build()?,
-            PosixRlimitBuilder::default().typ(PosixRlimitType::RlimitCore).hard(0u64).soft(0u64).build()?,
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitCore)
+                .hard(0u64)
+                .soft(0u64)
+                .build()?,
         ])
         .no_new_privileges(true)
         .build()?;
@@ -151,7 +159,11 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
     match input.network {
         NetAttach::Host => {}
         NetAttach::None => {
-            namespaces.push(LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network).build()?);
+            namespaces.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(LinuxNamespaceType::Network)
+                    .build()?,
+            );
         }
         NetAttach::Netns(path) => namespaces.push(
             LinuxNamespaceBuilder::default()
@@ -172,7 +184,12 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
 
     Ok(SpecBuilder::default()
         .version(OCI_VERSION)
-        .root(RootBuilder::default().path("rootfs").readonly(true).build()?)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(true)
+                .build()?,
+        )
         .hostname(input.hostname)
         .mounts(mounts(input)?)
         .process(process)
@@ -196,16 +213,52 @@ fn mounts(input: &BundleInput<'_>) -> Result<Vec<Mount>, BundleError> {
             .destination(dest)
             .typ("bind")
             .source(source)
-            .options(vec!["rbind".into(), "ro".into(), "nosuid".into(), "nodev".into()])
+            .options(vec![
+                "rbind".into(),
+                "ro".into(),
+                "nosuid".into(),
+                "nodev".into(),
+            ])
             .build()
     };
     let mut m = vec![
         fs("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        fs("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"])?,
-        fs("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"])?,
-        fs("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"])?,
-        fs("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        fs("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        fs(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        )?,
+        fs(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        )?,
+        fs(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        )?,
+        fs(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        fs(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
         fs("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
         bind_ro(Path::new(WORKLOAD_PATH), input.workload_bin)?,
     ];
@@ -221,13 +274,25 @@ fn mounts(input: &BundleInput<'_>) -> Result<Vec<Mount>, BundleError> {
 /// all but the runtime's defaults.
 pub fn resources(l: &CgroupLimits, features: HostFeatures) -> Result<LinuxResources, BundleError> {
     let to_i64 = |name, v: u64| {
-        i64::try_from(v).map_err(|_| BundleError::InvalidLimit { name, value: v.to_string(), reason: "too large" })
+        i64::try_from(v).map_err(|_| BundleError::InvalidLimit {
+            name,
+            value: v.to_string(),
+            reason: "too large",
+        })
     };
-    let mut r = LinuxResourcesBuilder::default()
-        .devices(vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?]);
+    let mut r = LinuxResourcesBuilder::default().devices(vec![
+        LinuxDeviceCgroupBuilder::default()
+            .allow(false)
+            .access("rwm")
+            .build()?,
+    ]);
     if let Some(bytes) = l.memory_bytes {
         if bytes == 0 {
-            return Err(BundleError::InvalidLimit { name: "memory", value: "0".into(), reason: "must be positive" });
+            return Err(BundleError::InvalidLimit {
+                name: "memory",
+                value: "0".into(),
+                reason: "must be positive",
+            });
         }
         let bytes = to_i64("memory", bytes)?;
         let mut mem = LinuxMemoryBuilder::default().limit(bytes);
@@ -240,23 +305,37 @@ pub fn resources(l: &CgroupLimits, features: HostFeatures) -> Result<LinuxResour
         r = r.memory(mem.build()?);
     }
     if let Some(max) = l.pids_max {
-        r = r.pids(LinuxPidsBuilder::default().limit(to_i64("pids", max)?).build()?);
+        r = r.pids(
+            LinuxPidsBuilder::default()
+                .limit(to_i64("pids", max)?)
+                .build()?,
+        );
     }
     let mut cpu = LinuxCpuBuilder::default();
     let mut any_cpu = false;
     if let Some(w) = l.cpu_weight {
         if !(1..=10_000).contains(&w) {
-            return Err(BundleError::InvalidLimit { name: "cpu_weight", value: w.to_string(), reason: "must be 1..=10000" });
+            return Err(BundleError::InvalidLimit {
+                name: "cpu_weight",
+                value: w.to_string(),
+                reason: "must be 1..=10000",
+            });
         }
         cpu = cpu.shares((w * 1024 / 100).clamp(2, 262_144));
         any_cpu = true;
     }
     if let Some(q) = l.cpu_quota {
         if !(q.is_finite() && q > 0.0 && q <= 4096.0) {
-            return Err(BundleError::InvalidLimit { name: "cpu_quota", value: q.to_string(), reason: "must be a CPU count in (0, 4096]" });
+            return Err(BundleError::InvalidLimit {
+                name: "cpu_quota",
+                value: q.to_string(),
+                reason: "must be a CPU count in (0, 4096]",
+            });
         }
         let period = l.cpu_period_us.unwrap_or(DEFAULT_PERIOD_US);
-        cpu = cpu.period(period).quota(to_i64("cpu_quota", quota_us(q, period))?);
+        cpu = cpu
+            .period(period)
+            .quota(to_i64("cpu_quota", quota_us(q, period))?);
         any_cpu = true;
     }
     if let Some(cpus) = &l.cpuset_cpus {
@@ -274,7 +353,9 @@ pub fn resources(l: &CgroupLimits, features: HostFeatures) -> Result<LinuxResour
             blkio = blkio.weight(w);
             any_blkio = true;
         } else {
-            tracing::warn!("no proportional I/O scheduler (blkio/io weight file missing): io_weight skipped");
+            tracing::warn!(
+                "no proportional I/O scheduler (blkio/io weight file missing): io_weight skipped"
+            );
         }
     }
     if let Some((bps, devices)) = &l.io_bps
@@ -291,7 +372,9 @@ pub fn resources(l: &CgroupLimits, features: HostFeatures) -> Result<LinuxResour
                     .map_err(BundleError::from)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        blkio = blkio.throttle_read_bps_device(throttles.clone()).throttle_write_bps_device(throttles);
+        blkio = blkio
+            .throttle_read_bps_device(throttles.clone())
+            .throttle_write_bps_device(throttles);
         any_blkio = true;
     }
     if any_blkio {

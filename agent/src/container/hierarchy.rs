@@ -67,9 +67,15 @@ impl Hierarchies {
     /// From the real `/proc/self/mountinfo` and `/proc/self/cgroup`.
     pub fn detect() -> Result<Self, HierarchyError> {
         let read = |p: &str| {
-            std::fs::read_to_string(p).map_err(|source| HierarchyError::Read { path: p.into(), source })
+            std::fs::read_to_string(p).map_err(|source| HierarchyError::Read {
+                path: p.into(),
+                source,
+            })
         };
-        Ok(Self::from_tables(&read("/proc/self/mountinfo")?, &read("/proc/self/cgroup")?))
+        Ok(Self::from_tables(
+            &read("/proc/self/mountinfo")?,
+            &read("/proc/self/cgroup")?,
+        ))
     }
 
     /// From the text of a mountinfo table and of `/proc/self/cgroup`.
@@ -78,22 +84,25 @@ impl Hierarchies {
         let mut seen = BTreeSet::new();
         let mut list = Vec::new();
         for line in mountinfo.lines() {
-            let Some((pre, post)) = line.split_once(" - ") else { continue };
-            let pre: Vec<&str> = pre.split(' ').collect();
-            let mut post = post.split(' ');
-            let (Some(fstype), Some(_source), opts) = (post.next(), post.next(), post.next()) else {
+            let Some((pre, post)) = line.split_once(" - ") else {
                 continue;
             };
-            let (Some(root), Some(point)) = (pre.get(3), pre.get(4)) else { continue };
+            let pre: Vec<&str> = pre.split(' ').collect();
+            let mut post = post.split(' ');
+            let (Some(fstype), Some(_source), opts) = (post.next(), post.next(), post.next())
+            else {
+                continue;
+            };
+            let (Some(root), Some(point)) = (pre.get(3), pre.get(4)) else {
+                continue;
+            };
             let (name, own_path) = match fstype {
                 "cgroup2" => ("unified".to_owned(), own.get("").cloned()),
                 "cgroup" => {
                     let ctrls: Vec<&str> = opts
                         .unwrap_or("")
                         .split(',')
-                        .filter(|o| {
-                            o.starts_with("name=") || own.contains_key(*o) && !o.is_empty()
-                        })
+                        .filter(|o| o.starts_with("name=") || own.contains_key(*o) && !o.is_empty())
                         .collect();
                     let path = ctrls.iter().find_map(|c| own.get(*c).cloned());
                     (ctrls.join(","), path)
@@ -104,7 +113,9 @@ impl Hierarchies {
                 continue;
             }
             let own_path = own_path.unwrap_or_else(|| "/".to_owned());
-            let rel = own_path.strip_prefix(root.trim_end_matches('/')).unwrap_or("");
+            let rel = own_path
+                .strip_prefix(root.trim_end_matches('/'))
+                .unwrap_or("");
             let own_dir = Path::new(point).join(rel.trim_start_matches('/'));
             list.push(Hierarchy { name, own_dir });
         }
@@ -114,7 +125,14 @@ impl Hierarchies {
 
     /// The hierarchies whose own directory is none of `own_dirs` (those another layer manages).
     pub fn excluding(&self, own_dirs: &[PathBuf]) -> Self {
-        Self { list: self.list.iter().filter(|h| !own_dirs.contains(&h.own_dir)).cloned().collect() }
+        Self {
+            list: self
+                .list
+                .iter()
+                .filter(|h| !own_dirs.contains(&h.own_dir))
+                .cloned()
+                .collect(),
+        }
     }
 
     /// `rel` (below our own cgroup) in every hierarchy where it exists.
@@ -161,7 +179,10 @@ impl Hierarchies {
                 .filter(|h| h.name.split(',').any(|n| n == name))
                 .any(|h| files.iter().any(|f| h.own_dir.join(f).exists()))
         };
-        let v1_memory = self.list.iter().any(|h| h.name.split(',').any(|n| n == "memory"));
+        let v1_memory = self
+            .list
+            .iter()
+            .any(|h| h.name.split(',').any(|n| n == "memory"));
         if v1_memory {
             HostFeatures {
                 swap_limit: has("memory", &["memory.memsw.limit_in_bytes"]),
@@ -182,7 +203,9 @@ fn parse_proc_cgroup(text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for line in text.lines() {
         let mut it = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else { continue };
+        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
+            continue;
+        };
         if ctrls.is_empty() {
             out.insert(String::new(), path.to_owned());
         }
@@ -197,8 +220,16 @@ fn check_rel(rel: &str) -> Result<(), HierarchyError> {
     let bad = rel.is_empty()
         || rel.starts_with('/')
         || rel.contains('\0')
-        || rel.split('/').any(|p| p.is_empty() || p == "." || p == "..");
-    if bad { Err(HierarchyError::InvalidRel { rel: rel.to_owned() }) } else { Ok(()) }
+        || rel
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..");
+    if bad {
+        Err(HierarchyError::InvalidRel {
+            rel: rel.to_owned(),
+        })
+    } else {
+        Ok(())
+    }
 }
 
 fn collect_pids(dir: &Path, out: &mut BTreeSet<u32>) {
@@ -219,7 +250,12 @@ fn remove_tree(dir: &Path) -> Result<(), HierarchyError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(HierarchyError::Remove { path: dir.to_owned(), source }),
+        Err(source) => {
+            return Err(HierarchyError::Remove {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     for e in entries.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {
@@ -235,7 +271,12 @@ fn remove_tree(dir: &Path) -> Result<(), HierarchyError> {
                 attempt += 1;
                 std::thread::sleep(RMDIR_BACKOFF);
             }
-            Err(source) => return Err(HierarchyError::Remove { path: dir.to_owned(), source }),
+            Err(source) => {
+                return Err(HierarchyError::Remove {
+                    path: dir.to_owned(),
+                    source,
+                });
+            }
         }
     }
 }
@@ -263,7 +304,11 @@ mod tests {
     #[test]
     fn every_hierarchy_with_our_own_path() {
         let h = Hierarchies::from_tables(MOUNTINFO, PROC_SELF);
-        let got: Vec<(&str, &Path)> = h.list.iter().map(|h| (h.name.as_str(), h.own_dir.as_path())).collect();
+        let got: Vec<(&str, &Path)> = h
+            .list
+            .iter()
+            .map(|h| (h.name.as_str(), h.own_dir.as_path()))
+            .collect();
         assert_eq!(
             got,
             [
@@ -291,16 +336,29 @@ mod tests {
         for name in ["cpu", "name=systemd"] {
             let own = tmp.path().join(name);
             std::fs::create_dir_all(own.join("agent/t1/i0")).unwrap();
-            h.list.push(Hierarchy { name: name.into(), own_dir: own });
+            h.list.push(Hierarchy {
+                name: name.into(),
+                own_dir: own,
+            });
         }
         assert_eq!(h.existing("agent/t1").len(), 2);
         assert!(h.pids("agent/t1").is_empty());
         h.remove("agent/t1").unwrap();
         assert!(h.existing("agent/t1").is_empty());
-        assert_eq!(h.existing("agent").len(), 2, "only the named path is removed");
+        assert_eq!(
+            h.existing("agent").len(),
+            2,
+            "only the named path is removed"
+        );
         h.remove("agent/t1").unwrap();
-        assert!(matches!(h.remove("../x"), Err(HierarchyError::InvalidRel { .. })));
-        assert!(matches!(h.remove(""), Err(HierarchyError::InvalidRel { .. })));
+        assert!(matches!(
+            h.remove("../x"),
+            Err(HierarchyError::InvalidRel { .. })
+        ));
+        assert!(matches!(
+            h.remove(""),
+            Err(HierarchyError::InvalidRel { .. })
+        ));
     }
 
     #[test]
@@ -312,13 +370,31 @@ mod tests {
         std::fs::create_dir_all(&blkio).unwrap();
         let h = Hierarchies {
             list: vec![
-                Hierarchy { name: "blkio".into(), own_dir: blkio.clone() },
-                Hierarchy { name: "memory".into(), own_dir: mem.clone() },
+                Hierarchy {
+                    name: "blkio".into(),
+                    own_dir: blkio.clone(),
+                },
+                Hierarchy {
+                    name: "memory".into(),
+                    own_dir: mem.clone(),
+                },
             ],
         };
-        assert_eq!(h.features(), HostFeatures { swap_limit: false, io_weight: false });
+        assert_eq!(
+            h.features(),
+            HostFeatures {
+                swap_limit: false,
+                io_weight: false
+            }
+        );
         std::fs::write(mem.join("memory.memsw.limit_in_bytes"), "").unwrap();
         std::fs::write(blkio.join("blkio.bfq.weight"), "").unwrap();
-        assert_eq!(h.features(), HostFeatures { swap_limit: true, io_weight: true });
+        assert_eq!(
+            h.features(),
+            HostFeatures {
+                swap_limit: true,
+                io_weight: true
+            }
+        );
     }
 }

@@ -18,56 +18,45 @@ pub(crate) fn find(inner: &Inner, names: &TrialNames, runtime: Option<&Runtime>)
         }
     }
     for (hierarchy, _) in inner.hierarchies.existing(&names.cgroup_rel) {
-        report.push(Leak::Cgroup { path: format!("{} ({hierarchy})", names.cgroup_rel) });
+        report.push(Leak::Cgroup {
+            path: format!("{} ({hierarchy})", names.cgroup_rel),
+        });
     }
     if let Some(rt) = runtime {
         match rt.list() {
             Ok(ids) => {
-                for id in ids.into_iter().filter(|id| id.starts_with(&names.id_prefix())) {
-                    report.push(Leak::Other { what: format!("container {id} still known to {}", rt.name()) });
+                for id in ids
+                    .into_iter()
+                    .filter(|id| id.starts_with(&names.id_prefix()))
+                {
+                    report.push(Leak::Other {
+                        what: format!("container {id} still known to {}", rt.name()),
+                    });
                 }
             }
-            Err(e) => report.push(Leak::Other { what: format!("cannot list containers: {e}") }),
+            Err(e) => report.push(Leak::Other {
+                what: format!("cannot list containers: {e}"),
+            }),
         }
     }
     for point in mounts_under(&names.dir) {
-        report.push(Leak::Mount { path: point.display().to_string() });
+        report.push(Leak::Mount {
+            path: point.display().to_string(),
+        });
     }
     if names.dir.exists() {
-        report.push(Leak::Other { what: format!("bundle directory {} still exists", names.dir.display()) });
+        report.push(Leak::Other {
+            what: format!("bundle directory {} still exists", names.dir.display()),
+        });
     }
     for ns in netns::existing(&names.net_prefix) {
         for veth in netns::veths_in(&ns) {
-            report.push(Leak::Veth { name: format!("{veth} (in {ns})") });
+            report.push(Leak::Veth {
+                name: format!("{veth} (in {ns})"),
+            });
         }
         report.push(Leak::Netns { name: ns });
     }
     report.merge(LeakReport::default());
     report
-}
-
-/// When the backend goes away: removes the agent's cgroup directory from the hierarchies the
-/// cgroup layer does not manage (the runtime made it there; the agent directory itself removes
-/// the others), and the agent's state directory once no trial is left in it.
-pub(crate) fn release_agent(inner: &Inner) {
-    let managed = inner.dir.manager().own_dirs();
-    let extra = inner.hierarchies.excluding(&managed);
-    if let Err(e) = extra.remove(inner.dir.name()) {
-        tracing::warn!("removing the agent's cgroup from unmanaged hierarchies: {e}");
-    }
-    let trials = inner.state.join("trials");
-    let busy = std::fs::read_dir(&trials).is_ok_and(|mut d| d.next().is_some());
-    if busy {
-        tracing::warn!(dir = %trials.display(), "trial directories left; keeping the agent's state directory");
-        return;
-    }
-    if !mounts_under(&inner.state).is_empty() {
-        tracing::warn!(dir = %inner.state.display(), "mounts left; keeping the agent's state directory");
-        return;
-    }
-    match std::fs::remove_dir_all(&inner.state) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(dir = %inner.state.display(), "removing the agent's state directory: {e}"),
-    }
 }

@@ -76,6 +76,8 @@ pub(crate) struct Instance {
     pub(crate) bundle: PathBuf,
     /// Its cgroup (made by the runtime when it starts).
     pub(crate) cgroup: Arc<AnyCgroup>,
+    /// Its memory limit, for the out-of-memory note.
+    pub(crate) memory_bytes: Option<u64>,
 }
 
 /// A started runtime process (`<runtime> run`), identified by pid and start time.
@@ -124,15 +126,21 @@ fn make_parts(
     network: NetworkMode,
     plans: &[InstancePlan],
 ) -> Result<(Option<TrialNetwork>, Vec<Instance>), ContainerError> {
-    std::fs::create_dir_all(&names.dir)
-        .map_err(|source| ContainerError::StateDir { path: names.dir.clone(), source })?;
+    std::fs::create_dir_all(&names.dir).map_err(|source| ContainerError::StateDir {
+        path: names.dir.clone(),
+        source,
+    })?;
     let net = match network {
         NetworkMode::Bridge => {
             let indexes: Vec<u32> = plans.iter().map(|p| p.index).collect();
-            Some(netns::create(&names.net_prefix, &indexes).map_err(|source| ContainerError::Netns {
-                trial: names.slug.clone(),
-                source,
-            })?)
+            Some(
+                netns::create(&names.net_prefix, &indexes).map_err(|source| {
+                    ContainerError::Netns {
+                        trial: names.slug.clone(),
+                        source,
+                    }
+                })?,
+            )
         }
         NetworkMode::None | NetworkMode::Host => None,
     };
@@ -140,12 +148,21 @@ fn make_parts(
     let mut instances = Vec::with_capacity(plans.len());
     for plan in plans {
         let bundle_dir = names.bundle(plan.index);
-        let root = rootfs::create(&bundle_dir.join("rootfs"), kind, Path::new("/"))
-            .map_err(|source| ContainerError::Rootfs { instance: plan.index, source })?;
+        let root =
+            rootfs::create(&bundle_dir.join("rootfs"), kind, Path::new("/")).map_err(|source| {
+                ContainerError::Rootfs {
+                    instance: plan.index,
+                    source,
+                }
+            })?;
         let attach = match (network, &net) {
             (NetworkMode::Host, _) => NetAttach::Host,
             (NetworkMode::Bridge, Some(n)) => NetAttach::Netns(
-                n.instances.iter().find(|i| i.index == plan.index).map(|i| i.path()).unwrap_or_default(),
+                n.instances
+                    .iter()
+                    .find(|i| i.index == plan.index)
+                    .map(|i| i.path())
+                    .unwrap_or_default(),
             ),
             _ => NetAttach::None,
         };
@@ -154,6 +171,7 @@ fn make_parts(
         let input = BundleInput {
             args: &plan.args,
             instance: plan.index,
+            trial: &names.slug,
             hostname: &hostname,
             rootfs: &root,
             workload_bin: &inner.workload_bin,
@@ -162,15 +180,25 @@ fn make_parts(
             limits: &plan.limits,
             features: inner.features,
         };
-        let bundle_err = |source| ContainerError::Bundle { instance: plan.index, path: bundle_dir.clone(), source };
+        let bundle_err = |source| ContainerError::Bundle {
+            instance: plan.index,
+            path: bundle_dir.clone(),
+            source,
+        };
         let spec = bundle::spec(&input).map_err(bundle_err)?;
         bundle::write(&bundle_dir, &spec).map_err(bundle_err)?;
-        let cgroup = manager.open(&rel).map_err(|source| ContainerError::Cgroup { rel: rel.clone(), source })?;
+        let cgroup = manager
+            .open(&rel)
+            .map_err(|source| ContainerError::Cgroup {
+                rel: rel.clone(),
+                source,
+            })?;
         instances.push(Instance {
             index: plan.index,
             id: names.container_id(plan.index),
             bundle: bundle_dir,
             cgroup: Arc::new(cgroup),
+            memory_bytes: plan.limits.memory_bytes,
         });
     }
     Ok((net, instances))
@@ -193,8 +221,10 @@ pub(crate) fn stop_instances(
                 tracing::debug!(trial = slug, "kill: {e}");
             }
         }
-        let alive: Vec<&Running> =
-            running.iter().filter(|r| process_alive(r.pid, r.start_time).is_some()).collect();
+        let alive: Vec<&Running> = running
+            .iter()
+            .filter(|r| process_alive(r.pid, r.start_time).is_some())
+            .collect();
         if alive.is_empty() {
             return Ok(());
         }
@@ -216,20 +246,31 @@ fn kill_pid(pid: u32) {
     if let Ok(raw) = i32::try_from(pid)
         && raw > 1
     {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(raw),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
 /// Removes everything of the trial: kills what is left in its cgroups, deletes its containers
 /// from the runtime, removes its cgroups in every hierarchy, its network namespaces, any mount
 /// below its directory, and the directory. Returns what failed (empty when all went well).
-pub(crate) fn destroy_trial(inner: &Inner, names: &TrialNames, runtime: &Runtime, timeout: Duration) -> Vec<String> {
+pub(crate) fn destroy_trial(
+    inner: &Inner,
+    names: &TrialNames,
+    runtime: &Runtime,
+    timeout: Duration,
+) -> Vec<String> {
     let mut errors = Vec::new();
     let manager = inner.dir.manager();
     match manager.open(&names.cgroup_rel) {
         Ok(cg) => {
             if let Err(e) = cg.kill_all(timeout) {
-                errors.push(format!("killing the processes of cgroup {}: {e}", names.cgroup_rel));
+                errors.push(format!(
+                    "killing the processes of cgroup {}: {e}",
+                    names.cgroup_rel
+                ));
             }
         }
         Err(e) => errors.push(format!("cgroup {}: {e}", names.cgroup_rel)),
@@ -271,7 +312,11 @@ fn unmount_detach(path: &Path) -> std::io::Result<()> {
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call; umount2 reads it only.
     let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Mount points at or below `dir` in our mount namespace, deepest first.
@@ -295,7 +340,9 @@ fn unescape_mount(s: &str) -> String {
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
         match (b[i], octal) {
             (b'\\', Some(d)) => {
                 let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
@@ -325,9 +372,15 @@ mod tests {
         };
         assert_eq!(n.container_id(3), "0123456789abcdef-a0-i3");
         assert!(n.container_id(3).starts_with(&n.id_prefix()));
-        assert!(!"0123456789abcdef-a01-i3".starts_with(&n.id_prefix()), "attempt 01 is not attempt 0");
+        assert!(
+            !"0123456789abcdef-a01-i3".starts_with(&n.id_prefix()),
+            "attempt 01 is not attempt 0"
+        );
         assert_eq!(n.instance_rel(3), "agent/0123456789abcdef-a0/i3");
-        assert_eq!(n.bundle(3), Path::new("/run/isolab/agent/trials/0123456789abcdef-a0/i3"));
+        assert_eq!(
+            n.bundle(3),
+            Path::new("/run/isolab/agent/trials/0123456789abcdef-a0/i3")
+        );
     }
 
     #[test]

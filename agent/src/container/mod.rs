@@ -42,6 +42,7 @@ mod probe;
 pub mod rootfs;
 pub mod runtime;
 pub mod seccomp;
+mod stale;
 
 #[cfg(test)]
 mod real_tests;

@@ -86,7 +86,9 @@ pub struct TrialNetwork {
 /// The second octet of a trial's 10.x.0.0/16 network, from its prefix (64..=191).
 pub fn subnet_octet(prefix: &str) -> u8 {
     // FNV-1a: stable across builds and platforms.
-    let h = prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let h = prefix.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
     64 + u8::try_from(h % 128).unwrap_or(0)
 }
 
@@ -104,11 +106,20 @@ pub fn create(prefix: &str, indexes: &[u32]) -> Result<TrialNetwork, NetnsError>
     let instances = indexes
         .iter()
         .map(|&index| {
-            let addr = instance_addr(x, index).ok_or(NetnsError::TooMany { count: indexes.len() })?;
-            Ok(InstanceNet { index, ns: format!("{prefix}-i{index}"), addr })
+            let addr = instance_addr(x, index).ok_or(NetnsError::TooMany {
+                count: indexes.len(),
+            })?;
+            Ok(InstanceNet {
+                index,
+                ns: format!("{prefix}-i{index}"),
+                addr,
+            })
         })
         .collect::<Result<Vec<_>, NetnsError>>()?;
-    let net = TrialNetwork { trial_ns: prefix.to_owned(), instances };
+    let net = TrialNetwork {
+        trial_ns: prefix.to_owned(),
+        instances,
+    };
     let made = build(&net);
     if let Err(e) = made {
         if let Err(e2) = destroy(prefix) {
@@ -135,7 +146,10 @@ fn build(net: &TrialNetwork) -> Result<(), NetnsError> {
     }
     ip(&["-n", &net.trial_ns], &trial)?;
     for i in &net.instances {
-        let cmds = format!("link set lo up\naddr add {}/{PREFIX_LEN} dev eth0\nlink set eth0 up\n", i.addr);
+        let cmds = format!(
+            "link set lo up\naddr add {}/{PREFIX_LEN} dev eth0\nlink set eth0 up\n",
+            i.addr
+        );
         ip(&["-n", &i.ns], &cmds)?;
     }
     Ok(())
@@ -144,7 +158,11 @@ fn build(net: &TrialNetwork) -> Result<(), NetnsError> {
 /// Deletes the namespace `prefix` and every `prefix-i<n>` (the veths and the bridge go with
 /// them). Missing ones are fine.
 pub fn destroy(prefix: &str) -> Result<(), NetnsError> {
-    let names = existing(prefix);
+    delete(&existing(prefix))
+}
+
+/// Deletes the named namespaces.
+pub fn delete(names: &[String]) -> Result<(), NetnsError> {
     if names.is_empty() {
         return Ok(());
     }
@@ -152,18 +170,26 @@ pub fn destroy(prefix: &str) -> Result<(), NetnsError> {
     ip(&["-force"], &cmds)
 }
 
-/// Names of the namespaces of the trial with this prefix that exist now.
-pub fn existing(prefix: &str) -> Vec<String> {
+/// Names of every namespace whose name starts with `start` (all trials of one agent).
+pub fn starting_with(start: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
         return Vec::new();
     };
     let mut names: Vec<String> = entries
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| belongs(prefix, n))
+        .filter(|n| n.starts_with(start))
         .collect();
     names.sort();
     names
+}
+
+/// Names of the namespaces of the trial with this prefix that exist now.
+pub fn existing(prefix: &str) -> Vec<String> {
+    starting_with(prefix)
+        .into_iter()
+        .filter(|n| belongs(prefix, n))
+        .collect()
 }
 
 /// Whether namespace `name` is the trial namespace `prefix` or one of its instances'.
@@ -183,7 +209,13 @@ pub fn veths_in(ns: &str) -> Vec<String> {
     // `3: v0@if2: <…>`: the name is the second field up to `@` or `:`.
     out.lines()
         .filter_map(|l| l.split_whitespace().nth(1))
-        .map(|n| n.trim_end_matches(':').split('@').next().unwrap_or("").to_owned())
+        .map(|n| {
+            n.trim_end_matches(':')
+                .split('@')
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .filter(|n| !n.is_empty())
         .collect()
 }
@@ -199,21 +231,31 @@ fn ip(args: &[&str], commands: &str) -> Result<(), NetnsError> {
         .spawn()
         .map_err(NetnsError::Spawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(commands.as_bytes()).map_err(NetnsError::Spawn)?;
+        stdin
+            .write_all(commands.as_bytes())
+            .map_err(NetnsError::Spawn)?;
     }
     let out = child.wait_with_output().map_err(NetnsError::Spawn)?;
     if out.status.success() {
         return Ok(());
     }
     Err(NetnsError::Failed {
-        args: format!("{} -batch - <<< {}", args.join(" "), commands.trim().replace('\n', "; ")),
+        args: format!(
+            "{} -batch - <<< {}",
+            args.join(" "),
+            commands.trim().replace('\n', "; ")
+        ),
         status: out.status.to_string(),
         stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
     })
 }
 
 fn ip_output(args: &[&str]) -> Result<String, NetnsError> {
-    let out = ip_command().args(args).stdin(Stdio::null()).output().map_err(NetnsError::Spawn)?;
+    let out = ip_command()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(NetnsError::Spawn)?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
@@ -243,10 +285,20 @@ mod tests {
     #[test]
     fn addresses_skip_network_and_bridge_and_fill_a_slash_16() {
         assert_eq!(instance_addr(100, 0), Some(Ipv4Addr::new(10, 100, 0, 2)));
-        assert_eq!(instance_addr(100, 253), Some(Ipv4Addr::new(10, 100, 0, 255)));
+        assert_eq!(
+            instance_addr(100, 253),
+            Some(Ipv4Addr::new(10, 100, 0, 255))
+        );
         assert_eq!(instance_addr(100, 254), Some(Ipv4Addr::new(10, 100, 1, 0)));
-        assert_eq!(instance_addr(100, 65_532), Some(Ipv4Addr::new(10, 100, 255, 254)));
-        assert_eq!(instance_addr(100, 65_533), None, "the broadcast address is not an instance's");
+        assert_eq!(
+            instance_addr(100, 65_532),
+            Some(Ipv4Addr::new(10, 100, 255, 254))
+        );
+        assert_eq!(
+            instance_addr(100, 65_533),
+            None,
+            "the broadcast address is not an instance's"
+        );
     }
 
     #[test]
@@ -254,8 +306,9 @@ mod tests {
         let a = subnet_octet("isolab-agent-1-0-0123456789abcdef-a0");
         assert_eq!(a, subnet_octet("isolab-agent-1-0-0123456789abcdef-a0"));
         assert!((64..=191).contains(&a));
-        let distinct: std::collections::BTreeSet<u8> =
-            (0..50).map(|i| subnet_octet(&format!("trial-{i}"))).collect();
+        let distinct: std::collections::BTreeSet<u8> = (0..50)
+            .map(|i| subnet_octet(&format!("trial-{i}")))
+            .collect();
         assert!(distinct.len() > 10, "trials spread over subnets");
     }
 

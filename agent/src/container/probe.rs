@@ -39,8 +39,16 @@ pub(crate) async fn probe_runtime(
         Err(e) => return BackendStatus::unavailable(&label, format!("probe task failed: {e}")),
     };
     match run_probe(inner, &runtime, n, ceilings, timeout).await {
-        Ok(()) => BackendStatus { name: label, available: true, version, ..BackendStatus::default() },
-        Err(reason) => BackendStatus { version, ..BackendStatus::unavailable(&label, reason) },
+        Ok(()) => BackendStatus {
+            name: label,
+            available: true,
+            version,
+            ..BackendStatus::default()
+        },
+        Err(reason) => BackendStatus {
+            version,
+            ..BackendStatus::unavailable(&label, reason)
+        },
     }
 }
 
@@ -52,10 +60,18 @@ async fn run_probe(
     ceilings: Ceilings,
     timeout: Duration,
 ) -> Result<(), String> {
-    let key: String = runtime.name().chars().filter(char::is_ascii_alphanumeric).collect();
+    let key: String = runtime
+        .name()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
     let names = inner.names(&format!("probe-{key}-{n}"));
     // A dynamically linked workload (a development build) still runs with the host's libraries.
-    let kind = if inner.workload_static { RootfsKind::Minimal } else { RootfsKind::HostRo };
+    let kind = if inner.workload_static {
+        RootfsKind::Minimal
+    } else {
+        RootfsKind::HostRo
+    };
     let plan = InstancePlan {
         index: 0,
         args: vec!["--list".into()],
@@ -67,7 +83,14 @@ async fn run_probe(
     };
     let (task_inner, task_names, task_rt) = (Arc::clone(inner), names.clone(), runtime.clone());
     let made = tokio::task::spawn_blocking(move || {
-        lifecycle::make_trial(&task_inner, &task_names, &task_rt, kind, NetworkMode::None, &[plan])
+        lifecycle::make_trial(
+            &task_inner,
+            &task_names,
+            &task_rt,
+            kind,
+            NetworkMode::None,
+            &[plan],
+        )
     })
     .await
     .map_err(|e| format!("probe task failed: {e}"))?;
@@ -76,7 +99,7 @@ async fn run_probe(
         return Err("no probe instance was made".into());
     };
     let mut running = Vec::new();
-    let outcome = run_container(runtime, &instance, timeout, &mut running).await;
+    let outcome = run_container(runtime, &names.slug, &instance, timeout, &mut running).await;
     let (task_inner, task_rt) = (Arc::clone(inner), runtime.clone());
     let cgroups = vec![(instance.index, Arc::clone(&instance.cgroup))];
     let cleanup = tokio::task::spawn_blocking(move || {
@@ -84,13 +107,23 @@ async fn run_probe(
         if let Err(e) = lifecycle::stop_instances(&names.slug, &cgroups, &running, timeout) {
             errors.push(e.to_string());
         }
-        errors.extend(lifecycle::destroy_trial(&task_inner, &names, &task_rt, timeout));
+        errors.extend(lifecycle::destroy_trial(
+            &task_inner,
+            &names,
+            &task_rt,
+            timeout,
+        ));
         errors
     })
     .await;
     match cleanup {
         Ok(errors) if errors.is_empty() => {}
-        Ok(errors) => return Err(format!("probe container left things behind: {}", errors.join("; "))),
+        Ok(errors) => {
+            return Err(format!(
+                "probe container left things behind: {}",
+                errors.join("; ")
+            ));
+        }
         Err(e) => return Err(format!("probe cleanup failed: {e}")),
     }
     outcome
@@ -99,16 +132,22 @@ async fn run_probe(
 /// Starts the container, reads all its output and waits for it, within `timeout`.
 async fn run_container(
     runtime: &Runtime,
+    slug: &str,
     instance: &Instance,
     timeout: Duration,
     running: &mut Vec<Running>,
 ) -> Result<(), String> {
-    let mut child = runtime
-        .run_command(&instance.bundle, &instance.id)
+    let mut cmd = runtime.run_command(&instance.bundle, &instance.id);
+    cmd.env(crate::backend::conformance::TRIAL_ENV, slug);
+    let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", runtime.program().display()))?;
     if let Some(pid) = child.id() {
-        running.push(Running { index: instance.index, pid, start_time: process_start_time(pid) });
+        running.push(Running {
+            index: instance.index,
+            pid,
+            start_time: process_start_time(pid),
+        });
     }
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
     let work = async {
@@ -127,9 +166,12 @@ async fn run_container(
         let status = child.wait().await;
         (status, o, e)
     };
-    let (status, stdout, stderr) = tokio::time::timeout(timeout, work)
-        .await
-        .map_err(|_| format!("probe container did not finish within {} ms", timeout.as_millis()))?;
+    let (status, stdout, stderr) = tokio::time::timeout(timeout, work).await.map_err(|_| {
+        format!(
+            "probe container did not finish within {} ms",
+            timeout.as_millis()
+        )
+    })?;
     let status = status.map_err(|e| format!("waiting for the runtime failed: {e}"))?;
     let expected = catalog::names().first().copied().unwrap_or("syscall");
     if status.success() && stdout.contains(expected) {
@@ -138,7 +180,11 @@ async fn run_container(
     let said = last_lines(&stderr, 3);
     Err(format!(
         "probe container failed ({status}){}",
-        if said.is_empty() { String::new() } else { format!(": {said}") }
+        if said.is_empty() {
+            String::new()
+        } else {
+            format!(": {said}")
+        }
     ))
 }
 
@@ -147,14 +193,25 @@ async fn run_container(
 pub(crate) fn summary(backend: &str, found: &BTreeMap<String, BackendStatus>) -> BackendStatus {
     let working: Vec<&BackendStatus> = found.values().filter(|s| s.available).collect();
     if working.is_empty() {
-        let why: Vec<String> = found.iter().map(|(n, s)| format!("{n}: {}", s.reason)).collect();
-        let reason = if why.is_empty() { "no container runtime configured".to_owned() } else { why.join("; ") };
+        let why: Vec<String> = found
+            .iter()
+            .map(|(n, s)| format!("{n}: {}", s.reason))
+            .collect();
+        let reason = if why.is_empty() {
+            "no container runtime configured".to_owned()
+        } else {
+            why.join("; ")
+        };
         return BackendStatus::unavailable(backend, reason);
     }
     BackendStatus {
         name: backend.to_owned(),
         available: true,
-        version: working.iter().map(|s| s.version.as_str()).collect::<Vec<_>>().join(", "),
+        version: working
+            .iter()
+            .map(|s| s.version.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         ..BackendStatus::default()
     }
 }
@@ -165,7 +222,12 @@ mod tests {
 
     fn st(name: &str, ok: bool, text: &str) -> (String, BackendStatus) {
         let s = if ok {
-            BackendStatus { name: format!("container/{name}"), available: true, version: text.into(), ..Default::default() }
+            BackendStatus {
+                name: format!("container/{name}"),
+                available: true,
+                version: text.into(),
+                ..Default::default()
+            }
         } else {
             BackendStatus::unavailable(&format!("container/{name}"), text)
         };
@@ -174,12 +236,21 @@ mod tests {
 
     #[test]
     fn summary_is_available_when_any_runtime_works() {
-        let found: BTreeMap<_, _> =
-            [st("runc", true, "runc 1.1.5"), st("crun", false, "cannot use hybrid cgroups")].into_iter().collect();
+        let found: BTreeMap<_, _> = [
+            st("runc", true, "runc 1.1.5"),
+            st("crun", false, "cannot use hybrid cgroups"),
+        ]
+        .into_iter()
+        .collect();
         let s = summary("container", &found);
         assert!(s.available);
         assert_eq!(s.version, "runc 1.1.5");
-        let found: BTreeMap<_, _> = [st("crun", false, "hybrid"), st("youki", false, "not installed")].into_iter().collect();
+        let found: BTreeMap<_, _> = [
+            st("crun", false, "hybrid"),
+            st("youki", false, "not installed"),
+        ]
+        .into_iter()
+        .collect();
         let s = summary("container", &found);
         assert!(!s.available);
         assert_eq!(s.reason, "crun: hybrid; youki: not installed");

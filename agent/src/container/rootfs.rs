@@ -77,7 +77,10 @@ pub struct Rootfs {
 /// Makes the root of `kind` at `dir` (which must not exist yet), reading host paths below
 /// `host_root` (`/` but in tests).
 pub fn create(dir: &Path, kind: RootfsKind, host_root: &Path) -> Result<Rootfs, RootfsError> {
-    let make = |path: &Path, source| RootfsError::Make { path: path.to_owned(), source };
+    let make = |path: &Path, source| RootfsError::Make {
+        path: path.to_owned(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(|e| make(dir, e))?;
     for m in MOUNT_POINTS {
         let p = dir.join(m);
@@ -94,7 +97,10 @@ pub fn create(dir: &Path, kind: RootfsKind, host_root: &Path) -> Result<Rootfs, 
                 Ok(m) => m,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(source_err) => {
-                    return Err(RootfsError::Inspect { path: source, source: source_err });
+                    return Err(RootfsError::Inspect {
+                        path: source,
+                        source: source_err,
+                    });
                 }
             };
             let target = dir.join(rel);
@@ -102,8 +108,10 @@ pub fn create(dir: &Path, kind: RootfsKind, host_root: &Path) -> Result<Rootfs, 
                 std::fs::create_dir_all(parent).map_err(|e| make(parent, e))?;
             }
             if meta.file_type().is_symlink() {
-                let link = std::fs::read_link(&source)
-                    .map_err(|e| RootfsError::Inspect { path: source.clone(), source: e })?;
+                let link = std::fs::read_link(&source).map_err(|e| RootfsError::Inspect {
+                    path: source.clone(),
+                    source: e,
+                })?;
                 std::os::unix::fs::symlink(&link, &target).map_err(|e| make(&target, e))?;
                 continue;
             }
@@ -112,10 +120,15 @@ pub fn create(dir: &Path, kind: RootfsKind, host_root: &Path) -> Result<Rootfs, 
             } else {
                 std::fs::write(&target, b"").map_err(|e| make(&target, e))?;
             }
-            binds.push(HostBind { path: PathBuf::from(host) });
+            binds.push(HostBind {
+                path: PathBuf::from(host),
+            });
         }
     }
-    Ok(Rootfs { dir: dir.to_owned(), binds })
+    Ok(Rootfs {
+        dir: dir.to_owned(),
+        binds,
+    })
 }
 
 /// Whether the ELF file at `path` is statically linked (has no `PT_INTERP` program header), so
@@ -125,10 +138,25 @@ pub fn is_static_elf(path: &Path) -> Option<bool> {
     use std::io::Read;
     // Program headers follow the ELF header closely; the first 64 KiB always hold them.
     let mut data = Vec::new();
-    std::fs::File::open(path).ok()?.take(64 * 1024).read_to_end(&mut data).ok()?;
-    let u16_at = |off: usize| data.get(off..off + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |off: usize| data.get(off..off + 4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes);
-    let u64_at = |off: usize| data.get(off..off + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut data)
+        .ok()?;
+    let u16_at = |off: usize| {
+        data.get(off..off + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |off: usize| {
+        data.get(off..off + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+    };
+    let u64_at = |off: usize| {
+        data.get(off..off + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
     // Magic, 64-bit class, little endian.
     if data.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
@@ -151,7 +179,12 @@ mod tests {
     #[test]
     fn minimal_has_mount_points_and_the_workload_placeholder_only() {
         let tmp = tempfile::tempdir().unwrap();
-        let root = create(&tmp.path().join("rootfs"), RootfsKind::Minimal, Path::new("/")).unwrap();
+        let root = create(
+            &tmp.path().join("rootfs"),
+            RootfsKind::Minimal,
+            Path::new("/"),
+        )
+        .unwrap();
         assert!(root.binds.is_empty());
         let mut names: Vec<String> = std::fs::read_dir(&root.dir)
             .unwrap()
@@ -171,11 +204,24 @@ mod tests {
         std::fs::write(host.join("etc/ld.so.cache"), b"x").unwrap();
         let root = create(&tmp.path().join("rootfs"), RootfsKind::HostRo, &host).unwrap();
         let bound: Vec<&Path> = root.binds.iter().map(|b| b.path.as_path()).collect();
-        assert_eq!(bound, [Path::new("/usr"), Path::new("/etc/ssl"), Path::new("/etc/ld.so.cache")]);
+        assert_eq!(
+            bound,
+            [
+                Path::new("/usr"),
+                Path::new("/etc/ssl"),
+                Path::new("/etc/ld.so.cache")
+            ]
+        );
         assert!(root.dir.join("usr").is_dir());
         assert!(root.dir.join("etc/ld.so.cache").is_file());
-        assert_eq!(std::fs::read_link(root.dir.join("bin")).unwrap(), Path::new("usr/bin"));
-        assert!(!root.dir.join("lib64").exists(), "absent host paths are skipped");
+        assert_eq!(
+            std::fs::read_link(root.dir.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+        assert!(
+            !root.dir.join("lib64").exists(),
+            "absent host paths are skipped"
+        );
     }
 
     #[test]

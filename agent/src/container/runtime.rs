@@ -99,7 +99,12 @@ impl Runtime {
     /// directory passed as `--root`.
     pub fn new(name: &str, runtime_args: &[String], root: PathBuf) -> Result<Self, RuntimeError> {
         let program = resolve(name)?;
-        Ok(Self { name: name.to_owned(), program, global_args: runtime_args.to_vec(), root })
+        Ok(Self {
+            name: name.to_owned(),
+            program,
+            global_args: runtime_args.to_vec(),
+            root,
+        })
     }
 
     /// The name as configured.
@@ -119,7 +124,10 @@ impl Runtime {
 
     /// The global part of every command line: `--root <root> <runtime_args…>`.
     pub fn global_args(&self) -> Vec<String> {
-        let mut args = vec!["--root".to_owned(), self.root.to_string_lossy().into_owned()];
+        let mut args = vec![
+            "--root".to_owned(),
+            self.root.to_string_lossy().into_owned(),
+        ];
         args.extend(self.global_args.iter().cloned());
         args
     }
@@ -156,13 +164,18 @@ impl Runtime {
 
     /// Sends `signal` (`KILL`, `TERM`) to the container's process 1.
     pub fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError> {
-        self.output(self.command(&["kill", id, signal]), "kill", COMMAND_TIMEOUT).map(drop)
+        self.output(self.command(&["kill", id, signal]), "kill", COMMAND_TIMEOUT)
+            .map(drop)
     }
 
     /// `delete --force`: kills what still runs and removes the container's state and cgroups.
     /// A container that does not exist is fine.
     pub fn delete(&self, id: &str) -> Result<(), RuntimeError> {
-        match self.output(self.command(&["delete", "--force", id]), "delete", COMMAND_TIMEOUT) {
+        match self.output(
+            self.command(&["delete", "--force", id]),
+            "delete",
+            COMMAND_TIMEOUT,
+        ) {
             Ok(_) => Ok(()),
             Err(RuntimeError::Failed { stderr, .. }) if says_missing(&stderr) => Ok(()),
             Err(e) => Err(e),
@@ -186,7 +199,12 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let out = self.output(self.command(&["list", "--quiet"]), "list", COMMAND_TIMEOUT)?;
-        Ok(out.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect())
+        Ok(out
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect())
     }
 
     fn command(&self, args: &[&str]) -> Command {
@@ -196,18 +214,29 @@ impl Runtime {
     }
 
     fn unexpected(&self, op: &str, what: String) -> RuntimeError {
-        RuntimeError::Output { name: self.name.clone(), op: op.to_owned(), what }
+        RuntimeError::Output {
+            name: self.name.clone(),
+            op: op.to_owned(),
+            what,
+        }
     }
 
     /// Runs `cmd` with a clean environment, returns stdout; non-zero exit is [`RuntimeError::Failed`].
-    fn output(&self, mut cmd: Command, op: &str, timeout: Duration) -> Result<String, RuntimeError> {
+    fn output(
+        &self,
+        mut cmd: Command,
+        op: &str,
+        timeout: Duration,
+    ) -> Result<String, RuntimeError> {
         cmd.env_clear()
             .env("PATH", SEARCH_PATH)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child =
-            cmd.spawn().map_err(|source| RuntimeError::Spawn { program: self.program.clone(), source })?;
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
         // Read both pipes on threads so a chatty command cannot block on a full pipe.
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();
@@ -217,7 +246,9 @@ impl Runtime {
         let status = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
                 Ok(None) | Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
@@ -251,7 +282,10 @@ pub fn resolve(name: &str) -> Result<PathBuf, RuntimeError> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(RuntimeError::NotFound { name: name.to_owned(), where_: "no such file".into() })
+            Err(RuntimeError::NotFound {
+                name: name.to_owned(),
+                where_: "no such file".into(),
+            })
         };
     }
     let path = std::env::var("PATH").unwrap_or_default();
@@ -282,7 +316,11 @@ fn read_all(r: Option<&mut impl Read>) -> String {
 
 /// The last `n` non-empty lines of `text`, joined with `; `, without runc's log decoration.
 pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<String> = text.lines().map(clean_log_line).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<String> = text
+        .lines()
+        .map(clean_log_line)
+        .filter(|l| !l.is_empty())
+        .collect();
     lines[lines.len().saturating_sub(n)..].join("; ")
 }
 
@@ -292,7 +330,9 @@ pub fn clean_log_line(line: &str) -> String {
     match line.find("msg=\"") {
         Some(i) => {
             let rest = &line[i + 5..];
-            rest.rfind('"').map_or(rest, |end| &rest[..end]).replace("\\\"", "\"")
+            rest.rfind('"')
+                .map_or(rest, |end| &rest[..end])
+                .replace("\\\"", "\"")
         }
         None => line.to_owned(),
     }
@@ -305,7 +345,9 @@ mod tests {
     #[test]
     fn runc_log_lines_are_cleaned() {
         assert_eq!(
-            clean_log_line(r#"time="2026-11-25T19:47:30Z" level=error msg="container does not exist""#),
+            clean_log_line(
+                r#"time="2026-11-25T19:47:30Z" level=error msg="container does not exist""#
+            ),
             "container does not exist"
         );
         assert_eq!(clean_log_line("plain text"), "plain text");
@@ -323,12 +365,31 @@ mod tests {
 
     #[test]
     fn command_lines_carry_root_and_runtime_args() {
-        let rt = Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into()).unwrap();
-        assert_eq!(rt.global_args(), ["--root", "/state/rt", "--platform=ptrace"]);
+        let rt =
+            Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into()).unwrap();
+        assert_eq!(
+            rt.global_args(),
+            ["--root", "/state/rt", "--platform=ptrace"]
+        );
         let cmd = rt.run_command(Path::new("/b"), "id1");
-        let args: Vec<String> =
-            cmd.as_std().get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-        assert_eq!(args, ["--root", "/state/rt", "--platform=ptrace", "run", "--keep", "--bundle", "/b", "id1"]);
+        let args: Vec<String> = cmd
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--root",
+                "/state/rt",
+                "--platform=ptrace",
+                "run",
+                "--keep",
+                "--bundle",
+                "/b",
+                "id1"
+            ]
+        );
     }
 
     #[test]
@@ -340,7 +401,9 @@ mod tests {
         assert!(matches!(e, RuntimeError::Failed { .. }), "{e}");
         let mut cmd = Command::new("/bin/sleep");
         cmd.arg("5");
-        let e = rt.output(cmd, "sleep", Duration::from_millis(50)).unwrap_err();
+        let e = rt
+            .output(cmd, "sleep", Duration::from_millis(50))
+            .unwrap_err();
         assert!(matches!(e, RuntimeError::Timeout { .. }), "{e}");
     }
 }

@@ -84,14 +84,23 @@ const EPERM: u32 = 1;
 /// its 32-bit ABIs (so a 32-bit call cannot slip past the list).
 pub fn default_profile() -> LinuxSeccomp {
     let denied = LinuxSyscallBuilder::default()
-        .names(DENIED_SYSCALLS.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+        .names(
+            DENIED_SYSCALLS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        )
         .action(LinuxSeccompAction::ScmpActErrno)
         .errno_ret(EPERM)
         .build()
         .expect("all fields of the syscall rule are set");
     LinuxSeccompBuilder::default()
         .default_action(LinuxSeccompAction::ScmpActAllow)
-        .architectures(vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32])
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+        ])
         .syscalls(vec![denied])
         .build()
         .expect("all fields of the profile are set")
@@ -108,11 +117,23 @@ mod tests {
         let rules = p.syscalls().as_ref().expect("rules");
         assert_eq!(rules.len(), 1);
         let names = rules[0].names();
-        for must in ["kexec_load", "init_module", "finit_module", "mount", "umount2", "reboot"] {
+        for must in [
+            "kexec_load",
+            "init_module",
+            "finit_module",
+            "mount",
+            "umount2",
+            "reboot",
+        ] {
             assert!(names.iter().any(|n| n == must), "{must} not refused");
         }
-        for needed in ["execve", "clone", "clone3", "fork", "getppid", "mmap", "wait4"] {
-            assert!(!names.iter().any(|n| n == needed), "{needed} is needed by workloads");
+        for needed in [
+            "execve", "clone", "clone3", "fork", "getppid", "mmap", "wait4",
+        ] {
+            assert!(
+                !names.iter().any(|n| n == needed),
+                "{needed} is needed by workloads"
+            );
         }
         assert_eq!(rules[0].action(), LinuxSeccompAction::ScmpActErrno);
         assert_eq!(rules[0].errno_ret(), Some(EPERM));

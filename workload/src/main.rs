@@ -31,6 +31,17 @@
 //! | `file_ops` | create, write `size` (0) bytes, close, unlink, in a fresh directory | `us_per_file` (us), `ops_per_s` |
 //! | `mem_bw` | one pass over a `size` (64MiB) buffer: sum of u64s, fill, copy of one half onto the other | `read_gb_s`, `write_gb_s`, `copy_gb_s` (GB/s = 1e9 bytes/s, bytes copied) |
 //! | `cpu_spin` | a fixed unit of integer hashing, on `threads` (1) threads | `units_per_s` every `interval` (100ms) with `t_offset_s`, then a summary `units_per_s` and `total_units` |
+//! | `tcp_stream` | bulk TCP transfer for the duration (`role` loopback/server/client, `connections`, `size` 128KiB per write) | receiver: `gbit_s`, `receiver_cpu_pct`, `system_cpu_pct`, `bytes`; client: `gbit_s`, `bytes` |
+//! | `tcp_rr` | one `size` (1 byte) request and its echo, per connection | `p50_us`, `p99_us`, `transactions_per_s` (server: `transactions_per_s`) |
+//! | `oltp` | one TPC-B-like SQLite transaction (`scale` branches of 10 000 accounts) | `tps`, `p50_ms`, `p99_ms`, `setup_s` |
+//! | `fileserver` | one of create/delete/read/append on a pool of `files` (1000) small files in `subdirs` (10) | `ops_per_s`, `mb_per_s` |
+//! | `build` | one job: fork+exec of `__compile`, which compresses `size` (256KiB) of generated C; `jobs` at once | `jobs_per_s` |
+//! | `disk` | sequential write/read of `size` (64MiB), 4 KiB random reads, 4 KiB write+fsync | `seq_write_mb_s`, `seq_read_mb_s`, `rand_read_iops`, `fsync_p50_us`, `fsync_p99_us`, `direct_io` |
+//! | `fork_bomb` (adversary) | fork sleeping children until refused | series and summary `forks`, `refused` |
+//! | `memory_bomb` (adversary) | map and touch `step` (16MiB) more memory | series `bytes_reached` after every step; summary `bytes_reached`, `refused` |
+//! | `disk_bomb` (adversary) | append and fsync `step` (4MiB) until the disk or quota is full | series `bytes_written`; summary `bytes_written`, `full` |
+//! | `cpu_hog` (adversary) | spin on `threads` (all CPUs) | series and summary `spins_per_s` |
+//! | `net_flood` (adversary) | UDP datagrams of `size` (1024) to `host:port` (127.0.0.1:9) | series `packets_per_s`; summary `packets_per_s`, `mb_per_s`, `send_errors` |
 //!
 //! Every workload ends with `ops` (operations counted, unit `ops`) and `elapsed_s` (s), which
 //! make the others checkable. Latencies have `higher_is_better: false`, rates `true`.
@@ -40,9 +51,15 @@
 //! a throttled or descheduled instance shows lower values; a last window shorter than half an
 //! interval is not reported (its units count in the summary).
 //!
-//! `file_ops` works in `dir` when given, else in the first of `$TMPDIR`, `/tmp`, the current
-//! directory and `/` where it can create a fresh directory (an empty container rootfs may have no
-//! `/tmp`); that directory is removed at the end, also on error or SIGINT/SIGTERM.
+//! Each module under `workloads/` documents its workload in full (roles, phases, exact metric
+//! definitions). Adversaries run until their duration ends or they are killed, report progress
+//! as time series so the last value survives a kill, and at SIGINT/SIGTERM clean up, print their
+//! summary and exit 1; they rely on the agent's safety envelope to contain them.
+//!
+//! `file_ops` (and every workload with a `dir` param) works in `dir` when given, else in the first
+//! of `$TMPDIR`, `/tmp`, the current directory and `/` where it can create a fresh directory (an
+//! empty container rootfs may have no `/tmp`); that directory is removed at the end, also on error
+//! or SIGINT/SIGTERM.
 //!
 //! Build it static (it runs in an empty rootfs and as a VM's `/init`):
 //! `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p isolab-workload --target x86_64-unknown-linux-gnu`.
@@ -71,6 +88,13 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1).peekable();
     if args.peek().is_some_and(|a| a == NOOP_SUBCOMMAND) {
         return ExitCode::SUCCESS;
+    }
+    if args
+        .peek()
+        .is_some_and(|a| a == workloads::COMPILE_SUBCOMMAND)
+    {
+        args.next();
+        return workloads::compile_main(args);
     }
     match cli::parse(args) {
         Err(e) => {

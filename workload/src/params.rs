@@ -2,6 +2,7 @@
 //! before anything runs, so a bad value is a usage error (exit 2), never a half-run workload.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub(crate) const DEFAULT_DURATION: Duration = Duration::from_secs(1);
 
 /// Most `threads` a workload may start.
 const MAX_THREADS: u64 = 1024;
+
+/// The values `role` accepts.
+pub(crate) const ROLES: &[&str] = &["loopback", "server", "client"];
 
 /// How a param's value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,10 @@ pub(crate) enum ParamKind {
     Bytes,
     /// A filesystem path.
     Path,
+    /// An IPv4 or IPv6 address (no host names: a static binary has no resolver).
+    Ip,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
 }
 
 impl ParamKind {
@@ -38,9 +46,15 @@ impl ParamKind {
         Some(match name {
             "duration" | "interval" => Self::Duration,
             "iterations" => Self::Count { max: u64::MAX },
-            "threads" => Self::Count { max: MAX_THREADS },
-            "size" => Self::Bytes,
+            "threads" | "connections" | "jobs" => Self::Count { max: MAX_THREADS },
+            "port" => Self::Count { max: 65535 },
+            "scale" | "subdirs" => Self::Count { max: 10_000 },
+            "files" => Self::Count { max: 10_000_000 },
+            "max_forks" => Self::Count { max: 1 << 22 },
+            "size" | "step" | "limit" => Self::Bytes,
             "dir" => Self::Path,
+            "host" => Self::Ip,
+            "role" => Self::Choice(ROLES),
             _ => return None,
         })
     }
@@ -52,6 +66,8 @@ impl ParamKind {
             Self::Count { max } => format!("a whole number from 1 to {max}"),
             Self::Bytes => "a size such as `4096`, `64KiB` or `1MiB`".into(),
             Self::Path => "a non-empty path".into(),
+            Self::Ip => "an IP address such as `10.0.0.2` (host names are not resolved)".into(),
+            Self::Choice(words) => format!("one of {}", words.join(", ")),
         }
     }
 
@@ -67,6 +83,11 @@ impl ParamKind {
             }
             Self::Bytes => Some(Value::Bytes(text.parse::<Bytes>().ok()?.get())),
             Self::Path => (!text.is_empty()).then(|| Value::Path(PathBuf::from(text))),
+            Self::Ip => text.trim().parse().ok().map(Value::Ip),
+            Self::Choice(words) => words
+                .iter()
+                .find(|w| **w == text.trim())
+                .map(|w| Value::Choice(w)),
         }
     }
 }
@@ -78,6 +99,8 @@ enum Value {
     Count(u64),
     Bytes(u64),
     Path(PathBuf),
+    Ip(IpAddr),
+    Choice(&'static str),
 }
 
 /// Why a param was rejected.
@@ -201,6 +224,38 @@ impl Params {
         }
     }
 
+    /// An IP address param, if given.
+    pub(crate) fn ip(&self, name: &str) -> Option<IpAddr> {
+        match self.values.get(name) {
+            Some(Value::Ip(ip)) => Some(*ip),
+            _ => None,
+        }
+    }
+
+    /// A choice param, or `default`.
+    pub(crate) fn choice(&self, name: &str, default: &'static str) -> &'static str {
+        match self.values.get(name) {
+            Some(Value::Choice(word)) => word,
+            _ => default,
+        }
+    }
+
+    /// A byte-size param if given.
+    pub(crate) fn bytes_opt(&self, name: &str) -> Option<u64> {
+        match self.values.get(name) {
+            Some(Value::Bytes(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// A count param if given.
+    pub(crate) fn count_opt(&self, name: &str) -> Option<u64> {
+        match self.values.get(name) {
+            Some(Value::Count(n)) => Some(*n),
+            _ => None,
+        }
+    }
+
     /// `iterations`, if given.
     pub(crate) fn iterations(&self) -> Option<u64> {
         match self.values.get("iterations") {
@@ -262,6 +317,17 @@ mod tests {
         assert_eq!(p.path("dir"), Some(Path::new("/x")));
         assert_eq!(p.run_duration(), DEFAULT_DURATION);
         assert!(matches!(p.budget(), Budget::Duration(_)));
+        let p = parse("tcp_stream", &["role=server", "host=10.0.0.1", "port=5001"]).unwrap();
+        assert_eq!(p.choice("role", "loopback"), "server");
+        assert_eq!(p.ip("host"), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(p.count("port", 1), 5001);
+        assert_eq!(p.count_opt("connections"), None);
+        let p = parse("tcp_stream", &["host=::1"]).unwrap();
+        assert_eq!(p.choice("role", "loopback"), "loopback");
+        assert!(p.ip("host").unwrap().is_ipv6());
+        let p = parse("disk_bomb", &["limit=32MiB"]).unwrap();
+        assert_eq!(p.bytes_opt("limit"), Some(32 << 20));
+        assert_eq!(p.bytes_opt("step"), None);
         let p = parse("syscall", &["iterations=7", "duration=5s"]).unwrap();
         assert!(matches!(p.budget(), Budget::Iterations(7)));
     }
@@ -286,6 +352,13 @@ mod tests {
         assert!(parse("syscall", &["duration=fast"]).is_err());
         assert!(parse("mmap", &["size=lots"]).is_err());
         assert!(parse("syscall", &["duration"]).is_err());
+        let e = parse("tcp_rr", &["role=both"]).unwrap_err().to_string();
+        assert!(e.contains("loopback, server, client"), "{e}");
+        let e = parse("tcp_rr", &["host=example.org"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("IP address"), "{e}");
+        assert!(parse("tcp_rr", &["port=70000"]).is_err());
         assert!(matches!(
             parse("syscall", &["duration=1s", "duration=2s"]),
             Err(ParamError::Duplicate { .. })

@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use isolab_model::catalog::{self, WORKLOADS};
+use isolab_model::catalog::{self, WORKLOADS, WorkloadKind};
 use support::{Run, run};
 
 /// A metric a workload must print: name, unit, higher_is_better, and a plausible range.
@@ -79,8 +79,66 @@ fn expectations(name: &str) -> Option<(&'static [&'static str], &'static [Metric
                 ("total_units", "units", true, 1.0, 1e12),
             ],
         ),
+        "tcp_stream" => (
+            &[],
+            &[
+                ("gbit_s", "Gbit/s", true, 1e-4, 1e4),
+                ("receiver_cpu_pct", "%", false, 0.0, 1e4),
+                ("system_cpu_pct", "%", false, 0.0, 100.0),
+                ("bytes", "bytes", true, 1.0, 1e14),
+            ],
+        ),
+        "tcp_rr" => (
+            &["--param", "connections=2"],
+            &[
+                ("p50_us", "us", false, 0.1, 1e6),
+                ("p99_us", "us", false, 0.1, 1e7),
+                ("transactions_per_s", "transactions/s", true, 1.0, 1e8),
+            ],
+        ),
+        "oltp" => (
+            &[],
+            &[
+                ("tps", "transactions/s", true, 1.0, 1e7),
+                ("p50_ms", "ms", false, 1e-4, 1e4),
+                ("p99_ms", "ms", false, 1e-4, 1e4),
+                ("setup_s", "s", false, 1e-6, 600.0),
+            ],
+        ),
+        "fileserver" => (
+            &["--param", "files=200", "--param", "subdirs=4"],
+            &[
+                ("ops_per_s", "ops/s", true, 1.0, 1e8),
+                ("mb_per_s", "MB/s", true, 1e-4, 1e6),
+            ],
+        ),
+        "build" => (
+            &["--param", "size=64KiB", "--param", "jobs=2"],
+            &[("jobs_per_s", "jobs/s", true, 0.1, 1e6)],
+        ),
+        "disk" => (
+            &["--param", "size=8MiB"],
+            &[
+                ("seq_write_mb_s", "MB/s", true, 0.01, 1e6),
+                ("seq_read_mb_s", "MB/s", true, 0.01, 1e6),
+                ("rand_read_iops", "IOPS", true, 1.0, 1e9),
+                ("fsync_p50_us", "us", false, 0.001, 1e7),
+                ("fsync_p99_us", "us", false, 0.001, 1e8),
+                ("direct_io", "bool", true, 0.0, 1.0),
+            ],
+        ),
         _ => return None,
     })
+}
+
+/// The least `elapsed_s` of a 200 ms run: the loops run until the duration has passed
+/// (mem_bw: three thirds of it); `tcp_stream` reports the receiver's interval, which starts a
+/// little after the sender's and ends with its last byte.
+fn min_elapsed_s(name: &str) -> f64 {
+    match name {
+        "tcp_stream" => 0.15,
+        _ => 0.199,
+    }
 }
 
 /// Runs `name` for 200 ms and checks every expectation; returns the run for further checks.
@@ -109,8 +167,10 @@ fn check(name: &str) -> Run {
     assert_eq!(r.sample("ops").unit, "ops");
     let elapsed = r.summary("elapsed_s");
     assert_eq!(r.sample("elapsed_s").unit, "s");
-    // The loops run until the duration has passed (mem_bw: three thirds of it).
-    assert!(elapsed >= 0.199, "{name}: elapsed_s = {elapsed}");
+    assert!(
+        elapsed >= min_elapsed_s(name),
+        "{name}: elapsed_s = {elapsed}"
+    );
     let allowed: BTreeSet<&str> = metrics
         .iter()
         .map(|m| m.0)
@@ -143,7 +203,11 @@ fn check_per_op_arithmetic(r: &Run, metric: &str, seconds_per_unit: f64, events_
 
 #[test]
 fn expectations_cover_the_catalog() {
-    for w in WORKLOADS {
+    // Adversaries are covered by `adversaries.rs`, inside cgroups.
+    for w in WORKLOADS
+        .iter()
+        .filter(|w| w.kind == WorkloadKind::Benchmark)
+    {
         assert!(
             expectations(w.name).is_some(),
             "catalog workload `{}` has no test expectations",
@@ -249,6 +313,143 @@ fn cpu_spin_with_threads() {
 }
 
 #[test]
+fn tcp_stream_loopback() {
+    let r = check("tcp_stream");
+    let (bytes, elapsed) = (r.summary("bytes"), r.summary("elapsed_s"));
+    let gbit = bytes * 8.0 / 1e9 / elapsed;
+    assert!(
+        (r.summary("gbit_s") - gbit).abs() <= 1e-6 * gbit,
+        "gbit_s vs bytes/elapsed"
+    );
+}
+
+#[test]
+fn tcp_stream_loopback_with_connections() {
+    let r = run(&[
+        "tcp_stream",
+        "--param",
+        "duration=200ms",
+        "--param",
+        "connections=3",
+        "--param",
+        "size=16KiB",
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.summary("bytes") > 0.0);
+    // Every connection delivered something: at least one read each.
+    assert!(r.summary("ops") >= 3.0, "{}", r.summary("ops"));
+}
+
+#[test]
+fn tcp_rr_loopback() {
+    let r = check("tcp_rr");
+    assert!(r.summary("p99_us") >= r.summary("p50_us"));
+    let rate = r.summary("transactions_per_s") * r.summary("elapsed_s");
+    assert!((rate - r.summary("ops")).abs() <= 1e-6 * rate);
+    // Half the transactions took at most p50: it cannot exceed the whole run.
+    assert!(r.summary("p50_us") <= r.summary("elapsed_s") * 1e6);
+}
+
+#[test]
+fn oltp() {
+    let r = check("oltp");
+    assert!(r.summary("p99_ms") >= r.summary("p50_ms"));
+    let rate = r.summary("tps") * r.summary("elapsed_s");
+    assert!((rate - r.summary("ops")).abs() <= 1e-6 * rate);
+}
+
+#[test]
+fn oltp_scale_and_dir() {
+    let dir = support::TestDir::new("oltp");
+    let r = run(&[
+        "oltp",
+        "--param",
+        "duration=100ms",
+        "--param",
+        "scale=2",
+        "--param",
+        &format!("dir={}", dir.path.display()),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.summary("ops") >= 1.0);
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn fileserver() {
+    let r = check("fileserver");
+    let rate = r.summary("ops_per_s") * r.summary("elapsed_s");
+    assert!((rate - r.summary("ops")).abs() <= 1e-6 * rate);
+}
+
+#[test]
+fn fileserver_cleans_up_its_dir() {
+    let dir = support::TestDir::new("fileserver");
+    let r = run(&[
+        "fileserver",
+        "--param",
+        "duration=100ms",
+        "--param",
+        "files=50",
+        "--param",
+        &format!("dir={}", dir.path.display()),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn build() {
+    let r = check("build");
+    let rate = r.summary("jobs_per_s") * r.summary("elapsed_s");
+    assert!((rate - r.summary("ops")).abs() <= 1e-6 * rate);
+    assert!(r.summary("ops") >= 2.0, "both job slots ran");
+}
+
+#[test]
+fn compile_subcommand_writes_an_object() {
+    let dir = support::TestDir::new("compile");
+    let out = dir.path.join("x.o");
+    let status = std::process::Command::new(support::BIN)
+        .args(["__compile", out.to_str().unwrap(), "42", "100000"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let len = std::fs::metadata(&out).unwrap().len();
+    // Compressed (generated code repeats a lot) plus the 8-byte checksum.
+    assert!(len > 8 && len < 100_000, "{len}");
+    let bad = std::process::Command::new(support::BIN)
+        .args(["__compile", "only-one-arg"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn disk() {
+    let r = check("disk");
+    assert!(r.summary("fsync_p99_us") >= r.summary("fsync_p50_us"));
+    let direct = r.summary("direct_io");
+    assert!(direct == 0.0 || direct == 1.0);
+}
+
+#[test]
+fn disk_cleans_up_its_dir() {
+    let dir = support::TestDir::new("disk");
+    let r = run(&[
+        "disk",
+        "--param",
+        "duration=100ms",
+        "--param",
+        "size=1MiB",
+        "--param",
+        &format!("dir={}", dir.path.display()),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
 fn iterations_are_honoured() {
     for w in WORKLOADS
         .iter()
@@ -308,6 +509,20 @@ fn usage_errors_exit_2_and_name_the_culprit() {
     assert_usage_error(
         &["mem_bw", "--param", "size=8"],
         &["mem_bw", "size", "16 bytes"],
+    );
+    assert_usage_error(
+        &["tcp_stream", "--param", "role=both"],
+        &["tcp_stream", "role", "loopback, server, client"],
+    );
+    assert_usage_error(
+        &["tcp_rr", "--param", "host=localhost"],
+        &["tcp_rr", "host", "IP address"],
+    );
+    assert_usage_error(&["tcp_rr", "--param", "port=0"], &["tcp_rr", "port"]);
+    assert_usage_error(&["disk", "--param", "size=100"], &["disk", "size", "4KiB"]);
+    assert_usage_error(
+        &["memory_bomb", "--param", "step=0"],
+        &["memory_bomb", "step"],
     );
     assert_usage_error(&["syscall", "--param"], &["--param"]);
     assert_usage_error(&["syscall", "--frobnicate"], &["--frobnicate"]);

@@ -37,26 +37,47 @@ struct Counter(AtomicU64);
 pub(super) fn cpu_spin(params: &Params, em: &mut Emitter<'_>) -> Result<(), WorkloadError> {
     let threads = usize::try_from(params.count("threads", 1)).unwrap_or(1);
     let interval = params.duration("interval", DEFAULT_INTERVAL);
-    let duration = params.run_duration();
+    let total = spin_threads(
+        W,
+        threads,
+        interval,
+        params.run_duration(),
+        em,
+        ("units_per_s", "units/s"),
+    )?;
+    check_stop()?;
+    em.summary("units_per_s", total.ops_per_s(), "units/s", true)?;
+    em.summary("total_units", to_f64(total.ops), "units", true)?;
+    report_totals(em, &total)
+}
+
+/// Runs `threads` spinning threads for `duration`, printing the rate as the time series
+/// `series` (metric, unit) every `interval`; returns the totals. Stops early, without an error,
+/// at SIGINT/SIGTERM: the caller decides what to print before reporting it with `check_stop`.
+pub(super) fn spin_threads(
+    workload: &'static str,
+    threads: usize,
+    interval: Duration,
+    duration: Duration,
+    em: &mut Emitter<'_>,
+    series: (&str, &str),
+) -> Result<Measured, WorkloadError> {
     let counters: Vec<Counter> = (0..threads).map(|_| Counter(AtomicU64::new(0))).collect();
     let stop = AtomicBool::new(false);
-    let total = thread::scope(|scope| {
+    thread::scope(|scope| {
         let result = (|| {
             for (i, counter) in counters.iter().enumerate() {
                 let stop = &stop;
                 thread::Builder::new()
                     .name(format!("spin-{i}"))
                     .spawn_scoped(scope, move || spin(counter, stop, i))
-                    .map_err(|e| WorkloadError::sys(W, "spawn thread", e))?;
+                    .map_err(|e| WorkloadError::sys(workload, "spawn thread", e))?;
             }
-            sample(&counters, interval, duration, em)
+            sample(&counters, interval, duration, em, series)
         })();
         stop.store(true, Ordering::Relaxed);
         result
-    })?;
-    em.summary("units_per_s", total.ops_per_s(), "units/s", true)?;
-    em.summary("total_units", to_f64(total.ops), "units", true)?;
-    report_totals(em, &total)
+    })
 }
 
 /// A spinning thread's loop.
@@ -72,14 +93,15 @@ fn units_done(counters: &[Counter]) -> u64 {
     counters.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
 }
 
-/// Samples the counters at every interval until `duration` has passed. Each rate is the units
-/// done over the time that actually elapsed since the previous sample, so an oversleeping or
-/// throttled process shows it. Returns the totals.
+/// Samples the counters at every interval until `duration` has passed or a stop signal
+/// arrived. Each rate is the units done over the time that actually elapsed since the previous
+/// sample, so an oversleeping or throttled process shows it. Returns the totals.
 fn sample(
     counters: &[Counter],
     interval: Duration,
     duration: Duration,
     em: &mut Emitter<'_>,
+    (metric, unit): (&str, &str),
 ) -> Result<Measured, WorkloadError> {
     let start = Instant::now();
     let end = start + duration;
@@ -88,17 +110,17 @@ fn sample(
     loop {
         let tick = next_tick.min(end);
         thread::sleep(tick.saturating_duration_since(Instant::now()));
-        check_stop()?;
+        let stopped = check_stop().is_err();
         let now = Instant::now();
         let units = units_done(counters);
         let window = now.duration_since(last_t);
-        let last_window = tick >= end;
+        let last_window = tick >= end || stopped;
         if !last_window || window >= interval / 2 {
             let rate = to_f64(units - last_units) / window.as_secs_f64().max(1e-9);
             em.series(
-                "units_per_s",
+                metric,
                 rate,
-                "units/s",
+                unit,
                 true,
                 now.duration_since(start).as_secs_f64(),
             )?;

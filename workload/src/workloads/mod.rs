@@ -1,9 +1,22 @@
 //! The workloads, dispatched by catalog name, and the error type they share.
 
+mod adversary;
+mod aligned;
+mod build;
+mod compile;
 mod cpu_spin;
+mod cpu_time;
+mod disk;
 mod file_ops;
+mod fileserver;
+mod latency;
 mod memory;
+mod net;
+mod oltp;
 mod process;
+mod workdir;
+
+pub(crate) use compile::{COMPILE_SUBCOMMAND, compile_main};
 
 use std::io;
 use std::path::PathBuf;
@@ -27,6 +40,17 @@ const IMPLEMENTED: &[(&str, WorkloadFn)] = &[
     ("file_ops", file_ops::file_ops),
     ("mem_bw", memory::mem_bw),
     ("cpu_spin", cpu_spin::cpu_spin),
+    ("tcp_stream", net::tcp_stream),
+    ("tcp_rr", net::tcp_rr),
+    ("oltp", oltp::oltp),
+    ("fileserver", fileserver::fileserver),
+    ("build", build::build),
+    ("disk", disk::disk),
+    ("fork_bomb", adversary::fork_bomb),
+    ("memory_bomb", adversary::memory_bomb),
+    ("disk_bomb", adversary::disk_bomb),
+    ("cpu_hog", adversary::cpu_hog),
+    ("net_flood", adversary::net_flood),
 ];
 
 /// Why a workload failed while running.
@@ -99,6 +123,31 @@ pub(crate) enum WorkloadError {
         workload: &'static str,
         /// The size asked for.
         bytes: u64,
+    },
+    /// The other end of a connection misbehaved or never came.
+    #[error("{workload}: peer {what}")]
+    Peer {
+        /// The workload.
+        workload: &'static str,
+        /// What happened.
+        what: String,
+    },
+    /// The embedded database failed.
+    #[error("{workload}: cannot {what}: {source}")]
+    Sqlite {
+        /// The workload.
+        workload: &'static str,
+        /// What it was doing, e.g. `insert an account`.
+        what: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A worker thread panicked.
+    #[error("{workload}: a worker thread panicked")]
+    ThreadPanicked {
+        /// The workload.
+        workload: &'static str,
     },
     /// A computed value was NaN or infinite.
     #[error("metric `{metric}` came out non-finite")]

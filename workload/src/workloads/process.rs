@@ -20,7 +20,7 @@ use crate::measure::{check_stop, measure, reset_stop_handlers};
 use crate::params::Params;
 
 /// Exit status of a child whose `execve` failed.
-const EXEC_FAILED: i32 = 127;
+pub(super) const EXEC_FAILED: i32 = 127;
 
 /// `syscall`: `getppid` through `syscall(2)`, so no library can cache it.
 pub(super) fn syscall(params: &Params, em: &mut Emitter<'_>) -> Result<(), WorkloadError> {
@@ -48,7 +48,7 @@ pub(super) fn fork_exit(params: &Params, em: &mut Emitter<'_>) -> Result<(), Wor
 /// `fork_exec`: fork, exec this binary's no-op subcommand, reap it.
 pub(super) fn fork_exec(params: &Params, em: &mut Emitter<'_>) -> Result<(), WorkloadError> {
     const W: &str = "fork_exec";
-    let exe = own_executable()?;
+    let exe = own_executable(W)?;
     let path = CString::new(exe.as_os_str().as_bytes()).map_err(|_| WorkloadError::Child {
         workload: W,
         what: format!(
@@ -167,7 +167,7 @@ fn round_trip(to_child: &OwnedFd, from_child: &OwnedFd) -> Result<(), WorkloadEr
 
 /// Forks; the child runs `child`, which should not return (it ends in `_exit` or `execve`);
 /// if it does, the child exits with status 127.
-fn spawn(workload: &'static str, child: impl FnOnce()) -> Result<Pid, WorkloadError> {
+pub(super) fn spawn(workload: &'static str, child: impl FnOnce()) -> Result<Pid, WorkloadError> {
     // SAFETY: the child only runs `child`, which callers keep to async-signal-safe calls and
     // which never returns into Rust code of the parent.
     match unsafe { fork() } {
@@ -207,7 +207,7 @@ fn wait_success(workload: &'static str, pid: Pid, context: &str) -> Result<(), W
 
 /// The path to execute this binary again: `/proc/self/exe` when `/proc` is mounted, else
 /// `argv[0]` when it is a path (an empty container rootfs or an early VM may lack `/proc`).
-fn own_executable() -> Result<PathBuf, WorkloadError> {
+pub(super) fn own_executable(workload: &'static str) -> Result<PathBuf, WorkloadError> {
     let proc_exe = Path::new("/proc/self/exe");
     if access(proc_exe, AccessFlags::X_OK).is_ok() {
         return Ok(proc_exe.to_owned());
@@ -227,7 +227,7 @@ fn own_executable() -> Result<PathBuf, WorkloadError> {
         }
     }
     Err(WorkloadError::Child {
-        workload: "fork_exec",
+        workload,
         what: format!(
             "cannot be started: /proc/self/exe is not available (is /proc mounted?) and argv[0] {argv0:?} is not an executable path"
         ),

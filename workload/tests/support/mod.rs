@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cgroup;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -92,6 +94,40 @@ pub fn parse_output(args: &[&str], out: &Output) -> Run {
     }
 }
 
+/// Whether this is a CI run (`CI=true`), where privileged tests must not skip.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Prints why a test is skipped; in CI a skip is a failure.
+pub fn skip(reason: &str) {
+    assert!(!in_ci(), "CI=true but {reason}");
+    eprintln!("skipping: {reason}");
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Starts the test binary with `args`, stdout and stderr piped.
+pub fn spawn(args: &[&str], configure: impl FnOnce(&mut Command)) -> std::process::Child {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    configure(&mut cmd);
+    cmd.spawn()
+        .unwrap_or_else(|e| panic!("cannot start {BIN} {args:?}: {e}"))
+}
+
+/// Waits for a child started by [`spawn`] and parses its output.
+pub fn finish(args: &[&str], child: std::process::Child) -> Run {
+    let out = child.wait_with_output().expect("wait for the workload");
+    parse_output(args, &out)
+}
+
 /// A directory for one test, removed on drop.
 pub struct TestDir {
     /// Its path.
@@ -127,4 +163,11 @@ impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
     }
+}
+
+/// `u64` to `f64` (exact below 2^53).
+pub fn to_f64(n: u64) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    f
 }

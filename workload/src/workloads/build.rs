@@ -1,5 +1,5 @@
 //! `build`: a kernel-build-like load. Like `make -j`, it keeps `jobs` children running (default:
-//! the CPUs this process may use); each is a `fork` + `execve` of this binary as the hidden
+//! the CPUs online); each is a `fork` + `execve` of this binary as the hidden
 //! [`COMPILE_SUBCOMMAND`], which generates `size` bytes (default 256KiB) of C-like source,
 //! compresses and checksums it and writes the "object" into a fresh work directory, where the
 //! parent checks and deletes it. New jobs start until the duration has passed; the ones running
@@ -71,11 +71,14 @@ pub(crate) fn build(params: &Params, em: &mut Emitter<'_>) -> Result<(), Workloa
     report_totals(em, &m)
 }
 
-/// The CPUs this process may run on (1 when unknown).
+/// The CPUs online (`sysconf(_SC_NPROCESSORS_ONLN)`), whatever share of them a cgroup grants
+/// (a hog should contend for all of them); else the parallelism available to us; else 1.
 pub(crate) fn online_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN) {
+        Ok(Some(n)) if n > 0 => usize::try_from(n).unwrap_or(1),
+        _ => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+    }
 }
-
 fn start_job(
     exe: &std::path::Path,
     out: &std::path::Path,

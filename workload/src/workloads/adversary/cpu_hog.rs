@@ -1,4 +1,4 @@
-//! `cpu_hog`: `threads` threads (default: the CPUs this process may use) spinning on integer
+//! `cpu_hog`: `threads` threads (default: the CPUs online) spinning on integer
 //! hashing. Series `spins_per_s` every 100 ms; summary `spins_per_s`, `ops` (spins), `elapsed_s`.
 //! One spin is `cpu_spin`'s work unit.
 

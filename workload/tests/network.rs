@@ -261,3 +261,27 @@ fn network_pair_between_two_namespaces() {
         );
     }
 }
+
+#[test]
+fn loopback_role_brings_lo_up_in_a_fresh_namespace() {
+    if !is_root() {
+        skip("a new network namespace needs root");
+        return;
+    }
+    // `unshare -n` gives the workload a network namespace whose `lo` is down, like a VM whose
+    // /init configured no network.
+    let out = Command::new("unshare")
+        .args(["-n", support::BIN, "tcp_rr", "--param", "duration=100ms"])
+        .output();
+    let out = match out {
+        Ok(out) => out,
+        Err(e) => {
+            skip(&format!("cannot run unshare: {e}"));
+            return;
+        }
+    };
+    let r = support::parse_output(&["tcp_rr"], &out);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    assert!(r.stderr.contains("loopback interface up"), "{}", r.stderr);
+    assert!(r.summary("ops") >= 1.0);
+}

@@ -1,6 +1,7 @@
 //! `net_flood`: sends `size`-byte UDP datagrams (default 1024) as fast as it can to `host:port`
 //! (default `127.0.0.1:9`, discard) and nowhere else; the agent points it at the victim's
-//! address inside the network namespaces it made. Sends refused locally (`ENOBUFS`, `EAGAIN`,
+//! address inside the network namespaces it made. A loopback target gets `lo` brought up if it
+//! is down (as `tcp_rr` does). Sends refused locally (`ENOBUFS`, `EAGAIN`,
 //! an unreachable network) are counted and the flood goes on.
 //!
 //! Series every 100 ms: `packets_per_s`. Summary: `packets_per_s`, `mb_per_s` (payload,
@@ -14,6 +15,7 @@ use super::clock::Clock;
 use crate::emit::Emitter;
 use crate::measure::{Measured, check_stop, to_f64};
 use crate::params::Params;
+use crate::workloads::net::ensure_loopback_up;
 use crate::workloads::{WorkloadError, report_totals};
 
 const W: &str = "net_flood";
@@ -38,6 +40,9 @@ pub(crate) fn net_flood(params: &Params, em: &mut Emitter<'_>) -> Result<(), Wor
             expected: format!("from 1 to {MAX_DATAGRAM} bytes"),
         })?;
     let target = SocketAddr::new(host, port);
+    if host.is_loopback() {
+        ensure_loopback_up(W);
+    }
     let local: IpAddr = match host {
         IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
         IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),

@@ -1,7 +1,8 @@
 //! Roles, addresses and connection set-up shared by the TCP workloads.
 //!
 //! - `loopback` (default): a server thread and the client in this process over `127.0.0.1`
-//!   (or `host`), any free port unless `port` is given. Works in every backend.
+//!   (or `host`), any free port unless `port` is given; brings `lo` up if it is down (a VM
+//!   whose `/init` set up no network). Works in every backend.
 //! - `server`: listens on `host:port` (default `0.0.0.0:7001`), waits up to the duration plus
 //!   [`PEER_GRACE`] for its first client, serves `connections` connections and reports what it
 //!   received.
@@ -100,6 +101,46 @@ impl NetConfig {
             size,
             duration: params.run_duration(),
         })
+    }
+}
+
+/// Brings the loopback interface up when it is down, as in a fresh VM whose `/init` configured
+/// no network or a network namespace nobody set up; best effort (it needs `CAP_NET_ADMIN`), and a
+/// no-op where `lo` is already up.
+pub(crate) fn ensure_loopback_up(workload: &'static str) {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket takes plain integers; a non-negative result is a descriptor we own.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: `raw` is a fresh descriptor owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = libc::c_char::from_ne_bytes([*src]);
+    }
+    // SAFETY: SIOCGIFFLAGS reads into the ifreq we pass, which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &raw mut ifr) } < 0 {
+        return;
+    }
+    // SAFETY: after SIOCGIFFLAGS the flags member of the union is the one the kernel filled.
+    let flags = unsafe { ifr.ifr_ifru.ifru_flags };
+    let up = libc::c_short::try_from(libc::IFF_UP).unwrap_or(1);
+    if flags & up != 0 {
+        return;
+    }
+    ifr.ifr_ifru.ifru_flags = flags | up;
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we pass, which lives across the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &raw const ifr) };
+    if rc == 0 {
+        eprintln!("isolab-workload: {workload}: brought the loopback interface up");
+    } else {
+        eprintln!(
+            "isolab-workload: {workload}: the loopback interface is down and cannot be brought up: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 

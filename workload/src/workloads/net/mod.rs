@@ -4,5 +4,6 @@ mod conn;
 mod rr;
 mod stream;
 
+pub(super) use conn::ensure_loopback_up;
 pub(super) use rr::tcp_rr;
 pub(super) use stream::tcp_stream;

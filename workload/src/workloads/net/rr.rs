@@ -42,6 +42,9 @@ pub(crate) fn tcp_rr(params: &Params, em: &mut Emitter<'_>) -> Result<(), Worklo
             report_latency(em, &hist, elapsed)
         }
         Role::Loopback => {
+            if cfg.addr.ip().is_loopback() {
+                conn::ensure_loopback_up(W);
+            }
             let listener = conn::listen(W, cfg.addr)?;
             let target = conn::connect_addr(&listener)
                 .map_err(|e| WorkloadError::sys(W, "getsockname", e))?;

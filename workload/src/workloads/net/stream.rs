@@ -81,6 +81,9 @@ pub(crate) fn tcp_stream(params: &Params, em: &mut Emitter<'_>) -> Result<(), Wo
             )
         }
         Role::Loopback => {
+            if cfg.addr.ip().is_loopback() {
+                conn::ensure_loopback_up(W);
+            }
             let listener = conn::listen(W, cfg.addr)?;
             let target = conn::connect_addr(&listener)
                 .map_err(|e| WorkloadError::sys(W, "getsockname", e))?;

@@ -54,6 +54,8 @@ pub struct Hierarchy {
     pub name: String,
     /// Our own cgroup's directory in it.
     pub own_dir: PathBuf,
+    /// Our own cgroup's path within the mounted part of the hierarchy (`/` at its top).
+    pub own_path: String,
 }
 
 /// Every cgroup hierarchy mounted here.
@@ -117,10 +119,28 @@ impl Hierarchies {
                 .strip_prefix(root.trim_end_matches('/'))
                 .unwrap_or("");
             let own_dir = Path::new(point).join(rel.trim_start_matches('/'));
-            list.push(Hierarchy { name, own_dir });
+            let own_path = format!("/{}", rel.trim_start_matches('/'));
+            list.push(Hierarchy {
+                name,
+                own_dir,
+                own_path,
+            });
         }
         list.sort();
         Self { list }
+    }
+
+    /// The `cgroupsPath` that puts a container at `rel` below our own cgroup. On v1 (and hybrid)
+    /// a relative path: runc nests it under its own cgroup (ours) in each hierarchy, and our own
+    /// paths may differ between controllers. On a pure v2 host runc would nest a relative path
+    /// under the *parent* of its own cgroup, so there the path is absolute: our own path + `rel`.
+    pub fn cgroups_path(&self, rel: &str) -> String {
+        match self.list.as_slice() {
+            [only] if only.name == "unified" => {
+                format!("{}/{rel}", only.own_path.trim_end_matches('/'))
+            }
+            _ => rel.to_owned(),
+        }
     }
 
     /// The hierarchies whose own directory is none of `own_dirs` (those another layer manages).
@@ -319,6 +339,11 @@ mod tests {
                 ("unified", Path::new("/sys/fs/cgroup/unified")),
             ]
         );
+        assert_eq!(
+            h.cgroups_path("a/t/i0"),
+            "a/t/i0",
+            "v1 and hybrid: relative to runc's own"
+        );
     }
 
     #[test]
@@ -327,6 +352,16 @@ mod tests {
         let h = Hierarchies::from_tables(mi, "0::/outer/agent.scope\n");
         assert_eq!(h.list.len(), 1);
         assert_eq!(h.list[0].own_dir, Path::new("/sys/fs/cgroup/agent.scope"));
+        assert_eq!(
+            h.cgroups_path("a/t/i0"),
+            "/agent.scope/a/t/i0",
+            "v2: absolute, below our own"
+        );
+        let h = Hierarchies::from_tables(
+            "30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+            "0::/\n",
+        );
+        assert_eq!(h.cgroups_path("a/t/i0"), "/a/t/i0");
     }
 
     #[test]
@@ -338,6 +373,7 @@ mod tests {
             std::fs::create_dir_all(own.join("agent/t1/i0")).unwrap();
             h.list.push(Hierarchy {
                 name: name.into(),
+                own_path: "/".into(),
                 own_dir: own,
             });
         }
@@ -372,10 +408,12 @@ mod tests {
             list: vec![
                 Hierarchy {
                     name: "blkio".into(),
+                    own_path: "/".into(),
                     own_dir: blkio.clone(),
                 },
                 Hierarchy {
                     name: "memory".into(),
+                    own_path: "/".into(),
                     own_dir: mem.clone(),
                 },
             ],

@@ -176,7 +176,7 @@ fn make_parts(
             rootfs: &root,
             workload_bin: &inner.workload_bin,
             network: &attach,
-            cgroups_path: &rel,
+            cgroups_path: &inner.hierarchies.cgroups_path(&rel),
             limits: &plan.limits,
             features: inner.features,
         };

@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use indexmap::IndexMap;
 
+use crate::metrics::is_host_metric;
 use crate::read::Run;
-use crate::stats;
 use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
 use crate::table::{SampleTable, Sym, TrialKey};
+use crate::{fairness, isolation, overhead, scaling, stats};
 
 /// One repetition's value of one series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -79,21 +80,39 @@ pub fn repetition_values(table: &SampleTable) -> Vec<RepValue> {
 }
 
 /// What identifies a metric within an experiment (everything but the platform and repetition).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct MetricKey {
-    workload: Sym,
-    params: Sym,
-    metric: Sym,
-    unit: Sym,
-    higher_is_better: bool,
-    role: Sym,
-    group: Option<Sym>,
-    n_instances: i32,
-    adversary: Option<Sym>,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct MetricKey {
+    pub(crate) workload: Sym,
+    pub(crate) params: Sym,
+    pub(crate) metric: Sym,
+    pub(crate) unit: Sym,
+    pub(crate) higher_is_better: bool,
+    pub(crate) role: Sym,
+    pub(crate) group: Option<Sym>,
+    pub(crate) n_instances: i32,
+    pub(crate) adversary: Option<Sym>,
+}
+
+impl MetricKey {
+    /// The key of a repetition value.
+    pub(crate) fn of(t: &SampleTable, r: &RepValue) -> Self {
+        let s = &t.series[r.series as usize];
+        Self {
+            workload: s.workload,
+            params: s.params,
+            metric: s.metric,
+            unit: s.unit,
+            higher_is_better: s.higher_is_better,
+            role: s.role,
+            group: s.group,
+            n_instances: r.trial.n_instances,
+            adversary: r.trial.adversary,
+        }
+    }
 }
 
 /// Platforms of an experiment: the manifest's order, then any others found in the data, sorted.
-fn platform_order(run: &Run, experiment: &str, found: &BTreeSet<&str>) -> Vec<String> {
+pub(crate) fn platform_order(run: &Run, experiment: &str, found: &BTreeSet<&str>) -> Vec<String> {
     let mut order: Vec<String> = run
         .manifest
         .experiments
@@ -148,7 +167,7 @@ fn params_map(params: &str) -> Vec<(String, String)> {
 /// Readable, unique labels: `workload/metric [qualifiers]`, where the qualifiers are only what
 /// distinguishes keys of the experiment (parameters that vary, instance counts that vary, the
 /// adversary, a non-peer role, the group).
-fn labels(t: &SampleTable, keys: &[MetricKey]) -> HashMap<MetricKey, String> {
+pub(crate) fn labels(t: &SampleTable, keys: &[MetricKey]) -> HashMap<MetricKey, String> {
     let n_values: BTreeSet<i32> = keys.iter().map(|k| k.n_instances).collect();
     // Parameter names whose value differs between keys of the same workload.
     let mut varying: HashMap<Sym, BTreeSet<String>> = HashMap::new();
@@ -222,27 +241,41 @@ type Grouped = HashMap<Sym, HashMap<MetricKey, HashMap<Sym, Vec<f64>>>>;
 fn group(t: &SampleTable, reps: &[RepValue]) -> Grouped {
     let mut g: Grouped = HashMap::new();
     for r in reps {
-        let s = &t.series[r.series as usize];
-        let key = MetricKey {
-            workload: s.workload,
-            params: s.params,
-            metric: s.metric,
-            unit: s.unit,
-            higher_is_better: s.higher_is_better,
-            role: s.role,
-            group: s.group,
-            n_instances: r.trial.n_instances,
-            adversary: r.trial.adversary,
-        };
         g.entry(r.trial.experiment)
             .or_default()
-            .entry(key)
+            .entry(MetricKey::of(t, r))
             .or_default()
             .entry(r.trial.platform)
             .or_default()
             .push(r.value);
     }
     g
+}
+
+/// Order of metrics in a report: by workload, metric, parameters, instance count (numerically),
+/// adversary, role and group.
+#[allow(clippy::type_complexity)]
+fn sort_key<'a>(
+    t: &'a SampleTable,
+    k: &MetricKey,
+) -> (
+    &'a str,
+    &'a str,
+    &'a str,
+    i32,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+) {
+    (
+        t.str(k.workload),
+        t.str(k.metric),
+        t.str(k.params),
+        k.n_instances,
+        t.opt_str(k.adversary),
+        t.str(k.role),
+        t.opt_str(k.group),
+    )
 }
 
 /// Experiments in manifest order, then any others found in the data, sorted.
@@ -261,6 +294,38 @@ pub(crate) fn experiment_order(run: &Run) -> Vec<String> {
         }
     }
     order
+}
+
+/// What an analysis of one experiment gets to work with.
+pub(crate) struct Experiment<'a> {
+    /// The run.
+    pub(crate) run: &'a Run,
+    /// Experiment name.
+    pub(crate) name: &'a str,
+    /// Platforms in pipeline order.
+    pub(crate) platforms: &'a [String],
+    /// Every repetition value of the run (filter by experiment).
+    pub(crate) reps: &'a [RepValue],
+}
+
+impl Experiment<'_> {
+    /// The repetition values of this experiment.
+    pub(crate) fn reps(&self) -> impl Iterator<Item = &RepValue> {
+        let t = &self.run.table;
+        self.reps
+            .iter()
+            .filter(move |r| t.str(r.trial.experiment) == self.name)
+    }
+
+    /// The experiment as the pipeline defines it, if the manifest's pipeline text parses.
+    pub(crate) fn pipeline_experiment(&self) -> Option<isolab_model::pipeline::Experiment> {
+        let m = &self.run.manifest;
+        let pipeline = isolab_model::load_str(&m.pipeline_file, &m.pipeline_text).ok()?;
+        pipeline
+            .experiments
+            .into_iter()
+            .find(|e| e.name == self.name)
+    }
 }
 
 /// Per-experiment, per-metric, per-platform statistics of a run.
@@ -294,29 +359,45 @@ pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
             .flat_map(|p| p.keys().map(|s| t.str(*s)))
             .collect();
         let platforms = platform_order(run, &name, &found);
+        // Ratios to native are what an overhead experiment is about; elsewhere they mislead.
         let baseline = platforms
             .iter()
+            .filter(|_| analysis == "overhead")
             .find(|p| backends.get(*p).is_some_and(|b| b == "native"))
             .cloned();
         let keys: Vec<MetricKey> = metrics.keys().copied().collect();
         let labels = labels(t, &keys);
-        let mut entries: Vec<(String, MetricSummary)> = metrics
-            .into_iter()
-            .map(|(key, per_platform)| {
+        let mut keys = keys;
+        keys.sort_by_key(|k| sort_key(t, k));
+        let entries: Vec<(String, MetricSummary)> = keys
+            .iter()
+            .map(|key| {
                 let summary =
-                    metric_summary(t, &key, &per_platform, &platforms, baseline.as_deref());
-                (labels[&key].clone(), summary)
+                    metric_summary(t, key, &metrics[key], &platforms, baseline.as_deref());
+                (labels[key].clone(), summary)
             })
             .collect();
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        out.insert(
-            name,
-            ExperimentSummary {
-                analysis,
-                baseline,
-                metrics: entries.into_iter().collect(),
-            },
-        );
+        let ctx = Experiment {
+            run,
+            name: &name,
+            platforms: &platforms,
+            reps: &reps,
+        };
+        let summary = ExperimentSummary {
+            scaling: (analysis == "scaling")
+                .then(|| scaling::scaling(&ctx))
+                .flatten(),
+            fairness: (analysis == "fairness")
+                .then(|| fairness::fairness(&ctx))
+                .flatten(),
+            isolation: (analysis == "isolation")
+                .then(|| isolation::isolation(&ctx))
+                .flatten(),
+            analysis,
+            baseline,
+            metrics: entries.into_iter().collect(),
+        };
+        out.insert(name, summary);
     }
     out
 }
@@ -337,16 +418,23 @@ fn metric_summary(
         let Some(e) = stats::estimate(values) else {
             continue;
         };
-        let ratio = if Some(p.as_str()) == baseline {
-            // The baseline against itself: exactly 1, no interval.
+        let hib = key.higher_is_better;
+        let is_host = is_host_metric(t.str(key.metric));
+        let is_baseline = Some(p.as_str()) == baseline;
+        // The baseline against itself is exactly 1, with no interval.
+        let ratio = if is_baseline {
             Some(stats::RatioEstimate {
                 ratio: 1.0,
-                ci_low: f64::NAN,
-                ci_high: f64::NAN,
+                ci_low: 1.0,
+                ci_high: 1.0,
             })
         } else {
             base.and_then(|b| stats::ratio_of_medians(values, b))
         };
+        let ratio_ci = ratio
+            .filter(|_| !is_baseline)
+            .map(|r| [r.ci_low, r.ci_high]);
+        let overhead_ci = ratio_ci.map(|ci| overhead::overhead_interval(ci, hib));
         platforms.insert(
             p.clone(),
             PlatformStats {
@@ -355,12 +443,17 @@ fn metric_summary(
                 ci_low: e.ci_low,
                 ci_high: e.ci_high,
                 unit: unit.clone(),
-                higher_is_better: key.higher_is_better,
+                higher_is_better: hib,
                 outliers: e.outliers.len(),
                 ratio_to_native: ratio.map(|r| r.ratio),
-                ratio_ci: ratio
-                    .filter(|r| r.ci_low.is_finite())
-                    .map(|r| [r.ci_low, r.ci_high]),
+                ratio_ci,
+                overhead_pct: ratio
+                    .filter(|_| !is_baseline)
+                    .map(|r| 100.0 * overhead::overhead(r.ratio, hib)),
+                overhead_ci_pct: overhead_ci.map(|[lo, hi]| [100.0 * lo, 100.0 * hi]),
+                // Host accounting has no better or worse, only different.
+                verdict: overhead_ci.filter(|_| !is_host).map(overhead::verdict),
+                values: values.clone(),
             },
         );
     }

@@ -16,10 +16,19 @@
 //! ```
 
 pub mod aggregate;
+pub mod charts;
+pub mod compare;
+mod decode;
+pub mod fairness;
 pub mod fsutil;
+pub mod html;
+pub mod isolation;
 pub mod markdown;
+pub mod metrics;
+pub mod overhead;
 pub mod read;
 pub mod report;
+pub mod scaling;
 pub mod stats;
 pub mod summary;
 pub mod table;

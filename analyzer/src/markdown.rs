@@ -2,7 +2,12 @@
 
 use std::fmt::Write as _;
 
-use crate::summary::{MetricSummary, PlatformStats, Summary};
+use crate::metrics::is_host_metric;
+use crate::overhead;
+use crate::summary::{
+    ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, PlatformStats,
+    ScalingSummary, Stat, Summary,
+};
 
 /// A number with about four significant digits; scientific notation only when very large or
 /// very small.
@@ -51,6 +56,14 @@ fn median_cell(p: &PlatformStats) -> String {
     s
 }
 
+fn verdict_cell(p: &PlatformStats) -> String {
+    match (p.verdict, p.overhead_pct, p.ratio_ci) {
+        (Some(v), Some(o), _) => overhead::describe(v, o),
+        (None, _, None) if p.ratio_to_native.is_some() => "baseline".to_owned(),
+        _ => "–".to_owned(),
+    }
+}
+
 fn ratio_cell(p: &PlatformStats) -> String {
     match (p.ratio_to_native, p.ratio_ci) {
         (Some(r), Some([lo, hi])) => {
@@ -61,28 +74,38 @@ fn ratio_cell(p: &PlatformStats) -> String {
     }
 }
 
-fn metric_rows(out: &mut String, label: &str, m: &MetricSummary) {
-    let mut first = true;
-    for (platform, p) in &m.platforms {
-        let (name, unit) = if first {
+fn metric_rows(out: &mut String, label: &str, m: &MetricSummary, ratios: bool) {
+    for (i, (platform, p)) in m.platforms.iter().enumerate() {
+        let (name, unit) = if i == 0 {
             (cell(label), cell(&m.unit))
         } else {
             (String::new(), String::new())
         };
-        first = false;
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "| {name} | {unit} | {} | {} | {} | {} |",
+            "| {name} | {unit} | {} | {} | {} |",
             cell(platform),
             p.n,
-            median_cell(p),
-            ratio_cell(p)
+            median_cell(p)
         );
+        if ratios {
+            let _ = write!(out, " {} | {} |", ratio_cell(p), verdict_cell(p));
+        }
+        out.push('\n');
     }
 }
 
 /// Renders `report.md`.
 pub fn render(summary: &Summary) -> String {
+    let mut out = header(summary);
+    for (name, e) in &summary.experiments {
+        out.push_str(&experiment_section(name, e));
+    }
+    out
+}
+
+/// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files.
+pub fn header(summary: &Summary) -> String {
     let mut out = String::new();
     let s = summary;
     let _ = writeln!(out, "# isolab report: {}\n", s.run_id);
@@ -148,29 +171,263 @@ pub fn render(summary: &Summary) -> String {
         }
         out.push('\n');
     }
+    out
+}
 
-    for (name, e) in &s.experiments {
-        let _ = writeln!(out, "## {name} ({})\n", e.analysis);
-        if e.metrics.is_empty() {
-            let _ = writeln!(out, "No data.\n");
+/// One experiment's section: heading, analysis tables, per-metric table.
+pub fn experiment_section(name: &str, e: &ExperimentSummary) -> String {
+    let mut out = String::new();
+    experiment(&mut out, name, e);
+    out
+}
+
+fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
+    let _ = writeln!(out, "## {name} ({})\n", e.analysis);
+    if e.metrics.is_empty() {
+        let _ = writeln!(out, "No data.\n");
+        return;
+    }
+    if let Some(sc) = &e.scaling {
+        scaling(out, sc);
+    }
+    if let Some(f) = &e.fairness {
+        fairness(out, f);
+    }
+    if let Some(i) = &e.isolation {
+        isolation(out, i);
+    }
+    let (host, workload): (Vec<_>, Vec<_>) = e
+        .metrics
+        .iter()
+        .partition(|(_, m)| is_host_metric(&m.metric));
+    match &e.baseline {
+        Some(b) => {
+            let _ = writeln!(
+                out,
+                "Median across repetitions with its 95% bootstrap CI; ratio to `{b}`; verdict \
+                 from the ratio's CI (within ±{}% counts as the same).\n",
+                overhead::EQUIVALENCE_MARGIN * 100.0
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "Median across repetitions with its 95% bootstrap CI.\n"
+            );
+        }
+    }
+    for (title, rows) in [
+        ("", workload),
+        ("Host accounting (cgroup), per instance:\n\n", host),
+    ] {
+        if rows.is_empty() {
             continue;
         }
-        let baseline = e.baseline.as_deref().unwrap_or("no native platform");
-        let _ = writeln!(
-            out,
-            "Median across repetitions with its 95% bootstrap CI; ratio to `{baseline}`.\n"
-        );
-        let _ = writeln!(
-            out,
-            "| metric | unit | platform | n | median [95% CI] | × native [95% CI] |"
-        );
-        let _ = writeln!(out, "|---|---|---|---:|---:|---:|");
-        for (label, m) in &e.metrics {
-            metric_rows(&mut out, label, m);
+        out.push_str(title);
+        if e.baseline.is_some() {
+            let _ = writeln!(
+                out,
+                "| metric | unit | platform | n | median [95% CI] | × native [95% CI] | verdict |"
+            );
+            let _ = writeln!(out, "|---|---|---|---:|---:|---:|---|");
+        } else {
+            let _ = writeln!(out, "| metric | unit | platform | n | median [95% CI] |");
+            let _ = writeln!(out, "|---|---|---|---:|---:|");
+        }
+        for (label, m) in rows {
+            metric_rows(out, label, m, e.baseline.is_some());
         }
         out.push('\n');
     }
-    out
+}
+
+fn stat(s: &Stat) -> String {
+    format!(
+        "{} [{}, {}]",
+        fmt_num(s.median),
+        fmt_num(s.ci_low),
+        fmt_num(s.ci_high)
+    )
+}
+
+fn scaling(out: &mut String, sc: &ScalingSummary) {
+    let _ = writeln!(
+        out,
+        "Scaling: aggregate = sum over instances; efficiency = agg(N) / (N/N0 · agg(N0)); knee = \
+         first N with efficiency below {}.\n",
+        sc.knee_efficiency
+    );
+    let _ = writeln!(
+        out,
+        "| metric | platform | N | n | aggregate [95% CI] | per instance [95% CI] | efficiency |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    for s in &sc.series {
+        for (i, p) in s.points.iter().enumerate() {
+            let (label, platform) = if i == 0 {
+                (cell(&s.label), cell(&s.platform))
+            } else {
+                Default::default()
+            };
+            let _ = writeln!(
+                out,
+                "| {label} | {platform} | {} | {} | {} | {} | {:.2} |",
+                p.n_instances,
+                p.n,
+                stat(&p.aggregate),
+                stat(&p.per_instance),
+                p.efficiency
+            );
+        }
+    }
+    out.push('\n');
+    for s in &sc.series {
+        let knee = match s.knee {
+            Some(n) => format!("knee at N={n}"),
+            None => format!(
+                "no knee up to N={}",
+                s.points.last().map_or(0, |p| p.n_instances)
+            ),
+        };
+        let _ = writeln!(out, "- {} on {}: {knee}", s.label, s.platform);
+    }
+    out.push('\n');
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+fn fairness(out: &mut String, f: &FairnessSummary) {
+    let timeline = f.timeline_source.as_deref().unwrap_or("none");
+    let _ = writeln!(
+        out,
+        "Fairness from `{}` (timeline: `{timeline}`, {} s intervals). Jain's index of \
+         received/entitled: 1 is fair, 1/n is one-takes-all.\n",
+        f.source, f.interval_s
+    );
+    let _ = writeln!(
+        out,
+        "| platform | n | Jain [95% CI] | max share error [95% CI] | reservation |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---|");
+    for (p, fp) in &f.platforms {
+        let reservation = match &fp.reservation {
+            Some(r) => format!(
+                "{} ≥ {}: {} ({} of intervals)",
+                r.group,
+                pct(r.cpu),
+                if r.met { "met" } else { "NOT met" },
+                pct(r.met_fraction)
+            ),
+            None => "–".to_owned(),
+        };
+        let e = &fp.max_share_error;
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} [{}, {}] | {reservation} |",
+            cell(p),
+            fp.n,
+            stat(&fp.jain),
+            pct(e.median),
+            pct(e.ci_low),
+            pct(e.ci_high)
+        );
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "| platform | group | instances | weight | entitled | received [95% CI] |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|");
+    for (p, fp) in &f.platforms {
+        for (g, share) in &fp.groups {
+            let r = &share.received;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} [{}, {}] |",
+                cell(p),
+                cell(g),
+                share.instances,
+                share.weight,
+                pct(share.entitled),
+                pct(r.median),
+                pct(r.ci_low),
+                pct(r.ci_high)
+            );
+        }
+    }
+    out.push('\n');
+}
+
+fn isolation(out: &mut String, iso: &IsolationSummary) {
+    let _ = writeln!(
+        out,
+        "Victim degradation vs `{}` on the same platform (positive = worse), with 95% CI.\n",
+        iso.baseline
+    );
+    for m in &iso.metrics {
+        let platforms: Vec<&str> = {
+            let mut v: Vec<&str> = Vec::new();
+            for c in &m.cells {
+                if !v.contains(&c.platform.as_str()) {
+                    v.push(&c.platform);
+                }
+            }
+            v
+        };
+        let _ = writeln!(out, "{} ({}):\n", m.label, m.unit);
+        let _ = writeln!(out, "| adversary | {} |", platforms.join(" | "));
+        let _ = writeln!(out, "|---|{}", "---:|".repeat(platforms.len()));
+        for a in &iso.adversaries {
+            let cells: Vec<String> = platforms
+                .iter()
+                .map(|p| {
+                    m.cells
+                        .iter()
+                        .find(|c| c.adversary == *a && c.platform == *p)
+                        .map_or_else(
+                            || "–".to_owned(),
+                            |c| match c.degradation_ci_pct {
+                                Some([lo, hi]) => {
+                                    format!("{:.1}% [{:.1}, {:.1}]", c.degradation_pct, lo, hi)
+                                }
+                                None => format!("{:.1}%", c.degradation_pct),
+                            },
+                        )
+                })
+                .collect();
+            let _ = writeln!(out, "| {} | {} |", cell(a), cells.join(" | "));
+        }
+        out.push('\n');
+    }
+    if !iso.outcomes.is_empty() {
+        let _ = writeln!(
+            out,
+            "| platform | adversary | trials | failed | OOM-killed | limit hit | leaks | contained |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|---|");
+        for o in &iso.outcomes {
+            let leaks = if o.leaks.is_empty() {
+                "none".to_owned()
+            } else {
+                o.leaks.join("; ")
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(&o.platform),
+                cell(&o.adversary),
+                o.trials,
+                o.failed,
+                o.killed,
+                o.limit_hit,
+                cell(&leaks),
+                if o.contained { "yes" } else { "NO" }
+            );
+        }
+        out.push('\n');
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Entry points: [`analyze`] a run directory into a [`Summary`], and [`write_report`] its
-//! `summary.json` and `report.md` (schema: see [`crate::summary`]).
+//! `summary.json`, `report.md` and `report.html` (schema: see [`crate::summary`]).
 //!
 //! ```no_run
 //! let paths = isolab_analyzer::write_report(
@@ -17,14 +17,16 @@ use isolab_model::manifest::{RunStatus, TrialState};
 
 use crate::aggregate;
 use crate::fsutil::write_atomic;
-use crate::markdown;
 use crate::read::{ReadError, Run, read_run};
 use crate::summary::{FailedTrial, SUMMARY_FORMAT_VERSION, Summary, TrialCounts};
+use crate::{html, markdown};
 
 /// File name of the JSON summary.
 pub const SUMMARY_FILE: &str = "summary.json";
 /// File name of the Markdown report.
 pub const REPORT_MD_FILE: &str = "report.md";
+/// File name of the HTML report.
+pub const REPORT_HTML_FILE: &str = "report.html";
 
 /// Why a run could not be analysed.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,10 @@ pub struct ReportPaths {
     pub summary_json: PathBuf,
     /// `report.md`.
     pub report_md: PathBuf,
+    /// `report.html`.
+    pub report_html: PathBuf,
+    /// Charts in `report.html`.
+    pub charts: usize,
 }
 
 /// Reads and analyses a run directory.
@@ -134,7 +140,7 @@ pub fn summarize(run: &Run) -> Summary {
     }
 }
 
-/// Writes `summary.json` and `report.md` for a summary into `out_dir`, atomically.
+/// Writes `summary.json`, `report.md` and `report.html` for a summary into `out_dir`, atomically.
 pub fn write_summary(summary: &Summary, out_dir: &Path) -> Result<ReportPaths, ReportError> {
     let write = |name: &str, bytes: &[u8]| {
         let path = out_dir.join(name);
@@ -148,9 +154,13 @@ pub fn write_summary(summary: &Summary, out_dir: &Path) -> Result<ReportPaths, R
     json.push('\n');
     let summary_json = write(SUMMARY_FILE, json.as_bytes())?;
     let report_md = write(REPORT_MD_FILE, markdown::render(summary).as_bytes())?;
+    let (page, charts) = html::render(summary);
+    let report_html = write(REPORT_HTML_FILE, page.as_bytes())?;
     Ok(ReportPaths {
         summary_json,
         report_md,
+        report_html,
+        charts,
     })
 }
 

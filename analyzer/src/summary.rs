@@ -3,7 +3,7 @@
 //! # `summary.json` schema (format version 1)
 //!
 //! Keys appear in the order below; maps keep a fixed order too (experiments and platforms in
-//! pipeline order, metrics sorted by label), so the same run always gives the same bytes.
+//! pipeline order, metrics by workload, metric, parameters and instance count), so the same run always gives the same bytes.
 //!
 //! ```text
 //! {
@@ -23,7 +23,7 @@
 //!   "experiments": {
 //!     "<experiment>": {
 //!       "analysis": "overhead",
-//!       "baseline": "native"|null,             // the platform ratios are relative to
+//!       "baseline": "native"|null,             // overhead experiments: the native platform
 //!       "metrics": {
 //!         "<label>": {                         // e.g. "syscall/ns_per_call", "oltp/tps [n=4]"
 //!           "workload": "syscall", "metric": "ns_per_call", "unit": "ns",
@@ -37,10 +37,36 @@
 //!               "unit": "ns", "higher_is_better": false,
 //!               "outliers": 0,                 // repetitions with |modified Z| > 3.5
 //!               "ratio_to_native": 1.1|null,   // median / baseline median
-//!               "ratio_ci": [1.09, 1.11]|null  // its 95% bootstrap CI (null for the baseline)
+//!               "ratio_ci": [1.09, 1.11]|null, // its 95% bootstrap CI (null for the baseline)
+//!               "overhead_pct": 10.0|null,     // positive = worse than the baseline
+//!               "overhead_ci_pct": [9.0, 11.0]|null,
+//!               "verdict": "within"|"worse"|"better"|"inconclusive"|null,
+//!               "values": [110.0, …]           // per repetition, in repetition order
 //!             }
 //!           }
 //!         }
+//!       },
+//!       "scaling": {                           // analysis scaling only
+//!         "knee_efficiency": 0.8,
+//!         "series": [ { "label", "metric", "unit", "platform", "knee": 16|null,
+//!                       "points": [ { "n_instances", "n", "aggregate": {median, ci_low, ci_high},
+//!                                     "per_instance": {…}, "efficiency" } ] } ]
+//!       },
+//!       "fairness": {                          // analysis fairness only
+//!         "source": "cpu_usage_ns", "timeline_source": "units_per_s"|null, "interval_s": 0.5,
+//!         "platforms": { "<platform>": {
+//!           "n", "jain": {median, ci_low, ci_high}, "max_share_error": {…},
+//!           "groups": { "<group>": { "instances", "weight", "entitled", "received": {…} } },
+//!           "reservation": { "group", "cpu", "met_fraction", "met" }|null,
+//!           "timeline": [ { "t_s", "shares": { "<group>": 0.25 } } ] } }
+//!       },
+//!       "isolation": {                         // analysis isolation only
+//!         "baseline": "none", "adversaries": ["fork_bomb", …],
+//!         "metrics": [ { "label", "unit", "higher_is_better",
+//!                        "cells": [ { "platform", "adversary", "n", "median", "baseline_median",
+//!                                     "degradation_pct", "degradation_ci_pct" } ] } ],
+//!         "outcomes": [ { "platform", "adversary", "trials", "failed", "killed", "limit_hit",
+//!                         "leaks", "contained" } ]
 //!       }
 //!     }
 //!   }
@@ -134,6 +160,15 @@ pub struct ExperimentSummary {
     pub baseline: Option<String>,
     /// Per metric label, sorted.
     pub metrics: IndexMap<String, MetricSummary>,
+    /// Throughput versus instance count (analysis `scaling`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSummary>,
+    /// CPU share received versus entitled (analysis `fairness`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fairness: Option<FairnessSummary>,
+    /// Victim degradation under each adversary (analysis `isolation`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<IsolationSummary>,
 }
 
 /// One metric of one experiment across platforms.
@@ -182,4 +217,223 @@ pub struct PlatformStats {
     pub ratio_to_native: Option<f64>,
     /// 95% bootstrap CI of that ratio, `[low, high]`; `None` for the baseline itself.
     pub ratio_ci: Option<[f64; 2]>,
+    /// Cost relative to the baseline in percent, positive when worse (slower, less throughput).
+    pub overhead_pct: Option<f64>,
+    /// 95% CI of the overhead in percent.
+    pub overhead_ci_pct: Option<[f64; 2]>,
+    /// What the CI says about the overhead (see [`crate::overhead`]); `None` for the baseline.
+    pub verdict: Option<Verdict>,
+    /// The per-repetition values, in repetition order.
+    pub values: Vec<f64>,
+}
+
+/// What the overhead's confidence interval allows one to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The whole CI lies within ±[`crate::overhead::EQUIVALENCE_MARGIN`] of the baseline.
+    Within,
+    /// Significantly worse than the baseline.
+    Worse,
+    /// Significantly better than the baseline.
+    Better,
+    /// Neither equivalent nor significantly different: more repetitions needed.
+    Inconclusive,
+}
+
+/// A median across repetitions with its 95% bootstrap CI.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    /// Median.
+    pub median: f64,
+    /// Lower bound of the 95% CI.
+    pub ci_low: f64,
+    /// Upper bound of the 95% CI.
+    pub ci_high: f64,
+}
+
+impl Stat {
+    /// Median and bootstrap CI of `values`; `None` when empty.
+    pub fn of(values: &[f64]) -> Option<Self> {
+        let median = crate::stats::median(values)?;
+        let ci = crate::stats::bootstrap_median_ci(values)?;
+        Some(Self {
+            median,
+            ci_low: ci.low,
+            ci_high: ci.high,
+        })
+    }
+}
+
+/// Scaling: per throughput metric and platform, how the aggregate grows with instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingSummary {
+    /// Efficiency below which scaling has hit its knee.
+    pub knee_efficiency: f64,
+    /// One series per metric label and platform.
+    pub series: Vec<ScalingSeries>,
+}
+
+/// One metric on one platform across instance counts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingSeries {
+    /// Metric label (as in `metrics`, without the instance count).
+    pub label: String,
+    /// Metric name.
+    pub metric: String,
+    /// Unit of one instance's value.
+    pub unit: String,
+    /// Platform.
+    pub platform: String,
+    /// One point per instance count, ascending.
+    pub points: Vec<ScalingPoint>,
+    /// The first instance count whose efficiency is below `knee_efficiency`, if any.
+    pub knee: Option<i32>,
+}
+
+/// One instance count of a scaling series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScalingPoint {
+    /// Instances.
+    pub n_instances: i32,
+    /// Repetitions.
+    pub n: usize,
+    /// Sum over instances, median across repetitions.
+    pub aggregate: Stat,
+    /// Mean per instance, median across repetitions.
+    pub per_instance: Stat,
+    /// `aggregate(N) / ((N / N0) · aggregate(N0))`, N0 the smallest instance count.
+    pub efficiency: f64,
+}
+
+/// Fairness: CPU share received versus entitled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessSummary {
+    /// Metric the overall shares come from (`cpu_usage_ns` or `units_per_s`).
+    pub source: String,
+    /// Metric the timeline comes from, if any time series was found.
+    pub timeline_source: Option<String>,
+    /// Width of a timeline interval, seconds.
+    pub interval_s: f64,
+    /// Per platform, in pipeline order.
+    pub platforms: IndexMap<String, FairnessPlatform>,
+}
+
+/// Fairness on one platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FairnessPlatform {
+    /// Repetitions analysed.
+    pub n: usize,
+    /// Jain's index of received/entitled over instances (1 = perfectly fair, 1/n = one takes all).
+    pub jain: Stat,
+    /// Largest |received − entitled| share of any instance (fraction of the total).
+    pub max_share_error: Stat,
+    /// Per group (or instance, when there are no groups).
+    pub groups: IndexMap<String, GroupShare>,
+    /// The reservation's outcome, if the experiment has one.
+    pub reservation: Option<ReservationResult>,
+    /// Median share of each group per interval.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// A group's share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupShare {
+    /// Instances in the group.
+    pub instances: u32,
+    /// CPU weight of each instance.
+    pub weight: u32,
+    /// Entitled share of the total (weights, then the reservation).
+    pub entitled: f64,
+    /// Received share of the total.
+    pub received: Stat,
+}
+
+/// Whether a CPU reservation was honoured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReservationResult {
+    /// The reserved group.
+    pub group: String,
+    /// Reserved share (fraction).
+    pub cpu: f64,
+    /// Fraction of intervals in which the group received at least the reservation (within
+    /// tolerance); median across repetitions. Without a timeline: 1 or 0 from the overall share.
+    pub met_fraction: f64,
+    /// `met_fraction` ≥ the required fraction.
+    pub met: bool,
+}
+
+/// Shares in one timeline interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelinePoint {
+    /// Start of the interval, seconds since the instances started.
+    pub t_s: f64,
+    /// Share per group, median across repetitions.
+    pub shares: IndexMap<String, f64>,
+}
+
+/// Isolation: what each adversary does to the victim, per platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationSummary {
+    /// Adversary value of the baseline trials.
+    pub baseline: String,
+    /// Adversaries in pipeline order (baseline excluded).
+    pub adversaries: Vec<String>,
+    /// One matrix per victim metric.
+    pub metrics: Vec<IsolationMetric>,
+    /// Per platform and adversary: how the adversary ended and whether it was contained.
+    pub outcomes: Vec<AdversaryOutcome>,
+}
+
+/// One victim metric's degradation matrix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationMetric {
+    /// Metric label (without the adversary).
+    pub label: String,
+    /// Unit.
+    pub unit: String,
+    /// Whether larger is better.
+    pub higher_is_better: bool,
+    /// One cell per platform × adversary.
+    pub cells: Vec<IsolationCell>,
+}
+
+/// Victim degradation under one adversary on one platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IsolationCell {
+    /// Platform.
+    pub platform: String,
+    /// Adversary.
+    pub adversary: String,
+    /// Repetitions.
+    pub n: usize,
+    /// Victim median under the adversary.
+    pub median: f64,
+    /// Victim median in the baseline.
+    pub baseline_median: f64,
+    /// Degradation in percent (positive: worse than the baseline).
+    pub degradation_pct: f64,
+    /// Its 95% CI.
+    pub degradation_ci_pct: Option<[f64; 2]>,
+}
+
+/// How one adversary ended on one platform, over its repetitions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdversaryOutcome {
+    /// Platform.
+    pub platform: String,
+    /// Adversary.
+    pub adversary: String,
+    /// Trials in the manifest (measured).
+    pub trials: u32,
+    /// Trials that did not finish `ok`.
+    pub failed: u32,
+    /// Repetitions in which the kernel OOM-killed the adversary.
+    pub killed: u32,
+    /// Repetitions in which the adversary hit a limit (pids, memory, disk) or was refused.
+    pub limit_hit: u32,
+    /// What teardown found left behind, over all trials.
+    pub leaks: Vec<String>,
+    /// No leaks and every trial finished `ok`.
+    pub contained: bool,
 }

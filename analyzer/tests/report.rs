@@ -102,7 +102,7 @@ fn snapshot_of_summary_and_markdown() {
         .map(|e| e.unwrap().file_name())
         .collect();
     names.sort();
-    assert_eq!(names, ["report.md", "summary.json"]);
+    assert_eq!(names, ["report.html", "report.md", "summary.json"]);
 }
 
 fn write_foreign_parquet(path: &Path) {

@@ -1,0 +1,37 @@
+//! Naming conventions of the metrics the analyzer interprets.
+//!
+//! Workloads name their own metrics (`ns_per_call`, `us_per_process`, `units_per_s`, `tps`…);
+//! the coordinator adds the agent's cgroup accounting per instance under fixed names
+//! ([`HOST_METRICS`]): `cpu_usage_ns` and `memory_current_bytes` as time series while the trial
+//! runs, every counter once at the end (summary rows).
+
+/// Metrics the coordinator derives from the agent's cgroup statistics.
+pub const HOST_METRICS: &[&str] = &[
+    "cpu_usage_ns",
+    "cpu_user_ns",
+    "cpu_system_ns",
+    "memory_current_bytes",
+    "memory_peak_bytes",
+    "memory_limit_hits",
+    "oom_events",
+    "oom_kills",
+    "pids_current",
+    "pids_limit_hits",
+    "io_read_bytes",
+    "io_write_bytes",
+];
+
+/// CPU time an instance used, cumulative, nanoseconds (cgroup accounting).
+pub const CPU_USAGE: &str = "cpu_usage_ns";
+/// Work rate of `cpu_spin`: a time series every interval and a summary.
+pub const UNITS_PER_S: &str = "units_per_s";
+/// Times the kernel's OOM killer killed a process of the instance.
+pub const OOM_KILLS: &str = "oom_kills";
+/// Metrics whose positive value means an adversary ran into a limit: the cgroup's pids limit,
+/// its memory limit, a refused fork or allocation, a full disk.
+pub const LIMIT_METRICS: &[&str] = &["pids_limit_hits", "memory_limit_hits", "refused", "full"];
+
+/// Whether a metric is the agent's accounting rather than a workload's own figure.
+pub fn is_host_metric(metric: &str) -> bool {
+    HOST_METRICS.contains(&metric)
+}

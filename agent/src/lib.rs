@@ -1,1 +1,27 @@
-//! placeholder
+//! `isolab-agent`: the per-host agent that runs trials of allowlisted workloads.
+//!
+//! The agent's [`core`] knows nothing of gRPC: [`core::AgentCore`] answers capabilities, runs a
+//! trial on a [`backend::Backend`] through the [`runner`] and streams [`core::TrialEvent`]s, and
+//! cancels trials. The [`service`] translates the `isolab.v1` gRPC API to and from the core with
+//! the conversions in [`convert`] (public, because the coordinator speaks the same types), and
+//! [`serve`] runs it with the standard health service and a bounded drain on shutdown.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), isolab_agent::serve::ServeError> {
+//! let agent = isolab_agent::serve::spawn_local(isolab_agent::config::AgentConfig::default()).await?;
+//! println!("agent listening on {}", agent.addr);
+//! agent.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+pub mod backend;
+pub mod cgroup;
+pub mod config;
+pub mod container;
+pub mod convert;
+pub mod core;
+pub mod host;
+pub mod runner;
+pub mod serve;
+pub mod service;
+pub mod workload_bin;

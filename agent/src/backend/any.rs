@@ -1,0 +1,121 @@
+//! [`AnyBackend`]: one enum over every backend, implementing [`Backend`] by dispatch, so the
+//! agent holds a plain list. A new backend adds a variant to each enum here.
+
+use super::native::{NativeBackend, NativeError, NativePrepared};
+use super::{Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
+use crate::cgroup::CgroupStats;
+use crate::container::{ContainerBackend, ContainerError, ContainerPrepared};
+
+/// Every backend this agent has.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// Plain processes.
+    Native(NativeBackend),
+    /// OCI containers run by an OCI runtime.
+    Container(ContainerBackend),
+}
+
+/// The per-trial state of any backend.
+// One value per running trial, moved rarely: boxing the larger variants would buy nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum AnyPrepared {
+    /// Of the native backend.
+    Native(NativePrepared),
+    /// Of the container backend.
+    Container(ContainerPrepared),
+}
+
+/// The error of any backend.
+#[derive(Debug, thiserror::Error)]
+pub enum AnyBackendError {
+    /// From the native backend.
+    #[error(transparent)]
+    Native(#[from] NativeError),
+    /// From the container backend.
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    /// A prepared trial handed to another backend than the one that prepared it (a bug).
+    #[error("trial prepared by one backend handed to backend `{backend}`")]
+    Mismatch {
+        /// The backend it was handed to.
+        backend: &'static str,
+    },
+}
+
+impl Backend for AnyBackend {
+    type Error = AnyBackendError;
+    type Prepared = AnyPrepared;
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Native(b) => b.name(),
+            Self::Container(b) => b.name(),
+        }
+    }
+
+    async fn probe(&self) -> BackendStatus {
+        match self {
+            Self::Native(b) => b.probe().await,
+            Self::Container(b) => b.probe().await,
+        }
+    }
+
+    async fn prepare(&self, trial: &TrialContext) -> Result<AnyPrepared, AnyBackendError> {
+        match self {
+            Self::Native(b) => Ok(AnyPrepared::Native(b.prepare(trial).await?)),
+            Self::Container(b) => Ok(AnyPrepared::Container(b.prepare(trial).await?)),
+        }
+    }
+
+    async fn start(&self, prepared: &mut AnyPrepared) -> Result<Launch, AnyBackendError> {
+        match (self, prepared) {
+            (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.start(p).await?),
+            (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.start(p).await?),
+            _ => Err(AnyBackendError::Mismatch {
+                backend: self.name(),
+            }),
+        }
+    }
+
+    fn stats(&self, prepared: &AnyPrepared, instance: u32) -> Result<CgroupStats, AnyBackendError> {
+        match (self, prepared) {
+            (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stats(p, instance)?),
+            (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stats(p, instance)?),
+            _ => Err(AnyBackendError::Mismatch {
+                backend: self.name(),
+            }),
+        }
+    }
+
+    async fn stop(&self, prepared: &AnyPrepared) -> Result<(), AnyBackendError> {
+        match (self, prepared) {
+            (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stop(p).await?),
+            (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stop(p).await?),
+            _ => Err(AnyBackendError::Mismatch {
+                backend: self.name(),
+            }),
+        }
+    }
+
+    async fn teardown(&self, prepared: AnyPrepared) -> LeakReport {
+        match (self, prepared) {
+            (Self::Native(b), AnyPrepared::Native(p)) => b.teardown(p).await,
+            (Self::Container(b), AnyPrepared::Container(p)) => b.teardown(p).await,
+            (b, _) => {
+                let mut report = LeakReport::default();
+                report.push(Leak::Other {
+                    what: AnyBackendError::Mismatch { backend: b.name() }.to_string(),
+                });
+                report
+            }
+        }
+    }
+
+    fn leftovers(&self, trial: &TrialContext) -> LeakReport {
+        match self {
+            Self::Native(b) => b.leftovers(trial),
+            Self::Container(b) => b.leftovers(trial),
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The conformance suite every backend's tests run: the same trials, the same expectations.
+//!
+//! Each `check_*` drives the backend through [`crate::runner::run_trial`] (as the agent does) with
+//! a platform the caller gives (so a container test passes its runtime, a VM test its machine)
+//! and asserts the outcome and that nothing is left: the final status lists no leak, the
+//! backend's [`Backend::leftovers`] scan is clean, and no process of the trial is alive. The last
+//! check relies on a convention every backend follows: each process it starts for a trial has
+//! `ISOLAB_TRIAL=<slug>` in its environment ([`TRIAL_ENV`]). They panic on failure, like asserts.
+//!
+//! ```no_run
+//! # async fn demo(backend: &isolab_agent::backend::AnyBackend, platform: isolab_model::pipeline::Platform) {
+//! isolab_agent::backend::conformance::check_all(backend, &platform).await;
+//! # }
+//! ```
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use isolab_model::pipeline::{AnalysisKind, ParamValue, Params, Platform};
+use isolab_model::plan::{InstanceSpec, Role, Trial};
+use isolab_model::units::HumanDuration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Backend, TrialContext};
+use crate::core::{TrialEvent, TrialState, TrialStatus};
+use crate::runner::{RunnerOptions, run_trial};
+
+/// Environment variable naming the trial attempt (`<id>-a<attempt>`) in every process a backend
+/// starts for it.
+pub const TRIAL_ENV: &str = "ISOLAB_TRIAL";
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
+/// A trial id unique in this machine's recent history (pid and a counter).
+pub fn unique_trial_id() -> String {
+    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    format!("c{:07x}{:08x}", std::process::id() & 0x0fff_ffff, n)
+}
+
+/// A one-platform trial of `n` instances of `workload` with `params`.
+pub fn trial(
+    platform: &Platform,
+    workload: &str,
+    n: u32,
+    params: &[(&str, &str)],
+    duration: Duration,
+    timeout: Duration,
+) -> Trial {
+    let params: Params = params
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), ParamValue::Str((*v).to_owned())))
+        .collect();
+    Trial {
+        id: unique_trial_id(),
+        experiment: "conformance".into(),
+        analysis: AnalysisKind::Overhead,
+        platform: platform.backend.as_str().into(),
+        platform_spec: platform.clone(),
+        repetition: 0,
+        warmup: false,
+        workload: workload.into(),
+        adversary: None,
+        params: Params::new(),
+        instances: (0..n)
+            .map(|index| InstanceSpec {
+                index,
+                role: Role::Peer,
+                group: None,
+                workload: workload.into(),
+                params: params.clone(),
+                cpu_weight: None,
+                cpu_reservation: None,
+            })
+            .collect(),
+        duration: HumanDuration(duration),
+        timeout: HumanDuration(timeout),
+        retries: 0,
+    }
+}
+
+/// What a trial run produced.
+#[derive(Debug)]
+pub struct Observed {
+    /// The attempt that ran.
+    pub ctx: TrialContext,
+    /// Every event, in order.
+    pub events: Vec<TrialEvent>,
+    /// The final status the runner returned.
+    pub status: TrialStatus,
+}
+
+impl Observed {
+    /// States of the status events, in order.
+    pub fn states(&self) -> Vec<TrialState> {
+        self.events
+            .iter()
+            .filter_map(TrialEvent::as_status)
+            .map(|s| s.state)
+            .collect()
+    }
+
+    /// Samples of instance `i`: (metric, value).
+    pub fn samples(&self, i: u32) -> Vec<(String, f64)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                TrialEvent::Sample { instance, sample } if *instance == i => {
+                    Some((sample.metric.clone(), sample.value))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The final statistics of instance `i`.
+    pub fn final_stats(&self, i: u32) -> Option<crate::cgroup::CgroupStats> {
+        self.events.iter().rev().find_map(|e| match e {
+            TrialEvent::Stats {
+                instance,
+                stats,
+                final_: true,
+                ..
+            } if *instance == i => Some(*stats),
+            _ => None,
+        })
+    }
+}
+
+/// Runs `trial` on `backend`; `cancel_when` is asked about every event and cancels the trial
+/// when it returns true.
+pub async fn run<B: Backend>(
+    backend: &B,
+    trial: Trial,
+    cancel_when: impl Fn(&TrialEvent) -> bool + Send + 'static,
+) -> Observed {
+    let ctx = TrialContext {
+        run_id: "conformance".into(),
+        trial: Arc::new(trial),
+        attempt: 0,
+    };
+    let (tx, mut rx) = mpsc::channel(1024);
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    let consumer = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Some(e) = rx.recv().await {
+            if cancel_when(&e) {
+                token.cancel();
+            }
+            events.push(e);
+        }
+        events
+    });
+    let opts = RunnerOptions {
+        host: "conformance".into(),
+        ..RunnerOptions::default()
+    };
+    let status = run_trial(backend, ctx.clone(), tx, cancel, &opts).await;
+    let events = consumer.await.expect("event consumer");
+    Observed {
+        ctx,
+        events,
+        status,
+    }
+}
+
+/// Pids of live processes whose environment names this trial attempt.
+pub fn processes_of(ctx: &TrialContext) -> Vec<u32> {
+    let needle = format!("{TRIAL_ENV}={}", ctx.slug()).into_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_slice()))
+        })
+        .filter(|&pid| super::process_alive(pid, None).is_some())
+        .collect()
+}
+
+/// Asserts the trial left nothing: no leak reported, a clean leftover scan, no live process.
+pub fn assert_clean<B: Backend>(backend: &B, o: &Observed) {
+    assert!(
+        o.status.leaks.is_empty(),
+        "trial reported leaks: {:?}",
+        o.status.leaks
+    );
+    let left = backend.leftovers(&o.ctx);
+    assert!(
+        left.is_clean(),
+        "leftovers after the trial: {:?}",
+        left.lines()
+    );
+    let procs = processes_of(&o.ctx);
+    assert!(
+        procs.is_empty(),
+        "processes of {} still alive: {procs:?}",
+        o.ctx.slug()
+    );
+}
+
+fn assert_lifecycle(o: &Observed, last: TrialState) {
+    let states = o.states();
+    assert_eq!(
+        states.first(),
+        Some(&TrialState::Preparing),
+        "first status: {states:?}"
+    );
+    assert_eq!(
+        states.last(),
+        Some(&last),
+        "final status {:?}: {}",
+        o.status.state,
+        o.status.message
+    );
+    assert_eq!(
+        o.status.state, last,
+        "returned status: {}",
+        o.status.message
+    );
+}
+
+/// One instance of `syscall` for 200 ms: Ok, plausible samples, final statistics.
+pub async fn check_one_syscall<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "syscall",
+        1,
+        &[],
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    let o = run(backend, t, |_| false).await;
+    assert_lifecycle(&o, TrialState::Ok);
+    assert!(o.states().contains(&TrialState::Running));
+    let samples = o.samples(0);
+    let ns = samples
+        .iter()
+        .find(|(m, _)| m == "ns_per_call")
+        .map(|(_, v)| *v);
+    assert!(
+        ns.is_some_and(|v| v > 0.0 && v < 1e7),
+        "ns_per_call: {ns:?} in {samples:?}"
+    );
+    assert!(o.final_stats(0).is_some(), "no final statistics");
+    assert_clean(backend, &o);
+    o
+}
+
+/// Three concurrent `cpu_spin` instances: each reports samples and used CPU.
+pub async fn check_concurrent_cpu_spin<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "cpu_spin",
+        3,
+        &[],
+        Duration::from_millis(500),
+        Duration::from_secs(60),
+    );
+    let o = run(backend, t, |_| false).await;
+    assert_lifecycle(&o, TrialState::Ok);
+    for i in 0..3 {
+        let samples = o.samples(i);
+        assert!(
+            samples.iter().any(|(m, v)| m == "units_per_s" && *v > 0.0),
+            "instance {i}: no positive units_per_s in {samples:?}"
+        );
+        let stats = o
+            .final_stats(i)
+            .unwrap_or_else(|| panic!("instance {i}: no final stats"));
+        assert!(
+            stats.cpu_usage_ns > 0,
+            "instance {i} used no CPU: {stats:?}"
+        );
+    }
+    assert_clean(backend, &o);
+    o
+}
+
+/// A workload that refuses its parameters (exit 2): Failed, with the exit code and the reason.
+pub async fn check_failing_workload<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "syscall",
+        1,
+        &[("bogus", "1")],
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+    );
+    let o = run(backend, t, |_| false).await;
+    assert_lifecycle(&o, TrialState::Failed);
+    let msg = &o.status.message;
+    assert!(
+        msg.contains("code 2") && msg.contains("bogus"),
+        "failure message: {msg}"
+    );
+    assert_clean(backend, &o);
+    o
+}
+
+/// A 10 s workload under a 1 s deadline: TimedOut, and killed.
+pub async fn check_deadline<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "cpu_spin",
+        1,
+        &[],
+        Duration::from_secs(10),
+        Duration::from_secs(1),
+    );
+    let o = run(backend, t, |_| false).await;
+    assert_lifecycle(&o, TrialState::TimedOut);
+    assert!(
+        o.status.message.contains("deadline"),
+        "message: {}",
+        o.status.message
+    );
+    assert_clean(backend, &o);
+    o
+}
+
+/// A 10 s workload cancelled once it reports its first sample: Cancelled, and killed.
+pub async fn check_cancel<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "cpu_spin",
+        2,
+        &[],
+        Duration::from_secs(10),
+        Duration::from_secs(60),
+    );
+    let o = run(backend, t, |e| matches!(e, TrialEvent::Sample { .. })).await;
+    assert_lifecycle(&o, TrialState::Cancelled);
+    assert_clean(backend, &o);
+    o
+}
+
+/// A workload outside the catalog: prepare refuses it and nothing is made.
+pub async fn check_unknown_workload<B: Backend>(backend: &B, platform: &Platform) -> Observed {
+    let t = trial(
+        platform,
+        "rm_rf",
+        1,
+        &[],
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    let o = run(backend, t, |_| false).await;
+    assert_lifecycle(&o, TrialState::Failed);
+    assert!(
+        o.status.message.contains("unknown workload"),
+        "message: {}",
+        o.status.message
+    );
+    assert!(
+        !o.states().contains(&TrialState::Running),
+        "an unknown workload was started"
+    );
+    assert_clean(backend, &o);
+    o
+}
+
+/// Every check, one after the other.
+pub async fn check_all<B: Backend>(backend: &B, platform: &Platform) {
+    check_one_syscall(backend, platform).await;
+    check_concurrent_cpu_spin(backend, platform).await;
+    check_failing_workload(backend, platform).await;
+    check_deadline(backend, platform).await;
+    check_cancel(backend, platform).await;
+    check_unknown_workload(backend, platform).await;
+}

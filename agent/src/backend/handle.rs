@@ -1,0 +1,153 @@
+//! What a backend hands back for each started instance: its output as line streams, its pid and
+//! a future of its exit.
+
+use std::fmt;
+use std::pin::Pin;
+
+use futures::Stream;
+use futures::future::BoxFuture;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Longest line kept whole; a longer one is cut (a garbage printer must not exhaust memory).
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// A stream of lines (without their newline), lossily decoded as UTF-8.
+pub type LineStream = Pin<Box<dyn Stream<Item = std::io::Result<String>> + Send>>;
+
+/// A future of an instance's exit.
+pub type ExitFuture = BoxFuture<'static, InstanceExit>;
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstanceExit {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+    /// Its end could not be observed (wait failed); the text says why.
+    Lost(String),
+}
+
+impl InstanceExit {
+    /// Whether it exited with code 0.
+    pub fn success(&self) -> bool {
+        matches!(self, Self::Exited(0))
+    }
+
+    /// From a process exit status.
+    pub fn from_status(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Self::Exited(code),
+            (None, Some(sig)) => Self::Signaled(sig),
+            (None, None) => Self::Lost(format!("unknown exit status {status:?}")),
+        }
+    }
+}
+
+impl fmt::Display for InstanceExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exited(code) => write!(f, "exited with code {code}"),
+            Self::Signaled(sig) => write!(f, "was killed by signal {sig}"),
+            Self::Lost(why) => write!(f, "ended unobserved: {why}"),
+        }
+    }
+}
+
+/// One started instance.
+pub struct InstanceHandle {
+    /// Index within the trial.
+    pub index: u32,
+    /// Host pid of the instance's main process (the workload, runc, QEMU), if it has one.
+    pub pid: Option<u32>,
+    /// Sample lines (stdout; a VM backend strips the console framing and sends other console
+    /// lines to `stderr`).
+    pub stdout: LineStream,
+    /// Diagnostic lines.
+    pub stderr: LineStream,
+    /// Resolves when the main process has ended and been reaped.
+    pub exit: ExitFuture,
+}
+
+impl fmt::Debug for InstanceHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InstanceHandle")
+            .field("index", &self.index)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+/// The result of starting a trial's instances.
+#[derive(Debug)]
+pub struct Launch {
+    /// One handle per instance, in index order.
+    pub instances: Vec<InstanceHandle>,
+    /// The accelerator a VM backend used, if any.
+    pub accel: Option<String>,
+}
+
+/// Reads `reader` as lines of at most [`MAX_LINE_BYTES`] (longer ones are cut), lossily decoded.
+pub fn lines<R: AsyncRead + Send + Unpin + 'static>(reader: R) -> LineStream {
+    let reader = BufReader::new(reader);
+    Box::pin(futures::stream::unfold(reader, |mut reader| async move {
+        let mut buf = Vec::new();
+        loop {
+            let available = match reader.fill_buf().await {
+                Ok(b) => b,
+                Err(e) => return Some((Err(e), reader)),
+            };
+            if available.is_empty() {
+                if buf.is_empty() {
+                    return None;
+                }
+                break;
+            }
+            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            let room = MAX_LINE_BYTES.saturating_sub(buf.len());
+            buf.extend_from_slice(&available[..take.min(room)]);
+            reader.consume(take);
+            if done {
+                break;
+            }
+        }
+        while buf.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            buf.pop();
+        }
+        Some((Ok(String::from_utf8_lossy(&buf).into_owned()), reader))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn splits_lines_and_cuts_long_ones() {
+        let mut text = b"one\ntwo\r\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES * 2));
+        text.extend(b"\nlast");
+        let got: Vec<String> = lines(std::io::Cursor::new(text))
+            .map(|l| l.unwrap())
+            .collect()
+            .await;
+        assert_eq!(got.len(), 4);
+        assert_eq!(got[0], "one");
+        assert_eq!(got[1], "two");
+        assert_eq!(got[2].len(), MAX_LINE_BYTES);
+        assert_eq!(got[3], "last");
+    }
+
+    #[test]
+    fn exit_descriptions() {
+        assert!(InstanceExit::Exited(0).success());
+        assert!(!InstanceExit::Signaled(9).success());
+        assert_eq!(InstanceExit::Exited(2).to_string(), "exited with code 2");
+    }
+}

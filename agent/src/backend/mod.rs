@@ -1,0 +1,129 @@
+//! Backends: how an instance is isolated (a plain process, a container, a virtual machine).
+//!
+//! Every backend implements [`Backend`] with its own error type and per-trial state, and
+//! [`AnyBackend`] dispatches over them so the agent holds one list. The life of one trial, driven
+//! by [`crate::runner`]: [`Backend::prepare`] makes the trial's resources (cgroups, bundle
+//! directories, network namespaces) → [`Backend::start`] starts every instance together and
+//! hands back one [`InstanceHandle`] each (line streams of stdout and stderr, a pid, the exit) →
+//! [`Backend::stats`] while they run → [`Backend::stop`] on deadline or cancel →
+//! [`Backend::teardown`], always, which removes everything and reports what it could not in a
+//! [`LeakReport`]. [`conformance`] holds the checks that every backend's tests run.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use isolab_model::plan::Trial;
+
+use crate::cgroup::CgroupStats;
+
+mod agent_dir;
+mod any;
+pub mod conformance;
+pub mod envelope;
+mod handle;
+mod leaks;
+pub mod native;
+
+pub use agent_dir::AgentDir;
+pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
+pub use handle::{
+    ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, lines,
+};
+pub use leaks::{Leak, LeakReport, process_alive, process_start_time};
+
+/// What a backend is told about the trial it prepares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialContext {
+    /// The run the trial belongs to.
+    pub run_id: String,
+    /// The trial.
+    pub trial: Arc<Trial>,
+    /// Attempt number.
+    pub attempt: u32,
+}
+
+impl TrialContext {
+    /// A name unique to this attempt of this trial: `<trial id>-a<attempt>`, usable in paths,
+    /// cgroup names and network namespace names.
+    pub fn slug(&self) -> String {
+        format!("{}-a{}", self.trial.id, self.attempt)
+    }
+}
+
+/// Whether a backend works on this host, and why not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Backend name (`native`, `container`, `vm`).
+    pub name: String,
+    /// Whether trials can run on it here.
+    pub available: bool,
+    /// Version of what implements it (agent, runtime, QEMU).
+    pub version: String,
+    /// Why it is not available (empty when it is).
+    pub reason: String,
+    /// Accelerator a VM backend would use (`kvm`, `tcg`), empty otherwise.
+    pub accel: String,
+}
+
+impl BackendStatus {
+    /// An unavailable backend with its reason.
+    pub fn unavailable(name: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            reason: reason.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// One way of isolating instances. See the module documentation for the life of a trial.
+///
+/// Every process a backend starts for a trial carries `ISOLAB_TRIAL=<slug>` in its environment
+/// ([`conformance::TRIAL_ENV`]), so that leftover processes can be found independently.
+///
+/// Implementations must be cancel-safe in one sense only: the runner never drops a future of
+/// [`Backend::prepare`], [`Backend::start`], [`Backend::stop`] or [`Backend::teardown`]
+/// half-way, so they may assume they run to completion.
+pub trait Backend: Send + Sync + 'static {
+    /// What goes wrong in this backend.
+    type Error: std::error::Error + Send + Sync + 'static;
+    /// Per-trial state from [`Backend::prepare`] to [`Backend::teardown`].
+    type Prepared: Send + Sync + 'static;
+
+    /// The backend's name as pipelines spell it (`native`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the backend works here (binaries present, cgroups writable, a probe VM boots).
+    fn probe(&self) -> impl Future<Output = BackendStatus> + Send;
+
+    /// Checks the trial and makes its resources. On error it removes what it made itself.
+    fn prepare(
+        &self,
+        trial: &TrialContext,
+    ) -> impl Future<Output = Result<Self::Prepared, Self::Error>> + Send;
+
+    /// Starts every instance of the prepared trial, as close together as it can. On error the
+    /// instances already started are still torn down by [`Backend::teardown`].
+    fn start(
+        &self,
+        prepared: &mut Self::Prepared,
+    ) -> impl Future<Output = Result<Launch, Self::Error>> + Send;
+
+    /// Statistics of instance `instance`'s accounting cgroup now.
+    fn stats(&self, prepared: &Self::Prepared, instance: u32) -> Result<CgroupStats, Self::Error>;
+
+    /// Kills whatever of the trial still runs and returns when it is gone (or could not be
+    /// killed: then the error says what). A no-op when nothing runs.
+    fn stop(
+        &self,
+        prepared: &Self::Prepared,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Removes everything the trial made and reports anything that is still there.
+    fn teardown(&self, prepared: Self::Prepared) -> impl Future<Output = LeakReport> + Send;
+
+    /// Looks at the system, independently of any prepared state, for anything of this trial
+    /// attempt that still exists (processes, cgroups, mounts, network namespaces, veth, tap,
+    /// QEMU). The runner calls it after teardown; the conformance suite too.
+    fn leftovers(&self, trial: &TrialContext) -> LeakReport;
+}

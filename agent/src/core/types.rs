@@ -1,0 +1,198 @@
+//! The agent's own request, event and capability types, free of protobuf.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use isolab_model::plan::Trial;
+use isolab_model::sample::Sample;
+
+use crate::backend::BackendStatus;
+use crate::cgroup::CgroupStats;
+
+/// One trial to run: what the coordinator sends in `RunTrial`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialRequest {
+    /// The run the trial belongs to.
+    pub run_id: String,
+    /// The trial, self-contained.
+    pub trial: Trial,
+    /// Attempt number, 0 for the first try (retries count up).
+    pub attempt: u32,
+}
+
+/// Where a trial is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrialState {
+    /// Resources are being made (cgroups, bundles, network namespaces).
+    Preparing,
+    /// All instances were started.
+    Running,
+    /// Every instance ended well and nothing was left behind.
+    Ok,
+    /// Something failed; the message says what.
+    Failed,
+    /// Cancelled by a caller or by shutdown.
+    Cancelled,
+    /// The wall-clock deadline was hit and everything was killed.
+    TimedOut,
+}
+
+impl TrialState {
+    /// Whether the trial has ended.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Preparing | Self::Running)
+    }
+
+    /// The lower-case name used in logs and manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::Running => "running",
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::TimedOut => "timed_out",
+        }
+    }
+}
+
+impl fmt::Display for TrialState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status change of a trial.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialStatus {
+    /// The new state.
+    pub state: TrialState,
+    /// What happened, for people (empty when there is nothing to say).
+    pub message: String,
+    /// The host the trial runs on.
+    pub host: String,
+    /// The accelerator a VM backend used (`kvm`, `tcg`), if any.
+    pub accel: Option<String>,
+    /// What teardown found left behind; non-empty means the trial failed.
+    pub leaks: Vec<String>,
+}
+
+/// Which output stream a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// The instance's standard output (lines that are not samples).
+    Stdout,
+    /// The instance's standard error.
+    Stderr,
+    /// A VM's console (kernel messages and the like).
+    Console,
+}
+
+impl LogStream {
+    /// The lower-case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdout => "stdout",
+            Self::Stderr => "stderr",
+            Self::Console => "console",
+        }
+    }
+
+    /// The inverse of [`LogStream::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Stdout, Self::Stderr, Self::Console]
+            .into_iter()
+            .find(|s| s.as_str() == name)
+    }
+}
+
+/// One event of a running trial, in the order the agent saw them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrialEvent {
+    /// The trial changed state; the last event of every trial is a final status.
+    Status(TrialStatus),
+    /// One measured value from one instance.
+    Sample {
+        /// Instance index.
+        instance: u32,
+        /// The value as the workload printed it.
+        sample: Sample,
+    },
+    /// Cgroup statistics of one instance.
+    Stats {
+        /// Instance index.
+        instance: u32,
+        /// Seconds since the instances were started.
+        t_offset_s: f64,
+        /// The counters.
+        stats: CgroupStats,
+        /// True for the last statistics, taken after the instance stopped.
+        final_: bool,
+    },
+    /// A line the instance printed that is not a sample.
+    Log {
+        /// Instance index.
+        instance: u32,
+        /// Where it was printed.
+        stream: LogStream,
+        /// The line, without its newline.
+        text: String,
+    },
+}
+
+impl TrialEvent {
+    /// The status, when this event is one.
+    pub fn as_status(&self) -> Option<&TrialStatus> {
+        match self {
+            Self::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Facts about the host, as reported in capabilities and written to `env/<host>.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    /// Host name.
+    pub hostname: String,
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// Operating system (`PRETTY_NAME` of `/etc/os-release`).
+    pub os: String,
+    /// CPU model name.
+    pub cpu_model: String,
+    /// CPU flags.
+    pub cpu_flags: Vec<String>,
+    /// Online CPUs.
+    pub cores: u32,
+    /// Total memory.
+    pub memory_bytes: u64,
+    /// `v1` or `v2`.
+    pub cgroup_version: String,
+    /// The kernel's current clock source (`tsc`, `kvm-clock`…).
+    pub clock_source: String,
+    /// Machine architecture (`x86_64`).
+    pub arch: String,
+}
+
+/// What this agent can do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Capabilities {
+    /// The agent's version.
+    pub agent_version: String,
+    /// Facts about the host.
+    pub host: HostInfo,
+    /// Every backend and whether it works here.
+    pub backends: Vec<BackendStatus>,
+    /// The agent's labels.
+    pub labels: BTreeMap<String, String>,
+    /// Workloads it will run (the catalog).
+    pub workloads: Vec<String>,
+}
+
+impl Capabilities {
+    /// The status of the backend named `name`, if reported.
+    pub fn backend(&self, name: &str) -> Option<&BackendStatus> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}

@@ -1,0 +1,287 @@
+//! [`run_trial`]: one trial from Preparing to its final status.
+
+use std::collections::BTreeMap;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::RunnerOptions;
+use super::collect::{self, StdoutSummary};
+use super::outcome::{InstanceReport, Interrupt, Outcome};
+use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
+use crate::core::{TrialEvent, TrialState, TrialStatus};
+
+/// A started instance's main process: pid and start time, to check it is gone at the end.
+type ProcessId = (u32, Option<u64>);
+
+/// Runs one trial on `backend`, sending every event to `events` (the last one is the final
+/// status, which is also returned). Cancelling `cancel`, or dropping the receiver of `events`,
+/// stops the trial; teardown always runs.
+pub async fn run_trial<B: Backend>(
+    backend: &B,
+    ctx: TrialContext,
+    events: mpsc::Sender<TrialEvent>,
+    cancel: CancellationToken,
+    opts: &RunnerOptions,
+) -> TrialStatus {
+    let span = tracing::info_span!(
+        "trial",
+        id = %ctx.trial.id,
+        attempt = ctx.attempt,
+        backend = backend.name(),
+        instances = ctx.trial.instances.len()
+    );
+    run(backend, ctx, events, cancel, opts)
+        .instrument(span)
+        .await
+}
+
+async fn run<B: Backend>(
+    backend: &B,
+    ctx: TrialContext,
+    events: mpsc::Sender<TrialEvent>,
+    cancel: CancellationToken,
+    opts: &RunnerOptions,
+) -> TrialStatus {
+    let deadline = Instant::now() + ctx.trial.timeout.0;
+    let status = |state, message: String, accel: Option<String>, leaks: Vec<String>| TrialStatus {
+        state,
+        message,
+        host: opts.host.clone(),
+        accel,
+        leaks,
+    };
+    let _ = events
+        .send(TrialEvent::Status(status(
+            TrialState::Preparing,
+            String::new(),
+            None,
+            vec![],
+        )))
+        .await;
+    let mut outcome = Outcome {
+        timeout_text: ctx.trial.timeout.to_string(),
+        ..Outcome::default()
+    };
+    let mut accel = None;
+    match backend.prepare(&ctx).await {
+        Err(e) => {
+            outcome.errors.push(format!("prepare: {e}"));
+            outcome.leaks = backend.leftovers(&ctx);
+        }
+        Ok(mut prepared) => {
+            let ids = {
+                let mut loop_ = RunLoop {
+                    backend,
+                    prepared: &mut prepared,
+                    events: &events,
+                    opts,
+                    outcome: &mut outcome,
+                };
+                loop_.run(&cancel, deadline, &mut accel).await
+            };
+            let mut leaks = backend.teardown(prepared).await;
+            leaks.merge(backend.leftovers(&ctx));
+            let mut alive = LeakReport::default();
+            for (pid, started) in ids {
+                if let Some(comm) = process_alive(pid, started) {
+                    alive.push(Leak::Process { pid, comm });
+                }
+            }
+            leaks.merge(alive);
+            outcome.leaks = leaks;
+        }
+    }
+    let (state, message) = outcome.verdict();
+    match state {
+        TrialState::Ok => tracing::info!("trial ended: {message}"),
+        _ => tracing::warn!(state = %state, "trial ended: {message}"),
+    }
+    let last = status(state, message, accel, outcome.leaks.lines());
+    let _ = events.send(TrialEvent::Status(last.clone())).await;
+    last
+}
+
+/// The part of a trial between prepare and teardown.
+struct RunLoop<'a, B: Backend> {
+    backend: &'a B,
+    prepared: &'a mut B::Prepared,
+    events: &'a mpsc::Sender<TrialEvent>,
+    opts: &'a RunnerOptions,
+    outcome: &'a mut Outcome,
+}
+
+/// The readers of one instance's output.
+struct Readers {
+    index: u32,
+    stdout: JoinHandle<StdoutSummary>,
+    stderr: JoinHandle<Vec<String>>,
+}
+
+impl<B: Backend> RunLoop<'_, B> {
+    /// Starts, watches and stops the instances; returns their main processes.
+    async fn run(
+        &mut self,
+        cancel: &CancellationToken,
+        deadline: Instant,
+        accel: &mut Option<String>,
+    ) -> Vec<ProcessId> {
+        if let Some(why) = self.interrupted(cancel, deadline) {
+            self.outcome.interrupt = Some(why);
+            return Vec::new();
+        }
+        let launch = match self.backend.start(self.prepared).await {
+            Ok(launch) => launch,
+            Err(e) => {
+                self.outcome.errors.push(format!("start: {e}"));
+                self.stop().await;
+                return Vec::new();
+            }
+        };
+        let started = Instant::now();
+        accel.clone_from(&launch.accel);
+        let ids: Vec<ProcessId> = launch
+            .instances
+            .iter()
+            .filter_map(|h| h.pid.map(|pid| (pid, process_start_time(pid))))
+            .collect();
+        let n = launch.instances.len();
+        let running = TrialStatus {
+            state: TrialState::Running,
+            message: format!("{n} instance(s) started"),
+            host: self.opts.host.clone(),
+            accel: launch.accel.clone(),
+            leaks: vec![],
+        };
+        let _ = self.events.send(TrialEvent::Status(running)).await;
+
+        let mut reports = BTreeMap::new();
+        let mut readers = Vec::with_capacity(n);
+        let mut exits = FuturesUnordered::new();
+        for h in launch.instances {
+            let index = h.index;
+            readers.push(Readers {
+                index,
+                stdout: tokio::spawn(collect::stdout(index, h.stdout, self.events.clone())),
+                stderr: tokio::spawn(collect::stderr(index, h.stderr, self.events.clone())),
+            });
+            let exit = h.exit;
+            exits.push(async move { (index, exit.await) });
+            reports.insert(
+                index,
+                InstanceReport {
+                    index,
+                    exit: None,
+                    samples: 0,
+                    bad_output: None,
+                    stderr_tail: vec![],
+                },
+            );
+        }
+        let mut tick = tokio::time::interval(self.opts.stats_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        while !exits.is_empty() {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => { self.outcome.interrupt = Some(Interrupt::Cancelled); break }
+                () = tokio::time::sleep_until(deadline) => { self.outcome.interrupt = Some(Interrupt::TimedOut); break }
+                () = self.events.closed() => { self.outcome.interrupt = Some(Interrupt::Abandoned); break }
+                Some((index, exit)) = exits.next() => {
+                    tracing::debug!(instance = index, "instance {exit}");
+                    if let Some(r) = reports.get_mut(&index) { r.exit = Some(exit) }
+                }
+                _ = tick.tick() => {
+                    let live: Vec<u32> = reports.values().filter(|r| r.exit.is_none()).map(|r| r.index).collect();
+                    self.send_stats(&live, started, false).await;
+                }
+            }
+        }
+        // Kill whatever still runs: everything when interrupted, stragglers otherwise.
+        self.stop().await;
+        let kill_deadline = Instant::now() + self.opts.kill_wait;
+        while let Ok(Some((index, exit))) =
+            tokio::time::timeout_at(kill_deadline, exits.next()).await
+        {
+            if let Some(r) = reports.get_mut(&index) {
+                r.exit = Some(exit);
+            }
+        }
+        self.drain(readers, &mut reports).await;
+        let all: Vec<u32> = reports.keys().copied().collect();
+        self.send_stats(&all, started, true).await;
+        self.outcome.instances = reports.into_values().collect();
+        ids
+    }
+
+    fn interrupted(&self, cancel: &CancellationToken, deadline: Instant) -> Option<Interrupt> {
+        if cancel.is_cancelled() {
+            Some(Interrupt::Cancelled)
+        } else if self.events.is_closed() {
+            Some(Interrupt::Abandoned)
+        } else if Instant::now() >= deadline {
+            Some(Interrupt::TimedOut)
+        } else {
+            None
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Err(e) = self.backend.stop(self.prepared).await {
+            self.outcome.errors.push(format!("stop: {e}"));
+        }
+    }
+
+    /// Waits (bounded) for every reader to reach the end of its stream.
+    async fn drain(&mut self, readers: Vec<Readers>, reports: &mut BTreeMap<u32, InstanceReport>) {
+        let deadline = Instant::now() + self.opts.drain_wait;
+        for mut r in readers {
+            let Some(report) = reports.get_mut(&r.index) else {
+                continue;
+            };
+            match tokio::time::timeout_at(deadline, &mut r.stdout).await {
+                Ok(Ok(summary)) => {
+                    report.samples = summary.samples;
+                    report.bad_output = summary.bad;
+                }
+                Ok(Err(e)) => {
+                    report.bad_output = Some(format!("instance {}: stdout reader: {e}", r.index))
+                }
+                Err(_) => {
+                    r.stdout.abort();
+                    report.bad_output = Some(format!(
+                        "instance {}: stdout stayed open after the instance ended",
+                        r.index
+                    ));
+                }
+            }
+            match tokio::time::timeout_at(deadline, &mut r.stderr).await {
+                Ok(Ok(tail)) => report.stderr_tail = tail,
+                Ok(Err(_)) | Err(_) => r.stderr.abort(),
+            }
+        }
+    }
+
+    async fn send_stats(&self, indices: &[u32], started: Instant, final_: bool) {
+        let t_offset_s = started.elapsed().as_secs_f64();
+        for &instance in indices {
+            match self.backend.stats(self.prepared, instance) {
+                Ok(stats) => {
+                    let ev = TrialEvent::Stats {
+                        instance,
+                        t_offset_s,
+                        stats,
+                        final_,
+                    };
+                    let _ = self.events.send(ev).await;
+                }
+                Err(e) if final_ => tracing::warn!(instance, "final statistics: {e}"),
+                Err(e) => tracing::debug!(instance, "statistics: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Serving the agent over gRPC: the `isolab.v1.Agent` service and the standard health service
+//! on one listener, with one shutdown future.
+//!
+//! On shutdown: health goes NOT_SERVING, running trials are cancelled and get the configured grace
+//! period to tear down (what is cut off is logged), then the server stops; connections still open
+//! after that get [`CONNECTION_DRAIN`] before the server is dropped (tonic alone would wait for
+//! them forever).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use isolab_proto::v1::agent_server::AgentServer;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::config::AgentConfig;
+use crate::core::AgentCore;
+use crate::service::AgentService;
+
+/// How long open connections may linger once the trials are drained.
+pub const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
+/// The default listen address of `isolab-agent`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
+
+/// Why the agent could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A non-loopback address without TLS.
+    #[error("refusing to listen on {addr} without TLS (--tls-dir)")]
+    InsecureListen {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// Binding the listener failed.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listener's address could not be read.
+    #[error("address of the listener: {source}")]
+    LocalAddr {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server on {addr}: {source}")]
+    Transport {
+        /// The address served.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The serving task of a local agent panicked.
+    #[error("local agent task: {source}")]
+    Task {
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Refuses any address but loopback: until TLS lands, the agent only serves this machine.
+pub fn check_listen_addr(addr: SocketAddr) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ServeError::InsecureListen { addr })
+    }
+}
+
+/// Serves a new agent with `config` on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    config: AgentConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::LocalAddr { source })?;
+    check_listen_addr(addr)?;
+    let core = AgentCore::new(config).await;
+    serve_core(core, listener, shutdown).await
+}
+
+/// Serves an existing core (see [`serve`]).
+pub async fn serve_core(
+    core: AgentCore,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::LocalAddr { source })?;
+    check_listen_addr(addr)?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<AgentServer<AgentService>>().await;
+    let grace = core.config().grace;
+    let (drained_tx, drained_rx) = oneshot::channel::<()>();
+    let drain_core = core.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!(%addr, "shutting down: health NOT_SERVING, cancelling trials");
+        reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<AgentServer<AgentService>>()
+            .await;
+        let report = drain_core.shutdown(grace).await;
+        if report.cut_off.is_empty() {
+            tracing::info!("every trial ended within the grace period");
+        } else {
+            tracing::warn!(
+                "grace period of {grace:?} over; cut off trials {:?} (their processes were killed)",
+                report.cut_off
+            );
+        }
+        let _ = drained_tx.send(());
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!(%addr, "isolab agent serving");
+    let server = Server::builder()
+        .add_service(health)
+        .add_service(AgentServer::new(AgentService::new(core)))
+        .serve_with_incoming_shutdown(incoming, signal);
+    let linger = async {
+        if drained_rx.await.is_ok() {
+            tokio::time::sleep(CONNECTION_DRAIN).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result.map_err(|source| ServeError::Transport { addr, source }),
+        () = linger => {
+            tracing::warn!("connections still open {CONNECTION_DRAIN:?} after the drain; closing them");
+            Ok(())
+        }
+    }
+}
+
+/// An agent serving on a loopback port inside this process: the embedded agent the coordinator
+/// starts when no `--agent` is given. Dropping it begins its shutdown without waiting.
+#[derive(Debug)]
+pub struct LocalAgent {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl LocalAgent {
+    /// The URL a gRPC client connects to (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts it down (cancel, bounded drain) and waits until it stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("local agent: {e}"),
+            Err(source) => tracing::warn!("{}", ServeError::Task { source }),
+        }
+    }
+}
+
+/// Starts an agent with `config` on `127.0.0.1:0` in this process.
+pub async fn spawn_local(config: AgentConfig) -> Result<LocalAgent, ServeError> {
+    let bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = TcpListener::bind(bind)
+        .await
+        .map_err(|source| ServeError::Bind { addr: bind, source })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::LocalAddr { source })?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    Ok(LocalAgent {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}

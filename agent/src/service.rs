@@ -1,0 +1,101 @@
+//! The `isolab.v1.Agent` gRPC service: translates requests into [`AgentCore`] calls and core
+//! events into protobuf, and errors into `tonic::Status` in one place ([`ServiceError`]).
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use isolab_proto::v1 as pb;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::convert::{self, ConvertError};
+use crate::core::{AgentCore, RunTrialError};
+
+/// Everything a gRPC call can fail with before its stream starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The request could not be read.
+    #[error("invalid request: {0}")]
+    Convert(#[from] ConvertError),
+    /// The core refused the trial.
+    #[error(transparent)]
+    RunTrial(#[from] RunTrialError),
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::Convert(_) => Status::invalid_argument(message),
+            ServiceError::RunTrial(r) => match r {
+                RunTrialError::ShuttingDown { .. } => Status::unavailable(message),
+                RunTrialError::InvalidTrial { .. } | RunTrialError::UnknownWorkload { .. } => {
+                    Status::invalid_argument(message)
+                }
+                RunTrialError::BackendNotImplemented { .. } => Status::failed_precondition(message),
+                RunTrialError::AlreadyRunning { .. } => Status::already_exists(message),
+            },
+        }
+    }
+}
+
+/// The gRPC face of an [`AgentCore`].
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    core: AgentCore,
+}
+
+impl AgentService {
+    /// Serves `core`.
+    pub fn new(core: AgentCore) -> Self {
+        Self { core }
+    }
+
+    /// The core behind the service.
+    pub fn core(&self) -> &AgentCore {
+        &self.core
+    }
+}
+
+/// The stream of a `RunTrial` call.
+pub type TrialEventStream = Pin<Box<dyn Stream<Item = Result<pb::TrialEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_server::Agent for AgentService {
+    async fn capabilities(
+        &self,
+        _request: Request<pb::CapabilitiesRequest>,
+    ) -> Result<Response<pb::CapabilitiesResponse>, Status> {
+        let caps = self.core.capabilities().await;
+        Ok(Response::new(convert::capabilities_to_proto(&caps)))
+    }
+
+    type RunTrialStream = TrialEventStream;
+
+    async fn run_trial(
+        &self,
+        request: Request<pb::RunTrialRequest>,
+    ) -> Result<Response<Self::RunTrialStream>, Status> {
+        let run = || -> Result<_, ServiceError> {
+            let req = convert::trial_from_proto(request.into_inner())?;
+            tracing::info!(trial = %req.trial.id, attempt = req.attempt, run = %req.run_id, "RunTrial");
+            Ok(self.core.run_trial(req)?)
+        };
+        let events = run().map_err(|e| {
+            tracing::warn!("RunTrial refused: {e}");
+            Status::from(e)
+        })?;
+        let stream = ReceiverStream::new(events).map(|e| Ok(convert::event_to_proto(e)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<pb::CancelRequest>,
+    ) -> Result<Response<pb::CancelResponse>, Status> {
+        let id = request.into_inner().trial_id;
+        let found = self.core.cancel(&id);
+        tracing::info!(trial = %id, found, "Cancel");
+        Ok(Response::new(pb::CancelResponse { found }))
+    }
+}

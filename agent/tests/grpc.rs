@@ -107,11 +107,15 @@ async fn capabilities_report_native_and_the_catalog() {
     let caps = capabilities_from_proto(caps).expect("convertible");
     let native = caps.backend("native").expect("native reported");
     assert!(native.available, "native unavailable: {}", native.reason);
-    let vm = caps.backend("vm").expect("vm reported");
-    assert!(
-        !vm.available && vm.reason.contains("not implemented"),
-        "{vm:?}"
-    );
+    for name in ["container", "vm"] {
+        let b = caps
+            .backend(name)
+            .unwrap_or_else(|| panic!("{name} not reported"));
+        assert!(
+            b.available || !b.reason.is_empty(),
+            "{name} unavailable without a reason"
+        );
+    }
     assert!(caps.workloads.iter().any(|w| w == "syscall"));
     assert_eq!(caps.labels.get("rack").map(String::as_str), Some("r1"));
     assert!(
@@ -411,4 +415,44 @@ async fn a_workload_printing_garbage_fails_the_trial() {
     );
     assert_nothing_left("garbage", &trial);
     agent.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_running_trials_and_kills_them() {
+    if !common::privileged("shutdown") {
+        return;
+    }
+    let (agent, mut client) = start("shutdown").await;
+    let trial = conformance::trial(
+        &common::native(),
+        "cpu_spin",
+        2,
+        &[],
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+    );
+    let mut stream = client
+        .run_trial(trial_to_proto("r", &trial, 0))
+        .await
+        .expect("RunTrial")
+        .into_inner();
+    // Wait until it runs.
+    loop {
+        let event =
+            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
+        if matches!(event, TrialEvent::Sample { .. }) {
+            break;
+        }
+    }
+    let shutdown = tokio::spawn(agent.shutdown());
+    let mut last = None;
+    while let Some(Ok(event)) = stream.next().await {
+        if let TrialEvent::Status(s) = event_from_proto(event).expect("event") {
+            last = Some(s);
+        }
+    }
+    let last = last.expect("a final status before the stream ended");
+    assert_eq!(last.state, TrialState::Cancelled, "{}", last.message);
+    shutdown.await.expect("shutdown task");
+    assert_nothing_left("shutdown", &trial);
 }

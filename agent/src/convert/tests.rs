@@ -1,9 +1,19 @@
 use std::collections::BTreeMap;
 
-use isolab_model::pipeline::{Accel, NetworkMode, RootfsKind};
+use isolab_model::pipeline::{
+    Accel, AnalysisKind, BackendKind, Limits, NetworkMode, ParamValue, Params, Platform, RootfsKind,
+};
+use isolab_model::plan::{InstanceSpec, Role, Trial};
+use isolab_model::sample::Sample;
+use isolab_model::units::{Bytes, HumanDuration, Percent};
+use isolab_proto::v1 as pb;
 use proptest::prelude::*;
 
+use super::trial::param_from_text;
 use super::*;
+use crate::backend::BackendStatus;
+use crate::cgroup::CgroupStats;
+use crate::core::{Capabilities, HostInfo, LogStream, TrialEvent, TrialState, TrialStatus};
 
 fn trial() -> Trial {
     let mut params = Params::new();

@@ -331,13 +331,13 @@ impl Backend for NativeBackend {
                     rel: inst.cgroup.rel_path().to_owned(),
                     source,
                 })?;
-            let handle = spawn::spawn_instance(bin, &inst.args, inst.index, &slug, join).map_err(
-                |source| NativeError::Spawn {
+            let handle = spawn::spawn_instance(bin, &inst.args, inst.index, &slug, join)
+                .await
+                .map_err(|source| NativeError::Spawn {
                     instance: inst.index,
                     program: bin.clone(),
                     source,
-                },
-            )?;
+                })?;
             handles.push(handle);
         }
         Ok(Launch {

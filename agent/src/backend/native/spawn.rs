@@ -1,15 +1,20 @@
 //! Starting workload processes: a clean environment, piped output, the cgroup joined between
-//! fork and exec, SIGKILL if the agent dies, and the pid registered against the orphan reaper.
+//! fork and exec, SIGKILL if the agent dies (forked from a dedicated spawner thread, see
+//! [`spawner`]), and the pid registered against the orphan reaper.
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
+use futures::StreamExt;
 use tokio::process::{Child, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 use super::reap;
 use crate::backend::conformance::TRIAL_ENV;
-use crate::backend::{InstanceExit, InstanceHandle, lines};
+use crate::backend::{InstanceExit, InstanceHandle, LineStream, lines};
 use crate::cgroup::JoinTarget;
 
 /// `PATH` given to workloads (their environment is otherwise empty, for reproducibility).
@@ -48,8 +53,65 @@ impl Drop for Registered {
     }
 }
 
-/// Starts one instance inside the cgroup of `join`.
-pub(super) fn spawn_instance(
+/// Lines buffered between the spawner thread and the runner, per stream.
+const LINE_BUFFER: usize = 1024;
+
+/// The spawner: one thread for the life of the process, with its own small runtime, that forks
+/// every instance and owns its waiting and reading. `PR_SET_PDEATHSIG` fires when the *thread*
+/// that forked a child ends, so forking from a thread that never ends (rather than from whichever
+/// runtime worker runs the trial, which `block_in_place` can retire) makes it fire only when the
+/// agent itself dies.
+fn spawner() -> std::io::Result<&'static tokio::runtime::Handle> {
+    static SPAWNER: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
+    let handle = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = std::thread::Builder::new()
+            .name("isolab-spawner".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        let _ = tx.send(Ok(rt.handle().clone()));
+                        rt.block_on(std::future::pending::<()>());
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("spawner runtime: {e}")));
+                    }
+                }
+            });
+        match started {
+            Ok(_) => rx
+                .recv()
+                .unwrap_or_else(|_| Err("spawner thread died".into())),
+            Err(e) => Err(format!("spawner thread: {e}")),
+        }
+    });
+    handle
+        .as_ref()
+        .map_err(|e| std::io::Error::other(e.clone()))
+}
+
+/// Forwards a line stream into a channel (on the spawner's runtime).
+async fn forward(mut lines: LineStream, tx: mpsc::Sender<std::io::Result<String>>) {
+    while let Some(line) = lines.next().await {
+        if tx.send(line).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// What the spawner hands back for a started child.
+type Started = (
+    Option<u32>,
+    mpsc::Receiver<std::io::Result<String>>,
+    mpsc::Receiver<std::io::Result<String>>,
+    oneshot::Receiver<InstanceExit>,
+);
+
+/// Starts one instance inside the cgroup of `join`, forked by the spawner thread.
+pub(super) async fn spawn_instance(
     program: &Path,
     args: &[String],
     index: u32,
@@ -71,30 +133,61 @@ pub(super) fn spawn_instance(
             Ok(())
         });
     }
-    let mut child = spawn_registered(&mut cmd)?;
-    let pid = child.id();
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("stdout not piped"))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| std::io::Error::other("stderr not piped"))?;
-    let registered = Registered(pid);
-    let exit = Box::pin(async move {
-        let exit = match child.wait().await {
-            Ok(status) => InstanceExit::from_status(status),
-            Err(e) => InstanceExit::Lost(format!("wait failed: {e}")),
+    let (started_tx, started_rx) = oneshot::channel::<std::io::Result<Started>>();
+    spawner()?.spawn(async move {
+        let mut child = match spawn_registered(&mut cmd) {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = started_tx.send(Err(e));
+                return;
+            }
         };
-        drop(registered);
-        exit
+        let registered = Registered(child.id());
+        let (out_tx, out_rx) = mpsc::channel(LINE_BUFFER);
+        let (err_tx, err_rx) = mpsc::channel(LINE_BUFFER);
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(forward(lines(stdout), out_tx));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(forward(lines(stderr), err_tx));
+        }
+        let (mut exit_tx, exit_rx) = oneshot::channel();
+        if started_tx
+            .send(Ok((child.id(), out_rx, err_rx, exit_rx)))
+            .is_err()
+        {
+            return; // nobody wants it: dropping `child` kills it
+        }
+        tokio::select! {
+            status = child.wait() => {
+                let exit = status.map_or_else(
+                    |e| InstanceExit::Lost(format!("wait failed: {e}")),
+                    InstanceExit::from_status,
+                );
+                drop(registered);
+                let _ = exit_tx.send(exit);
+            }
+            () = exit_tx.closed() => {
+                // The handle was dropped: kill, as `kill_on_drop` would, and reap.
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                drop(registered);
+            }
+        }
+    });
+    let (pid, out_rx, err_rx, exit_rx) = started_rx
+        .await
+        .map_err(|_| std::io::Error::other("spawner task ended"))??;
+    let exit = Box::pin(async move {
+        exit_rx
+            .await
+            .unwrap_or_else(|_| InstanceExit::Lost("spawner task ended".into()))
     });
     Ok(InstanceHandle {
         index,
         pid,
-        stdout: lines(stdout),
-        stderr: lines(stderr),
+        stdout: Box::pin(ReceiverStream::new(out_rx)),
+        stderr: Box::pin(ReceiverStream::new(err_rx)),
         exit,
     })
 }

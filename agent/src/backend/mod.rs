@@ -23,6 +23,7 @@ pub mod envelope;
 mod handle;
 mod leaks;
 pub mod native;
+pub mod reap;
 
 pub use agent_dir::AgentDir;
 pub use any::{AnyBackend, AnyBackendError, AnyPrepared};

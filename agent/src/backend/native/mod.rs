@@ -11,12 +11,12 @@ use isolab_model::catalog;
 use isolab_model::plan::InstanceSpec;
 
 use super::envelope::{Ceilings, instance_limits};
+use super::reap;
 use super::{
     AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext, process_alive,
 };
 use crate::cgroup::{AnyCgroup, Cgroup, CgroupError, CgroupStats};
 
-mod reap;
 mod spawn;
 
 /// How long killing one instance's processes may take before it counts as a failure.

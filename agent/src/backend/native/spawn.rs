@@ -12,8 +12,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::reap;
 use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::reap;
 use crate::backend::{InstanceExit, InstanceHandle, LineStream, lines};
 use crate::cgroup::JoinTarget;
 

@@ -5,8 +5,11 @@
 //!
 //! Reaping by pid, never `wait(-1)`, keeps the exit status of every direct child (each instance's
 //! main process, which tokio waits for) to its owner: direct children are registered here while
-//! they are spawned and until they are waited for, and only zombies with the workload's command
-//! name that are not registered are reaped.
+//! they are spawned and until they are waited for, and only zombies with a given command name
+//! that are not registered are reaped. Any backend whose helpers can leave orphans (a runtime that
+//! daemonizes) reaps them after its teardown with [`reap_orphans`] and their command name; a
+//! backend that spawns children it waits for itself with the workload's command name registers
+//! them with [`spawn_registered`].
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -15,7 +18,7 @@ use std::sync::Mutex;
 static DIRECT_CHILDREN: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// Makes this process the child subreaper of its descendants (`PR_SET_CHILD_SUBREAPER`).
-pub(crate) fn become_subreaper() -> std::io::Result<()> {
+pub fn become_subreaper() -> std::io::Result<()> {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     if rc == 0 {
@@ -27,7 +30,7 @@ pub(crate) fn become_subreaper() -> std::io::Result<()> {
 
 /// Runs `spawn` with the registry locked and registers the pid it returns, so that no reaping pass
 /// can take a direct child's exit status between fork and registration.
-pub(crate) fn spawn_registered<T>(
+pub fn spawn_registered<T>(
     spawn: impl FnOnce() -> std::io::Result<T>,
     pid_of: impl Fn(&T) -> Option<u32>,
 ) -> std::io::Result<T> {
@@ -42,7 +45,7 @@ pub(crate) fn spawn_registered<T>(
 }
 
 /// Forgets a direct child once it was waited for.
-pub(crate) fn unregister(pid: u32) {
+pub fn unregister(pid: u32) {
     DIRECT_CHILDREN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -50,7 +53,7 @@ pub(crate) fn unregister(pid: u32) {
 }
 
 /// The command name the kernel shows for a program file (its name, cut to 15 bytes).
-pub(crate) fn comm_of(program: &std::path::Path) -> String {
+pub fn comm_of(program: &std::path::Path) -> String {
     let name = program
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -64,7 +67,7 @@ pub(crate) fn comm_of(program: &std::path::Path) -> String {
 
 /// Reaps zombie children of this process named `comm` that are not registered direct children.
 /// Returns the pids reaped.
-pub(crate) fn reap_orphans(comm: &str) -> Vec<u32> {
+pub fn reap_orphans(comm: &str) -> Vec<u32> {
     let direct = DIRECT_CHILDREN
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -363,6 +363,9 @@ fn validate(req: &TrialRequest) -> Result<(), RunTrialError> {
             "trial id must be 1 to 64 letters, digits, `-` or `_`".into(),
         ));
     }
+    if trial.timeout.0.is_zero() {
+        return Err(invalid("timeout must be positive".into()));
+    }
     if trial.instances.is_empty() {
         return Err(invalid("no instances".into()));
     }
@@ -390,4 +393,92 @@ fn validate(req: &TrialRequest) -> Result<(), RunTrialError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use isolab_model::pipeline::{BackendKind, Limits, Platform};
+
+    use super::*;
+    use crate::backend::conformance::trial;
+
+    fn request(workload: &str) -> TrialRequest {
+        let platform = Platform {
+            backend: BackendKind::Native,
+            runtime: None,
+            runtime_args: vec![],
+            rootfs: None,
+            network: None,
+            limits: Limits::default(),
+            vcpus: None,
+            memory: None,
+            accel: None,
+            machine: None,
+        };
+        let t = trial(
+            &platform,
+            workload,
+            2,
+            &[],
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+        );
+        TrialRequest {
+            run_id: "r".into(),
+            trial: t,
+            attempt: 0,
+        }
+    }
+
+    #[test]
+    fn a_plain_request_is_valid() {
+        validate(&request("syscall")).expect("valid");
+    }
+
+    #[test]
+    fn ids_that_could_escape_a_path_are_refused() {
+        for id in ["", "../x", "a/b", "a b", &"x".repeat(65)] {
+            let mut r = request("syscall");
+            r.trial.id = id.to_owned();
+            assert!(
+                matches!(validate(&r), Err(RunTrialError::InvalidTrial { .. })),
+                "id {id:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_trials_are_refused_with_the_reason() {
+        let mut r = request("syscall");
+        r.trial.instances[1].index = 0;
+        assert!(
+            validate(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("appears twice")
+        );
+        let mut r = request("syscall");
+        r.trial.instances.clear();
+        assert!(
+            validate(&r)
+                .unwrap_err()
+                .to_string()
+                .contains("no instances")
+        );
+        let mut r = request("syscall");
+        r.trial.timeout = isolab_model::units::HumanDuration::from_millis(0);
+        assert!(validate(&r).unwrap_err().to_string().contains("timeout"));
+    }
+
+    #[test]
+    fn only_catalog_workloads_run() {
+        let err = validate(&request("sh")).unwrap_err();
+        assert!(
+            matches!(err, RunTrialError::UnknownWorkload { instance: 0, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("unknown workload `sh`"), "{err}");
+    }
 }

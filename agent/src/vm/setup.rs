@@ -1,0 +1,459 @@
+//! What the vm backend finds once (kernel, modules, QEMU, `/init`), what it makes per trial
+//! (directory, initramfs, cgroups), the probe boot, and the leftover scan for VM processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use isolab_model::catalog;
+use isolab_model::plan::InstanceSpec;
+use tokio::sync::oneshot;
+
+use super::accel::{KVM_PROBE_TIMEOUT, KvmCheck};
+use super::cmdline::{self, GuestCmdline};
+use super::error::VmError;
+use super::initramfs;
+use super::kernel::{self, GuestKernel};
+use super::launch;
+use super::modules::ModuleIndex;
+use super::qemu::{AccelKind, Machine, TCG_TB_MIB, VmSpec};
+use super::vmm::Vmm;
+use crate::backend::{AgentDir, TrialContext};
+use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
+
+/// The initramfs's file name in a trial directory.
+pub const INITRAMFS_FILE: &str = "initramfs.cpio";
+/// Guest memory when the platform sets none.
+pub const DEFAULT_GUEST_MIB: u64 = 256;
+/// Smallest guest memory that boots: Debian's cloud kernel reserves about 48 MiB for itself
+/// (33 MiB image, memory map, initramfs), and at 72 MiB it dies of memory deadlock in early
+/// initcalls; 80 MiB boots (measured on QEMU 7.2, microvm, TCG and PVH alike).
+pub const MIN_GUEST_MIB: u64 = 80;
+/// Host memory QEMU needs beyond the guest's (device model, TCG's code cache, page tables);
+/// measured: a `-m 128` microvm costs about 200 MB of RSS under TCG.
+pub const QEMU_OVERHEAD_MIB: u64 = 160;
+/// Guest memory of a probe VM.
+const PROBE_GUEST_MIB: u64 = 96;
+
+/// The vm backend's settings (the agent's `--kernel`, `--modules`, `--qemu` flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Kernel image, or a directory with `vmlinuz` (default [`kernel::DEFAULT_KERNEL_DIR`]).
+    pub kernel: Option<PathBuf>,
+    /// Directory of `.ko` modules (default: `modules/` beside the kernel).
+    pub modules: Option<PathBuf>,
+    /// QEMU binary (default `qemu-system-x86_64` in `PATH`).
+    pub qemu: Option<PathBuf>,
+    /// Where trial directories go (default `$TMPDIR/isolab-vm`).
+    pub runtime_root: Option<PathBuf>,
+    /// How long a KVM probe VM gets to answer.
+    pub kvm_probe_timeout: Duration,
+    /// How long the TCG probe VM (run once, by the availability probe) gets.
+    pub tcg_probe_timeout: Duration,
+    /// A KVM verdict given in advance instead of probing (tests; an operator who knows).
+    pub kvm_override: Option<KvmCheck>,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        Self {
+            kernel: None,
+            modules: None,
+            qemu: None,
+            runtime_root: None,
+            kvm_probe_timeout: KVM_PROBE_TIMEOUT,
+            tcg_probe_timeout: Duration::from_secs(60),
+            kvm_override: None,
+        }
+    }
+}
+
+impl VmConfig {
+    /// The directory holding this agent's trial directories.
+    pub fn runtime_dir(&self, dir: &AgentDir) -> PathBuf {
+        let root = self
+            .runtime_root
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("isolab-vm"));
+        root.join(dir.name())
+    }
+}
+
+/// Everything found once, at agent start.
+#[derive(Debug)]
+pub struct Ready {
+    /// The guest kernel.
+    pub kernel: GuestKernel,
+    /// Its modules.
+    pub modules: ModuleIndex,
+    /// The VMM.
+    pub vmm: Vmm,
+    /// The VMM's version line.
+    pub vmm_version: String,
+    /// The static workload binary that becomes `/init`.
+    pub init: PathBuf,
+    /// Host TSC frequency for `tsc_early_khz`.
+    pub tsc_khz: Option<u64>,
+}
+
+impl Ready {
+    /// Finds kernel, modules and VMM, and checks that `init` is a static executable; the
+    /// error text names what is missing.
+    pub fn find(config: &VmConfig, init: PathBuf) -> Result<Self, String> {
+        let kernel = kernel::locate(config.kernel.as_deref(), config.modules.as_deref())
+            .map_err(|e| e.to_string())?;
+        let modules = ModuleIndex::scan(&kernel.modules_dir).map_err(|e| e.to_string())?;
+        let vmm = Vmm::qemu(config.qemu.as_deref()).map_err(|e| e.to_string())?;
+        let vmm_version = vmm.version().map_err(|e| e.to_string())?;
+        let head =
+            read_head(&init, 64 * 1024).map_err(|e| format!("reading {}: {e}", init.display()))?;
+        if !initramfs::is_static_elf(&head) {
+            return Err(initramfs::InitramfsError::NotStatic { path: init }.to_string());
+        }
+        Ok(Self {
+            kernel,
+            modules,
+            vmm,
+            vmm_version,
+            init,
+            tsc_khz: cmdline::host_tsc_khz(),
+        })
+    }
+}
+
+fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    std::fs::File::open(path)?.take(n).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Guest memory in MiB from the platform's `memory` (bytes): a whole number of MiB, at least
+/// [`MIN_GUEST_MIB`].
+pub fn guest_memory_mib(memory_bytes: Option<u64>) -> Result<u64, VmError> {
+    let Some(bytes) = memory_bytes else {
+        return Ok(DEFAULT_GUEST_MIB);
+    };
+    let bad = |reason: String| VmError::BadSetting {
+        setting: "memory",
+        reason,
+    };
+    if bytes % (1 << 20) != 0 {
+        return Err(bad(format!("{bytes} bytes is not a whole number of MiB")));
+    }
+    let mib = bytes >> 20;
+    if mib < MIN_GUEST_MIB {
+        return Err(bad(format!(
+            "{mib} MiB is below the {MIN_GUEST_MIB} MiB a guest needs to boot"
+        )));
+    }
+    Ok(mib)
+}
+
+/// Host memory ceiling of one QEMU process: guest memory, QEMU's overhead, TCG's code cache.
+pub fn qemu_memory_bytes(guest_mib: u64, accel: AccelKind) -> u64 {
+    let tb = if accel == AccelKind::Tcg {
+        TCG_TB_MIB
+    } else {
+        0
+    };
+    (guest_mib + QEMU_OVERHEAD_MIB + tb) << 20
+}
+
+/// The workload name and its params for the guest command line, with the trial's duration
+/// added when the workload takes one and none was given.
+pub fn workload_params(
+    ctx: &TrialContext,
+    spec: &InstanceSpec,
+) -> Result<(String, Vec<(String, String)>), VmError> {
+    let info = catalog::find(&spec.workload).ok_or_else(|| VmError::UnknownWorkload {
+        instance: spec.index,
+        name: spec.workload.clone(),
+        known: catalog::names().join(", "),
+    })?;
+    let mut params: Vec<(String, String)> = spec
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_string()))
+        .collect();
+    if !spec.params.contains_key("duration") && info.params.iter().any(|p| p.name == "duration") {
+        params.push(("duration".into(), ctx.trial.duration.to_string()));
+    }
+    Ok((info.name.to_owned(), params))
+}
+
+/// One VM to make cgroups for.
+#[derive(Debug)]
+pub struct PlannedVm {
+    /// Instance index.
+    pub index: u32,
+    /// How it boots.
+    pub spec: VmSpec,
+    /// Limits of its QEMU's cgroup.
+    pub limits: CgroupLimits,
+}
+
+/// One VM whose cgroup exists.
+#[derive(Debug)]
+pub struct MadeVm {
+    /// Instance index.
+    pub index: u32,
+    /// Its QEMU's cgroup.
+    pub cgroup: AnyCgroup,
+    /// How it boots.
+    pub spec: VmSpec,
+}
+
+/// Makes the trial directory with its initramfs and the cgroups (trial, then one per instance
+/// with its limits); removes what it made on error. Blocking.
+pub fn make_trial(
+    dir: &AgentDir,
+    ready: &Ready,
+    slug: &str,
+    trial_dir: &Path,
+    plans: Vec<PlannedVm>,
+) -> Result<(AnyCgroup, Vec<MadeVm>), VmError> {
+    let manager = dir.manager();
+    let trial_rel = dir.rel(slug);
+    let cg_err = |rel: &str| {
+        let rel = rel.to_owned();
+        move |source| VmError::Cgroup { rel, source }
+    };
+    let dir_err = |source| VmError::TrialDir {
+        path: trial_dir.to_path_buf(),
+        source,
+    };
+    if manager.exists(&trial_rel) {
+        // Left by an earlier run of this attempt that did not finish its teardown.
+        let stale = manager.open(&trial_rel).map_err(cg_err(&trial_rel))?;
+        stale
+            .kill_all(Duration::from_secs(5))
+            .map_err(cg_err(&trial_rel))?;
+        stale.remove().map_err(cg_err(&trial_rel))?;
+    }
+    if trial_dir.exists() {
+        std::fs::remove_dir_all(trial_dir).map_err(dir_err)?;
+    }
+    std::fs::create_dir_all(trial_dir).map_err(dir_err)?;
+    let trial_cg = match manager.create(&trial_rel) {
+        Ok(cg) => cg,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(trial_dir);
+            return Err(cg_err(&trial_rel)(e));
+        }
+    };
+    let made = (|| {
+        initramfs::write_initramfs(&trial_dir.join(INITRAMFS_FILE), &ready.init, &[])?;
+        plans
+            .into_iter()
+            .map(
+                |PlannedVm {
+                     index,
+                     spec,
+                     limits,
+                 }| {
+                    let rel = format!("{trial_rel}/i{index}");
+                    let cg = manager.create(&rel).map_err(cg_err(&rel))?;
+                    cg.apply(&limits).map_err(cg_err(&rel))?;
+                    Ok(MadeVm {
+                        index,
+                        cgroup: cg,
+                        spec,
+                    })
+                },
+            )
+            .collect::<Result<Vec<_>, VmError>>()
+    })();
+    match made {
+        Ok(instances) => Ok((trial_cg, instances)),
+        Err(e) => {
+            if let Err(cleanup) = trial_cg
+                .kill_all(Duration::from_secs(5))
+                .and_then(|_| trial_cg.remove())
+            {
+                tracing::warn!("cleaning up after a failed prepare: {cleanup}");
+            }
+            let _ = std::fs::remove_dir_all(trial_dir);
+            Err(e)
+        }
+    }
+}
+
+/// Counter for probe names.
+static PROBES: AtomicU64 = AtomicU64::new(0);
+
+/// Boots a probe VM on `accel` (its own directory, initramfs and cgroup) and waits up to
+/// `timeout` for `!ready`; returns how long that took, or why it failed (a phrase that reads
+/// after "a probe VM on KVM"). Everything it made is removed before it returns.
+pub async fn boot_probe(
+    ready: &Ready,
+    dir: &AgentDir,
+    runtime: &Path,
+    accel: AccelKind,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let name = format!("probe-{}-{n}", accel.as_str());
+    let probe_dir = runtime.join(&name);
+    let rel = dir.rel(&name);
+    let result = boot_probe_in(ready, dir, &probe_dir, &rel, accel, timeout).await;
+    let manager = std::sync::Arc::clone(dir.manager());
+    let cleanup_dir = probe_dir.clone();
+    let cleaned = tokio::task::spawn_blocking(move || {
+        if manager.exists(&rel) {
+            let cg = manager.open(&rel).map_err(|e| e.to_string())?;
+            cg.kill_all(Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            cg.remove().map_err(|e| e.to_string())?;
+        }
+        match std::fs::remove_dir_all(&cleanup_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("removing {}: {e}", cleanup_dir.display()))
+            }
+            _ => Ok(()),
+        }
+    })
+    .await;
+    if let Ok(Err(e)) | Err(e) = cleaned.map_err(|e| e.to_string()) {
+        tracing::warn!("cleaning up probe VM {name}: {e}");
+    }
+    result
+}
+
+async fn boot_probe_in(
+    ready: &Ready,
+    dir: &AgentDir,
+    probe_dir: &Path,
+    rel: &str,
+    accel: AccelKind,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let cmdline = GuestCmdline {
+        console: "ttyS0".into(),
+        tsc_khz: ready.tsc_khz,
+        probe: true,
+        extra: Machine::Microvm
+            .kernel_words()
+            .iter()
+            .map(|w| (*w).to_owned())
+            .collect(),
+        ..GuestCmdline::default()
+    }
+    .render()
+    .map_err(|e| format!("could not be set up: {e}"))?;
+    let spec = VmSpec {
+        name: format!(
+            "{}-{}",
+            dir.name(),
+            probe_dir.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        kernel: ready.kernel.vmlinuz.clone(),
+        initramfs: probe_dir.join(INITRAMFS_FILE),
+        cmdline,
+        vcpus: 1,
+        memory_mib: PROBE_GUEST_MIB,
+        accel,
+        machine: Machine::Microvm,
+        nic: None,
+        disk: None,
+    };
+    let init = ready.init.clone();
+    let (made_dir, manager, rel_owned) = (
+        probe_dir.to_path_buf(),
+        std::sync::Arc::clone(dir.manager()),
+        rel.to_owned(),
+    );
+    let limits = CgroupLimits {
+        memory_bytes: Some(qemu_memory_bytes(PROBE_GUEST_MIB, accel)),
+        pids_max: Some(512),
+        ..CgroupLimits::default()
+    };
+    let cgroup = tokio::task::spawn_blocking(move || -> Result<AnyCgroup, String> {
+        std::fs::create_dir_all(&made_dir).map_err(|e| format!("{}: {e}", made_dir.display()))?;
+        initramfs::write_initramfs(&made_dir.join(INITRAMFS_FILE), &init, &[])
+            .map_err(|e| e.to_string())?;
+        let cg = manager.create(&rel_owned).map_err(|e| e.to_string())?;
+        cg.apply(&limits).map_err(|e| e.to_string())?;
+        Ok(cg)
+    })
+    .await
+    .map_err(|e| format!("could not be set up: {e}"))?
+    .map_err(|e| format!("could not be set up: {e}"))?;
+    let join = cgroup
+        .join_target()
+        .map_err(|e| format!("could not be set up: {e}"))?;
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let started = tokio::time::Instant::now();
+    let (handle, process) = launch::spawn_vm(&ready.vmm, &spec, 0, Some(join), Some(ready_tx), &[])
+        .map_err(|e| format!("could not start: {e}"))?;
+    // Nobody else reads the probe's console: log it, so a chatty guest never blocks on it.
+    let (mut samples, mut logs) = (handle.stdout, handle.stderr);
+    tokio::spawn(async move {
+        while let Some(line) = futures::StreamExt::next(&mut logs).await {
+            tracing::debug!(
+                probe = accel.as_str(),
+                "console: {}",
+                line.unwrap_or_default()
+            );
+        }
+    });
+    tokio::spawn(async move { while futures::StreamExt::next(&mut samples).await.is_some() {} });
+    let mut exit = handle.exit;
+    let mut exited = false;
+    let outcome = tokio::select! {
+        answered = ready_rx => match answered {
+            Ok(()) => Ok(started.elapsed()),
+            // The console closed: QEMU is ending; its exit says why.
+            Err(_) => {
+                exited = true;
+                match tokio::time::timeout(Duration::from_secs(5), &mut exit).await {
+                    Ok(ended) => Err(format!("ended without answering: {ended}")),
+                    Err(_) => Err("closed its console without answering".to_owned()),
+                }
+            }
+        },
+        ended = &mut exit => {
+            exited = true;
+            Err(format!("ended without answering: {ended}"))
+        }
+        () = tokio::time::sleep(timeout) => Err(format!("did not answer within {timeout:?}")),
+    };
+    if let Err(e) = launch::kill_vms(&[process]).await {
+        tracing::warn!("probe VM: {e}");
+    }
+    if !exited {
+        let _ = tokio::time::timeout(Duration::from_secs(5), exit).await;
+    }
+    outcome
+}
+
+/// Pids of live processes whose command line carries a VM name starting with `prefix` (after
+/// QEMU's `-name`), for leftover scans.
+pub fn vm_processes(prefix: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let mut args = cmdline.split(|&b| b == 0);
+        let named = std::iter::from_fn(|| args.next()).collect::<Vec<_>>();
+        let hit = named
+            .windows(2)
+            .any(|w| w[0] == b"-name" && w[1].starts_with(prefix.as_bytes()));
+        if hit && crate::backend::process_alive(pid, None).is_some() {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}

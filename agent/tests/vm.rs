@@ -1,0 +1,348 @@
+//! The vm backend with real QEMU guests (TCG on hosts without a working KVM): the conformance
+//! suite, eight concurrent VMs, guest modules, the accelerator probe, and bad input (no kernel,
+//! a memory size QEMU refuses). Needs root (cgroups), QEMU, the guest kernel from `./bootstrap`
+//! and a static `isolab-workload` (`just build-workload`); off CI, missing pieces skip.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use isolab_agent::backend::conformance;
+use isolab_agent::backend::envelope::Ceilings;
+use isolab_agent::backend::{AgentDir, Backend, TrialContext};
+use isolab_agent::cgroup::CgroupManager;
+use isolab_agent::core::TrialState;
+use isolab_agent::vm::cmdline::GuestCmdline;
+use isolab_agent::vm::initramfs;
+use isolab_agent::vm::kernel::{self, DEFAULT_KERNEL_DIR};
+use isolab_agent::vm::launch;
+use isolab_agent::vm::modules::ModuleIndex;
+use isolab_agent::vm::qemu::{AccelKind, Machine, VmSpec};
+use isolab_agent::vm::vmm::Vmm;
+use isolab_agent::vm::{VmBackend, VmConfig, VmError};
+use isolab_model::pipeline::{Accel, BackendKind, Platform};
+use isolab_model::units::Bytes;
+
+const CEILINGS: Ceilings = Ceilings {
+    pids: 4096,
+    memory_bytes: 4 << 30,
+};
+
+/// The static workload binary, if there is one (CI must have it).
+fn static_workload() -> Option<PathBuf> {
+    let bin = isolab_agent::workload_bin::locate().ok();
+    let head = bin.as_ref().and_then(|b| std::fs::read(b).ok());
+    if let (Some(bin), Some(head)) = (bin, head)
+        && initramfs::is_static_elf(&head)
+    {
+        return Some(bin);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs a static isolab-workload (just build-workload)"
+    );
+    eprintln!("skipping: no static isolab-workload (run `just build-workload`)");
+    None
+}
+
+/// Root, QEMU, the guest kernel and a static workload, or a printed reason to skip.
+fn vm_ready(test: &str) -> Option<PathBuf> {
+    if !common::privileged(test) {
+        return None;
+    }
+    let have_kernel = kernel::locate(None, None).is_ok();
+    let have_qemu = Vmm::qemu(None).is_ok();
+    if !(have_kernel && have_qemu) {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: CI needs QEMU and the guest kernel (./bootstrap)"
+        );
+        eprintln!("skipping {test}: QEMU or the guest kernel in {DEFAULT_KERNEL_DIR} is missing");
+        return None;
+    }
+    static_workload()
+}
+
+fn backend(prefix: &str, bin: PathBuf, config: VmConfig) -> (VmBackend, Arc<AgentDir>) {
+    let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
+    let (dir, _) = AgentDir::claim(manager, prefix).expect("claim agent dir");
+    let dir = Arc::new(dir);
+    (
+        VmBackend::new(Ok(Arc::clone(&dir)), Ok(bin), CEILINGS, config),
+        dir,
+    )
+}
+
+fn vm_platform(accel: Accel, memory_mib: u64) -> Platform {
+    Platform {
+        backend: BackendKind::Vm,
+        vcpus: Some(1),
+        memory: Some(Bytes(memory_mib << 20)),
+        accel: Some(accel),
+        ..common::native()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_backend_passes_the_conformance_suite() {
+    let Some(bin) = vm_ready("vm conformance") else {
+        return;
+    };
+    let (b, _dir) = backend("isolab-test-vmconf", bin, VmConfig::default());
+    let started = Instant::now();
+    let status = b.probe().await;
+    eprintln!("probe took {:?}: {status:?}", started.elapsed());
+    assert!(status.available, "vm unavailable: {}", status.reason);
+    assert!(
+        status.accel == "kvm" || status.accel == "tcg",
+        "accel: {:?}",
+        status.accel
+    );
+    let platform = vm_platform(Accel::Auto, 128);
+
+    let started = Instant::now();
+    let o = conformance::check_one_syscall(&b, &platform).await;
+    eprintln!(
+        "one syscall VM (200 ms of work) took {:?} end to end",
+        started.elapsed()
+    );
+    assert_eq!(
+        o.status.accel.as_deref(),
+        Some(status.accel.as_str()),
+        "accel recorded in the status"
+    );
+    conformance::check_concurrent_cpu_spin(&b, &platform).await;
+    conformance::check_failing_workload(&b, &platform).await;
+    conformance::check_deadline(&b, &platform).await;
+    conformance::check_cancel(&b, &platform).await;
+    conformance::check_unknown_workload(&b, &platform).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_concurrent_vms_run_cpu_spin_and_are_all_torn_down() {
+    let Some(bin) = vm_ready("eight VMs") else {
+        return;
+    };
+    let (b, _dir) = backend("isolab-test-vm8", bin, VmConfig::default());
+    let platform = vm_platform(Accel::Tcg, 96);
+    let t = conformance::trial(
+        &platform,
+        "cpu_spin",
+        8,
+        &[],
+        Duration::from_millis(300),
+        Duration::from_secs(300),
+    );
+    let started = Instant::now();
+    let o = conformance::run(&b, t, |_| false).await;
+    eprintln!("8 VMs took {:?}", started.elapsed());
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    assert_eq!(o.status.accel.as_deref(), Some("tcg"));
+    for i in 0..8 {
+        assert!(
+            o.samples(i)
+                .iter()
+                .any(|(m, v)| m == "units_per_s" && *v > 0.0),
+            "instance {i}: {:?}",
+            o.samples(i)
+        );
+        let stats = o.final_stats(i).expect("final stats");
+        assert!(
+            stats.cpu_usage_ns > 0,
+            "instance {i}: QEMU's cgroup accounted no CPU"
+        );
+    }
+    conformance::assert_clean(&b, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
+    let Some(bin) = vm_ready("guest modules") else {
+        return;
+    };
+    let k = kernel::locate(None, None).expect("kernel");
+    let index = ModuleIndex::scan(&k.modules_dir).expect("modules");
+    let order = index
+        .order(&["virtio_mmio", "virtio_blk"])
+        .expect("module order");
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("initramfs.cpio");
+    initramfs::write_initramfs(&image, &bin, &order).expect("initramfs");
+    let disk = dir.path().join("disk.raw");
+    std::fs::File::create(&disk)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let cmdline = GuestCmdline {
+        console: "ttyS0".into(),
+        tsc_khz: isolab_agent::vm::cmdline::host_tsc_khz(),
+        workload: Some("syscall".into()),
+        params: vec![("duration".into(), "100ms".into())],
+        modules: order.iter().map(|m| m.name.clone()).collect(),
+        extra: vec!["pci=off".into()],
+        ..GuestCmdline::default()
+    };
+    let spec = VmSpec {
+        name: format!("isolab-test-modules-{}", std::process::id()),
+        kernel: k.vmlinuz,
+        initramfs: image,
+        cmdline: cmdline.render().unwrap(),
+        vcpus: 1,
+        memory_mib: 128,
+        accel: AccelKind::Tcg,
+        machine: Machine::Microvm,
+        nic: None,
+        disk: Some(disk),
+    };
+    let vmm = Vmm::qemu(None).unwrap();
+    let (handle, _) = launch::spawn_vm(&vmm, &spec, 0, None, None, &[]).expect("spawn");
+    let logs = tokio::spawn(futures::StreamExt::collect::<Vec<_>>(handle.stderr));
+    let samples: Vec<_> = futures::StreamExt::collect(handle.stdout).await;
+    let exit = tokio::time::timeout(Duration::from_secs(120), handle.exit)
+        .await
+        .expect("VM ended");
+    let logs = logs.await.unwrap();
+    assert!(exit.success(), "guest ended: {exit}; logs: {logs:?}");
+    assert!(!samples.is_empty(), "no samples; logs: {logs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accel_auto_completes_with_a_reason() {
+    let Some(bin) = vm_ready("accel auto") else {
+        return;
+    };
+    let config = VmConfig {
+        kvm_probe_timeout: Duration::from_secs(3),
+        ..VmConfig::default()
+    };
+    let (b, _dir) = backend("isolab-test-vmaccel", bin, config);
+    let started = Instant::now();
+    let choice = b.auto_accel().await;
+    eprintln!(
+        "auto picked {:?} in {:?}: {}",
+        choice.accel,
+        started.elapsed(),
+        choice.reason
+    );
+    assert!(!choice.reason.is_empty());
+    assert!(matches!(choice.accel, AccelKind::Kvm | AccelKind::Tcg));
+    // The verdict is kept: asking again does not probe again.
+    let again = Instant::now();
+    assert_eq!(b.auto_accel().await, choice);
+    assert!(
+        again.elapsed() < Duration::from_secs(1),
+        "the verdict was not cached"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kernel_makes_the_backend_unavailable_naming_the_path() {
+    let bin = static_workload().unwrap_or_else(|| PathBuf::from("/bin/true"));
+    let config = VmConfig {
+        kernel: Some("/nonexistent/isolab/vmlinuz".into()),
+        ..VmConfig::default()
+    };
+    let b = VmBackend::new(
+        Err("no cgroups in this test".into()),
+        Ok(bin),
+        CEILINGS,
+        config,
+    );
+    let status = b.probe().await;
+    assert!(!status.available);
+    assert!(
+        status.reason.contains("/nonexistent/isolab/vmlinuz"),
+        "reason: {}",
+        status.reason
+    );
+    let t = conformance::trial(
+        &vm_platform(Accel::Tcg, 128),
+        "syscall",
+        1,
+        &[],
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    );
+    let ctx = TrialContext {
+        run_id: "r".into(),
+        trial: Arc::new(t),
+        attempt: 0,
+    };
+    let err = b.prepare(&ctx).await.unwrap_err();
+    assert!(
+        matches!(err, VmError::Unavailable { .. }) && err.to_string().contains("vmlinuz"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_sizes_that_cannot_work_are_clear_errors() {
+    let Some(bin) = vm_ready("memory sizes") else {
+        return;
+    };
+    let (b, _dir) = backend("isolab-test-vmmem", bin.clone(), VmConfig::default());
+    // Above the agent's ceiling: refused before anything is made.
+    let t = conformance::trial(
+        &vm_platform(Accel::Tcg, 1 << 20),
+        "syscall",
+        1,
+        &[],
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    let o = conformance::run(&b, t, |_| false).await;
+    assert_eq!(o.status.state, TrialState::Failed);
+    assert!(
+        o.status.message.contains("memory") && o.status.message.contains("ceiling"),
+        "{}",
+        o.status.message
+    );
+    conformance::assert_clean(&b, &o);
+    // Too small to boot.
+    let t = conformance::trial(
+        &vm_platform(Accel::Tcg, 8),
+        "syscall",
+        1,
+        &[],
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+    );
+    let o = conformance::run(&b, t, |_| false).await;
+    assert!(
+        o.status.message.contains("memory") && o.status.message.contains("MiB"),
+        "{}",
+        o.status.message
+    );
+
+    // A size QEMU itself refuses (1 TiB on this host), started directly: QEMU's message comes back.
+    let k = kernel::locate(None, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("initramfs.cpio");
+    initramfs::write_initramfs(&image, &bin, &[]).unwrap();
+    let spec = VmSpec {
+        name: format!("isolab-test-bigmem-{}", std::process::id()),
+        kernel: k.vmlinuz,
+        initramfs: image,
+        cmdline: "console=ttyS0 isolab.probe=1".into(),
+        vcpus: 1,
+        memory_mib: 1 << 20,
+        accel: AccelKind::Tcg,
+        machine: Machine::Microvm,
+        nic: None,
+        disk: None,
+    };
+    let (handle, _) =
+        launch::spawn_vm(&Vmm::qemu(None).unwrap(), &spec, 0, None, None, &[]).unwrap();
+    drop((handle.stdout, handle.stderr));
+    let exit = tokio::time::timeout(Duration::from_secs(60), handle.exit)
+        .await
+        .expect("QEMU ended");
+    let text = exit.to_string();
+    assert!(!exit.success());
+    assert!(
+        text.contains("QEMU failed") && text.contains("memory"),
+        "{text}"
+    );
+}

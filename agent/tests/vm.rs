@@ -158,6 +158,51 @@ async fn eight_concurrent_vms_run_cpu_spin_and_are_all_torn_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_is_killed_inside_its_vm_and_the_host_is_unaffected() {
+    let Some(bin) = vm_ready("memory bomb") else {
+        return;
+    };
+    if isolab_model::catalog::find("memory_bomb").is_none() {
+        eprintln!("skipping: no memory_bomb in the catalog");
+        return;
+    }
+    let (b, _dir) = backend("isolab-test-vmbomb", bin, VmConfig::default());
+    let platform = vm_platform(Accel::Tcg, 128);
+    let t = conformance::trial(
+        &platform,
+        "memory_bomb",
+        1,
+        &[],
+        Duration::from_secs(5),
+        Duration::from_secs(180),
+    );
+    let o = conformance::run(&b, t, |_| false).await;
+    eprintln!("memory bomb: {:?}: {}", o.status.state, o.status.message);
+    assert_eq!(o.status.state, TrialState::Failed, "{}", o.status.message);
+    assert!(
+        o.status.message.contains("out of memory"),
+        "the outcome names the OOM kill: {}",
+        o.status.message
+    );
+    let reached = o
+        .samples(0)
+        .iter()
+        .filter(|(m, _)| m == "bytes_reached")
+        .map(|(_, v)| *v)
+        .fold(0.0, f64::max);
+    assert!(
+        reached > 0.0 && reached < f64::from(128u32 << 20),
+        "bytes_reached {reached}"
+    );
+    let stats = o.final_stats(0).expect("final stats");
+    assert_eq!(
+        stats.oom_kills, 0,
+        "the host's OOM killer struck QEMU: {stats:?}"
+    );
+    conformance::assert_clean(&b, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
     let Some(bin) = vm_ready("guest modules") else {
         return;

@@ -92,7 +92,16 @@ pub struct ConsoleSummary {
     pub samples: u64,
     /// The last few log lines, for error messages.
     pub log_tail: Vec<String>,
+    /// Processes the guest kernel's OOM killer reported killing.
+    pub guest_oom_kills: u64,
 }
+
+/// What the guest kernel prints (at error level, so `quiet` keeps it) when its OOM killer
+/// strikes.
+pub const GUEST_OOM_MESSAGE: &str = "Out of memory: Killed process";
+/// The log line added when the workload died of SIGKILL after the guest's OOM killer struck: the
+/// VM's own memory was the limit, and the trial's failure says so.
+pub const OOM_NOTE: &str = "isolab: out of memory: the guest's OOM killer killed the workload (the VM's memory is its limit)";
 
 /// Log lines kept for [`ConsoleSummary::log_tail`].
 const TAIL_LINES: usize = 5;
@@ -129,8 +138,14 @@ pub fn split(console: LineStream, on_ready: Option<oneshot::Sender<()>>) -> Cons
                     }
                 }
                 ConsoleLine::End(end) => {
-                    if let GuestEnd::InitError(msg) = &end {
-                        let _ = log_tx.send(Ok(format!("guest /init: {msg}"))).await;
+                    match &end {
+                        GuestEnd::InitError(msg) => {
+                            let _ = log_tx.send(Ok(format!("guest /init: {msg}"))).await;
+                        }
+                        GuestEnd::Signaled(9) if summary.guest_oom_kills > 0 => {
+                            let _ = log_tx.send(Ok(OOM_NOTE.to_owned())).await;
+                        }
+                        _ => {}
                     }
                     summary.end = Some(end);
                 }
@@ -140,6 +155,9 @@ pub fn split(console: LineStream, on_ready: Option<oneshot::Sender<()>>) -> Cons
                     }
                     if summary.log_tail.len() == TAIL_LINES {
                         summary.log_tail.remove(0);
+                    }
+                    if text.contains(GUEST_OOM_MESSAGE) {
+                        summary.guest_oom_kills += 1;
                     }
                     summary.log_tail.push(text.clone());
                     let _ = log_tx.send(Ok(text)).await;
@@ -197,6 +215,26 @@ mod tests {
             classify("@@isolab@@ hello"),
             ConsoleLine::Log("@@isolab@@ hello".into())
         );
+    }
+
+    #[tokio::test]
+    async fn a_guest_oom_kill_is_named_in_the_logs() {
+        let text = format!(
+            "{FRAME_PREFIX}{{\"metric\":\"bytes_reached\",\"value\":1.0,\"unit\":\"bytes\",\"higher_is_better\":true}}\n\
+             [    3.1] Out of memory: Killed process 60 (init) total-vm:99kB\n\
+             {FRAME_PREFIX}!end signal=9\n"
+        );
+        let streams = split(lines(std::io::Cursor::new(text.into_bytes())), None);
+        let logs: Vec<String> = streams.logs.map(Result::unwrap).collect().await;
+        let summary = streams.summary.await.unwrap();
+        assert_eq!(summary.guest_oom_kills, 1);
+        assert_eq!(summary.end, Some(GuestEnd::Signaled(9)));
+        assert_eq!(logs.last().map(String::as_str), Some(OOM_NOTE));
+
+        let killed = format!("{FRAME_PREFIX}!end signal=9\n");
+        let streams = split(lines(std::io::Cursor::new(killed.into_bytes())), None);
+        let logs: Vec<String> = streams.logs.map(Result::unwrap).collect().await;
+        assert!(logs.is_empty(), "no OOM, no note: {logs:?}");
     }
 
     #[tokio::test]

@@ -182,7 +182,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
                 .with_context(|| format!("cannot report on {}", run_dir.display()))?;
-            println!("{}", paths.markdown.display());
+            println!("{}", paths.report_md.display());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -138,7 +138,7 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     let mut local = None;
     let mut agents = Vec::new();
     if opts.agents.is_empty() {
-        let la = isolab_agent::spawn_local(isolab_agent::AgentConfig::default())
+        let la = isolab_agent::serve::spawn_local(isolab_agent::config::AgentConfig::default())
             .await
             .map_err(|e| RunError::LocalAgent(e.to_string()))?;
         agents.push(Agent::connect(&format!("http://{}", la.addr)).await?);
@@ -438,12 +438,13 @@ fn handle_attempt(
         progress.add(1);
         progress.note(&format!("{}: attempt {} {status} on {}; retrying", label(t), a.attempt, a.agent));
         q.items.push_front((t.clone(), a.attempt + 1, Some(a.agent.clone())));
-    } else if state == FinalState::Ok && !t.warmup {
-        if let Some(extra) = stable.next_repetition(t) {
-            progress.add(1);
-            dir.manifest.trials.push(rundir::trial_record(&extra));
-            q.items.push_back((extra, 1, None));
-        }
+    } else if state == FinalState::Ok
+        && !t.warmup
+        && let Some(extra) = stable.next_repetition(t)
+    {
+        progress.add(1);
+        dir.manifest.trials.push(rundir::trial_record(&extra));
+        q.items.push_back((extra, 1, None));
     }
     drop(q);
     progress.finished(&label(t), status, a.elapsed, if state == FinalState::Ok { None } else { reason.as_deref() });

@@ -17,7 +17,7 @@ use isolab_model::results::{self, ResultRow};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use parquet::format::KeyValue;
+use parquet::file::metadata::KeyValue;
 
 /// Why a trial's rows could not be written.
 #[derive(Debug, thiserror::Error)]

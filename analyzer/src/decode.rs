@@ -9,15 +9,18 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
+use arrow_array::builder::BooleanBufferBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int32Type;
-use arrow_array::{Array, ArrayRef, DictionaryArray, RecordBatch};
+use arrow_array::{Array, ArrayRef, BooleanArray, DictionaryArray, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use isolab_model::results;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowPredicateFn, ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter, RowSelection,
 };
+use parquet::file::metadata::ParquetMetaData;
 
 use crate::read::{READ_COLUMNS, ReadError, check_schema};
 use crate::table::{SampleTable, SeriesKey, Sym, TrialKey};
@@ -42,7 +45,10 @@ fn dictionary_hint(found: &Schema) -> SchemaRef {
 }
 
 /// Reads one file into a table of its own.
-pub(crate) fn read_file(path: &Path) -> Result<SampleTable, ReadError> {
+///
+/// Without `time_series`, a row filter on `t_offset_s IS NULL` runs first and the other columns
+/// are decoded only for the summary rows that pass it.
+pub(crate) fn read_file(path: &Path, time_series: bool) -> Result<SampleTable, ReadError> {
     let file = File::open(path).map_err(|source| ReadError::Io {
         path: path.into(),
         source,
@@ -51,7 +57,9 @@ pub(crate) fn read_file(path: &Path) -> Result<SampleTable, ReadError> {
         path: path.into(),
         source,
     };
-    let meta = ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(pq)?;
+    // The page index lets a summary-only read skip pages that hold no summary row.
+    let load = ArrowReaderOptions::new().with_page_index(!time_series);
+    let meta = ArrowReaderMetadata::load(&file, load).map_err(pq)?;
     check_schema(path, meta.schema())?;
     let options = ArrowReaderOptions::new().with_schema(dictionary_hint(meta.schema()));
     let meta = ArrowReaderMetadata::try_new(Arc::clone(meta.metadata()), options).map_err(pq)?;
@@ -59,11 +67,33 @@ pub(crate) fn read_file(path: &Path) -> Result<SampleTable, ReadError> {
         .iter()
         .filter_map(|c| results::COLUMNS.iter().position(|x| x == c));
     let mask = ProjectionMask::roots(meta.parquet_schema(), indices);
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
+    let t_offset = results::COLUMNS
+        .iter()
+        .position(|c| *c == "t_offset_s")
+        .unwrap_or(0);
+    let filter_mask = ProjectionMask::roots(meta.parquet_schema(), [t_offset]);
+    let meta_ref = meta.clone();
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta)
         .with_projection(mask)
-        .with_batch_size(BATCH_ROWS)
-        .build()
-        .map_err(pq)?;
+        .with_batch_size(BATCH_ROWS);
+    if !time_series {
+        if let Some(selection) = summary_pages(meta_ref.metadata(), t_offset) {
+            builder = builder.with_row_selection(selection);
+        }
+        let summary_rows = ArrowPredicateFn::new(filter_mask, |batch: RecordBatch| {
+            let col = batch.column(0);
+            Ok(match col.logical_nulls() {
+                Some(nulls) => BooleanArray::new(!nulls.inner(), None),
+                None => {
+                    let mut none = BooleanBufferBuilder::new(col.len());
+                    none.append_n(col.len(), false);
+                    BooleanArray::new(none.finish(), None)
+                }
+            })
+        });
+        builder = builder.with_row_filter(RowFilter::new(vec![Box::new(summary_rows)]));
+    }
+    let reader = builder.build().map_err(pq)?;
     let mut table = SampleTable::default();
     table.files.push(path.to_path_buf());
     for batch in reader {
@@ -74,6 +104,35 @@ pub(crate) fn read_file(path: &Path) -> Result<SampleTable, ReadError> {
         append_batch(&mut table, &batch, path)?;
     }
     Ok(table)
+}
+
+/// Rows in pages of `t_offset_s` that hold a null (a summary row), from the page index: pages
+/// without one need not be read at all. `None` when the file has no page index.
+fn summary_pages(meta: &ParquetMetaData, t_offset: usize) -> Option<RowSelection> {
+    let (columns, offsets) = (meta.column_index()?, meta.offset_index()?);
+    let mut ranges = Vec::new();
+    let mut base = 0usize;
+    for (rg, group) in meta.row_groups().iter().enumerate() {
+        let rows = usize::try_from(group.num_rows()).ok()?;
+        let pages = offsets.get(rg)?.get(t_offset)?.page_locations();
+        let index = columns.get(rg)?.get(t_offset)?;
+        for (p, page) in pages.iter().enumerate() {
+            let start = usize::try_from(page.first_row_index).ok()?;
+            let end = match pages.get(p + 1) {
+                Some(next) => usize::try_from(next.first_row_index).ok()?,
+                None => rows,
+            };
+            // Unknown null count: keep the page.
+            if index.null_count(p).is_none_or(|n| n > 0) {
+                ranges.push(base + start..base + end);
+            }
+        }
+        base += rows;
+    }
+    Some(RowSelection::from_consecutive_ranges(
+        ranges.into_iter(),
+        base,
+    ))
 }
 
 /// A dictionary-encoded string column, its values interned.

@@ -34,6 +34,6 @@ pub mod summary;
 pub mod table;
 pub mod testkit;
 
-pub use read::{ReadError, Run, read_run};
+pub use read::{ReadError, ReadOptions, Run, TimeSeries, read_run, read_run_with};
 pub use report::{AnalyzeError, ReportError, ReportPaths, analyze, summarize, write_report};
 pub use summary::Summary;

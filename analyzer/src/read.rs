@@ -157,12 +157,80 @@ pub struct Run {
     pub missing_files: Vec<String>,
 }
 
-/// Reads a whole run directory.
+/// Which time-series rows (`t_offset_s` not null) to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimeSeries {
+    /// Every row: the table is the whole run.
+    #[default]
+    All,
+    /// Time series only in experiments whose analysis reads them (`fairness`), and in files
+    /// outside the `experiment=<e>` layout; elsewhere only summary rows are decoded. What
+    /// [`crate::analyze`] uses: most rows of a large run are time series nobody reads.
+    Needed,
+    /// Summary rows only.
+    None,
+}
+
+/// How to read a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Which time-series rows to keep.
+    pub time_series: TimeSeries,
+}
+
+/// Analysis kinds that read time series.
+const TIME_SERIES_ANALYSES: &[&str] = &["fairness"];
+
+/// Hive partition value of a name, as the coordinator writes it.
+fn partition_value(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c == '/' || c == '=' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Whether to keep the time series of a file under `options`.
+fn keeps_time_series(manifest: &Manifest, options: &ReadOptions, path: &Path) -> bool {
+    match options.time_series {
+        TimeSeries::All => true,
+        TimeSeries::None => false,
+        TimeSeries::Needed => {
+            let experiment = path.components().find_map(|c| {
+                c.as_os_str()
+                    .to_str()
+                    .and_then(|s| s.strip_prefix("experiment="))
+            });
+            let record = experiment.and_then(|e| {
+                manifest
+                    .experiments
+                    .iter()
+                    .find(|x| partition_value(&x.name) == e)
+            });
+            record.is_none_or(|r| TIME_SERIES_ANALYSES.contains(&r.analysis.as_str()))
+        }
+    }
+}
+
+/// Reads a whole run directory, every row.
 pub fn read_run(run_dir: &Path) -> Result<Run, ReadError> {
+    read_run_with(run_dir, &ReadOptions::default())
+}
+
+/// Reads a run directory with options.
+pub fn read_run_with(run_dir: &Path, options: &ReadOptions) -> Result<Run, ReadError> {
     let manifest = read_manifest(run_dir)?;
     let env = read_env(run_dir)?;
     let files = list_sample_files(run_dir)?;
-    let table = read_samples(&files)?;
+    let keep: Vec<bool> = files
+        .iter()
+        .map(|f| keeps_time_series(&manifest, options, f))
+        .collect();
+    let table = read_samples_filtered(&files, &keep)?;
     let missing_files = manifest
         .trials
         .iter()
@@ -269,15 +337,25 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Reads the given Parquet files into one table, in the order given.
+/// Reads the given Parquet files into one table, in the order given, every row.
 pub fn read_samples(files: &[PathBuf]) -> Result<SampleTable, ReadError> {
+    read_samples_filtered(files, &vec![true; files.len()])
+}
+
+/// Reads the given Parquet files into one table, in the order given; `time_series[i]` says
+/// whether file `i`'s time-series rows are kept (missing entries: kept).
+pub fn read_samples_filtered(
+    files: &[PathBuf],
+    time_series: &[bool],
+) -> Result<SampleTable, ReadError> {
+    let keep = |i: usize| time_series.get(i).copied().unwrap_or(true);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(files.len());
     let mut table = SampleTable::default();
     if workers <= 1 {
-        for f in files {
-            table.append(read_file(f)?);
+        for (i, f) in files.iter().enumerate() {
+            table.append(read_file(f, keep(i))?);
         }
         return Ok(table);
     }
@@ -288,12 +366,12 @@ pub fn read_samples(files: &[PathBuf]) -> Result<SampleTable, ReadError> {
     std::thread::scope(|scope| {
         for _ in 0..workers {
             let tx = tx.clone();
-            let (next, stop) = (&next, &stop);
+            let (next, stop, keep) = (&next, &stop, &keep);
             scope.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(path) = files.get(i) else { break };
-                    if tx.send((i, read_file(path))).is_err() {
+                    if tx.send((i, read_file(path, keep(i)))).is_err() {
                         break;
                     }
                 }

@@ -17,7 +17,7 @@ use isolab_model::manifest::{RunStatus, TrialState};
 
 use crate::aggregate;
 use crate::fsutil::write_atomic;
-use crate::read::{ReadError, Run, read_run};
+use crate::read::{ReadError, ReadOptions, Run, TimeSeries, read_run_with};
 use crate::summary::{FailedTrial, SUMMARY_FORMAT_VERSION, Summary, TrialCounts};
 use crate::{html, markdown};
 
@@ -71,7 +71,10 @@ pub struct ReportPaths {
 
 /// Reads and analyses a run directory.
 pub fn analyze(run_dir: &Path) -> Result<Summary, AnalyzeError> {
-    let run = read_run(run_dir)?;
+    let options = ReadOptions {
+        time_series: TimeSeries::Needed,
+    };
+    let run = read_run_with(run_dir, &options)?;
     Ok(summarize(&run))
 }
 

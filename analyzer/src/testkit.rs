@@ -329,7 +329,7 @@ pub fn write_synthetic_run(run_dir: &Path, spec: &RunSpec) -> Result<SyntheticRu
                 .iter()
                 .find(|(p, _)| *p == t.platform)
                 .map_or("native", |(_, b)| b);
-            let mut rec = record(e, t, &id, backend, &spec.host);
+            let mut rec = record(e, t, &id, backend, &spec.host)?;
             rec.leaks.clone_from(&t.leaks);
             match &t.outcome {
                 Outcome::Failed { state, reason } => {
@@ -375,7 +375,7 @@ pub fn write_synthetic_run(run_dir: &Path, spec: &RunSpec) -> Result<SyntheticRu
             records.push(rec);
         }
     }
-    write_json(&run_dir.join("manifest.json"), &manifest(spec, records))?;
+    write_json(&run_dir.join("manifest.json"), &manifest(spec, records)?)?;
     let env = serde_json::json!({ "host": spec.host, "kernel": "synthetic", "cores": 2, "cgroup_version": 1 });
     write_json(
         &run_dir.join("env").join(format!("{}.json", spec.host)),

@@ -270,8 +270,54 @@ fn generated_runs_read_back_completely() {
             .iter()
             .all(|t| t.status == TrialState::Ok)
     );
+    // Summary-only reads skip the time series (page index + row filter) but keep every summary.
+    let summaries = isolab_analyzer::read_run_with(
+        dir.path(),
+        &isolab_analyzer::ReadOptions {
+            time_series: isolab_analyzer::TimeSeries::None,
+        },
+    )
+    .unwrap();
+    let expected = u64::from(spec.repetitions * spec.instances * spec.summary_metrics) * 2;
+    assert_eq!(summaries.table.len() as u64, expected);
+    assert!(summaries.table.t_offset_s.iter().all(|t| t.is_nan()));
     let summary = analyze(dir.path()).unwrap();
     let m = &summary.experiments["load"].metrics["cpu_spin/m0"];
     let r = m.platforms["container"].ratio_to_native.unwrap();
     assert!((r - 1.1).abs() < 0.02, "planted 1.1, got {r}");
+}
+
+#[test]
+fn summary_only_reads_prune_pages_without_losing_rows() {
+    // 120k rows per file: several data pages, the summaries all in the last ones.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = LoadSpec {
+        run_id: "pages".into(),
+        platforms: vec![
+            ("native".into(), "native".into()),
+            ("vm".into(), "vm".into()),
+        ],
+        repetitions: 1,
+        instances: 4,
+        points_per_instance: 30_000,
+        summary_metrics: 3,
+        seed: 1,
+    };
+    write_generated_run(dir.path(), &spec).unwrap();
+    let opts = |time_series| isolab_analyzer::ReadOptions { time_series };
+    let none = isolab_analyzer::read_run_with(dir.path(), &opts(isolab_analyzer::TimeSeries::None))
+        .unwrap();
+    let all = read_run(dir.path()).unwrap();
+    assert_eq!(none.table.len(), 2 * 4 * 3);
+    assert_eq!(all.table.len() as u64, spec.total_rows());
+    // The same summary values either way.
+    let summaries = |t: &isolab_analyzer::table::SampleTable| {
+        let mut v: Vec<(i32, u64)> = (0..t.len())
+            .filter(|&i| t.t_offset_s[i].is_nan())
+            .map(|i| (t.instance[i], t.value[i].to_bits()))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(summaries(&none.table), summaries(&all.table));
 }

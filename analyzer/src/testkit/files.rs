@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
-use isolab_model::manifest::{
-    ExperimentRecord, MANIFEST_VERSION, Manifest, RunStatus, TrialRecord, TrialState,
-};
+use isolab_model::manifest::{MANIFEST_VERSION, Manifest, RunStatus, TrialRecord, TrialState};
 use isolab_model::results;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use serde_json::json;
 
 use super::{ExperimentSpec, RunSpec, TestkitError, TrialSpec};
 use crate::fsutil::write_atomic;
@@ -162,40 +161,37 @@ pub(super) fn write_parquet(path: &Path, batches: &[RecordBatch]) -> Result<(), 
     fs::rename(&staging, path).map_err(io(path))
 }
 
-pub(super) fn manifest(spec: &RunSpec, trials: Vec<TrialRecord>) -> Manifest {
+/// The run's manifest. Built through JSON so that fields the model adds later with a default
+/// need no change here.
+pub(super) fn manifest(spec: &RunSpec, trials: Vec<TrialRecord>) -> Result<Manifest, TestkitError> {
     let text = spec
         .pipeline_text
         .clone()
         .unwrap_or_else(|| format!("# synthetic run of pipeline {}\n", spec.pipeline_name));
     let failed = trials.iter().any(|t| t.status != TrialState::Ok);
-    Manifest {
-        format_version: MANIFEST_VERSION,
-        run_id: spec.run_id.clone(),
-        pipeline_name: spec.pipeline_name.clone(),
-        pipeline_file: format!("{}.yaml", spec.pipeline_name),
-        pipeline_sha256: format!("{:016x}", fnv1a(&[&text])).repeat(4),
-        pipeline_text: text,
-        overrides: Vec::new(),
-        only: None,
-        isolab_version: env!("CARGO_PKG_VERSION").into(),
-        started_at: "2025-01-01T00:00:00Z".into(),
-        finished_at: Some("2025-01-01T00:10:00Z".into()),
-        status: if failed {
-            RunStatus::Failed
-        } else {
-            RunStatus::Ok
-        },
-        experiments: spec
-            .experiments
-            .iter()
-            .map(|e| ExperimentRecord {
-                name: e.name.clone(),
-                analysis: e.analysis.clone(),
-                platforms: e.platforms.iter().map(|(p, _)| p.clone()).collect(),
-            })
-            .collect(),
-        trials,
-    }
+    let experiments: Vec<serde_json::Value> = spec
+        .experiments
+        .iter()
+        .map(|e| {
+            let platforms: Vec<&str> = e.platforms.iter().map(|(p, _)| p.as_str()).collect();
+            json!({ "name": e.name, "analysis": e.analysis, "platforms": platforms })
+        })
+        .collect();
+    let value = json!({
+        "format_version": MANIFEST_VERSION,
+        "run_id": spec.run_id,
+        "pipeline_name": spec.pipeline_name,
+        "pipeline_file": format!("{}.yaml", spec.pipeline_name),
+        "pipeline_sha256": format!("{:016x}", fnv1a(&[&text])).repeat(4),
+        "pipeline_text": text,
+        "isolab_version": env!("CARGO_PKG_VERSION"),
+        "started_at": "2025-01-01T00:00:00Z",
+        "finished_at": "2025-01-01T00:10:00Z",
+        "status": if failed { RunStatus::Failed } else { RunStatus::Ok },
+        "experiments": experiments,
+        "trials": trials,
+    });
+    Ok(serde_json::from_value(value)?)
 }
 
 pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), TestkitError> {
@@ -206,31 +202,28 @@ pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(
     })
 }
 
+/// An `ok` trial's manifest record (built through JSON, like [`manifest`]).
 pub(super) fn record(
     e: &ExperimentSpec,
     t: &TrialSpec,
     id: &str,
     backend: &str,
     host: &str,
-) -> TrialRecord {
-    TrialRecord {
-        id: id.into(),
-        experiment: e.name.clone(),
-        platform: t.platform.clone(),
-        backend: backend.into(),
-        workload: t.workload.clone(),
-        adversary: t.adversary.clone(),
-        repetition: t.repetition,
-        warmup: false,
-        n_instances: t.n_instances,
-        status: TrialState::Ok,
-        attempts: 1,
-        host: Some(host.into()),
-        accel: None,
-        reason: None,
-        file: None,
-        rows: 0,
-        duration_ms: 1000,
-        leaks: Vec::new(),
-    }
+) -> Result<TrialRecord, TestkitError> {
+    let value = json!({
+        "id": id,
+        "experiment": e.name,
+        "platform": t.platform,
+        "backend": backend,
+        "workload": t.workload,
+        "adversary": t.adversary,
+        "repetition": t.repetition,
+        "warmup": false,
+        "n_instances": t.n_instances,
+        "status": TrialState::Ok,
+        "attempts": 1,
+        "host": host,
+        "duration_ms": 1000,
+    });
+    Ok(serde_json::from_value(value)?)
 }

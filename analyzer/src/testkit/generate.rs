@@ -14,7 +14,8 @@ use crate::stats::SplitMix64;
 /// Shape of a large generated run (for benchmarks): every platform runs `repetitions` trials of
 /// `instances` instances; each instance reports `points_per_instance` time-series points of
 /// `units_per_s` and `summary_metrics` summary values. Values are pseudo-random but fixed by
-/// `seed`.
+/// `seed`. Rows are laid out as the coordinator writes them: time series interleaved across
+/// instances in time order, then the summary values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadSpec {
     /// Run id.
@@ -96,31 +97,35 @@ pub fn write_generated_run(run_dir: &Path, spec: &LoadSpec) -> Result<SyntheticR
                 adversary: None,
             };
             let mut rows = Vec::new();
-            for inst in 0..spec.instances {
-                let instance = i32::try_from(inst).unwrap_or(i32::MAX);
-                let row = |metric, value, t_offset_s| RowRef {
-                    instance,
-                    role: "peer",
-                    group: None,
-                    workload: "cpu_spin",
-                    params: "{}",
-                    metric,
-                    value,
-                    unit: "units/s",
-                    higher_is_better: true,
-                    t_offset_s,
-                };
-                for p in 0..spec.points_per_instance {
-                    let noise = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let row = |inst: u32, metric, value, t_offset_s| RowRef {
+                instance: i32::try_from(inst).unwrap_or(i32::MAX),
+                role: "peer",
+                group: None,
+                workload: "cpu_spin",
+                params: "{}",
+                metric,
+                value,
+                unit: "units/s",
+                higher_is_better: true,
+                t_offset_s,
+            };
+            let mut uniform = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            // As the coordinator's sink writes them: the instances' time series interleaved as
+            // the trial runs, then every summary value at the end.
+            for p in 0..spec.points_per_instance {
+                for inst in 0..spec.instances {
+                    let at = Some(f64::from(p) * 0.1);
                     rows.push(row(
+                        inst,
                         "units_per_s",
-                        base * (0.95 + 0.1 * noise),
-                        Some(f64::from(p) * 0.1),
+                        base * (0.95 + 0.1 * uniform()),
+                        at,
                     ));
                 }
+            }
+            for inst in 0..spec.instances {
                 for m in &metric_names {
-                    let noise = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-                    rows.push(row(m, base * (0.99 + 0.02 * noise), None));
+                    rows.push(row(inst, m, base * (0.99 + 0.02 * uniform()), None));
                 }
             }
             let rel = trial_path(exp, platform, &id);
@@ -129,7 +134,7 @@ pub fn write_generated_run(run_dir: &Path, spec: &LoadSpec) -> Result<SyntheticR
                 .map(|c| batch(&ctx, c))
                 .collect::<Result<_, _>>()?;
             write_parquet(&run_dir.join(&rel), &batches)?;
-            let mut rec = record(&run.experiments[0], &t, &id, backend, &run.host);
+            let mut rec = record(&run.experiments[0], &t, &id, backend, &run.host)?;
             rec.rows = rows.len() as u64;
             rec.file = Some(rel.to_string_lossy().into_owned());
             total += rec.rows;
@@ -137,7 +142,7 @@ pub fn write_generated_run(run_dir: &Path, spec: &LoadSpec) -> Result<SyntheticR
             records.push(rec);
         }
     }
-    write_json(&run_dir.join("manifest.json"), &manifest(&run, records))?;
+    write_json(&run_dir.join("manifest.json"), &manifest(&run, records)?)?;
     Ok(SyntheticRun {
         dir: run_dir.to_path_buf(),
         files,

@@ -82,7 +82,8 @@ use emit::Emitter;
 pub(crate) const NOOP_SUBCOMMAND: &str = "__noop";
 
 fn main() -> ExitCode {
-    if std::process::id() == 1 {
+    // A VM's kernel starts /init with no arguments; a container's PID 1 always has some.
+    if std::process::id() == 1 && std::env::args_os().len() == 1 {
         pid1::run(); // inside a VM: /init (see pid1.rs); never returns
     }
     let mut args = std::env::args_os().skip(1).peekable();

@@ -1,6 +1,9 @@
 //! PID 1 inside an isolab VM: set the guest up, run one workload, report on the serial console,
 //! power off.
 //!
+//! `main` enters here when the process is PID 1 *and* has no arguments, which is how a kernel
+//! starts `/init`; a container's PID 1 (`isolab-workload NAME …`) always has arguments.
+//!
 //! The agent's initramfs holds this binary as `/init`, its kernel modules under `/lib/modules/`,
 //! and the directories and `/dev/console` node the kernel needs. The kernel starts `/init` with
 //! the console as stdin, stdout and stderr. Everything it is told comes from `/proc/cmdline`,

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use indexmap::IndexMap;
 
-use crate::metrics::is_host_metric;
+use crate::metrics::is_headline;
 use crate::read::Run;
 use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
 use crate::table::{SampleTable, Sym, TrialKey};
@@ -419,7 +419,7 @@ fn metric_summary(
             continue;
         };
         let hib = key.higher_is_better;
-        let is_host = is_host_metric(t.str(key.metric));
+        let is_host = !is_headline(t.str(key.metric));
         let is_baseline = Some(p.as_str()) == baseline;
         // The baseline against itself is exactly 1, with no interval.
         let ratio = if is_baseline {
@@ -451,7 +451,7 @@ fn metric_summary(
                     .filter(|_| !is_baseline)
                     .map(|r| 100.0 * overhead::overhead(r.ratio, hib)),
                 overhead_ci_pct: overhead_ci.map(|[lo, hi]| [100.0 * lo, 100.0 * hi]),
-                // Host accounting has no better or worse, only different.
+                // Host accounting and bookkeeping have no better or worse, only different.
                 verdict: overhead_ci.filter(|_| !is_host).map(overhead::verdict),
                 values: values.clone(),
             },

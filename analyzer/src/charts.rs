@@ -6,7 +6,7 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::metrics::is_host_metric;
+use crate::metrics::is_headline;
 use crate::summary::{ExperimentSummary, FairnessPlatform, IsolationMetric, ScalingSummary};
 
 /// Why a chart could not be drawn.
@@ -140,7 +140,7 @@ fn overhead(e: &ExperimentSummary) -> Option<Result<Chart, ChartError>> {
         .values()
         .flat_map(|m| m.platforms.keys())
         .collect();
-    for (label, m) in e.metrics.iter().filter(|(_, m)| !is_host_metric(&m.metric)) {
+    for (label, m) in e.metrics.iter().filter(|(_, m)| is_headline(&m.metric)) {
         for (p, s) in &m.platforms {
             if let (Some(r), Some(ci)) = (s.ratio_to_native, s.ratio_ci) {
                 let c = platforms.iter().position(|x| *x == p).unwrap_or(0);

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use crate::aggregate::{Experiment, MetricKey, labels};
-use crate::metrics::{LIMIT_METRICS, OOM_KILLS, is_host_metric};
+use crate::metrics::{LIMIT_METRICS, OOM_KILLS, is_headline};
 use crate::overhead::{overhead, overhead_interval};
 use crate::stats;
 use crate::summary::{AdversaryOutcome, IsolationCell, IsolationMetric, IsolationSummary};
@@ -50,7 +50,7 @@ pub(crate) fn isolation(e: &Experiment<'_>) -> Option<IsolationSummary> {
             }
             continue;
         }
-        if is_host_metric(metric) || (has_victims && role != "victim") {
+        if !is_headline(metric) || (has_victims && role != "victim") {
             continue;
         }
         let key = MetricKey {

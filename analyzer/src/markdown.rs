@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::metrics::is_host_metric;
+use crate::metrics::{is_bookkeeping, is_headline, is_host_metric};
 use crate::overhead;
 use crate::summary::{
     ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, PlatformStats,
@@ -196,10 +196,14 @@ fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
     if let Some(i) = &e.isolation {
         isolation(out, i);
     }
-    let (host, workload): (Vec<_>, Vec<_>) = e
-        .metrics
-        .iter()
-        .partition(|(_, m)| is_host_metric(&m.metric));
+    let pick = |f: fn(&str) -> bool| -> Vec<(&String, &MetricSummary)> {
+        e.metrics.iter().filter(|(_, m)| f(&m.metric)).collect()
+    };
+    let (workload, bookkeeping, host) = (
+        pick(is_headline),
+        pick(is_bookkeeping),
+        pick(is_host_metric),
+    );
     match &e.baseline {
         Some(b) => {
             let _ = writeln!(
@@ -218,7 +222,11 @@ fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
     }
     for (title, rows) in [
         ("", workload),
-        ("Host accounting (cgroup), per instance:\n\n", host),
+        (
+            "Bookkeeping (operations, elapsed time), mean per instance:\n\n",
+            bookkeeping,
+        ),
+        ("Host accounting (cgroup), mean per instance:\n\n", host),
     ] {
         if rows.is_empty() {
             continue;

@@ -3,7 +3,8 @@
 //! Workloads name their own metrics (`ns_per_call`, `us_per_process`, `units_per_s`, `tps`…);
 //! the coordinator adds the agent's cgroup accounting per instance under fixed names
 //! ([`HOST_METRICS`]): `cpu_usage_ns` and `memory_current_bytes` as time series while the trial
-//! runs, every counter once at the end (summary rows).
+//! runs, every counter once at the end (summary rows). Every workload also prints bookkeeping
+//! ([`BOOKKEEPING_METRICS`]: `ops`, `elapsed_s`), which reports keep out of the way.
 
 /// Metrics the coordinator derives from the agent's cgroup statistics.
 pub const HOST_METRICS: &[&str] = &[
@@ -31,7 +32,20 @@ pub const OOM_KILLS: &str = "oom_kills";
 /// its memory limit, a refused fork or allocation, a full disk.
 pub const LIMIT_METRICS: &[&str] = &["pids_limit_hits", "memory_limit_hits", "refused", "full"];
 
+/// Counts and durations every workload prints next to its headline figure.
+pub const BOOKKEEPING_METRICS: &[&str] = &["ops", "elapsed_s", "setup_s"];
+
 /// Whether a metric is the agent's accounting rather than a workload's own figure.
 pub fn is_host_metric(metric: &str) -> bool {
     HOST_METRICS.contains(&metric)
+}
+
+/// Whether a metric is a workload's bookkeeping (operation count, elapsed time).
+pub fn is_bookkeeping(metric: &str) -> bool {
+    BOOKKEEPING_METRICS.contains(&metric)
+}
+
+/// Whether a metric is a workload's own result: neither host accounting nor bookkeeping.
+pub fn is_headline(metric: &str) -> bool {
+    !is_host_metric(metric) && !is_bookkeeping(metric)
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::aggregate::{Experiment, MetricKey, labels};
-use crate::metrics::is_host_metric;
+use crate::metrics::is_headline;
 use crate::summary::{ScalingPoint, ScalingSeries, ScalingSummary, Stat};
 use crate::table::Sym;
 
@@ -25,7 +25,7 @@ pub(crate) fn scaling(e: &Experiment<'_>) -> Option<ScalingSummary> {
     let mut series: HashMap<(MetricKey, Sym), Points> = HashMap::new();
     for r in e.reps() {
         let s = &t.series[r.series as usize];
-        if !s.higher_is_better || is_host_metric(t.str(s.metric)) || t.str(s.role) == "adversary" {
+        if !s.higher_is_better || !is_headline(t.str(s.metric)) || t.str(s.role) == "adversary" {
             continue;
         }
         let key = MetricKey {

@@ -445,6 +445,20 @@ fn html_report_renders_in_headless_chromium() {
         "expected {want}; chromium said: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A screenshot for people to look at (kept in cargo's per-target temp dir).
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("study-report.png");
+    let _ = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1100,4200",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", paths.report_html.display()))
+        .output();
+    eprintln!("screenshot: {}", shot.display());
 }
 
 #[test]

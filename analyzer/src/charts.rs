@@ -275,7 +275,7 @@ fn scaling(s: &ScalingSummary) -> Vec<Result<Chart, ChartError>> {
         let (_, y1) = span(
             s.series
                 .iter()
-                .flat_map(|x| x.points.iter().map(|p| p.efficiency))
+                .flat_map(|x| x.points.iter().filter_map(|p| p.efficiency))
                 .chain([1.0]),
         );
         render(
@@ -301,7 +301,7 @@ fn scaling(s: &ScalingSummary) -> Vec<Result<Chart, ChartError>> {
                     let pts: Vec<(f64, f64)> = series
                         .points
                         .iter()
-                        .map(|p| (f64::from(p.n_instances).log2(), p.efficiency))
+                        .filter_map(|p| p.efficiency.map(|e| (f64::from(p.n_instances).log2(), e)))
                         .collect();
                     chart.draw_series(LineSeries::new(pts.clone(), color(i).stroke_width(2)))?;
                     chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color(i).filled())))?;

@@ -279,12 +279,13 @@ fn scaling(out: &mut String, sc: &ScalingSummary) {
             };
             let _ = writeln!(
                 out,
-                "| {label} | {platform} | {} | {} | {} | {} | {:.2} |",
+                "| {label} | {platform} | {} | {} | {} | {} | {} |",
                 p.n_instances,
                 p.n,
                 stat(&p.aggregate),
                 stat(&p.per_instance),
                 p.efficiency
+                    .map_or_else(|| "–".to_owned(), |e| format!("{e:.2}"))
             );
         }
     }

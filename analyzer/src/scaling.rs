@@ -87,11 +87,7 @@ fn build_series(
         };
         let (n0, agg0) = *base.get_or_insert((n, aggregate.median));
         let expected = f64::from(n) / f64::from(n0) * agg0;
-        let efficiency = if expected > 0.0 {
-            aggregate.median / expected
-        } else {
-            f64::NAN
-        };
+        let efficiency = (expected > 0.0).then(|| aggregate.median / expected);
         out.push(ScalingPoint {
             n_instances: n,
             n: reps.len(),
@@ -114,6 +110,6 @@ fn build_series(
 pub fn knee(points: &[ScalingPoint]) -> Option<i32> {
     points
         .iter()
-        .find(|p| p.efficiency < KNEE_EFFICIENCY)
+        .find(|p| p.efficiency.is_some_and(|e| e < KNEE_EFFICIENCY))
         .map(|p| p.n_instances)
 }

@@ -302,8 +302,9 @@ pub struct ScalingPoint {
     pub aggregate: Stat,
     /// Mean per instance, median across repetitions.
     pub per_instance: Stat,
-    /// `aggregate(N) / ((N / N0) · aggregate(N0))`, N0 the smallest instance count.
-    pub efficiency: f64,
+    /// `aggregate(N) / ((N / N0) · aggregate(N0))`, N0 the smallest instance count; `None`
+    /// when the aggregate at N0 is zero.
+    pub efficiency: Option<f64>,
 }
 
 /// Fairness: CPU share received versus entitled.

@@ -208,8 +208,8 @@ fn planted_scaling_knee() {
     assert_eq!(series.label, "cpu_spin/units_per_s");
     assert_eq!(series.knee, Some(16));
     let at = |n: i32| series.points.iter().find(|p| p.n_instances == n).unwrap();
-    assert!((at(8).efficiency - 1.0).abs() < 0.01);
-    assert!((at(16).efficiency - 0.5).abs() < 0.01);
+    assert!((at(8).efficiency.unwrap() - 1.0).abs() < 0.01);
+    assert!((at(16).efficiency.unwrap() - 0.5).abs() < 0.01);
     assert!((at(32).aggregate.median - 800.0 * 1.002).abs() < 1.0);
     assert!((at(32).per_instance.median - 25.0 * 1.002).abs() < 0.1);
 }
@@ -470,4 +470,8 @@ fn snapshot_of_the_study_report() {
         "study_report_md",
         std::fs::read_to_string(paths.report_md).unwrap()
     );
+    // summary.json reads back into the same Summary (tools and `compare` can start from it).
+    let json = std::fs::read_to_string(paths.summary_json).unwrap();
+    let back: isolab_analyzer::Summary = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, analyze(dir.path()).unwrap());
 }

@@ -1,10 +1,14 @@
 //! The analyzer behind `isolab report` and `isolab compare`: reads a run directory's Parquet
-//! results, computes robust statistics and writes `summary.json`, `report.md` (and, later,
-//! `report.html`).
+//! results, computes robust statistics and writes `summary.json`, `report.md` and a
+//! self-contained `report.html`.
 //!
 //! Data flows one way: [`read::read_run`] loads the manifest and every trial file into a
 //! columnar [`table::SampleTable`]; [`aggregate`] turns rows into per-repetition values and
-//! per-metric [`stats`]; [`report`] assembles the [`summary::Summary`] and writes the files.
+//! per-metric [`stats`] with [`overhead`] verdicts, and the analysis of each experiment's kind
+//! adds its section ([`scaling`], [`fairness`], [`isolation`]); [`report`] assembles the
+//! [`summary::Summary`] and writes it as JSON, Markdown ([`markdown`]) and HTML ([`html`],
+//! [`charts`]). [`compare`] sets two runs side by side. [`testkit`] writes synthetic run
+//! directories with planted values for tests and benchmarks.
 //!
 //! ```no_run
 //! use std::path::Path;

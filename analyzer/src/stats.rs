@@ -336,6 +336,9 @@ mod tests {
     }
 
     proptest! {
+        // Every case runs thousands of bootstrap resamples: fewer cases keep the suite quick.
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
         #[test]
         fn median_of_constant_is_the_constant(c in -1e9f64..1e9, n in 1usize..50) {
             let v = vec![c; n];

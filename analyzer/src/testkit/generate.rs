@@ -64,6 +64,18 @@ impl LoadSpec {
 
 /// Writes a large generated run (see [`LoadSpec`]) into `run_dir`: one experiment `load`
 /// (analysis `overhead`, workload `cpu_spin`), rows built straight into Arrow arrays.
+///
+/// The per-group medians the report computes from it are, in DuckDB (for side-by-side
+/// benchmarks; `RUN` is the run directory):
+///
+/// ```sql
+/// WITH reps AS (
+///   SELECT experiment, platform, trial_id, role, "group", workload, params, metric, unit,
+///          n_instances, adversary, avg(value) AS v
+///   FROM read_parquet('RUN/samples/**/*.parquet') WHERE t_offset_s IS NULL GROUP BY ALL)
+/// SELECT experiment, platform, role, "group", workload, params, metric, unit, n_instances,
+///        adversary, median(v) FROM reps GROUP BY ALL ORDER BY ALL
+/// ```
 pub fn write_generated_run(run_dir: &Path, spec: &LoadSpec) -> Result<SyntheticRun, TestkitError> {
     let mut run = RunSpec::new(&spec.run_id, "generated");
     let exp = "load";

@@ -427,7 +427,9 @@ fn html_report_renders_in_headless_chromium() {
         document.title='charts:'+s.length+':'+ok.length;</script></body>";
     let test_page = dir.path().join("probe.html");
     std::fs::write(&test_page, html.replace("</body>", probe)).unwrap();
-    let out = Command::new(browser)
+    // `timeout` bounds a browser that hangs (no timed assertion: it only fails a stuck run).
+    let out = Command::new("timeout")
+        .args(["300", browser])
         .args([
             "--headless",
             "--no-sandbox",
@@ -447,7 +449,8 @@ fn html_report_renders_in_headless_chromium() {
     );
     // A screenshot for people to look at (kept in cargo's per-target temp dir).
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("study-report.png");
-    let _ = Command::new(browser)
+    let _ = Command::new("timeout")
+        .args(["300", browser])
         .args([
             "--headless",
             "--no-sandbox",

@@ -207,13 +207,7 @@ async fn fork_bomb_is_stopped_at_the_pids_limit() {
     let Some(s) = setup("forkbomb", &["runc"]) else {
         return;
     };
-    let bin = crate::workload_bin::locate().expect("workload");
-    let list = std::process::Command::new(&bin)
-        .arg("--list")
-        .output()
-        .expect("--list");
-    if !String::from_utf8_lossy(&list.stdout).contains("fork_bomb") {
-        eprintln!("skipping fork bomb: {} has no fork_bomb yet", bin.display());
+    if !knows("fork_bomb") {
         return;
     }
     available(&s).await;
@@ -451,5 +445,89 @@ async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
         o.status.message
     );
     assert!(!o.states().contains(&TrialState::Running));
+    assert_nothing_left(&s, &o);
+}
+
+/// Whether the workload binary under test knows `workload` (newer workloads land separately).
+fn knows(workload: &str) -> bool {
+    let bin = crate::workload_bin::locate().expect("workload");
+    let list = std::process::Command::new(&bin)
+        .arg("--list")
+        .output()
+        .expect("--list");
+    let known = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .any(|l| l.starts_with(&format!("{workload} ")));
+    if !known {
+        eprintln!("skipping: {} has no {workload} yet", bin.display());
+    }
+    known
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_between_two_containers_on_the_bridge() {
+    let Some(s) = setup("tcp", &["runc"]) else {
+        return;
+    };
+    if !knows("tcp_rr") {
+        return;
+    }
+    available(&s).await;
+    let mut p = platform(Limits::default());
+    p.network = Some(NetworkMode::Bridge);
+    let mut t = conformance::trial(&p, "tcp_rr", 2, &[], secs(0.5), secs(60.0));
+    let ctx = TrialContext {
+        run_id: "r".into(),
+        trial: Arc::new(t.clone()),
+        attempt: 0,
+    };
+    let prefix = format!("{}-{}", s.dir.name(), ctx.slug());
+    let server = super::netns::instance_addr(super::netns::subnet_octet(&prefix), 0).expect("addr");
+    let param = |k: &str, v: &str| {
+        (
+            k.to_owned(),
+            isolab_model::pipeline::ParamValue::Str(v.to_owned()),
+        )
+    };
+    t.instances[0].params = [param("role", "server"), param("host", "0.0.0.0")]
+        .into_iter()
+        .collect();
+    t.instances[1].params = [param("role", "client"), param("host", &server.to_string())]
+        .into_iter()
+        .collect();
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    for i in 0..2 {
+        assert!(!o.samples(i).is_empty(), "instance {i} measured nothing");
+    }
+    assert_nothing_left(&s, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_bomb_is_oom_killed_at_128_mib() {
+    let Some(s) = setup("membomb", &["runc"]) else {
+        return;
+    };
+    if !knows("memory_bomb") {
+        return;
+    }
+    available(&s).await;
+    let p = platform(Limits {
+        memory: Some(Bytes(128 << 20)),
+        ..Limits::default()
+    });
+    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.oom_kills >= 1,
+        "memory bomb not OOM-killed: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        o.status.message.contains("out of memory"),
+        "message: {}",
+        o.status.message
+    );
     assert_nothing_left(&s, &o);
 }

@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub hostname: Option<String>,
     /// How often running instances' cgroup statistics are sampled.
     pub stats_interval: Duration,
+    /// The vm backend's guest kernel, modules and QEMU (`--kernel`, `--modules`, `--qemu`).
+    pub vm: crate::vm::VmConfig,
 }
 
 impl Default for AgentConfig {
@@ -69,6 +71,7 @@ impl Default for AgentConfig {
             cgroup_prefix: DEFAULT_CGROUP_PREFIX.to_owned(),
             hostname: None,
             stats_interval: Duration::from_millis(100),
+            vm: crate::vm::VmConfig::default(),
         }
     }
 }

@@ -24,4 +24,5 @@ pub mod host;
 pub mod runner;
 pub mod serve;
 pub mod service;
+pub mod vm;
 pub mod workload_bin;

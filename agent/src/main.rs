@@ -39,6 +39,16 @@ struct Cli {
     /// Host name to report (default: the kernel's).
     #[arg(long)]
     hostname: Option<String>,
+    /// Guest kernel for the vm backend: a `vmlinuz`, or a directory holding one
+    /// (default: /var/cache/isolab/kernel, filled by ./bootstrap).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// Directory of the guest kernel's `.ko` modules (default: `modules/` beside the kernel).
+    #[arg(long)]
+    modules: Option<PathBuf>,
+    /// QEMU binary for the vm backend (default: qemu-system-x86_64 in PATH).
+    #[arg(long)]
+    qemu: Option<PathBuf>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -92,6 +102,12 @@ async fn main() -> anyhow::Result<()> {
         ceiling_memory_bytes: cli.ceiling_memory.map(Bytes::get),
         grace: cli.grace.0,
         hostname: cli.hostname,
+        vm: isolab_agent::vm::VmConfig {
+            kernel: cli.kernel,
+            modules: cli.modules,
+            qemu: cli.qemu,
+            ..isolab_agent::vm::VmConfig::default()
+        },
         ..AgentConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)

@@ -5,6 +5,7 @@ use super::native::{NativeBackend, NativeError, NativePrepared};
 use super::{Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
 use crate::cgroup::CgroupStats;
 use crate::container::{ContainerBackend, ContainerError, ContainerPrepared};
+use crate::vm::{VmBackend, VmError, VmPrepared};
 
 /// Every backend this agent has.
 #[derive(Debug)]
@@ -13,6 +14,8 @@ pub enum AnyBackend {
     Native(NativeBackend),
     /// OCI containers run by an OCI runtime.
     Container(ContainerBackend),
+    /// QEMU virtual machines.
+    Vm(VmBackend),
 }
 
 /// The per-trial state of any backend.
@@ -24,6 +27,8 @@ pub enum AnyPrepared {
     Native(NativePrepared),
     /// Of the container backend.
     Container(ContainerPrepared),
+    /// Of the vm backend.
+    Vm(VmPrepared),
 }
 
 /// The error of any backend.
@@ -35,6 +40,9 @@ pub enum AnyBackendError {
     /// From the container backend.
     #[error(transparent)]
     Container(#[from] ContainerError),
+    /// From the vm backend.
+    #[error(transparent)]
+    Vm(#[from] VmError),
     /// A prepared trial handed to another backend than the one that prepared it (a bug).
     #[error("trial prepared by one backend handed to backend `{backend}`")]
     Mismatch {
@@ -51,6 +59,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Native(b) => b.name(),
             Self::Container(b) => b.name(),
+            Self::Vm(b) => b.name(),
         }
     }
 
@@ -58,6 +67,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Native(b) => b.probe().await,
             Self::Container(b) => b.probe().await,
+            Self::Vm(b) => b.probe().await,
         }
     }
 
@@ -65,6 +75,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Native(b) => Ok(AnyPrepared::Native(b.prepare(trial).await?)),
             Self::Container(b) => Ok(AnyPrepared::Container(b.prepare(trial).await?)),
+            Self::Vm(b) => Ok(AnyPrepared::Vm(b.prepare(trial).await?)),
         }
     }
 
@@ -72,6 +83,7 @@ impl Backend for AnyBackend {
         match (self, prepared) {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.start(p).await?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.start(p).await?),
+            (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.start(p).await?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -82,6 +94,7 @@ impl Backend for AnyBackend {
         match (self, prepared) {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stats(p, instance)?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stats(p, instance)?),
+            (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.stats(p, instance)?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -92,6 +105,7 @@ impl Backend for AnyBackend {
         match (self, prepared) {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stop(p).await?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stop(p).await?),
+            (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.stop(p).await?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -102,6 +116,7 @@ impl Backend for AnyBackend {
         match (self, prepared) {
             (Self::Native(b), AnyPrepared::Native(p)) => b.teardown(p).await,
             (Self::Container(b), AnyPrepared::Container(p)) => b.teardown(p).await,
+            (Self::Vm(b), AnyPrepared::Vm(p)) => b.teardown(p).await,
             (b, _) => {
                 let mut report = LeakReport::default();
                 report.push(Leak::Other {
@@ -116,6 +131,7 @@ impl Backend for AnyBackend {
         match self {
             Self::Native(b) => b.leftovers(trial),
             Self::Container(b) => b.leftovers(trial),
+            Self::Vm(b) => b.leftovers(trial),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
 use crate::container::{ContainerBackend, ContainerConfig};
 use crate::runner::{self, RunnerOptions};
+use crate::vm::VmBackend;
 
 /// Events buffered per trial before the runner waits for the reader.
 const EVENT_BUFFER: usize = 1024;
@@ -145,6 +146,7 @@ impl AgentCore {
             ceilings,
             ContainerConfig::default(),
         );
+        let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
         let native = NativeBackend::new(dir.clone(), bin, ceilings);
         let host = HostInfo {
             hostname: config
@@ -170,7 +172,11 @@ impl AgentCore {
             inner: Arc::new(Inner {
                 config,
                 host,
-                backends: vec![AnyBackend::Native(native), AnyBackend::Container(container)],
+                backends: vec![
+                    AnyBackend::Native(native),
+                    AnyBackend::Container(container),
+                    AnyBackend::Vm(vm),
+                ],
                 trials: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tracker: TaskTracker::new(),

@@ -37,9 +37,10 @@ pub struct VmBackend {
     dir: Result<Arc<AgentDir>, String>,
     ready: Result<Arc<Ready>, String>,
     ceilings: Ceilings,
-    config: VmConfig,
-    kvm: KvmVerdict,
-    status: tokio::sync::OnceCell<BackendStatus>,
+    // Boxed: one backend per agent, kept small beside the others in `AnyBackend`.
+    config: Box<VmConfig>,
+    kvm: Box<KvmVerdict>,
+    status: Box<tokio::sync::OnceCell<BackendStatus>>,
 }
 
 /// One prepared VM.
@@ -87,9 +88,9 @@ impl VmBackend {
             dir,
             ready,
             ceilings,
-            config,
-            kvm,
-            status: tokio::sync::OnceCell::new(),
+            config: Box::new(config),
+            kvm: Box::new(kvm),
+            status: Box::default(),
         }
     }
 
@@ -327,6 +328,7 @@ impl Backend for VmBackend {
                 .map_err(|source| VmError::Cgroup { rel, source })?;
             let (handle, process) =
                 launch::spawn_vm(&ready.vmm, &inst.spec, inst.index, Some(join), None, &env)
+                    .await
                     .map_err(|source| VmError::Launch {
                         instance: inst.index,
                         source,

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{self, ConsoleSummary, GuestEnd};
 use super::error::VmError;
 use super::qemu::VmSpec;
+use super::spawner;
 use super::vmm::{Vmm, VmmError};
 use crate::backend::{InstanceExit, InstanceHandle, lines, process_alive, process_start_time};
 use crate::cgroup::JoinTarget;
@@ -49,8 +50,8 @@ pub enum LaunchError {
 
 /// Starts the VM of `spec` as instance `index`, inside the cgroup of `join` when given, with
 /// `env` added to the VMM's (otherwise clean) environment. `on_ready` fires when the guest
-/// answers the probe.
-pub fn spawn_vm(
+/// answers the probe. The VMM is forked, waited for and read on the [`spawner`] thread.
+pub async fn spawn_vm(
     vmm: &Vmm,
     spec: &VmSpec,
     index: u32,
@@ -86,22 +87,39 @@ pub fn spawn_vm(
         program: program.clone(),
         source,
     };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let (started_tx, started_rx) = oneshot::channel();
+    let vmm_name = vmm.name();
+    spawner::handle()
+        .map_err(spawn_err)?
+        .spawn(async move { drop(started_tx.send(start(cmd, index, on_ready, vmm_name))) });
+    started_rx
+        .await
+        .map_err(|_| spawn_err(std::io::Error::other("the spawner thread is gone")))?
+        .map_err(spawn_err)
+}
+
+/// Forks `cmd` and wires its output and exit up; runs on the spawner's runtime.
+fn start(
+    mut cmd: Command,
+    index: u32,
+    on_ready: Option<oneshot::Sender<()>>,
+    vmm_name: &'static str,
+) -> std::io::Result<(InstanceHandle, VmProcess)> {
+    let mut child = cmd.spawn()?;
     let pid = child
         .id()
-        .ok_or_else(|| spawn_err(std::io::Error::other("exited at once")))?;
+        .ok_or_else(|| std::io::Error::other("exited at once"))?;
     let process = VmProcess {
         pid,
         start_time: process_start_time(pid),
     };
-    let missing = |what| spawn_err(std::io::Error::other(format!("{what} not piped")));
+    let missing = |what| std::io::Error::other(format!("{what} not piped"));
     let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
     let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
 
     let console = console::split(lines(stdout), on_ready);
     // QEMU's own messages join the console's log lines, and the last few are kept for the exit.
     let (qemu_tx, qemu_rx) = mpsc::channel::<std::io::Result<String>>(64);
-    let qemu_name = vmm.name();
     let qemu_tail = tokio::spawn(async move {
         let mut stderr = lines(stderr);
         let mut tail = Vec::new();
@@ -111,7 +129,7 @@ pub fn spawn_vm(
                 tail.remove(0);
             }
             tail.push(line.clone());
-            let _ = qemu_tx.send(Ok(format!("{qemu_name}: {line}"))).await;
+            let _ = qemu_tx.send(Ok(format!("{vmm_name}: {line}"))).await;
         }
         tail
     });
@@ -120,14 +138,21 @@ pub fn spawn_vm(
         tokio_stream::wrappers::ReceiverStream::new(qemu_rx),
     );
     let summary = console.summary;
-    let exit = Box::pin(async move {
+    let (exit_tx, exit_rx) = oneshot::channel();
+    tokio::spawn(async move {
         let status = child.wait().await;
         let summary = summary.await.unwrap_or_default();
         let tail = qemu_tail.await.unwrap_or_default();
-        match status {
+        let exit = match status {
             Ok(status) => exit_of(status, &summary, &tail),
             Err(e) => InstanceExit::Lost(format!("waiting for the VM failed: {e}")),
-        }
+        };
+        let _ = exit_tx.send(exit);
+    });
+    let exit = Box::pin(async move {
+        exit_rx
+            .await
+            .unwrap_or_else(|_| InstanceExit::Lost("the spawner thread is gone".into()))
     });
     let handle = InstanceHandle {
         index,

@@ -38,6 +38,7 @@ pub mod launch;
 pub mod modules;
 pub mod qemu;
 pub mod setup;
+pub mod spawner;
 pub mod vmm;
 
 pub use backend::{VmBackend, VmPrepared};

@@ -385,6 +385,7 @@ async fn boot_probe_in(
     let (ready_tx, ready_rx) = oneshot::channel();
     let started = tokio::time::Instant::now();
     let (handle, process) = launch::spawn_vm(&ready.vmm, &spec, 0, Some(join), Some(ready_tx), &[])
+        .await
         .map_err(|e| format!("could not start: {e}"))?;
     // Nobody else reads the probe's console: log it, so a chatty guest never blocks on it.
     let (mut samples, mut logs) = (handle.stdout, handle.stderr);

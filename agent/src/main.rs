@@ -1,5 +1,7 @@
 //! `isolab-agent`: the per-host agent. Serves `isolab.v1.Agent` and the gRPC health service on
-//! `--listen` (loopback only until TLS lands) until SIGINT or SIGTERM, then drains.
+//! `--listen` until SIGINT or SIGTERM, then drains. With `--tls-dir` it serves mutual TLS on any
+//! address (its identity is the one `agent-<name>` certificate in the directory); without, plain
+//! text on loopback only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
-use isolab_agent::serve::{DEFAULT_LISTEN, check_listen_addr, serve};
+use isolab_agent::serve::{DEFAULT_LISTEN, serve_tls};
 use isolab_model::units::{Bytes, HumanDuration};
 
 /// The isolab per-host agent: runs trials of allowlisted workloads for a coordinator.
@@ -18,9 +20,13 @@ struct Cli {
     /// Address to serve gRPC on; anything but loopback needs TLS.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Directory with the agent's TLS certificate, key and CA (for non-loopback listening).
+    /// Directory with the CA and this agent's `agent-<name>` certificate and key (`isolab certs
+    /// init`): serve mutual TLS, requiring clients signed by the same CA.
     #[arg(long)]
     tls_dir: Option<PathBuf>,
+    /// Allow plain text on a loopback address other than the default one.
+    #[arg(long)]
+    allow_plaintext: bool,
     /// Labels reported to the coordinator, `key=value` separated by commas (`rack=r1,zone=a`).
     #[arg(long, value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
@@ -86,15 +92,23 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    check_listen_addr(cli.listen)?;
-    if let Some(dir) = &cli.tls_dir {
-        if !dir.is_dir() {
-            bail!("--tls-dir {} is not a directory", dir.display());
+    let default_listen = cli.listen.to_string() == DEFAULT_LISTEN;
+    isolab_tls::check_listen(
+        cli.listen,
+        cli.tls_dir.is_some(),
+        cli.allow_plaintext || default_listen,
+    )?;
+    let tls = match &cli.tls_dir {
+        Some(dir) => {
+            if !dir.is_dir() {
+                bail!("--tls-dir {} is not a directory", dir.display());
+            }
+            let identity = isolab_tls::find_agent_identity(dir)?;
+            tracing::info!(identity, dir = %dir.display(), "serving mutual TLS");
+            Some(isolab_tls::server_tls(dir, &identity)?)
         }
-        tracing::warn!(
-            "TLS is not implemented in this agent version yet; serving loopback in plain text"
-        );
-    }
+        None => None,
+    };
     let config = AgentConfig {
         workload_bin: cli.workload_bin,
         labels: cli.labels.into_iter().collect::<BTreeMap<_, _>>(),
@@ -113,6 +127,6 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
-    serve(config, listener, shutdown_signal()).await?;
+    serve_tls(config, listener, tls, shutdown_signal()).await?;
     Ok(())
 }

@@ -14,8 +14,8 @@ use isolab_proto::v1::agent_server::AgentServer;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::config::AgentConfig;
@@ -61,6 +61,15 @@ pub enum ServeError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS configuration was refused by the server.
+    #[error("TLS configuration for {addr}: {source}")]
+    Tls {
+        /// The address served.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: tonic::transport::Error,
+    },
     /// The serving task of a local agent panicked.
     #[error("local agent task: {source}")]
     Task {
@@ -70,7 +79,7 @@ pub enum ServeError {
     },
 }
 
-/// Refuses any address but loopback: until TLS lands, the agent only serves this machine.
+/// Refuses any address but loopback: without TLS, the agent only serves this machine.
 pub fn check_listen_addr(addr: SocketAddr) -> Result<(), ServeError> {
     if addr.ip().is_loopback() {
         Ok(())
@@ -93,16 +102,53 @@ pub async fn serve(
     serve_core(core, listener, shutdown).await
 }
 
+/// [`serve`] with mutual TLS when `tls` is given (any address), plaintext on loopback otherwise.
+/// The TLS configuration comes from `isolab_tls::server_tls`, which requires every client to
+/// present a certificate signed by the directory's CA.
+pub async fn serve_tls(
+    config: AgentConfig,
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| ServeError::LocalAddr { source })?;
+    if tls.is_none() {
+        check_listen_addr(addr)?;
+    }
+    let core = AgentCore::new(config).await;
+    serve_core_tls(core, listener, tls, shutdown).await
+}
+
 /// Serves an existing core (see [`serve`]).
 pub async fn serve_core(
     core: AgentCore,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_core_tls(core, listener, None, shutdown).await
+}
+
+/// Serves an existing core, with mutual TLS when `tls` is given (see [`serve_tls`]).
+pub async fn serve_core_tls(
+    core: AgentCore,
+    listener: TcpListener,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|source| ServeError::LocalAddr { source })?;
-    check_listen_addr(addr)?;
+    let mut builder = Server::builder();
+    match tls {
+        Some(tls) => {
+            builder = builder
+                .tls_config(tls)
+                .map_err(|source| ServeError::Tls { addr, source })?;
+        }
+        None => check_listen_addr(addr)?,
+    }
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<AgentServer<AgentService>>().await;
     let grace = core.config().grace;
@@ -130,7 +176,7 @@ pub async fn serve_core(
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!(%addr, "isolab agent serving");
-    let server = Server::builder()
+    let server = builder
         .add_service(health)
         .add_service(AgentServer::new(AgentService::new(core)))
         .serve_with_incoming_shutdown(incoming, signal);
@@ -156,14 +202,25 @@ pub async fn serve_core(
 pub struct LocalAgent {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Whether it serves mutual TLS.
+    pub tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
 
 impl LocalAgent {
-    /// The URL a gRPC client connects to (`http://127.0.0.1:PORT`).
+    /// The URL a gRPC client connects to (`http://127.0.0.1:PORT`, `https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Begins its shutdown (cancel, bounded drain) without waiting: an agent dying mid-run, as
+    /// far as its clients can tell.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// Shuts it down (cancel, bounded drain) and waits until it stopped.
@@ -181,6 +238,14 @@ impl LocalAgent {
 
 /// Starts an agent with `config` on `127.0.0.1:0` in this process.
 pub async fn spawn_local(config: AgentConfig) -> Result<LocalAgent, ServeError> {
+    spawn_local_tls(config, None).await
+}
+
+/// [`spawn_local`] with mutual TLS when `tls` is given.
+pub async fn spawn_local_tls(
+    config: AgentConfig,
+    tls: Option<ServerTlsConfig>,
+) -> Result<LocalAgent, ServeError> {
     let bind: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = TcpListener::bind(bind)
         .await
@@ -189,11 +254,13 @@ pub async fn spawn_local(config: AgentConfig) -> Result<LocalAgent, ServeError> 
         .local_addr()
         .map_err(|source| ServeError::LocalAddr { source })?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(config, listener, async move {
+    let with_tls = tls.is_some();
+    let task = tokio::spawn(serve_tls(config, listener, tls, async move {
         let _ = stopped.await;
     }));
     Ok(LocalAgent {
         addr,
+        tls: with_tls,
         stop: Some(stop),
         task,
     })

@@ -1,6 +1,7 @@
 //! The coordinator's edge towards agents: a gRPC client that speaks `isolab.v1` and hands the rest
 //! of the coordinator plain events.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use isolab_model::plan::Trial;
@@ -23,6 +24,15 @@ pub enum ClientError {
         /// What tonic said.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The TLS directory could not be loaded.
+    #[error("TLS for agent {addr}: {source}")]
+    Tls {
+        /// The agent.
+        addr: String,
+        /// What was wrong with the directory.
+        #[source]
+        source: isolab_tls::TlsConfigError,
     },
     /// Could not connect.
     #[error("cannot connect to agent {addr}: {source}")]
@@ -116,6 +126,44 @@ pub enum AgentEvent {
     },
 }
 
+/// Mutual TLS towards agents (`isolab run --tls-dir DIR [--tls-domain NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The TLS directory made by `isolab certs init`.
+    pub dir: PathBuf,
+    /// The identity presented (default `coordinator`).
+    pub identity: String,
+    /// The name the agent's certificate must carry; `None`: the host of its address.
+    pub domain: Option<String>,
+}
+
+impl ClientTls {
+    /// The coordinator's identity in `dir`, checking agents against the host they are dialled at.
+    pub fn coordinator(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), identity: isolab_tls::layout::COORDINATOR.to_owned(), domain: None }
+    }
+
+    /// The same with the agent's expected name set.
+    #[must_use]
+    pub fn with_domain(mut self, domain: Option<String>) -> Self {
+        if domain.is_some() {
+            self.domain = domain;
+        }
+        self
+    }
+}
+
+/// The host part of a URL (`https://[::1]:7411` → `::1`).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if let Some(v6) = authority.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
 /// A connected agent.
 #[derive(Debug, Clone)]
 pub struct Agent {
@@ -130,13 +178,32 @@ pub fn normalize_addr(addr: &str) -> String {
 }
 
 impl Agent {
-    /// Connects to an agent.
+    /// Connects to an agent in plain text.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let url = normalize_addr(addr);
-        let endpoint = Endpoint::from_shared(url.clone())
+        Self::connect_with(addr, None).await
+    }
+
+    /// Connects to an agent, with mutual TLS when `tls` is given (then `host:port` and `http://`
+    /// addresses are dialled as `https://`).
+    pub async fn connect_with(addr: &str, tls: Option<&ClientTls>) -> Result<Self, ClientError> {
+        let mut url = normalize_addr(addr);
+        if tls.is_some()
+            && let Some(rest) = url.strip_prefix("http://")
+        {
+            url = format!("https://{rest}");
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
             .map_err(|source| ClientError::Address { addr: addr.to_owned(), source })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            let domain = tls.domain.clone().unwrap_or_else(|| url_host(&url).to_owned());
+            let config = isolab_tls::client_tls(&tls.dir, &tls.identity, &domain)
+                .map_err(|source| ClientError::Tls { addr: url.clone(), source })?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|source| ClientError::Address { addr: addr.to_owned(), source })?;
+        }
         let channel = endpoint
             .connect()
             .await
@@ -246,5 +313,18 @@ impl Agent {
             }
             Event::Log(l) => AgentEvent::Log { instance: l.instance, stream: l.stream, text: l.text },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_strips_scheme_port_and_brackets() {
+        assert_eq!(url_host("https://127.0.0.1:7411"), "127.0.0.1");
+        assert_eq!(url_host("https://[::1]:7411/x"), "::1");
+        assert_eq!(url_host("agent-r1.example:7411"), "agent-r1.example");
+        assert_eq!(url_host("https://localhost"), "localhost");
     }
 }

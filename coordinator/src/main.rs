@@ -2,11 +2,14 @@
 //!
 //! Exit codes: 0 success, 1 failed trials or invalid input, 2 usage error.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use isolab_coordinator::client::ClientTls;
+use isolab_coordinator::inventory::{self, AgentSlot};
 use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
@@ -39,6 +42,9 @@ enum Command {
         /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Show the agent of the inventory each trial would go to.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
     },
     /// Print the JSON Schema of the pipeline format.
     Schema,
@@ -61,6 +67,21 @@ enum Command {
         /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Mutual TLS towards the agents with the `coordinator` identity of this directory
+        /// (`isolab certs init`); agent addresses become `https://`.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+        /// The name the agents' certificates must carry (default: the host of each address).
+        #[arg(long, value_name = "NAME", requires = "tls_dir")]
+        tls_domain: Option<String>,
+        /// Agents with labels for placement (`agents: [{ address, labels, tls_domain }]`).
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+    },
+    /// Development certificates for mutual TLS.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
     },
     /// Write report.md and summary.json for a run directory.
     Report {
@@ -69,6 +90,25 @@ enum Command {
         /// Where to write (default: the run directory).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Make (or complete) a CA with coordinator, client and agent certificates in DIR.
+    Init {
+        /// The TLS directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// An agent name: issues `agent-NAME.pem` (repeatable).
+        #[arg(long = "agent", value_name = "NAME")]
+        agents: Vec<String>,
+        /// An extra DNS name or IP address for the coordinator's and agents' certificates.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Make a new CA and reissue every certificate.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -118,7 +158,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
         }
-        Command::Plan { file, json, only, set } => {
+        Command::Plan { file, json, only, set, inventory } => {
             let loaded = match isolab_model::load::load_file_full(&file, &set) {
                 Ok(l) => l,
                 Err(e) => {
@@ -132,11 +172,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 trials.retain(|t| f.matches(t));
             }
             let summary = plan::summarize(&trials);
+            let placed = match &inventory {
+                Some(path) => Some(placement(path, &loaded.pipeline, &trials)?),
+                None => None,
+            };
             if json {
-                let out = serde_json::json!({ "trials": trials, "summary": summary });
+                let out = serde_json::json!({ "trials": trials, "summary": summary, "placement": placed });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                print_plan(&trials, &summary);
+                print_plan(&trials, &summary, placed.as_ref());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -144,8 +188,22 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&isolab_model::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, results, agents, resume, only, set } => {
-            let opts = RunOptions { pipeline: file, results, agents, resume, only, overrides: set };
+        Command::Certs { command: CertsCommand::Init { dir, agents, sans, force } } => {
+            let overwrite = if force { isolab_tls::Overwrite::Force } else { isolab_tls::Overwrite::Keep };
+            let pki = isolab_tls::init_dev_pki_with(&dir, &agents, &sans, overwrite)?;
+            let mark = |created: bool| if created { "created" } else { "kept" };
+            println!("{}  {}", pki.ca_cert.display(), mark(pki.ca_created));
+            for id in std::iter::once(&pki.coordinator).chain([&pki.client]).chain(&pki.agents) {
+                println!("{}  {}", id.cert.display(), mark(id.created));
+            }
+            for r in &pki.removed {
+                println!("{}  removed", r.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { file, results, agents, resume, only, set, tls_dir, tls_domain, inventory } => {
+            let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
+            let opts = RunOptions { pipeline: file, results, agents, resume, only, overrides: set, tls, inventory };
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -188,16 +246,39 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn print_plan(trials: &[plan::Trial], summary: &plan::PlanSummary) {
-    println!("{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}", "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP");
+/// Trial id → the inventory agent placement picks (`any` when the experiment has no placement).
+fn placement(
+    path: &std::path::Path,
+    pipeline: &isolab_model::Pipeline,
+    trials: &[plan::Trial],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let slots: Vec<AgentSlot> = inventory::load_inventory(path)?
+        .agents
+        .into_iter()
+        .map(|a| AgentSlot { address: a.address, labels: a.labels, names: a.tls_domain.into_iter().collect() })
+        .collect();
+    let placed = inventory::place(pipeline, trials, &slots);
+    Ok(trials
+        .iter()
+        .map(|t| {
+            let agent = placed.get(&t.id).map_or_else(|| "any".to_owned(), |i| slots[*i].address.clone());
+            (t.id.clone(), agent)
+        })
+        .collect())
+}
+
+fn print_plan(trials: &[plan::Trial], summary: &plan::PlanSummary, placed: Option<&BTreeMap<String, String>>) {
+    print!("{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}", "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP");
+    println!("{}", if placed.is_some() { "  AGENT" } else { "" });
     for t in trials {
         let rep = if t.warmup { "w".to_owned() } else { t.repetition.to_string() };
         let workload = match &t.adversary {
             Some(a) => format!("{}+{a}", t.workload),
             None => t.workload.clone(),
         };
+        let agent = placed.and_then(|p| p.get(&t.id)).map(|a| format!("  {a}")).unwrap_or_default();
         println!(
-            "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}",
+            "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}{agent}",
             t.id,
             t.experiment,
             t.platform,

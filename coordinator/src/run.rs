@@ -38,6 +38,10 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// `--set KEY=VALUE` overrides.
     pub overrides: Vec<String>,
+    /// Mutual TLS towards the agents (`--tls-dir`); `None`: plain text.
+    pub tls: Option<crate::client::ClientTls>,
+    /// Inventory file (`--inventory`): more agents, with labels for placement.
+    pub inventory: Option<PathBuf>,
 }
 
 /// Why a run could not start or had to stop.
@@ -66,6 +70,9 @@ pub enum RunError {
     /// An agent could not be reached.
     #[error(transparent)]
     Agent(#[from] ClientError),
+    /// The inventory file is invalid.
+    #[error(transparent)]
+    Inventory(#[from] crate::inventory::InventoryError),
     /// The embedded agent did not start.
     #[error("cannot start the embedded agent: {0}")]
     LocalAgent(String),
@@ -103,6 +110,10 @@ struct Attempt {
 struct Queue {
     items: VecDeque<(Trial, u32, Option<String>)>,
     in_flight: usize,
+    /// Trial id → the agent placement chose for its first attempt.
+    placed: BTreeMap<String, String>,
+    /// Agents that stopped answering: their placed trials go to any agent.
+    dead: std::collections::BTreeSet<String>,
 }
 
 fn label(t: &Trial) -> String {
@@ -137,15 +148,17 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     // Reach the agents before creating anything on disk.
     let mut local = None;
     let mut agents = Vec::new();
-    if opts.agents.is_empty() {
+    let targets = crate::inventory::targets(&opts.agents, opts.inventory.as_deref())?;
+    if targets.is_empty() {
         let la = isolab_agent::serve::spawn_local(isolab_agent::config::AgentConfig::default())
             .await
             .map_err(|e| RunError::LocalAgent(e.to_string()))?;
         agents.push(Agent::connect(&format!("http://{}", la.addr)).await?);
         local = Some(la);
     } else {
-        for a in &opts.agents {
-            agents.push(Agent::connect(a).await?);
+        for t in &targets {
+            let tls = opts.tls.clone().map(|c| c.with_domain(t.tls_domain.clone()));
+            agents.push(Agent::connect_with(&t.address, tls.as_ref()).await?);
         }
     }
 
@@ -184,8 +197,10 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
 
     let mut available: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
-    for a in &agents {
+    let mut slots = Vec::new();
+    for (i, a) in agents.iter().enumerate() {
         let caps = a.capabilities().await?;
+        slots.push(crate::inventory::slot(&a.addr, targets.get(i), &caps));
         dir.write_env(&a.addr, &caps)?;
         for b in &caps.backends {
             if b.available {
@@ -201,7 +216,11 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     if todo.len() < trials.len() {
         progress.note(&format!("resuming {}: {} of {} trials left", dir.manifest.run_id, todo.len(), trials.len()));
     }
-    let queue = Arc::new(Mutex::new(Queue::default()));
+    let placed = crate::inventory::place(pipeline, &trials, &slots);
+    let queue = Arc::new(Mutex::new(Queue {
+        placed: placed.into_iter().map(|(id, i)| (id, slots[i].address.clone())).collect(),
+        ..Queue::default()
+    }));
     for t in todo {
         let backend = t.platform_spec.backend.as_str();
         if !available.contains_key(backend) {
@@ -304,12 +323,18 @@ async fn worker(
             let backend_ok = |t: &Trial| {
                 available.get(t.platform_spec.backend.as_str()).is_some_and(|v| v.contains(&agent.addr))
             };
+            // A first attempt goes where placement put it (unless that agent is dead).
+            let placed_ok = |t: &Trial, attempt: u32| {
+                attempt > 1 || q.placed.get(&t.id).is_none_or(|a| *a == agent.addr || q.dead.contains(a))
+            };
             // Prefer a trial that did not just fail here; take any that this agent can run.
             let pos = q
                 .items
                 .iter()
-                .position(|(t, _, avoid)| backend_ok(t) && avoid.as_deref() != Some(agent.addr.as_str()))
-                .or_else(|| q.items.iter().position(|(t, _, _)| backend_ok(t)));
+                .position(|(t, n, avoid)| {
+                    backend_ok(t) && placed_ok(t, *n) && avoid.as_deref() != Some(agent.addr.as_str())
+                })
+                .or_else(|| q.items.iter().position(|(t, n, _)| backend_ok(t) && placed_ok(t, *n)));
             let item = pos.and_then(|p| q.items.remove(p));
             if item.is_some() {
                 q.in_flight += 1;
@@ -317,8 +342,16 @@ async fn worker(
             (item, q.in_flight)
         };
         let (Some((trial, attempt, _)), _) = next else {
-            // Nothing for us now; stop when nothing is in flight either (no retries can come).
-            if lock(&queue).in_flight == 0 {
+            // Nothing for us now; stop when nothing is in flight either (no retries can come)
+            // and nothing queued is ours to run later (placed elsewhere, its agent may die).
+            let done = {
+                let q = lock(&queue);
+                let ours_later = q.items.iter().any(|(t, _, _)| {
+                    available.get(t.platform_spec.backend.as_str()).is_some_and(|v| v.contains(&agent.addr))
+                });
+                q.in_flight == 0 && !ours_later
+            };
+            if done {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -352,6 +385,8 @@ async fn worker(
             (Err(e), _) if *interrupt.borrow() => (FinalState::Cancelled, format!("interrupted ({e})"), host.clone(), None, vec![]),
             (Err(e), _) => (FinalState::Failed, format!("lost contact with agent: {e}"), host.clone(), None, vec![]),
         };
+        // Lost contact and it does not answer now either: leave its trials to the others.
+        let gone = message.starts_with("lost contact") && agent.capabilities().await.is_err();
         let a = Attempt {
             trial,
             attempt,
@@ -364,7 +399,11 @@ async fn worker(
             events,
             elapsed: started.elapsed(),
         };
-        if tx.send(a).await.is_err() {
+        if gone {
+            tracing::warn!(agent = %agent.addr, "agent lost; its trials go to the other agents");
+            lock(&queue).dead.insert(agent.addr.clone());
+        }
+        if tx.send(a).await.is_err() || gone {
             return;
         }
     }

@@ -1,0 +1,480 @@
+//! [`DockerBackend`]: the [`Backend`] implementation. See the module documentation of
+//! [`super`] for the life of a trial.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use isolab_model::pipeline::RootfsKind;
+use tokio::sync::OnceCell;
+
+use super::cgroups::{self, TrialCgroups};
+use super::engine::{self, Engine, LABEL_AGENT, LABEL_TRIAL};
+use super::image::WorkloadImage;
+use super::trial::{self, DockerInstance, Plan};
+use super::{DockerConfig, DockerError, args, attach, network, probe};
+use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
+use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
+use crate::cgroup::{CgroupLimits, CgroupStats};
+use crate::container::hierarchy::Hierarchies;
+use crate::container::netns::{self, TrialNetwork};
+use crate::container::rootfs::is_static_elf;
+
+/// What every trial of this backend shares.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// The agent's cgroup directory.
+    pub(crate) dir: Arc<AgentDir>,
+    /// The workload binary on the host.
+    pub(crate) workload_bin: PathBuf,
+    /// Whether it is statically linked (required by `rootfs: minimal`).
+    pub(crate) workload_static: bool,
+    /// Every cgroup hierarchy mounted here.
+    pub(crate) hierarchies: Hierarchies,
+    /// Where a private daemon keeps its state.
+    pub(crate) private_dir: PathBuf,
+    /// Block device an `io_bps` cap applies to.
+    pub(crate) io_device: Option<(u64, u64)>,
+}
+
+impl Inner {
+    /// Container name of instance `index` of trial attempt `slug`.
+    pub(crate) fn container_name(&self, slug: &str, index: u32) -> String {
+        format!("{}-{slug}-i{index}", self.dir.name())
+    }
+
+    /// Prefix of the trial's network namespaces.
+    pub(crate) fn net_prefix(&self, slug: &str) -> String {
+        format!("{}-dk-{slug}", self.dir.name())
+    }
+}
+
+/// The Docker backend.
+#[derive(Debug)]
+pub struct DockerBackend {
+    inner: Result<Arc<Inner>, String>,
+    config: DockerConfig,
+    ceilings: Ceilings,
+    engine: tokio::sync::Mutex<Option<Result<Arc<Engine>, String>>>,
+    /// The connected engine's socket, for the synchronous leak check and `Drop`.
+    socket: Mutex<Option<PathBuf>>,
+    image: OnceCell<Result<WorkloadImage, String>>,
+    /// Serializes image imports.
+    import: tokio::sync::Mutex<()>,
+    probes: AtomicU64,
+}
+
+/// A prepared Docker trial: created (not started) containers, their cgroups and network.
+#[derive(Debug)]
+pub struct DockerPrepared {
+    ctx: TrialContext,
+    engine: Arc<Engine>,
+    image: WorkloadImage,
+    cgroups: TrialCgroups,
+    instances: Vec<DockerInstance>,
+    network: Option<TrialNetwork>,
+    net_prefix: String,
+    memory_limits: std::collections::BTreeMap<u32, Option<u64>>,
+}
+
+impl DockerPrepared {
+    /// The bridge network, when the platform asked for one.
+    pub fn network(&self) -> Option<&TrialNetwork> {
+        self.network.as_ref()
+    }
+
+    /// Container names, in index order.
+    pub fn containers(&self) -> Vec<String> {
+        self.instances.iter().map(|i| i.name.clone()).collect()
+    }
+}
+
+impl DockerBackend {
+    /// A Docker backend nesting its cgroups in `dir` and running `workload_bin`; either may be
+    /// an error text, which then makes the backend unavailable with that reason. Connects (or
+    /// starts a private daemon) at the first probe or trial, not here.
+    pub fn new(
+        dir: Result<Arc<AgentDir>, String>,
+        workload_bin: Result<PathBuf, String>,
+        ceilings: Ceilings,
+        config: DockerConfig,
+    ) -> Self {
+        let inner = (|| {
+            let dir = dir?;
+            let workload_bin = workload_bin?;
+            let hierarchies = Hierarchies::detect().map_err(|e| e.to_string())?;
+            Ok(Arc::new(Inner {
+                private_dir: config.state_dir.join(dir.name()).join("dockerd"),
+                workload_static: is_static_elf(&workload_bin) == Some(true),
+                io_device: block_device_of(&std::env::temp_dir()),
+                dir,
+                workload_bin,
+                hierarchies,
+            }))
+        })();
+        Self {
+            inner,
+            config,
+            ceilings,
+            engine: tokio::sync::Mutex::new(None),
+            socket: Mutex::new(None),
+            image: OnceCell::new(),
+            import: tokio::sync::Mutex::new(()),
+            probes: AtomicU64::new(0),
+        }
+    }
+
+    /// The private daemon's pid, when the backend started one.
+    pub async fn private_daemon_pid(&self) -> Option<u32> {
+        let guard = self.engine.lock().await;
+        guard
+            .as_ref()?
+            .as_ref()
+            .ok()?
+            .daemon
+            .as_ref()
+            .map(super::PrivateDaemon::pid)
+    }
+
+    pub(crate) fn inner(&self) -> Result<&Arc<Inner>, DockerError> {
+        self.inner
+            .as_ref()
+            .map_err(|r| DockerError::Unavailable { reason: r.clone() })
+    }
+
+    pub(crate) fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    pub(crate) fn ceilings(&self) -> Ceilings {
+        self.ceilings
+    }
+
+    /// The engine, connected (or its daemon started) on first use. A failure is kept until the
+    /// next probe, so trials fail fast with the reason.
+    pub(crate) async fn engine(&self, retry: bool) -> Result<Arc<Engine>, DockerError> {
+        let inner = Arc::clone(self.inner()?);
+        let mut guard = self.engine.lock().await;
+        match &*guard {
+            Some(Ok(e)) => return Ok(Arc::clone(e)),
+            Some(Err(reason)) if !retry => {
+                return Err(DockerError::Unavailable {
+                    reason: reason.clone(),
+                });
+            }
+            _ => {}
+        }
+        let opened = engine::open(&self.config, &inner.private_dir)
+            .await
+            .map(Arc::new);
+        if let Ok(e) = &opened {
+            *self
+                .socket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.socket.clone());
+            engine::remove_orphans(&e.docker).await;
+        }
+        *guard = Some(opened.clone());
+        opened.map_err(|reason| DockerError::Unavailable { reason })
+    }
+
+    /// The workload image (read and hashed once), present in the daemon.
+    pub(crate) async fn image(&self, engine: &Engine) -> Result<WorkloadImage, DockerError> {
+        let inner = Arc::clone(self.inner()?);
+        let image = self
+            .image
+            .get_or_init(|| async move {
+                let bin = inner.workload_bin.clone();
+                tokio::task::spawn_blocking(move || WorkloadImage::build(&bin))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| {
+                        r.map_err(|e| format!("cannot read {}: {e}", inner.workload_bin.display()))
+                    })
+            })
+            .await
+            .clone()
+            .map_err(|reason| DockerError::Image {
+                tag: super::image::REPOSITORY.into(),
+                reason,
+            })?;
+        let _one_at_a_time = self.import.lock().await;
+        if image.ensure(&engine.docker).await? {
+            tracing::info!(image = %image.reference, "imported the workload image");
+        }
+        Ok(image)
+    }
+
+    fn socket(&self) -> Option<PathBuf> {
+        self.socket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Backend for DockerBackend {
+    type Error = DockerError;
+    type Prepared = DockerPrepared;
+
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn probe(&self) -> BackendStatus {
+        let n = self.probes.fetch_add(1, Ordering::Relaxed);
+        match probe::run(self, n).await {
+            Ok(version) => BackendStatus {
+                name: self.name().into(),
+                available: true,
+                version,
+                ..BackendStatus::default()
+            },
+            Err((version, reason)) => BackendStatus {
+                version,
+                ..BackendStatus::unavailable(self.name(), reason)
+            },
+        }
+    }
+
+    async fn prepare(&self, ctx: &TrialContext) -> Result<DockerPrepared, DockerError> {
+        let inner = Arc::clone(self.inner()?);
+        let platform = &ctx.trial.platform_spec;
+        let kind = platform.rootfs.unwrap_or_default();
+        if kind == RootfsKind::Minimal && !inner.workload_static {
+            return Err(DockerError::NotStatic {
+                path: inner.workload_bin.clone(),
+            });
+        }
+        let mode = platform.network.unwrap_or_default();
+        let mut plans: Vec<Plan> = Vec::with_capacity(ctx.trial.instances.len());
+        for spec in &ctx.trial.instances {
+            let limits = instance_limits(self.ceilings, &platform.limits, spec, inner.io_device);
+            plans.push((spec.index, args::workload_args(ctx, spec)?, limits));
+        }
+        let engine = self.engine(false).await?;
+        let image = self.image(&engine).await?;
+        let slug = ctx.slug();
+        let net_prefix = inner.net_prefix(&slug);
+        let limits: Vec<(u32, CgroupLimits)> =
+            plans.iter().map(|(i, _, l)| (*i, l.clone())).collect();
+        let memory_limits = plans.iter().map(|(i, _, l)| (*i, l.memory_bytes)).collect();
+        let timeout = self.config.stop_timeout;
+        let (cgroups, network) =
+            trial::make(&inner, &slug, &net_prefix, mode, limits, timeout).await?;
+        let names = trial::Names {
+            slug: &slug,
+            net_prefix: &net_prefix,
+            image: &image.reference,
+        };
+        let instances = trial::create(
+            &inner,
+            &engine,
+            &cgroups,
+            &names,
+            &plans,
+            kind,
+            mode,
+            platform.runtime.as_deref(),
+            timeout,
+        )
+        .await?;
+        Ok(DockerPrepared {
+            ctx: ctx.clone(),
+            engine,
+            image,
+            cgroups,
+            instances,
+            network,
+            net_prefix,
+            memory_limits,
+        })
+    }
+
+    async fn start(&self, prepared: &mut DockerPrepared) -> Result<Launch, DockerError> {
+        let docker = &prepared.engine.docker;
+        let attached = futures::future::join_all(
+            prepared
+                .instances
+                .iter()
+                .map(|i| attach::attach(docker, &i.name)),
+        )
+        .await;
+        let attached = attached.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let starts = prepared.instances.iter().map(|i| async move {
+            docker
+                .start_container(&i.name, None)
+                .await
+                .map_err(DockerError::api("start", &i.name))
+        });
+        for started in futures::future::join_all(starts).await {
+            started?;
+        }
+        let mut handles = Vec::with_capacity(attached.len());
+        for (inst, out) in prepared.instances.iter().zip(attached) {
+            let state = docker
+                .inspect_container(&inst.name, None)
+                .await
+                .map_err(DockerError::api("inspect", &inst.name))?
+                .state;
+            let pid = state
+                .and_then(|s| s.pid)
+                .and_then(|p| u32::try_from(p).ok())
+                .filter(|&p| p > 0);
+            if let (Some(net), Some(pid)) = (prepared.network.as_ref(), pid)
+                && let Some(inet) = net.instances.iter().find(|n| n.index == inst.index)
+            {
+                let (inet, index) = (inet.clone(), inst.index);
+                tokio::task::spawn_blocking(move || network::attach(&inet, pid))
+                    .await
+                    .map_err(|source| DockerError::Task {
+                        trial: prepared.ctx.slug(),
+                        source,
+                    })?
+                    .map_err(|source| DockerError::Network {
+                        instance: index,
+                        source,
+                    })?;
+            }
+            let oom = attach::OomWatch {
+                cgroups: prepared.cgroups.clone(),
+                memory_bytes: prepared.memory_limits.get(&inst.index).copied().flatten(),
+            };
+            handles.push(attach::handle(
+                docker,
+                &inst.name,
+                inst.index,
+                pid,
+                out,
+                Some(oom),
+            ));
+        }
+        Ok(Launch {
+            instances: handles,
+            accel: None,
+        })
+    }
+
+    fn stats(&self, prepared: &DockerPrepared, index: u32) -> Result<CgroupStats, DockerError> {
+        if prepared.cgroups.instance(index).is_none() {
+            return Err(DockerError::NoInstance {
+                trial: prepared.ctx.slug(),
+                index,
+            });
+        }
+        prepared
+            .cgroups
+            .stats(index)
+            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })
+    }
+
+    async fn stop(&self, prepared: &DockerPrepared) -> Result<(), DockerError> {
+        let cgs = prepared.cgroups.clone();
+        let timeout = self.config.stop_timeout;
+        tokio::task::spawn_blocking(move || cgroups::kill(&cgs, timeout))
+            .await
+            .map_err(|source| DockerError::Task {
+                trial: prepared.ctx.slug(),
+                source,
+            })?
+            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })
+    }
+
+    async fn teardown(&self, prepared: DockerPrepared) -> LeakReport {
+        let Ok(inner) = self.inner().map(Arc::clone) else {
+            return LeakReport::default();
+        };
+        let mut problems = Vec::new();
+        if let Err(e) = self.stop(&prepared).await {
+            problems.push(e.to_string());
+        }
+        let names: Vec<String> = prepared.instances.iter().map(|i| i.name.clone()).collect();
+        let timeout = self.config.stop_timeout;
+        problems.extend(
+            trial::destroy(
+                &inner,
+                &prepared.engine,
+                &names,
+                &prepared.net_prefix,
+                &prepared.cgroups.trial_rel,
+                timeout,
+            )
+            .await,
+        );
+        if self.config.remove_image
+            && let Err(e) = prepared.image.remove(&prepared.engine.docker).await
+        {
+            problems.push(e.to_string());
+        }
+        let ctx = prepared.ctx.clone();
+        drop(prepared);
+        let mut report = self.leftovers(&ctx);
+        for p in problems {
+            tracing::warn!(trial = %ctx.slug(), "teardown: {p}");
+            if !report.is_clean() {
+                report.push(Leak::Other {
+                    what: format!("teardown error: {p}"),
+                });
+            }
+        }
+        report
+    }
+
+    fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
+        let Ok(inner) = self.inner() else {
+            return LeakReport::default();
+        };
+        let slug = ctx.slug();
+        let mut report = cgroups::leftovers(&inner.hierarchies, &inner.dir.rel(&slug));
+        for ns in netns::existing(&inner.net_prefix(&slug)) {
+            report.push(Leak::Netns { name: ns });
+        }
+        if let Some(socket) = self.socket() {
+            let agent = inner.dir.name().to_owned();
+            let timeout = self.config.api_timeout;
+            let found = engine::block_on(async move {
+                let docker = engine::connect(&socket, timeout).await?;
+                engine::containers_with(&docker, &[(LABEL_AGENT, &agent), (LABEL_TRIAL, &slug)])
+                    .await
+            });
+            match found {
+                Some(Ok(list)) => {
+                    for (id, name) in list {
+                        let short = id.get(..12).unwrap_or(&id);
+                        report.push(Leak::Other {
+                            what: format!("docker container {name} ({short}) still exists"),
+                        });
+                    }
+                }
+                Some(Err(e)) => report.push(Leak::Other {
+                    what: format!("cannot list docker containers: {e}"),
+                }),
+                None => report.push(Leak::Other {
+                    what: "cannot list docker containers: runtime failed".into(),
+                }),
+            }
+        }
+        report.merge(LeakReport::default());
+        report
+    }
+}
+
+impl Drop for DockerBackend {
+    fn drop(&mut self) {
+        let (Ok(inner), Some(socket)) = (&self.inner, self.socket()) else {
+            return;
+        };
+        let agent = inner.dir.name().to_owned();
+        let timeout = self.config.api_timeout;
+        let removed = engine::block_on(async move {
+            let docker = engine::connect(&socket, timeout).await?;
+            for (id, _) in engine::containers_with(&docker, &[(LABEL_AGENT, &agent)]).await? {
+                engine::remove(&docker, &id).await?;
+            }
+            Ok::<(), bollard::errors::Error>(())
+        });
+        if let Some(Err(e)) = removed {
+            tracing::warn!("removing the agent's docker containers: {e}");
+        }
+    }
+}

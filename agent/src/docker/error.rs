@@ -1,0 +1,106 @@
+//! [`DockerError`]: what goes wrong in the Docker backend.
+
+use std::path::PathBuf;
+
+use super::args::ArgsError;
+use super::daemon::DaemonError;
+use crate::cgroup::CgroupError;
+use crate::container::netns::NetnsError;
+
+/// What went wrong in the Docker backend.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    /// The backend cannot run here.
+    #[error("docker backend unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The instance's command line is not allowed.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// A `minimal` image needs a statically linked workload.
+    #[error(
+        "rootfs: minimal needs a statically linked workload, but {} is dynamically linked \
+         (build it with `just build-workload`, or use rootfs: host-ro)",
+        path.display()
+    )]
+    NotStatic {
+        /// The workload binary.
+        path: PathBuf,
+    },
+    /// A setting this backend cannot honour.
+    #[error("docker backend: {what} is not supported")]
+    Unsupported {
+        /// The setting.
+        what: String,
+    },
+    /// An Engine API call failed.
+    #[error("docker {op} {target}: {source}")]
+    Api {
+        /// The operation (`create`, `start`, `import`…).
+        op: &'static str,
+        /// The container or image.
+        target: String,
+        /// The cause.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The workload image could not be built.
+    #[error("workload image {tag}: {reason}")]
+    Image {
+        /// The tag.
+        tag: String,
+        /// Why.
+        reason: String,
+    },
+    /// A private daemon could not be started.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// A cgroup operation failed.
+    #[error("cgroup {rel}: {source}")]
+    Cgroup {
+        /// The cgroup, relative to the agent's own.
+        rel: String,
+        /// The cause.
+        #[source]
+        source: CgroupError,
+    },
+    /// The trial's network could not be made or attached.
+    #[error("network of instance {instance}: {source}")]
+    Network {
+        /// Instance index (or the trial's first).
+        instance: u32,
+        /// The cause.
+        #[source]
+        source: NetnsError,
+    },
+    /// Statistics asked for an instance the trial does not have.
+    #[error("no instance {index} in trial {trial}")]
+    NoInstance {
+        /// The trial slug.
+        trial: String,
+        /// The index asked for.
+        index: u32,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking task of trial {trial} failed: {source}")]
+    Task {
+        /// The trial slug.
+        trial: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+impl DockerError {
+    /// An [`DockerError::Api`] error.
+    pub(crate) fn api(
+        op: &'static str,
+        target: &str,
+    ) -> impl FnOnce(bollard::errors::Error) -> Self {
+        let target = target.to_owned();
+        move |source| Self::Api { op, target, source }
+    }
+}

@@ -1,0 +1,322 @@
+//! Tests against a real Docker Engine: root, `dockerd` (a running daemon, else a private one the
+//! backend starts and stops), the static workload binary. They run in CI (`CI=true`), where a
+//! missing piece is a failure; elsewhere they are skipped with the reason printed.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
+use isolab_model::units::Bytes;
+
+use super::{DaemonMode, DockerBackend, DockerConfig};
+use crate::backend::conformance::{self, Observed};
+use crate::backend::envelope::Ceilings;
+use crate::backend::{AgentDir, Backend, TrialContext, process_alive};
+use crate::cgroup::CgroupManager;
+use crate::container::hierarchy::Hierarchies;
+use crate::core::TrialState;
+
+const CEILINGS: Ceilings = Ceilings {
+    pids: 1024,
+    memory_bytes: 1 << 30,
+};
+
+struct Setup {
+    backend: DockerBackend,
+    dir: Arc<AgentDir>,
+    state: tempfile::TempDir,
+}
+
+/// Everything a real test needs, or `None` (outside CI) with the reason printed.
+pub(crate) fn skip_or_fail(test: &str, why: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{test}: {why} (CI must have it)"
+    );
+    eprintln!("skipping {test}: {why}");
+}
+
+async fn setup(test: &str, daemon: DaemonMode) -> Option<Setup> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip_or_fail(test, "needs root");
+        return None;
+    }
+    if super::daemon::find("dockerd").is_none()
+        && !std::path::Path::new(super::DEFAULT_SOCKET).exists()
+    {
+        skip_or_fail(
+            test,
+            "no Docker daemon and dockerd is not installed (./bootstrap installs docker.io)",
+        );
+        return None;
+    }
+    let bin = match crate::workload_bin::locate() {
+        Ok(b) => b,
+        Err(e) => {
+            skip_or_fail(test, &e.to_string());
+            return None;
+        }
+    };
+    if crate::container::rootfs::is_static_elf(&bin) != Some(true) {
+        let why = format!(
+            "{} is not static: set ISOLAB_WORKLOAD_BIN to `just build-workload`'s",
+            bin.display()
+        );
+        skip_or_fail(test, &why);
+        return None;
+    }
+    let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
+    let (dir, _) =
+        AgentDir::claim(manager, &format!("isolab-test-dk-{test}")).expect("claim agent dir");
+    let dir = Arc::new(dir);
+    let state = tempfile::Builder::new()
+        .prefix("isolab-dk-")
+        .tempdir()
+        .expect("state dir");
+    let config = DockerConfig {
+        state_dir: state.path().to_owned(),
+        daemon,
+        ..DockerConfig::default()
+    };
+    let backend = DockerBackend::new(Ok(Arc::clone(&dir)), Ok(bin), CEILINGS, config);
+    let status = backend.probe().await;
+    assert!(
+        status.available,
+        "docker backend unavailable: {}",
+        status.reason
+    );
+    assert!(
+        status.version.starts_with("Docker Engine "),
+        "version: {}",
+        status.version
+    );
+    Some(Setup {
+        backend,
+        dir,
+        state,
+    })
+}
+
+fn platform(limits: Limits) -> Platform {
+    Platform {
+        backend: BackendKind::Docker,
+        runtime: None,
+        runtime_args: vec![],
+        rootfs: None,
+        network: None,
+        limits,
+        vcpus: None,
+        memory: None,
+        accel: None,
+        machine: None,
+    }
+}
+
+/// Nothing of the trial anywhere: the suite's checks plus every hierarchy looked at directly.
+fn assert_nothing_left(s: &Setup, o: &Observed) {
+    conformance::assert_clean(&s.backend, o);
+    let rel = s.dir.rel(&o.ctx.slug());
+    let left = Hierarchies::detect().expect("hierarchies").existing(&rel);
+    assert!(left.is_empty(), "cgroups left: {left:?}");
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_backend_passes_the_conformance_suite() {
+    let Some(s) = setup("conformance", DaemonMode::Auto).await else {
+        return;
+    };
+    conformance::check_all(&s.backend, &platform(Limits::default())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bombs_are_contained_and_the_next_trial_runs_clean() {
+    let Some(s) = setup("bombs", DaemonMode::Auto).await else {
+        return;
+    };
+    let p = platform(Limits {
+        pids: Some(128),
+        memory: Some(Bytes(64 << 20)),
+        ..Limits::default()
+    });
+    let t = conformance::trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.pids_limit_hits >= 1,
+        "fork bomb not refused: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        !o.samples(0).is_empty(),
+        "the bomb reports what it reached: {}",
+        o.status.message
+    );
+    assert_nothing_left(&s, &o);
+
+    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.oom_kills >= 1 || stats.memory_limit_hits >= 1,
+        "memory bomb not stopped: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        stats.memory_peak_bytes <= 64 << 20,
+        "peak above the limit: {stats:?}"
+    );
+    assert_nothing_left(&s, &o);
+
+    let t = conformance::trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    assert_nothing_left(&s, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ro_root_and_cpu_limits_run() {
+    let Some(s) = setup("hostro", DaemonMode::Auto).await else {
+        return;
+    };
+    let mut p = platform(Limits {
+        cpu_weight: Some(50),
+        cpuset: Some("0".into()),
+        ..Limits::default()
+    });
+    p.rootfs = Some(RootfsKind::HostRo);
+    let o = conformance::check_one_syscall(&s.backend, &p).await;
+    assert_nothing_left(&s, &o);
+}
+
+/// Runs `f` on a thread that joined network namespace `ns`.
+fn in_netns<T: Send + 'static>(
+    ns: std::path::PathBuf,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&ns).expect("open netns");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
+    let Some(s) = setup("bridge", DaemonMode::Auto).await else {
+        return;
+    };
+    let mut p = platform(Limits::default());
+    p.network = Some(NetworkMode::Bridge);
+    // A server in instance 0's container; the test connects from instance 1's name, which the
+    // backend re-points at instance 1's container namespace.
+    let t = conformance::trial(
+        &p,
+        "tcp_rr",
+        2,
+        &[("role", "server"), ("port", "7001")],
+        secs(2.0),
+        secs(60.0),
+    );
+    let ctx = TrialContext {
+        run_id: "r".into(),
+        trial: Arc::new(t),
+        attempt: 0,
+    };
+    let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");
+    let net = prepared.network().expect("bridge network").clone();
+    let launch = s.backend.start(&mut prepared).await.expect("start");
+    let (a, b) = (net.instances[0].clone(), net.instances[1].clone());
+    let target = SocketAddr::new(a.addr.into(), 7001);
+    let client = in_netns(b.path(), move || {
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+                Ok(_) => return Ok(()),
+                Err(e) if std::time::Instant::now() < until => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    });
+    let reached = tokio::task::spawn_blocking(move || client.join().expect("client thread"))
+        .await
+        .expect("join");
+    assert!(
+        reached.is_ok(),
+        "instance 1's namespace could not reach instance 0's server: {reached:?}"
+    );
+    // Nothing listens in the host's namespace on that address.
+    assert!(
+        TcpListener::bind(SocketAddr::new(a.addr.into(), 7001)).is_err(),
+        "the address exists in the host namespace"
+    );
+    drop(launch);
+    s.backend.stop(&prepared).await.expect("stop");
+    let ctx = TrialContext {
+        run_id: "r".into(),
+        trial: Arc::clone(&ctx.trial),
+        attempt: 0,
+    };
+    let leaks = s.backend.teardown(prepared).await;
+    assert!(leaks.is_clean(), "{:?}", leaks.lines());
+    assert!(
+        crate::container::netns::existing(&format!("{}-dk-{}", s.dir.name(), ctx.slug()))
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
+    if super::daemon::find("dockerd").is_none() {
+        skip_or_fail(
+            "private daemon",
+            "dockerd is not installed (./bootstrap installs docker.io)",
+        );
+        return;
+    }
+    let Some(s) = setup("private", DaemonMode::Private).await else {
+        return;
+    };
+    let pid = s
+        .backend
+        .private_daemon_pid()
+        .await
+        .expect("a private daemon was started");
+    assert!(process_alive(pid, None).is_some());
+    let o = conformance::check_one_syscall(&s.backend, &platform(Limits::default())).await;
+    assert_nothing_left(&s, &o);
+    let state = s.state.path().to_owned();
+    let Setup {
+        backend,
+        dir: _dir,
+        state: _keep,
+    } = s;
+    tokio::task::spawn_blocking(move || drop(backend))
+        .await
+        .expect("drop");
+    assert!(
+        process_alive(pid, None).is_none(),
+        "dockerd {pid} still alive after the backend was dropped"
+    );
+    let left: Vec<_> = std::fs::read_dir(&state)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let daemon_dirs: Vec<_> = left.iter().filter(|p| p.join("dockerd").exists()).collect();
+    assert!(
+        daemon_dirs.is_empty(),
+        "private daemon state left: {daemon_dirs:?}"
+    );
+    assert!(
+        super::daemon::mounts_under(&state).is_empty(),
+        "mounts left under {}",
+        state.display()
+    );
+}

@@ -1,0 +1,183 @@
+//! The making and unmaking of one Docker trial: its cgroups and network, its containers
+//! (created, not started), and their removal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use isolab_model::pipeline::{NetworkMode, RootfsKind};
+
+use super::DockerError;
+use super::backend::Inner;
+use super::cgroups::{self, TrialCgroups};
+use super::engine::{self, Engine};
+use super::spec::{self, InstanceSpec};
+use crate::cgroup::CgroupLimits;
+use crate::container::netns::{self, TrialNetwork};
+
+/// One instance: its container.
+#[derive(Debug, Clone)]
+pub(crate) struct DockerInstance {
+    /// Index within the trial.
+    pub(crate) index: u32,
+    /// Container name.
+    pub(crate) name: String,
+}
+
+/// What one instance needs: index, workload arguments, cgroup limits.
+pub(crate) type Plan = (u32, Vec<String>, CgroupLimits);
+
+/// Names shared by a trial's containers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Names<'a> {
+    /// The trial attempt's slug.
+    pub(crate) slug: &'a str,
+    /// Prefix of its network namespaces.
+    pub(crate) net_prefix: &'a str,
+    /// The workload image.
+    pub(crate) image: &'a str,
+}
+
+/// Makes the trial's cgroups and, for `bridge`, its network namespaces.
+pub(crate) async fn make(
+    inner: &Arc<Inner>,
+    slug: &str,
+    net_prefix: &str,
+    mode: NetworkMode,
+    limits: Vec<(u32, CgroupLimits)>,
+    timeout: Duration,
+) -> Result<(TrialCgroups, Option<TrialNetwork>), DockerError> {
+    let (task_inner, task_slug, prefix) =
+        (Arc::clone(inner), slug.to_owned(), net_prefix.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let (dir, hierarchies) = (&task_inner.dir, &task_inner.hierarchies);
+        let cgs = cgroups::make(dir, hierarchies, &task_slug, &limits, timeout)
+            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })?;
+        if mode != NetworkMode::Bridge {
+            return Ok((cgs, None));
+        }
+        let indexes: Vec<u32> = limits.iter().map(|(i, _)| *i).collect();
+        match netns::create(&prefix, &indexes) {
+            Ok(net) => Ok((cgs, Some(net))),
+            Err(source) => {
+                cgroups::destroy(dir, hierarchies, &cgs.trial_rel, timeout);
+                Err(DockerError::Network {
+                    instance: indexes.first().copied().unwrap_or(0),
+                    source,
+                })
+            }
+        }
+    })
+    .await
+    .map_err(|source| DockerError::Task {
+        trial: slug.to_owned(),
+        source,
+    })?
+}
+
+/// Creates one container per plan, each below its instance cgroup. On error removes what this
+/// trial made (containers, cgroups, network).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn create(
+    inner: &Arc<Inner>,
+    engine: &Engine,
+    cgroups: &TrialCgroups,
+    names: &Names<'_>,
+    plans: &[Plan],
+    rootfs: RootfsKind,
+    mode: NetworkMode,
+    runtime: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<DockerInstance>, DockerError> {
+    let mut instances = Vec::with_capacity(plans.len());
+    let mut failure = None;
+    for (index, argv, _) in plans {
+        let name = inner.container_name(names.slug, *index);
+        let rel = cgroups.instance_rel(*index);
+        let mut body = spec::container_body(&InstanceSpec {
+            image: names.image,
+            args: argv,
+            agent: inner.dir.name(),
+            slug: names.slug,
+            index: *index,
+            cgroup_rel: &rel,
+            rootfs,
+            runtime,
+        });
+        if mode == NetworkMode::Host
+            && let Some(h) = body.host_config.as_mut()
+        {
+            h.network_mode = Some("host".into());
+        }
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(&name)
+            .build();
+        let created = engine.docker.create_container(Some(opts), body).await;
+        // A failed create may still leave a container under the name: it is removed below too.
+        instances.push(DockerInstance {
+            index: *index,
+            name: name.clone(),
+        });
+        match created {
+            Ok(c) => cgroups.set_leaf(*index, format!("{rel}/{}", c.id)),
+            Err(e) => {
+                failure = Some(DockerError::api("create", &name)(e));
+                break;
+            }
+        }
+    }
+    let Some(e) = failure else {
+        return Ok(instances);
+    };
+    let made: Vec<String> = instances.into_iter().map(|i| i.name).collect();
+    for p in destroy(
+        inner,
+        engine,
+        &made,
+        names.net_prefix,
+        &cgroups.trial_rel,
+        timeout,
+    )
+    .await
+    {
+        tracing::warn!("cleaning up after a failed prepare: {p}");
+    }
+    Err(e)
+}
+
+/// Removes the containers, the cgroups and the network of a trial; returns what failed.
+pub(crate) async fn destroy(
+    inner: &Arc<Inner>,
+    engine: &Engine,
+    containers: &[String],
+    net_prefix: &str,
+    trial_rel: &str,
+    timeout: Duration,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let removals = containers
+        .iter()
+        .map(|n| async move { (n, engine::remove(&engine.docker, n).await) });
+    for (name, result) in futures::future::join_all(removals).await {
+        if let Err(e) = result {
+            problems.push(format!("remove container {name}: {e}"));
+        }
+    }
+    let (task_inner, prefix, rel) = (
+        Arc::clone(inner),
+        net_prefix.to_owned(),
+        trial_rel.to_owned(),
+    );
+    let cleaned = tokio::task::spawn_blocking(move || {
+        let mut p = cgroups::destroy(&task_inner.dir, &task_inner.hierarchies, &rel, timeout);
+        if let Err(e) = netns::destroy(&prefix) {
+            p.push(e.to_string());
+        }
+        p
+    })
+    .await;
+    match cleaned {
+        Ok(p) => problems.extend(p),
+        Err(e) => problems.push(format!("cleanup task failed: {e}")),
+    }
+    problems
+}

@@ -1,0 +1,84 @@
+//! [`LxcError`]: what goes wrong in the LXC backend.
+
+use std::path::PathBuf;
+
+use crate::cgroup::CgroupError;
+use crate::container::netns::NetnsError;
+use crate::container::rootfs::RootfsError;
+use crate::docker::args::ArgsError;
+
+/// What went wrong in the LXC backend.
+#[derive(Debug, thiserror::Error)]
+pub enum LxcError {
+    /// The backend cannot run here.
+    #[error("lxc backend unavailable: {reason}")]
+    Unavailable {
+        /// Why.
+        reason: String,
+    },
+    /// The instance's command line is not allowed.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
+    /// A `minimal` root needs a statically linked workload.
+    #[error(
+        "rootfs: minimal needs a statically linked workload, but {} is dynamically linked \
+         (build it with `just build-workload`, or use rootfs: host-ro)",
+        path.display()
+    )]
+    NotStatic {
+        /// The workload binary.
+        path: PathBuf,
+    },
+    /// The root directory could not be made.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// A file of the trial could not be written or removed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cgroup operation failed.
+    #[error("cgroup {rel}: {source}")]
+    Cgroup {
+        /// The cgroup, relative to the agent's own.
+        rel: String,
+        /// The cause.
+        #[source]
+        source: CgroupError,
+    },
+    /// The trial's network could not be made.
+    #[error("network: {0}")]
+    Network(#[source] NetnsError),
+    /// `lxc-execute` could not be started.
+    #[error("instance {instance}: cannot start {}: {source}", program.display())]
+    Spawn {
+        /// Instance index.
+        instance: u32,
+        /// The binary.
+        program: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Statistics asked for an instance the trial does not have.
+    #[error("no instance {index} in trial {trial}")]
+    NoInstance {
+        /// The trial slug.
+        trial: String,
+        /// The index asked for.
+        index: u32,
+    },
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking task of trial {trial} failed: {source}")]
+    Task {
+        /// The trial slug.
+        trial: String,
+        /// The cause.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}

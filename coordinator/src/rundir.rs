@@ -110,6 +110,7 @@ impl RunDir {
             pipeline_sha256: sha256.to_owned(),
             pipeline_text: text.to_owned(),
             overrides: overrides.to_vec(),
+            profile: None,
             only: only.map(str::to_owned),
             isolab_version: env!("CARGO_PKG_VERSION").to_owned(),
             started_at: now_rfc3339(),

@@ -29,6 +29,9 @@ pub mod units;
 pub mod validate;
 
 pub use error::{Diagnostic, LoadError};
-pub use load::{Loaded, load_file, load_file_full, load_str, load_str_full, load_with_overrides};
+pub use load::{
+    Loaded, load_file, load_file_full, load_file_profile, load_str, load_str_full,
+    load_str_profile, load_with_overrides,
+};
 pub use pipeline::Pipeline;
 pub use schema::json_schema;

@@ -16,6 +16,7 @@ use crate::suggest;
 use crate::validate;
 
 mod overrides;
+mod profiles;
 
 use overrides::Override;
 
@@ -49,17 +50,37 @@ pub fn load_with_overrides(path: &Path, overrides: &[String]) -> Result<Pipeline
 
 /// Reads `path`, applies `overrides` and validates; returns the pipeline with its effective text.
 pub fn load_file_full(path: &Path, overrides: &[String]) -> Result<Loaded, LoadError> {
+    load_file_profile(path, None, overrides)
+}
+
+/// Reads `path`, applies the overrides of `profile` (from the file's `profiles:`), then
+/// `overrides`, and validates. An unknown profile is an error listing the known ones.
+pub fn load_file_profile(
+    path: &Path,
+    profile: Option<&str>,
+    overrides: &[String],
+) -> Result<Loaded, LoadError> {
     let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let file = path.display().to_string();
     let text = decode(&file, bytes)?;
-    load_str_full(&file, &text, overrides)
+    load_str_profile(&file, &text, profile, overrides)
 }
 
 /// Parses `text`, applies `overrides` and validates; `file` names the text in diagnostics.
 pub fn load_str_full(file: &str, text: &str, overrides: &[String]) -> Result<Loaded, LoadError> {
+    load_str_profile(file, text, None, overrides)
+}
+
+/// Like [`load_str_full`], with the overrides of `profile` applied before `overrides`.
+pub fn load_str_profile(
+    file: &str,
+    text: &str,
+    profile: Option<&str>,
+    overrides: &[String],
+) -> Result<Loaded, LoadError> {
     let index = LocationIndex::build(text);
     let mut value: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(file, &index, e))?;
     if value.is_null() {
@@ -78,21 +99,54 @@ pub fn load_str_full(file: &str, text: &str, overrides: &[String]) -> Result<Loa
         }
     }
 
-    let applied: Vec<Override> = overrides
+    check_profiles(file, &index, &value)?;
+    let mut sources: Vec<(String, String)> = Vec::new();
+    if let Some(name) = profile {
+        let flags = profiles::flags(&value, name).map_err(|m| {
+            let pos = index.locate("profiles", At::Key);
+            LoadError::Override {
+                flag: format!("--profile {name}"),
+                diagnostic: Diagnostic::new(
+                    file,
+                    pos.line,
+                    pos.col,
+                    format!("--profile {name}: {m}"),
+                ),
+            }
+        })?;
+        let origin = format!("profile `{name}`:");
+        sources.extend(flags.into_iter().map(|f| (origin.clone(), f)));
+    }
+    sources.extend(
+        overrides
+            .iter()
+            .map(|raw| ("--set".to_owned(), raw.clone())),
+    );
+    let applied: Vec<Override> = sources
         .iter()
-        .map(|raw| {
+        .map(|(origin, raw)| {
             overrides::apply(&mut value, raw)
-                .map_err(|(path, m)| override_error(file, &index, raw, &path, &m))
+                .map(|o| Override {
+                    origin: origin.clone(),
+                    ..o
+                })
+                .map_err(|(path, m)| override_error(file, &index, origin, raw, &path, &m))
         })
         .collect::<Result<_, _>>()?;
 
     let effective = if applied.is_empty() {
         text.to_owned()
     } else {
-        let flags: Vec<String> = applied
-            .iter()
-            .map(|o| format!("--set {}", o.flag))
-            .collect();
+        let mut flags: Vec<String> = Vec::new();
+        if let Some(name) = profile {
+            flags.push(format!("--profile {name}"));
+        }
+        flags.extend(
+            applied
+                .iter()
+                .filter(|o| o.origin == "--set")
+                .map(|o| format!("--set {}", o.flag)),
+        );
         let body = serde_yaml::to_string(&value).unwrap_or_default();
         format!(
             "# effective pipeline: {file} with {}\n{body}",
@@ -191,15 +245,52 @@ fn syntax_error(file: &str, index: &LocationIndex, source: serde_yaml::Error) ->
 fn override_error(
     file: &str,
     index: &LocationIndex,
+    origin: &str,
     raw: &str,
     path: &str,
     message: &str,
 ) -> LoadError {
     let pos = index.locate(path, At::Key);
     LoadError::Override {
-        flag: format!("--set {raw}"),
-        diagnostic: Diagnostic::new(file, pos.line, pos.col, format!("--set {raw}: {message}")),
+        flag: format!("{origin} {raw}"),
+        diagnostic: Diagnostic::new(
+            file,
+            pos.line,
+            pos.col,
+            format!("{origin} {raw}: {message}"),
+        ),
     }
+}
+
+/// Checks every profile by applying its overrides to a copy of `root`, deserializing and
+/// validating the result; reports the first problem at the profile's key.
+fn check_profiles(file: &str, index: &LocationIndex, root: &Value) -> Result<(), LoadError> {
+    for name in profiles::names(root) {
+        let at = format!("profiles.{name}");
+        let fail = |m: String| {
+            let pos = index.locate(&at, At::Key);
+            LoadError::Override {
+                flag: format!("--profile {name}"),
+                diagnostic: Diagnostic::new(
+                    file,
+                    pos.line,
+                    pos.col,
+                    format!("profile `{name}`: {m}"),
+                ),
+            }
+        };
+        let flags = profiles::flags(root, &name).map_err(&fail)?;
+        let mut copy = root.clone();
+        for raw in &flags {
+            overrides::apply(&mut copy, raw).map_err(|(_, m)| fail(format!("{raw}: {m}")))?;
+        }
+        let pipeline: Pipeline =
+            serde_yaml::from_value(copy).map_err(|e| fail(improve(&strip_location(&e))))?;
+        if let Some(issue) = validate::check(&pipeline).first() {
+            return Err(fail(issue.to_message()));
+        }
+    }
+    Ok(())
 }
 
 fn shape_error(

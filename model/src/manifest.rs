@@ -138,6 +138,9 @@ pub struct Manifest {
     /// `--set` overrides applied.
     #[serde(default)]
     pub overrides: Vec<String>,
+    /// `--profile` applied (before the overrides).
+    #[serde(default)]
+    pub profile: Option<String>,
     /// `--only` filter applied.
     #[serde(default)]
     pub only: Option<String>,

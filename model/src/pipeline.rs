@@ -42,6 +42,11 @@ pub struct Pipeline {
     pub platforms: IndexMap<String, Platform>,
     /// The experiments, run in file order.
     pub experiments: Vec<Experiment>,
+    /// Named sets of overrides chosen with `--profile NAME` (e.g. `quick` for CI): dotted keys
+    /// as in `--set` (`defaults.duration`, `experiments.scale.matrix.instances`) mapped to YAML
+    /// values. A profile is applied before the user's `--set`s.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub profiles: IndexMap<String, IndexMap<String, serde_json::Value>>,
 }
 
 /// Settings inherited by every experiment.

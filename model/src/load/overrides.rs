@@ -13,6 +13,8 @@ use crate::location::{child, index};
 pub(crate) struct Override {
     /// `KEY=VALUE` as given.
     pub(crate) flag: String,
+    /// Where it came from: `--set` or ``profile `quick`:``.
+    pub(crate) origin: String,
     /// The YAML path it set, e.g. `experiments[0].repetitions`.
     pub(crate) path: String,
 }
@@ -21,9 +23,9 @@ impl Override {
     /// An error message about `path` (this override's node or one below it) naming the flag.
     pub(crate) fn describe(&self, path: &str, message: &str) -> String {
         if path == self.path {
-            format!("--set {}: {message}", self.flag)
+            format!("{} {}: {message}", self.origin, self.flag)
         } else {
-            format!("--set {}: {path}: {message}", self.flag)
+            format!("{} {}: {path}: {message}", self.origin, self.flag)
         }
     }
 }
@@ -84,6 +86,7 @@ pub(crate) fn apply(root: &mut Value, raw: &str) -> Result<Override, (String, St
     }
     Ok(Override {
         flag: raw.to_owned(),
+        origin: "--set".to_owned(),
         path,
     })
 }
@@ -197,6 +200,7 @@ mod tests {
     fn covering_matches_whole_segments() {
         let applied = [Override {
             flag: "a.b=1".into(),
+            origin: "--set".into(),
             path: "a.b".into(),
         }];
         assert!(covering(&applied, "a.b").is_some());

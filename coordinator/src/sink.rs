@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(write_trial(dir.path(), &rel, &rows).unwrap(), 10);
         let f = File::open(dir.path().join(&rel)).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
-        assert_eq!(reader.schema().as_ref(), results::schema().as_ref());
+        assert_eq!(reader.schema().fields(), results::schema().fields());
         let created_by = reader.metadata().file_metadata().created_by().unwrap_or_default().to_owned();
         assert!(created_by.starts_with("isolab"), "{created_by}");
         let batches: Vec<_> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();

@@ -71,7 +71,8 @@ fn read_all(run_dir: &Path) -> Vec<RecordBatch> {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("trial-") && name.ends_with(".parquet"), "stray file {}", f.display());
         let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap();
-        assert_eq!(b.schema().as_ref(), isolab_model::results::schema().as_ref(), "schema of {}", f.display());
+        assert_eq!(b.schema().fields(), isolab_model::results::schema().fields(), "schema of {}", f.display());
+        assert_eq!(b.schema().metadata().get("isolab.schema_version").map(String::as_str), Some(isolab_model::results::SCHEMA_VERSION));
         out.extend(b.build().unwrap().map(Result::unwrap));
     }
     out

@@ -27,8 +27,8 @@ impl Default for ContainerConfig {
         Self {
             state_dir: PathBuf::from("/run/isolab"),
             runtimes: DEFAULT_RUNTIMES.iter().map(|s| (*s).to_owned()).collect(),
-            probe_timeout: Duration::from_secs(10),
-            stop_timeout: Duration::from_secs(5),
+            probe_timeout: Duration::from_secs(30),
+            stop_timeout: Duration::from_secs(15),
         }
     }
 }

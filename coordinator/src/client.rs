@@ -140,7 +140,11 @@ pub struct ClientTls {
 impl ClientTls {
     /// The coordinator's identity in `dir`, checking agents against the host they are dialled at.
     pub fn coordinator(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), identity: isolab_tls::layout::COORDINATOR.to_owned(), domain: None }
+        Self {
+            dir: dir.into(),
+            identity: isolab_tls::layout::COORDINATOR.to_owned(),
+            domain: None,
+        }
     }
 
     /// The same with the agent's expected name set.
@@ -174,7 +178,11 @@ pub struct Agent {
 
 /// Turns `host:port` or a URL into an `http://` URL.
 pub fn normalize_addr(addr: &str) -> String {
-    if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") }
+    if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    }
 }
 
 impl Agent {
@@ -193,22 +201,42 @@ impl Agent {
             url = format!("https://{rest}");
         }
         let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|source| ClientError::Address { addr: addr.to_owned(), source })?
+            .map_err(|source| ClientError::Address {
+                addr: addr.to_owned(),
+                source,
+            })?
             .connect_timeout(Duration::from_secs(10))
             .tcp_nodelay(true);
         if let Some(tls) = tls {
-            let domain = tls.domain.clone().unwrap_or_else(|| url_host(&url).to_owned());
-            let config = isolab_tls::client_tls(&tls.dir, &tls.identity, &domain)
-                .map_err(|source| ClientError::Tls { addr: url.clone(), source })?;
+            let domain = tls
+                .domain
+                .clone()
+                .unwrap_or_else(|| url_host(&url).to_owned());
+            let config =
+                isolab_tls::client_tls(&tls.dir, &tls.identity, &domain).map_err(|source| {
+                    ClientError::Tls {
+                        addr: url.clone(),
+                        source,
+                    }
+                })?;
             endpoint = endpoint
                 .tls_config(config)
-                .map_err(|source| ClientError::Address { addr: addr.to_owned(), source })?;
+                .map_err(|source| ClientError::Address {
+                    addr: addr.to_owned(),
+                    source,
+                })?;
         }
         let channel = endpoint
             .connect()
             .await
-            .map_err(|source| ClientError::Connect { addr: url.clone(), source })?;
-        Ok(Self { addr: url, client: AgentClient::new(channel) })
+            .map_err(|source| ClientError::Connect {
+                addr: url.clone(),
+                source,
+            })?;
+        Ok(Self {
+            addr: url,
+            client: AgentClient::new(channel),
+        })
     }
 
     /// Host facts and backends of the agent.
@@ -217,16 +245,24 @@ impl Agent {
         c.capabilities(pb::CapabilitiesRequest {})
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|s| ClientError::Rpc { addr: self.addr.clone(), status: Box::new(s) })
+            .map_err(|s| ClientError::Rpc {
+                addr: self.addr.clone(),
+                status: Box::new(s),
+            })
     }
 
     /// Asks the agent to cancel a trial.
     pub async fn cancel(&self, trial_id: &str) -> Result<bool, ClientError> {
         let mut c = self.client.clone();
-        c.cancel(pb::CancelRequest { trial_id: trial_id.to_owned() })
-            .await
-            .map(|r| r.into_inner().found)
-            .map_err(|s| ClientError::Rpc { addr: self.addr.clone(), status: Box::new(s) })
+        c.cancel(pb::CancelRequest {
+            trial_id: trial_id.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner().found)
+        .map_err(|s| ClientError::Rpc {
+            addr: self.addr.clone(),
+            status: Box::new(s),
+        })
     }
 
     /// Runs a trial; `on_event` sees every event; returns when the stream ends.
@@ -239,7 +275,10 @@ impl Agent {
     ) -> Result<(), ClientError> {
         let mut c = self.client.clone();
         let req = isolab_agent::convert::trial_to_proto(run_id, trial, attempt);
-        let rpc = |s: tonic::Status| ClientError::Rpc { addr: self.addr.clone(), status: Box::new(s) };
+        let rpc = |s: tonic::Status| ClientError::Rpc {
+            addr: self.addr.clone(),
+            status: Box::new(s),
+        };
         let mut stream = c.run_trial(req).await.map_err(rpc)?.into_inner();
         while let Some(ev) = stream.next().await {
             let ev = ev.map_err(rpc)?;
@@ -252,11 +291,17 @@ impl Agent {
 
     fn translate(&self, ev: pb::TrialEvent) -> Result<Option<AgentEvent>, ClientError> {
         use pb::trial_event::Event;
-        let malformed = |what: &str| ClientError::Malformed { addr: self.addr.clone(), what: what.to_owned() };
-        let Some(ev) = ev.event else { return Err(malformed("empty event")) };
+        let malformed = |what: &str| ClientError::Malformed {
+            addr: self.addr.clone(),
+            what: what.to_owned(),
+        };
+        let Some(ev) = ev.event else {
+            return Err(malformed("empty event"));
+        };
         Ok(Some(match ev {
             Event::Status(s) => {
-                let state = pb::TrialState::try_from(s.state).map_err(|_| malformed("unknown trial state"))?;
+                let state = pb::TrialState::try_from(s.state)
+                    .map_err(|_| malformed("unknown trial state"))?;
                 let fin = |state| AgentEvent::Finished {
                     state,
                     message: s.message.clone(),
@@ -265,9 +310,17 @@ impl Agent {
                     leaks: s.leaks.clone(),
                 };
                 match state {
-                    pb::TrialState::Unspecified => return Err(malformed("unspecified trial state")),
-                    pb::TrialState::Preparing => AgentEvent::Progress { phase: "preparing", host: s.host },
-                    pb::TrialState::Running => AgentEvent::Progress { phase: "running", host: s.host },
+                    pb::TrialState::Unspecified => {
+                        return Err(malformed("unspecified trial state"));
+                    }
+                    pb::TrialState::Preparing => AgentEvent::Progress {
+                        phase: "preparing",
+                        host: s.host,
+                    },
+                    pb::TrialState::Running => AgentEvent::Progress {
+                        phase: "running",
+                        host: s.host,
+                    },
                     pb::TrialState::Ok => fin(FinalState::Ok),
                     pb::TrialState::Failed => fin(FinalState::Failed),
                     pb::TrialState::Cancelled => fin(FinalState::Cancelled),
@@ -297,7 +350,11 @@ impl Agent {
                     t_offset_s: st.t_offset_s,
                     final_: st.r#final,
                     values: vec![
-                        ("cpu_usage_ns", "ns", f(st.cpu_user_ns.saturating_add(st.cpu_system_ns))),
+                        (
+                            "cpu_usage_ns",
+                            "ns",
+                            f(st.cpu_user_ns.saturating_add(st.cpu_system_ns)),
+                        ),
                         ("cpu_user_ns", "ns", f(st.cpu_user_ns)),
                         ("cpu_system_ns", "ns", f(st.cpu_system_ns)),
                         ("memory_current_bytes", "bytes", f(st.memory_current_bytes)),
@@ -311,7 +368,11 @@ impl Agent {
                     ],
                 }
             }
-            Event::Log(l) => AgentEvent::Log { instance: l.instance, stream: l.stream, text: l.text },
+            Event::Log(l) => AgentEvent::Log {
+                instance: l.instance,
+                stream: l.stream,
+                text: l.text,
+            },
         }))
     }
 }

@@ -15,7 +15,11 @@ use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
 
 #[derive(Debug, Parser)]
-#[command(name = "isolab", version, about = "Reproducible comparison of isolation platforms")]
+#[command(
+    name = "isolab",
+    version,
+    about = "Reproducible comparison of isolation platforms"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -42,6 +46,9 @@ enum Command {
         /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Apply the pipeline's profile NAME (from its `profiles:`) before the `--set`s.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         /// Show the agent of the inventory each trial would go to.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
@@ -67,6 +74,9 @@ enum Command {
         /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Apply the pipeline's profile NAME (from its `profiles:`) before the `--set`s.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
         /// Mutual TLS towards the agents with the `coordinator` identity of this directory
         /// (`isolab certs init`); agent addresses become `https://`.
         #[arg(long, value_name = "DIR")]
@@ -122,7 +132,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ISOLAB_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("ISOLAB_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -156,16 +167,28 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Plan { file, json, only, set, inventory } => {
-            let loaded = match isolab_model::load::load_file_full(&file, &set) {
-                Ok(l) => l,
-                Err(e) => {
-                    print_load_error(&e);
-                    return Ok(ExitCode::from(1));
-                }
-            };
+        Command::Plan {
+            file,
+            json,
+            only,
+            set,
+            profile,
+            inventory,
+        } => {
+            let loaded =
+                match isolab_model::load::load_file_profile(&file, profile.as_deref(), &set) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        print_load_error(&e);
+                        return Ok(ExitCode::from(1));
+                    }
+                };
             let mut trials = plan::plan(&loaded.pipeline);
             if let Some(expr) = &only {
                 let f = Filter::parse(expr).map_err(|e| anyhow::anyhow!("--only: {e}"))?;
@@ -185,15 +208,33 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&isolab_model::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&isolab_model::json_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Certs { command: CertsCommand::Init { dir, agents, sans, force } } => {
-            let overwrite = if force { isolab_tls::Overwrite::Force } else { isolab_tls::Overwrite::Keep };
+        Command::Certs {
+            command:
+                CertsCommand::Init {
+                    dir,
+                    agents,
+                    sans,
+                    force,
+                },
+        } => {
+            let overwrite = if force {
+                isolab_tls::Overwrite::Force
+            } else {
+                isolab_tls::Overwrite::Keep
+            };
             let pki = isolab_tls::init_dev_pki_with(&dir, &agents, &sans, overwrite)?;
             let mark = |created: bool| if created { "created" } else { "kept" };
             println!("{}  {}", pki.ca_cert.display(), mark(pki.ca_created));
-            for id in std::iter::once(&pki.coordinator).chain([&pki.client]).chain(&pki.agents) {
+            for id in std::iter::once(&pki.coordinator)
+                .chain([&pki.client])
+                .chain(&pki.agents)
+            {
                 println!("{}  {}", id.cert.display(), mark(id.created));
             }
             for r in &pki.removed {
@@ -201,9 +242,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, results, agents, resume, only, set, tls_dir, tls_domain, inventory } => {
+        Command::Run {
+            file,
+            results,
+            agents,
+            resume,
+            only,
+            set,
+            profile,
+            tls_dir,
+            tls_domain,
+            inventory,
+        } => {
             let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
-            let opts = RunOptions { pipeline: file, results, agents, resume, only, overrides: set, tls, inventory };
+            let opts = RunOptions {
+                pipeline: file,
+                results,
+                agents,
+                resume,
+                only,
+                overrides: set,
+                profile,
+                tls,
+                inventory,
+            };
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -255,28 +317,48 @@ fn placement(
     let slots: Vec<AgentSlot> = inventory::load_inventory(path)?
         .agents
         .into_iter()
-        .map(|a| AgentSlot { address: a.address, labels: a.labels, names: a.tls_domain.into_iter().collect() })
+        .map(|a| AgentSlot {
+            address: a.address,
+            labels: a.labels,
+            names: a.tls_domain.into_iter().collect(),
+        })
         .collect();
     let placed = inventory::place(pipeline, trials, &slots);
     Ok(trials
         .iter()
         .map(|t| {
-            let agent = placed.get(&t.id).map_or_else(|| "any".to_owned(), |i| slots[*i].address.clone());
+            let agent = placed
+                .get(&t.id)
+                .map_or_else(|| "any".to_owned(), |i| slots[*i].address.clone());
             (t.id.clone(), agent)
         })
         .collect())
 }
 
-fn print_plan(trials: &[plan::Trial], summary: &plan::PlanSummary, placed: Option<&BTreeMap<String, String>>) {
-    print!("{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}", "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP");
+fn print_plan(
+    trials: &[plan::Trial],
+    summary: &plan::PlanSummary,
+    placed: Option<&BTreeMap<String, String>>,
+) {
+    print!(
+        "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}",
+        "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP"
+    );
     println!("{}", if placed.is_some() { "  AGENT" } else { "" });
     for t in trials {
-        let rep = if t.warmup { "w".to_owned() } else { t.repetition.to_string() };
+        let rep = if t.warmup {
+            "w".to_owned()
+        } else {
+            t.repetition.to_string()
+        };
         let workload = match &t.adversary {
             Some(a) => format!("{}+{a}", t.workload),
             None => t.workload.clone(),
         };
-        let agent = placed.and_then(|p| p.get(&t.id)).map(|a| format!("  {a}")).unwrap_or_default();
+        let agent = placed
+            .and_then(|p| p.get(&t.id))
+            .map(|a| format!("  {a}"))
+            .unwrap_or_default();
         println!(
             "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}{agent}",
             t.id,

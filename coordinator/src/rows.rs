@@ -71,7 +71,13 @@ impl RowContext<'_> {
     }
 
     /// Rows of one statistics snapshot: the time-series subset while running, all counters at the end.
-    pub fn stats_rows(&self, instance: u32, t_offset_s: f64, values: &StatValues, final_: bool) -> Vec<ResultRow> {
+    pub fn stats_rows(
+        &self,
+        instance: u32,
+        t_offset_s: f64,
+        values: &StatValues,
+        final_: bool,
+    ) -> Vec<ResultRow> {
         values
             .iter()
             .filter(|(m, _, _)| final_ || matches!(*m, "cpu_usage_ns" | "memory_current_bytes"))

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// `--set KEY=VALUE` overrides.
     pub overrides: Vec<String>,
+    /// `--profile NAME`: the pipeline's profile applied before the overrides.
+    pub profile: Option<String>,
     /// Mutual TLS towards the agents (`--tls-dir`); `None`: plain text.
     pub tls: Option<crate::client::ClientTls>,
     /// Inventory file (`--inventory`): more agents, with labels for placement.
@@ -133,8 +135,15 @@ fn label(t: &Trial) -> String {
 }
 
 /// Runs a pipeline. `interrupt` turning true cancels running trials and stops dispatch.
-pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Result<RunOutcome, RunError> {
-    let loaded = isolab_model::load::load_file_full(&opts.pipeline, &opts.overrides)?;
+pub async fn run(
+    opts: &RunOptions,
+    mut interrupt: watch::Receiver<bool>,
+) -> Result<RunOutcome, RunError> {
+    let loaded = isolab_model::load::load_file_profile(
+        &opts.pipeline,
+        opts.profile.as_deref(),
+        &opts.overrides,
+    )?;
     let pipeline = &loaded.pipeline;
     let mut trials = plan::plan(pipeline);
     if let Some(expr) = &opts.only {
@@ -157,7 +166,10 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
         local = Some(la);
     } else {
         for t in &targets {
-            let tls = opts.tls.clone().map(|c| c.with_domain(t.tls_domain.clone()));
+            let tls = opts
+                .tls
+                .clone()
+                .map(|c| c.with_domain(t.tls_domain.clone()));
             agents.push(Agent::connect_with(&t.address, tls.as_ref()).await?);
         }
     }
@@ -194,6 +206,7 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     };
     dir.manifest.status = RunStatus::Running;
     dir.manifest.finished_at = None;
+    dir.manifest.profile.clone_from(&opts.profile);
 
     let mut available: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut unavailable: BTreeMap<String, String> = BTreeMap::new();
@@ -204,27 +217,47 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
         dir.write_env(&a.addr, &caps)?;
         for b in &caps.backends {
             if b.available {
-                available.entry(b.name.clone()).or_default().push(a.addr.clone());
+                available
+                    .entry(b.name.clone())
+                    .or_default()
+                    .push(a.addr.clone());
             } else {
-                unavailable.entry(b.name.clone()).or_insert_with(|| b.reason.clone());
+                unavailable
+                    .entry(b.name.clone())
+                    .or_insert_with(|| b.reason.clone());
             }
         }
     }
 
-    let todo: Vec<Trial> = trials.iter().filter(|t| !dir.is_done(&t.id)).cloned().collect();
+    let todo: Vec<Trial> = trials
+        .iter()
+        .filter(|t| !dir.is_done(&t.id))
+        .cloned()
+        .collect();
     let mut progress = Progress::new(todo.len() as u64);
     if todo.len() < trials.len() {
-        progress.note(&format!("resuming {}: {} of {} trials left", dir.manifest.run_id, todo.len(), trials.len()));
+        progress.note(&format!(
+            "resuming {}: {} of {} trials left",
+            dir.manifest.run_id,
+            todo.len(),
+            trials.len()
+        ));
     }
     let placed = crate::inventory::place(pipeline, &trials, &slots);
     let queue = Arc::new(Mutex::new(Queue {
-        placed: placed.into_iter().map(|(id, i)| (id, slots[i].address.clone())).collect(),
+        placed: placed
+            .into_iter()
+            .map(|(id, i)| (id, slots[i].address.clone()))
+            .collect(),
         ..Queue::default()
     }));
     for t in todo {
         let backend = t.platform_spec.backend.as_str();
         if !available.contains_key(backend) {
-            let why = unavailable.get(backend).cloned().unwrap_or_else(|| "no agent offers it".into());
+            let why = unavailable
+                .get(backend)
+                .cloned()
+                .unwrap_or_else(|| "no agent offers it".into());
             let rec = dir.record_mut(&t);
             rec.status = TrialState::Failed;
             rec.reason = Some(format!("backend `{backend}` unavailable: {why}"));
@@ -238,9 +271,21 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     let (tx, mut rx) = mpsc::channel::<Attempt>(16);
     let mut workers = Vec::new();
     for agent in &agents {
-        let (agent, queue, tx, run_id) = (agent.clone(), queue.clone(), tx.clone(), dir.manifest.run_id.clone());
+        let (agent, queue, tx, run_id) = (
+            agent.clone(),
+            queue.clone(),
+            tx.clone(),
+            dir.manifest.run_id.clone(),
+        );
         let interrupt = interrupt.clone();
-        workers.push(tokio::spawn(worker(agent, queue, tx, run_id, interrupt, available.clone())));
+        workers.push(tokio::spawn(worker(
+            agent,
+            queue,
+            tx,
+            run_id,
+            interrupt,
+            available.clone(),
+        )));
     }
     drop(tx);
 
@@ -280,12 +325,22 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
             not_run += 1;
         }
     }
-    let ok = dir.manifest.trials.iter().filter(|r| r.status == TrialState::Ok).count();
+    let ok = dir
+        .manifest
+        .trials
+        .iter()
+        .filter(|r| r.status == TrialState::Ok)
+        .count();
     let failed = dir
         .manifest
         .trials
         .iter()
-        .filter(|r| matches!(r.status, TrialState::Failed | TrialState::TimedOut | TrialState::Cancelled))
+        .filter(|r| {
+            matches!(
+                r.status,
+                TrialState::Failed | TrialState::TimedOut | TrialState::Cancelled
+            )
+        })
         .count();
     dir.manifest.status = if interrupted || not_run > 0 {
         RunStatus::Interrupted
@@ -299,7 +354,12 @@ pub async fn run(opts: &RunOptions, mut interrupt: watch::Receiver<bool>) -> Res
     if let Some(la) = local {
         la.shutdown().await;
     }
-    Ok(RunOutcome { run_dir: dir.path.clone(), ok, failed, not_run })
+    Ok(RunOutcome {
+        run_dir: dir.path.clone(),
+        ok,
+        failed,
+        not_run,
+    })
 }
 
 fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
@@ -321,20 +381,31 @@ async fn worker(
         let next = {
             let mut q = lock(&queue);
             let backend_ok = |t: &Trial| {
-                available.get(t.platform_spec.backend.as_str()).is_some_and(|v| v.contains(&agent.addr))
+                available
+                    .get(t.platform_spec.backend.as_str())
+                    .is_some_and(|v| v.contains(&agent.addr))
             };
             // A first attempt goes where placement put it (unless that agent is dead).
             let placed_ok = |t: &Trial, attempt: u32| {
-                attempt > 1 || q.placed.get(&t.id).is_none_or(|a| *a == agent.addr || q.dead.contains(a))
+                attempt > 1
+                    || q.placed
+                        .get(&t.id)
+                        .is_none_or(|a| *a == agent.addr || q.dead.contains(a))
             };
             // Prefer a trial that did not just fail here; take any that this agent can run.
             let pos = q
                 .items
                 .iter()
                 .position(|(t, n, avoid)| {
-                    backend_ok(t) && placed_ok(t, *n) && avoid.as_deref() != Some(agent.addr.as_str())
+                    backend_ok(t)
+                        && placed_ok(t, *n)
+                        && avoid.as_deref() != Some(agent.addr.as_str())
                 })
-                .or_else(|| q.items.iter().position(|(t, n, _)| backend_ok(t) && placed_ok(t, *n)));
+                .or_else(|| {
+                    q.items
+                        .iter()
+                        .position(|(t, n, _)| backend_ok(t) && placed_ok(t, *n))
+                });
             let item = pos.and_then(|p| q.items.remove(p));
             if item.is_some() {
                 q.in_flight += 1;
@@ -347,7 +418,9 @@ async fn worker(
             let done = {
                 let q = lock(&queue);
                 let ours_later = q.items.iter().any(|(t, _, _)| {
-                    available.get(t.platform_spec.backend.as_str()).is_some_and(|v| v.contains(&agent.addr))
+                    available
+                        .get(t.platform_spec.backend.as_str())
+                        .is_some_and(|v| v.contains(&agent.addr))
                 });
                 q.in_flight == 0 && !ours_later
             };
@@ -363,8 +436,20 @@ async fn worker(
         let mut host = String::new();
         let run = agent.run_trial(&run_id, &trial, attempt, |e| {
             match &e {
-                AgentEvent::Finished { state, message, host: h, accel, leaks } => {
-                    fin = Some((*state, message.clone(), h.clone(), accel.clone(), leaks.clone()));
+                AgentEvent::Finished {
+                    state,
+                    message,
+                    host: h,
+                    accel,
+                    leaks,
+                } => {
+                    fin = Some((
+                        *state,
+                        message.clone(),
+                        h.clone(),
+                        accel.clone(),
+                        leaks.clone(),
+                    ));
                 }
                 AgentEvent::Progress { host: h, .. } => host.clone_from(h),
                 _ => {}
@@ -381,9 +466,27 @@ async fn worker(
         };
         let (state, message, h, accel, leaks) = match (result, fin) {
             (Ok(()), Some(f)) => f,
-            (Ok(()), None) => (FinalState::Failed, "agent ended the stream without a final status".into(), host.clone(), None, vec![]),
-            (Err(e), _) if *interrupt.borrow() => (FinalState::Cancelled, format!("interrupted ({e})"), host.clone(), None, vec![]),
-            (Err(e), _) => (FinalState::Failed, format!("lost contact with agent: {e}"), host.clone(), None, vec![]),
+            (Ok(()), None) => (
+                FinalState::Failed,
+                "agent ended the stream without a final status".into(),
+                host.clone(),
+                None,
+                vec![],
+            ),
+            (Err(e), _) if *interrupt.borrow() => (
+                FinalState::Cancelled,
+                format!("interrupted ({e})"),
+                host.clone(),
+                None,
+                vec![],
+            ),
+            (Err(e), _) => (
+                FinalState::Failed,
+                format!("lost contact with agent: {e}"),
+                host.clone(),
+                None,
+                vec![],
+            ),
         };
         // Lost contact and it does not answer now either: leave its trials to the others.
         let gone = message.starts_with("lost contact") && agent.capabilities().await.is_err();
@@ -423,9 +526,18 @@ fn handle_attempt(
     let mut reason = (!a.message.is_empty()).then(|| a.message.clone());
     let mut written = None;
     if state == FinalState::Ok {
-        let ctx = RowContext { run_id: &run_id, trial: t, attempt: a.attempt, host: &a.host, accel: a.accel.as_deref() };
+        let ctx = RowContext {
+            run_id: &run_id,
+            trial: t,
+            attempt: a.attempt,
+            host: &a.host,
+            accel: a.accel.as_deref(),
+        };
         let rows = build_rows(&ctx, &a.events);
-        if rows.iter().all(|r| r.t_offset_s.is_some() || !is_workload_metric(&r.metric)) {
+        if rows
+            .iter()
+            .all(|r| r.t_offset_s.is_some() || !is_workload_metric(&r.metric))
+        {
             state = FinalState::Failed;
             reason = Some("the workload reported no summary sample".into());
         } else if !t.warmup {
@@ -456,7 +568,11 @@ fn handle_attempt(
             FinalState::TimedOut => TrialState::TimedOut,
             FinalState::Cancelled => TrialState::Cancelled,
         };
-        rec.reason = if state == FinalState::Ok { None } else { reason.clone() };
+        rec.reason = if state == FinalState::Ok {
+            None
+        } else {
+            reason.clone()
+        };
         if let Some((rel, n)) = &written {
             rec.file = Some(rel.display().to_string());
             rec.rows = *n;
@@ -475,8 +591,14 @@ fn handle_attempt(
     q.in_flight = q.in_flight.saturating_sub(1);
     if retry {
         progress.add(1);
-        progress.note(&format!("{}: attempt {} {status} on {}; retrying", label(t), a.attempt, a.agent));
-        q.items.push_front((t.clone(), a.attempt + 1, Some(a.agent.clone())));
+        progress.note(&format!(
+            "{}: attempt {} {status} on {}; retrying",
+            label(t),
+            a.attempt,
+            a.agent
+        ));
+        q.items
+            .push_front((t.clone(), a.attempt + 1, Some(a.agent.clone())));
     } else if state == FinalState::Ok
         && !t.warmup
         && let Some(extra) = stable.next_repetition(t)
@@ -486,7 +608,16 @@ fn handle_attempt(
         q.items.push_back((extra, 1, None));
     }
     drop(q);
-    progress.finished(&label(t), status, a.elapsed, if state == FinalState::Ok { None } else { reason.as_deref() });
+    progress.finished(
+        &label(t),
+        status,
+        a.elapsed,
+        if state == FinalState::Ok {
+            None
+        } else {
+            reason.as_deref()
+        },
+    );
     dir.save()?;
     Ok(())
 }
@@ -495,8 +626,17 @@ fn handle_attempt(
 fn is_workload_metric(metric: &str) -> bool {
     !matches!(
         metric,
-        "cpu_usage_ns" | "cpu_user_ns" | "cpu_system_ns" | "memory_current_bytes" | "memory_peak_bytes"
-            | "oom_events" | "oom_kills" | "pids_current" | "pids_limit_hits" | "io_read_bytes" | "io_write_bytes"
+        "cpu_usage_ns"
+            | "cpu_user_ns"
+            | "cpu_system_ns"
+            | "memory_current_bytes"
+            | "memory_peak_bytes"
+            | "oom_events"
+            | "oom_kills"
+            | "pids_current"
+            | "pids_limit_hits"
+            | "io_read_bytes"
+            | "io_write_bytes"
     )
 }
 
@@ -505,7 +645,12 @@ fn build_rows(ctx: &RowContext<'_>, events: &[AgentEvent]) -> Vec<ResultRow> {
     for e in events {
         match e {
             AgentEvent::Sample { instance, sample } => rows.push(ctx.sample_row(*instance, sample)),
-            AgentEvent::Stats { instance, t_offset_s, values, final_ } => {
+            AgentEvent::Stats {
+                instance,
+                t_offset_s,
+                values,
+                final_,
+            } => {
                 rows.extend(ctx.stats_rows(*instance, *t_offset_s, values, *final_));
             }
             _ => {}
@@ -529,24 +674,43 @@ impl Stability {
             .experiments
             .iter()
             .filter_map(|e| {
-                p.defaults.until_stable.as_ref().map(|u| (e.name.clone(), (u.rel_ci95, u.max_repetitions)))
+                p.defaults
+                    .until_stable
+                    .as_ref()
+                    .map(|u| (e.name.clone(), (u.rel_ci95, u.max_repetitions)))
             })
             .collect();
-        Self { rules, groups: BTreeMap::new() }
+        Self {
+            rules,
+            groups: BTreeMap::new(),
+        }
     }
 
     fn key(t: &Trial) -> String {
-        format!("{}\u{1}{}\u{1}{}\u{1}{:?}\u{1}{:?}\u{1}{}", t.experiment, t.platform, t.workload, t.adversary, t.params, t.instances.len())
+        format!(
+            "{}\u{1}{}\u{1}{}\u{1}{:?}\u{1}{:?}\u{1}{}",
+            t.experiment,
+            t.platform,
+            t.workload,
+            t.adversary,
+            t.params,
+            t.instances.len()
+        )
     }
 
     fn record(&mut self, t: &Trial, rows: &[ResultRow]) {
         if !self.rules.contains_key(&t.experiment) {
             return;
         }
-        let primary = rows
-            .iter()
-            .find(|r| r.t_offset_s.is_none() && is_workload_metric(&r.metric) && !matches!(r.metric.as_str(), "ops" | "elapsed_s" | "total_units"));
-        let entry = self.groups.entry(Self::key(t)).or_insert_with(|| (Vec::new(), 0));
+        let primary = rows.iter().find(|r| {
+            r.t_offset_s.is_none()
+                && is_workload_metric(&r.metric)
+                && !matches!(r.metric.as_str(), "ops" | "elapsed_s" | "total_units")
+        });
+        let entry = self
+            .groups
+            .entry(Self::key(t))
+            .or_insert_with(|| (Vec::new(), 0));
         entry.1 = entry.1.max(t.repetition);
         if let Some(r) = primary {
             entry.0.push(r.value);

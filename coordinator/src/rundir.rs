@@ -2,9 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use isolab_model::manifest::{ExperimentRecord, Manifest, RunStatus, TrialRecord, TrialState, MANIFEST_VERSION};
-use isolab_model::plan::Trial;
 use isolab_model::Pipeline;
+use isolab_model::manifest::{
+    ExperimentRecord, MANIFEST_VERSION, Manifest, RunStatus, TrialRecord, TrialState,
+};
+use isolab_model::plan::Trial;
 use isolab_proto::v1 as pb;
 use rand::Rng;
 
@@ -100,8 +102,10 @@ impl RunDir {
         trials: &[Trial],
     ) -> Result<Self, RunDirError> {
         let path = results_dir.join(run_id);
-        std::fs::create_dir_all(path.join("env"))
-            .map_err(|source| RunDirError::Io { path: path.clone(), source })?;
+        std::fs::create_dir_all(path.join("env")).map_err(|source| RunDirError::Io {
+            path: path.clone(),
+            source,
+        })?;
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
             run_id: run_id.to_owned(),
@@ -135,11 +139,18 @@ impl RunDir {
     /// Opens an existing run directory.
     pub fn open(path: &Path) -> Result<Self, RunDirError> {
         let file = path.join("manifest.json");
-        let text = std::fs::read_to_string(&file)
-            .map_err(|source| RunDirError::Io { path: file.clone(), source })?;
-        let manifest = serde_json::from_str(&text)
-            .map_err(|source| RunDirError::Manifest { path: file.clone(), source })?;
-        Ok(Self { path: path.to_path_buf(), manifest })
+        let text = std::fs::read_to_string(&file).map_err(|source| RunDirError::Io {
+            path: file.clone(),
+            source,
+        })?;
+        let manifest = serde_json::from_str(&text).map_err(|source| RunDirError::Manifest {
+            path: file.clone(),
+            source,
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            manifest,
+        })
     }
 
     /// Writes the manifest atomically.
@@ -172,9 +183,17 @@ impl RunDir {
     }
 
     /// Writes `env/<host>.json` from an agent's capabilities.
-    pub fn write_env(&self, agent_addr: &str, caps: &pb::CapabilitiesResponse) -> Result<String, RunDirError> {
+    pub fn write_env(
+        &self,
+        agent_addr: &str,
+        caps: &pb::CapabilitiesResponse,
+    ) -> Result<String, RunDirError> {
         let host = caps.host.clone().unwrap_or_default();
-        let name = if host.hostname.is_empty() { "unknown".to_owned() } else { host.hostname.clone() };
+        let name = if host.hostname.is_empty() {
+            "unknown".to_owned()
+        } else {
+            host.hostname.clone()
+        };
         let json = serde_json::json!({
             "hostname": host.hostname,
             "agent": agent_addr,
@@ -195,8 +214,16 @@ impl RunDir {
             })).collect::<Vec<_>>(),
             "workloads": caps.workloads,
         });
-        let safe: String =
-            name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect();
+        let safe: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         let mut bytes = serde_json::to_vec_pretty(&json).unwrap_or_default();
         bytes.push(b'\n');
         sink::write_atomic(&self.path.join("env").join(format!("{safe}.json")), &bytes)?;

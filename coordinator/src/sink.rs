@@ -16,8 +16,8 @@ use arrow_array::{ArrayRef, RecordBatch};
 use isolab_model::results::{self, ResultRow};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
 
 /// Why a trial's rows could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,15 @@ pub fn default_writer_properties() -> WriterProperties {
 
 /// Hive partition value: keeps names readable, replaces path separators and `=`.
 fn partition_value(s: &str) -> String {
-    s.chars().map(|c| if c == '/' || c == '=' || c.is_control() { '_' } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if c == '/' || c == '=' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 /// Relative path of a trial's Parquet file inside the run directory.
@@ -132,14 +140,21 @@ pub fn write_trial(run_dir: &Path, rel: &Path, rows: &[ResultRow]) -> Result<u64
         move |source| SinkError::Io { path, source }
     };
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let staging = dir.join(format!(".{name}.tmp"));
     let batch = rows_to_batch(rows)?;
     let result = (|| {
         let file = File::create(&staging).map_err(io(&staging))?;
-        let pq = |source| SinkError::Parquet { path: target.clone(), source };
-        let mut writer = ArrowWriter::try_new(file, results::schema(), Some(default_writer_properties()))
-            .map_err(pq)?;
+        let pq = |source| SinkError::Parquet {
+            path: target.clone(),
+            source,
+        };
+        let mut writer =
+            ArrowWriter::try_new(file, results::schema(), Some(default_writer_properties()))
+                .map_err(pq)?;
         writer.write(&batch).map_err(pq)?;
         let file = writer.into_inner().map_err(pq)?;
         file.sync_all().map_err(io(&staging))?;
@@ -161,7 +176,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
         move |source| SinkError::Io { path: p, source }
     };
     fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let staging = dir.join(format!(".{name}.tmp"));
     let result = (|| {
         let mut f = File::create(&staging).map_err(io(&staging))?;
@@ -179,7 +197,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 fn sync_dir(dir: &Path) -> Result<(), SinkError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| SinkError::Io { path: dir.to_path_buf(), source })
+        .map_err(|source| SinkError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -224,7 +245,12 @@ mod tests {
         let f = File::open(dir.path().join(&rel)).unwrap();
         let reader = ParquetRecordBatchReaderBuilder::try_new(f).unwrap();
         assert_eq!(reader.schema().fields(), results::schema().fields());
-        let created_by = reader.metadata().file_metadata().created_by().unwrap_or_default().to_owned();
+        let created_by = reader
+            .metadata()
+            .file_metadata()
+            .created_by()
+            .unwrap_or_default()
+            .to_owned();
         assert!(created_by.starts_with("isolab"), "{created_by}");
         let batches: Vec<_> = reader.build().unwrap().collect::<Result<_, _>>().unwrap();
         let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
@@ -239,6 +265,9 @@ mod tests {
 
     #[test]
     fn partition_values_are_safe() {
-        assert_eq!(trial_file("a/b", "x=y", "1"), PathBuf::from("samples/experiment=a_b/platform=x_y/trial-1.parquet"));
+        assert_eq!(
+            trial_file("a/b", "x=y", "1"),
+            PathBuf::from("samples/experiment=a_b/platform=x_y/trial-1.parquet")
+        );
     }
 }

@@ -12,7 +12,11 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 
 fn isolab(args: &[&str], cwd: &Path) -> Output {
-    Command::new(BIN).args(args).current_dir(cwd).output().expect("run isolab")
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run isolab")
 }
 
 fn text(b: &[u8]) -> String {
@@ -30,7 +34,10 @@ fn can_run() -> bool {
 }
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 const QUICK: &[&str] = &[
@@ -45,7 +52,12 @@ const QUICK: &[&str] = &[
 /// Runs the quick-start pipeline shortened; returns the run directory.
 fn quick_run(results: &Path, extra: &[&str]) -> (Output, Option<PathBuf>) {
     let pipeline = workspace().join("pipelines/quickstart.yaml");
-    let mut args = vec!["run", pipeline.to_str().unwrap(), "--results", results.to_str().unwrap()];
+    let mut args = vec![
+        "run",
+        pipeline.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ];
     args.extend_from_slice(QUICK);
     args.extend_from_slice(extra);
     let out = isolab(&args, results);
@@ -69,10 +81,25 @@ fn read_all(run_dir: &Path) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     for f in files {
         let name = f.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(name.starts_with("trial-") && name.ends_with(".parquet"), "stray file {}", f.display());
+        assert!(
+            name.starts_with("trial-") && name.ends_with(".parquet"),
+            "stray file {}",
+            f.display()
+        );
         let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&f).unwrap()).unwrap();
-        assert_eq!(b.schema().fields(), isolab_model::results::schema().fields(), "schema of {}", f.display());
-        assert_eq!(b.schema().metadata().get("isolab.schema_version").map(String::as_str), Some(isolab_model::results::SCHEMA_VERSION));
+        assert_eq!(
+            b.schema().fields(),
+            isolab_model::results::schema().fields(),
+            "schema of {}",
+            f.display()
+        );
+        assert_eq!(
+            b.schema()
+                .metadata()
+                .get("isolab.schema_version")
+                .map(String::as_str),
+            Some(isolab_model::results::SCHEMA_VERSION)
+        );
         out.extend(b.build().unwrap().map(Result::unwrap));
     }
     out
@@ -81,10 +108,30 @@ fn read_all(run_dir: &Path) -> Vec<RecordBatch> {
 fn summary_values(batches: &[RecordBatch], metric: &str) -> Vec<(String, f64)> {
     let mut v = Vec::new();
     for b in batches {
-        let m = b.column_by_name("metric").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-        let w = b.column_by_name("workload").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
-        let val = b.column_by_name("value").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
-        let t = b.column_by_name("t_offset_s").unwrap().as_any().downcast_ref::<Float64Array>().unwrap();
+        let m = b
+            .column_by_name("metric")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let w = b
+            .column_by_name("workload")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let val = b
+            .column_by_name("value")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let t = b
+            .column_by_name("t_offset_s")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         for i in 0..b.num_rows() {
             if m.value(i) == metric && t.is_null(i) {
                 v.push((w.value(i).to_owned(), val.value(i)));
@@ -119,15 +166,41 @@ fn validate_exit_codes() {
 fn run_with_invalid_pipeline_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "apiVersion: isolab/v1\nkind: Pipeline\nname: x\nplatforms: {}\nexperiments: []\n").unwrap();
+    std::fs::write(
+        &bad,
+        "apiVersion: isolab/v1\nkind: Pipeline\nname: x\nplatforms: {}\nexperiments: []\n",
+    )
+    .unwrap();
     let results = dir.path().join("results");
-    let out = isolab(&["run", bad.to_str().unwrap(), "--results", results.to_str().unwrap()], dir.path());
+    let out = isolab(
+        &[
+            "run",
+            bad.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("bad.yaml:"), "{}", text(&out.stderr));
-    assert!(!results.exists(), "no run directory may be created for an invalid pipeline");
-    let missing = isolab(&["run", "nope.yaml", "--results", results.to_str().unwrap()], dir.path());
+    assert!(
+        text(&out.stderr).contains("bad.yaml:"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !results.exists(),
+        "no run directory may be created for an invalid pipeline"
+    );
+    let missing = isolab(
+        &["run", "nope.yaml", "--results", results.to_str().unwrap()],
+        dir.path(),
+    );
     assert_eq!(missing.status.code(), Some(1));
-    assert!(text(&missing.stderr).contains("nope.yaml"), "{}", text(&missing.stderr));
+    assert!(
+        text(&missing.stderr).contains("nope.yaml"),
+        "{}",
+        text(&missing.stderr)
+    );
     assert!(!results.exists());
 }
 
@@ -175,7 +248,11 @@ fn quickstart_run_reads_back_with_arrow_duckdb_and_pyarrow() {
         ("cpu_spin", "units_per_s", 1.0, 1e15),
     ];
     for (w, m, lo, hi) in expect {
-        let vals: Vec<f64> = summary_values(&batches, m).into_iter().filter(|(x, _)| x == w).map(|(_, v)| v).collect();
+        let vals: Vec<f64> = summary_values(&batches, m)
+            .into_iter()
+            .filter(|(x, _)| x == w)
+            .map(|(_, v)| v)
+            .collect();
         assert!(!vals.is_empty(), "no {m} for {w}");
         for v in vals {
             assert!(v > *lo && v < *hi, "{w} {m} = {v} outside ({lo}, {hi})");
@@ -197,7 +274,11 @@ print(json.dumps({{"types": types, "rows": rows, "hive": hive, "pa_rows": t.num_
 "#,
         dir = run_dir.display()
     );
-    let py = Command::new("python3").arg("-c").arg(&script).output().expect("python3");
+    let py = Command::new("python3")
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("python3");
     assert!(py.status.success(), "python: {}", text(&py.stderr));
     let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
     let types = &v["types"];
@@ -225,7 +306,8 @@ print(json.dumps({{"types": types, "rows": rows, "hive": hive, "pa_rows": t.num_
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("syscall") && md.contains("ns_per_call"), "{md}");
     let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
     assert!(summary.is_object());
 }
 
@@ -244,24 +326,52 @@ fn garbage_printing_workload_fails_its_trial_and_the_run_goes_on_then_resume() {
             flag = dir.path().join("fixed").display(), real = real.display()),
     )
     .unwrap();
-    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
 
     let pipeline = workspace().join("pipelines/quickstart.yaml");
     let results = dir.path().join("results");
-    let mut args = vec!["run", pipeline.to_str().unwrap(), "--results", results.to_str().unwrap(), "--only", "experiment=micro"];
+    let mut args = vec![
+        "run",
+        pipeline.to_str().unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+        "--only",
+        "experiment=micro",
+    ];
     args.extend_from_slice(QUICK);
-    let out = Command::new(BIN).args(&args).env("ISOLAB_WORKLOAD_BIN", &wrapper).current_dir(dir.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(1), "a failed trial makes exit 1: {}", text(&out.stderr));
+    let out = Command::new(BIN)
+        .args(&args)
+        .env("ISOLAB_WORKLOAD_BIN", &wrapper)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed trial makes exit 1: {}",
+        text(&out.stderr)
+    );
     let run_dir = PathBuf::from(text(&out.stdout).trim());
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
     let trials = manifest["trials"].as_array().unwrap();
     let failed: Vec<_> = trials.iter().filter(|t| t["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "only mmap fails: {trials:?}");
     assert_eq!(failed[0]["workload"], "mmap");
     let reason = failed[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("not json") || reason.contains("not a sample"), "{reason}");
-    assert!(trials.iter().filter(|t| t["status"] == "ok").count() >= 8, "the run went on");
+    assert!(
+        reason.contains("not json") || reason.contains("not a sample"),
+        "{reason}"
+    );
+    assert!(
+        trials.iter().filter(|t| t["status"] == "ok").count() >= 8,
+        "the run went on"
+    );
     assert_eq!(manifest["status"], "failed");
 
     // Fix the workload and resume: only the failed trial runs again.
@@ -269,11 +379,27 @@ fn garbage_printing_workload_fails_its_trial_and_the_run_goes_on_then_resume() {
     let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
     let mut args2 = args.clone();
     args2.extend_from_slice(&["--resume", &run_id]);
-    let out = Command::new(BIN).args(&args2).env("ISOLAB_WORKLOAD_BIN", &wrapper).current_dir(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(&args2)
+        .env("ISOLAB_WORKLOAD_BIN", &wrapper)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("1 of 9 trials left"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("1 of 9 trials left"),
+        "{}",
+        text(&out.stderr)
+    );
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+            .unwrap();
     assert_eq!(manifest["status"], "ok");
-    assert!(read_all(&run_dir).iter().map(RecordBatch::num_rows).sum::<usize>() > 0);
+    assert!(
+        read_all(&run_dir)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>()
+            > 0
+    );
 }

@@ -315,9 +315,8 @@ impl Console {
         if stdout_open {
             // SAFETY: fd 1 is open; this `File` owns it for the rest of PID 1's life (it is
             // never closed: PID 1 powers off, it does not return).
-            return Self {
-                file: Some(unsafe { File::from_raw_fd(1) }),
-            };
+            let file = unsafe { File::from_raw_fd(1) };
+            return Self { file: Some(file) };
         }
         let file = ["/dev/console", "/dev/ttyS0", "/dev/hvc0"]
             .iter()

@@ -22,7 +22,11 @@ fn median(v: &mut [f64]) -> f64 {
     if n == 0 {
         return f64::NAN;
     }
-    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn workload_bin() -> anyhow::Result<PathBuf> {
@@ -36,7 +40,10 @@ fn direct(bin: &Path, workload: &str, metric: &str, duration: &str) -> anyhow::R
         .output()
         .with_context(|| format!("cannot run {}", bin.display()))?;
     if !out.status.success() {
-        bail!("{workload} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{workload} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let s = isolab_model::sample::Sample::parse_line(line)?;
@@ -67,10 +74,22 @@ fn read_metric(run_dir: &Path, workload: &str, metric: &str) -> anyhow::Result<V
                 for batch in b.with_projection(mask).build()? {
                     let batch = batch?;
                     let col = |name: &str| batch.column_by_name(name).context("missing column");
-                    let w = col("workload")?.as_any().downcast_ref::<StringArray>().context("type")?;
-                    let m = col("metric")?.as_any().downcast_ref::<StringArray>().context("type")?;
-                    let v = col("value")?.as_any().downcast_ref::<Float64Array>().context("type")?;
-                    let t = col("t_offset_s")?.as_any().downcast_ref::<Float64Array>().context("type")?;
+                    let w = col("workload")?
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .context("type")?;
+                    let m = col("metric")?
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .context("type")?;
+                    let v = col("value")?
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .context("type")?;
+                    let t = col("t_offset_s")?
+                        .as_any()
+                        .downcast_ref::<Float64Array>()
+                        .context("type")?;
                     for i in 0..batch.num_rows() {
                         if w.value(i) == workload && m.value(i) == metric && t.is_null(i) {
                             out.push(v.value(i));
@@ -116,13 +135,20 @@ async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
         }
         eprintln!("overhead: round {}/{rounds} done", round + 1);
     }
-    println!("{:<34} {:>12} {:>12} {:>8} {:>6}", "benchmark", "direct", "isolab", "ratio", "goal");
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>6}",
+        "benchmark", "direct", "isolab", "ratio", "goal"
+    );
     for (i, (w, m)) in cases.iter().enumerate() {
         let d = median(&mut direct_v[i]);
         let s = median(&mut isolab_v[i]);
         let ratio = s / d;
         let verdict = if ratio <= 1.01 { "ok" } else { "MISS" };
-        println!("{:<34} {d:>12.2} {s:>12.2} {ratio:>8.3} {:>6}", format!("overhead {w} ({m})"), format!("≤1.01 {verdict}"));
+        println!(
+            "{:<34} {d:>12.2} {s:>12.2} {ratio:>8.3} {:>6}",
+            format!("overhead {w} ({m})"),
+            format!("≤1.01 {verdict}")
+        );
     }
     Ok(())
 }
@@ -134,8 +160,16 @@ fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rounds" => rounds = args.next().context("--rounds needs a number")?.parse().context("--rounds: expected a whole number")?,
-            "--duration" => duration = args.next().context("--duration needs a value such as 1s")?,
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .context("--rounds needs a number")?
+                    .parse()
+                    .context("--rounds: expected a whole number")?
+            }
+            "--duration" => {
+                duration = args.next().context("--duration needs a value such as 1s")?
+            }
             "-h" | "--help" => {
                 println!("usage: isolab-bench [--rounds N] [--duration 1s] [overhead]");
                 return Ok(());

@@ -242,7 +242,9 @@ async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
         disk: Some(disk),
     };
     let vmm = Vmm::qemu(None).unwrap();
-    let (handle, _) = launch::spawn_vm(&vmm, &spec, 0, None, None, &[]).expect("spawn");
+    let (handle, _) = launch::spawn_vm(&vmm, &spec, 0, None, None, &[])
+        .await
+        .expect("spawn");
     let logs = tokio::spawn(futures::StreamExt::collect::<Vec<_>>(handle.stderr));
     let samples: Vec<_> = futures::StreamExt::collect(handle.stdout).await;
     let exit = tokio::time::timeout(Duration::from_secs(120), handle.exit)
@@ -378,8 +380,9 @@ async fn memory_sizes_that_cannot_work_are_clear_errors() {
         nic: None,
         disk: None,
     };
-    let (handle, _) =
-        launch::spawn_vm(&Vmm::qemu(None).unwrap(), &spec, 0, None, None, &[]).unwrap();
+    let (handle, _) = launch::spawn_vm(&Vmm::qemu(None).unwrap(), &spec, 0, None, None, &[])
+        .await
+        .unwrap();
     drop((handle.stdout, handle.stderr));
     let exit = tokio::time::timeout(Duration::from_secs(60), handle.exit)
         .await

@@ -101,6 +101,19 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Per-metric deltas between two runs with 95% CIs; significant changes marked.
+    Compare {
+        /// The baseline run directory.
+        run_a: PathBuf,
+        /// The run directory compared with it.
+        run_b: PathBuf,
+        /// Print JSON instead of a Markdown table.
+        #[arg(long)]
+        json: bool,
+        /// Exit 1 when a metric regressed significantly.
+        #[arg(long)]
+        fail_on_regression: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -304,6 +317,30 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot report on {}", run_dir.display()))?;
             println!("{}", paths.report_md.display());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare {
+            run_a,
+            run_b,
+            json,
+            fail_on_regression,
+        } => {
+            let cmp = isolab_analyzer::compare::compare(&run_a, &run_b).with_context(|| {
+                format!(
+                    "cannot compare {} with {}",
+                    run_a.display(),
+                    run_b.display()
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&cmp)?);
+            } else {
+                print!("{}", cmp.to_markdown());
+            }
+            Ok(if fail_on_regression && cmp.has_regression() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -403,3 +403,56 @@ fn garbage_printing_workload_fails_its_trial_and_the_run_goes_on_then_resume() {
             > 0
     );
 }
+
+#[test]
+fn compare_flags_a_planted_regression() {
+    use isolab_analyzer::testkit::{RunSpec, write_synthetic_run};
+    let dir = tempfile::tempdir().unwrap();
+    let mk = |name: &str, ns: f64| {
+        let mut spec = RunSpec::new(name, "cmp");
+        spec.experiment("micro", "overhead", &[("native", "native")])
+            .summary_metric(
+                "native",
+                "syscall",
+                "ns_per_call",
+                "ns",
+                false,
+                &[ns, ns * 1.001, ns * 0.999, ns, ns * 1.002],
+            );
+        write_synthetic_run(&dir.path().join(name), &spec).unwrap();
+        dir.path().join(name)
+    };
+    let a = mk("a", 100.0);
+    let b = mk("b", 120.0);
+    let same = isolab(
+        &[
+            "compare",
+            a.to_str().unwrap(),
+            a.to_str().unwrap(),
+            "--fail-on-regression",
+        ],
+        dir.path(),
+    );
+    assert_eq!(same.status.code(), Some(0), "{}", text(&same.stderr));
+    let worse = isolab(
+        &[
+            "compare",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--fail-on-regression",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        worse.status.code(),
+        Some(1),
+        "{}{}",
+        text(&worse.stdout),
+        text(&worse.stderr)
+    );
+    assert!(
+        text(&worse.stdout).contains("ns_per_call"),
+        "{}",
+        text(&worse.stdout)
+    );
+}

@@ -5,6 +5,8 @@ use super::native::{NativeBackend, NativeError, NativePrepared};
 use super::{Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
 use crate::cgroup::CgroupStats;
 use crate::container::{ContainerBackend, ContainerError, ContainerPrepared};
+use crate::docker::{DockerBackend, DockerError, DockerPrepared};
+use crate::lxc::{LxcBackend, LxcError, LxcPrepared};
 use crate::vm::{VmBackend, VmError, VmPrepared};
 
 /// Every backend this agent has.
@@ -16,6 +18,10 @@ pub enum AnyBackend {
     Container(ContainerBackend),
     /// QEMU virtual machines.
     Vm(VmBackend),
+    /// Docker Engine containers.
+    Docker(DockerBackend),
+    /// LXC system containers.
+    Lxc(LxcBackend),
 }
 
 /// The per-trial state of any backend.
@@ -29,6 +35,10 @@ pub enum AnyPrepared {
     Container(ContainerPrepared),
     /// Of the vm backend.
     Vm(VmPrepared),
+    /// Of the docker backend.
+    Docker(DockerPrepared),
+    /// Of the lxc backend.
+    Lxc(LxcPrepared),
 }
 
 /// The error of any backend.
@@ -43,6 +53,12 @@ pub enum AnyBackendError {
     /// From the vm backend.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// From the docker backend.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// From the lxc backend.
+    #[error(transparent)]
+    Lxc(#[from] LxcError),
     /// A prepared trial handed to another backend than the one that prepared it (a bug).
     #[error("trial prepared by one backend handed to backend `{backend}`")]
     Mismatch {
@@ -60,6 +76,8 @@ impl Backend for AnyBackend {
             Self::Native(b) => b.name(),
             Self::Container(b) => b.name(),
             Self::Vm(b) => b.name(),
+            Self::Docker(b) => b.name(),
+            Self::Lxc(b) => b.name(),
         }
     }
 
@@ -68,6 +86,8 @@ impl Backend for AnyBackend {
             Self::Native(b) => b.probe().await,
             Self::Container(b) => b.probe().await,
             Self::Vm(b) => b.probe().await,
+            Self::Docker(b) => b.probe().await,
+            Self::Lxc(b) => b.probe().await,
         }
     }
 
@@ -76,6 +96,8 @@ impl Backend for AnyBackend {
             Self::Native(b) => Ok(AnyPrepared::Native(b.prepare(trial).await?)),
             Self::Container(b) => Ok(AnyPrepared::Container(b.prepare(trial).await?)),
             Self::Vm(b) => Ok(AnyPrepared::Vm(b.prepare(trial).await?)),
+            Self::Docker(b) => Ok(AnyPrepared::Docker(b.prepare(trial).await?)),
+            Self::Lxc(b) => Ok(AnyPrepared::Lxc(b.prepare(trial).await?)),
         }
     }
 
@@ -84,6 +106,8 @@ impl Backend for AnyBackend {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.start(p).await?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.start(p).await?),
             (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.start(p).await?),
+            (Self::Docker(b), AnyPrepared::Docker(p)) => Ok(b.start(p).await?),
+            (Self::Lxc(b), AnyPrepared::Lxc(p)) => Ok(b.start(p).await?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -95,6 +119,8 @@ impl Backend for AnyBackend {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stats(p, instance)?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stats(p, instance)?),
             (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.stats(p, instance)?),
+            (Self::Docker(b), AnyPrepared::Docker(p)) => Ok(b.stats(p, instance)?),
+            (Self::Lxc(b), AnyPrepared::Lxc(p)) => Ok(b.stats(p, instance)?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -106,6 +132,8 @@ impl Backend for AnyBackend {
             (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stop(p).await?),
             (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stop(p).await?),
             (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.stop(p).await?),
+            (Self::Docker(b), AnyPrepared::Docker(p)) => Ok(b.stop(p).await?),
+            (Self::Lxc(b), AnyPrepared::Lxc(p)) => Ok(b.stop(p).await?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -117,6 +145,8 @@ impl Backend for AnyBackend {
             (Self::Native(b), AnyPrepared::Native(p)) => b.teardown(p).await,
             (Self::Container(b), AnyPrepared::Container(p)) => b.teardown(p).await,
             (Self::Vm(b), AnyPrepared::Vm(p)) => b.teardown(p).await,
+            (Self::Docker(b), AnyPrepared::Docker(p)) => b.teardown(p).await,
+            (Self::Lxc(b), AnyPrepared::Lxc(p)) => b.teardown(p).await,
             (b, _) => {
                 let mut report = LeakReport::default();
                 report.push(Leak::Other {
@@ -132,6 +162,8 @@ impl Backend for AnyBackend {
             Self::Native(b) => b.leftovers(trial),
             Self::Container(b) => b.leftovers(trial),
             Self::Vm(b) => b.leftovers(trial),
+            Self::Docker(b) => b.leftovers(trial),
+            Self::Lxc(b) => b.leftovers(trial),
         }
     }
 }

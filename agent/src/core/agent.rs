@@ -13,10 +13,12 @@ use tokio_util::task::TaskTracker;
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest};
 use crate::backend::envelope::Ceilings;
 use crate::backend::native::NativeBackend;
-use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
+use crate::backend::{AgentDir, AnyBackend, Backend, TrialContext};
 use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
 use crate::container::{ContainerBackend, ContainerConfig};
+use crate::docker::{DockerBackend, DockerConfig};
+use crate::lxc::{LxcBackend, LxcConfig};
 use crate::runner::{self, RunnerOptions};
 use crate::vm::VmBackend;
 
@@ -24,8 +26,6 @@ use crate::vm::VmBackend;
 const EVENT_BUFFER: usize = 1024;
 /// Most instances one trial may ask for.
 pub const MAX_INSTANCES: usize = 4096;
-/// Backends this agent version does not implement yet, reported as unavailable.
-const NOT_IMPLEMENTED: [&str; 4] = ["container", "vm", "docker", "lxc"];
 
 /// Why a trial was refused before it started.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +147,9 @@ impl AgentCore {
             ContainerConfig::default(),
         );
         let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
+        let docker =
+            DockerBackend::new(dir.clone(), bin.clone(), ceilings, DockerConfig::default());
+        let lxc = LxcBackend::new(dir.clone(), bin.clone(), ceilings, LxcConfig::default());
         let native = NativeBackend::new(dir.clone(), bin, ceilings);
         let host = HostInfo {
             hostname: config
@@ -176,6 +179,8 @@ impl AgentCore {
                     AnyBackend::Native(native),
                     AnyBackend::Container(container),
                     AnyBackend::Vm(vm),
+                    AnyBackend::Docker(docker),
+                    AnyBackend::Lxc(lxc),
                 ],
                 trials: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
@@ -215,15 +220,12 @@ impl AgentCore {
                 // One more entry per OCI runtime (`container/runc`, `container/crun`…).
                 backends.extend(c.runtime_statuses());
             }
-        }
-        for name in NOT_IMPLEMENTED {
-            if !backends.iter().any(|b: &BackendStatus| b.name == name) {
-                backends.push(BackendStatus::unavailable(
-                    name,
-                    "not implemented in this agent version",
-                ));
+            if let AnyBackend::Vm(v) = b {
+                backends.push(crate::backend::catalog::kvm_status(&v.kvm_check().await));
             }
         }
+        // Platforms that cannot run here (Xen, OpenVZ…) and backends this agent lacks.
+        crate::backend::catalog::complete(&mut backends);
         Capabilities {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.inner.host.clone(),

@@ -53,12 +53,12 @@ impl Inner {
 #[derive(Debug)]
 pub struct DockerBackend {
     inner: Result<Arc<Inner>, String>,
-    config: DockerConfig,
+    config: Box<DockerConfig>,
     ceilings: Ceilings,
     engine: tokio::sync::Mutex<Option<Result<Arc<Engine>, String>>>,
     /// The connected engine's socket, for the synchronous leak check and `Drop`.
     socket: Mutex<Option<PathBuf>>,
-    image: OnceCell<Result<WorkloadImage, String>>,
+    image: Box<OnceCell<Result<WorkloadImage, String>>>,
     /// Serializes image imports.
     import: tokio::sync::Mutex<()>,
     probes: AtomicU64,
@@ -114,14 +114,25 @@ impl DockerBackend {
         })();
         Self {
             inner,
-            config,
+            config: Box::new(config),
             ceilings,
             engine: tokio::sync::Mutex::new(None),
             socket: Mutex::new(None),
-            image: OnceCell::new(),
+            image: Box::new(OnceCell::new()),
             import: tokio::sync::Mutex::new(()),
             probes: AtomicU64::new(0),
         }
+    }
+
+    /// Connects to the daemon now, starting a private one if the configuration says so (which
+    /// otherwise happens at the first trial). Then probes check everything.
+    pub async fn connect(&self) -> Result<(), DockerError> {
+        self.engine(true).await.map(drop)
+    }
+
+    /// Whether an engine is connected (or a private daemon runs).
+    pub(crate) async fn connected(&self) -> bool {
+        matches!(&*self.engine.lock().await, Some(Ok(_)))
     }
 
     /// The private daemon's pid, when the backend started one.
@@ -173,6 +184,36 @@ impl DockerBackend {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.socket.clone());
             engine::remove_orphans(&e.docker).await;
+        }
+        *guard = Some(opened.clone());
+        opened.map_err(|reason| DockerError::Unavailable { reason })
+    }
+
+    /// Replaces the engine with a private daemon (when the existing one puts containers
+    /// outside the agent's cgroup). The old engine's containers of this agent are removed.
+    pub(crate) async fn use_private(&self) -> Result<Arc<Engine>, DockerError> {
+        let inner = Arc::clone(self.inner()?);
+        let mut guard = self.engine.lock().await;
+        if let Some(Ok(old)) = guard.take() {
+            let agent = inner.dir.name().to_owned();
+            if let Ok(list) = engine::containers_with(&old.docker, &[(LABEL_AGENT, &agent)]).await {
+                for (id, _) in list {
+                    let _ = engine::remove(&old.docker, &id).await;
+                }
+            }
+        }
+        let config = DockerConfig {
+            daemon: super::DaemonMode::Private,
+            ..(*self.config).clone()
+        };
+        let opened = engine::open(&config, &inner.private_dir)
+            .await
+            .map(Arc::new);
+        if let Ok(e) = &opened {
+            *self
+                .socket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e.socket.clone());
         }
         *guard = Some(opened.clone());
         opened.map_err(|reason| DockerError::Unavailable { reason })
@@ -475,6 +516,12 @@ impl Drop for DockerBackend {
         });
         if let Some(Err(e)) = removed {
             tracing::warn!("removing the agent's docker containers: {e}");
+        }
+        // Stops a private daemon (and removes its directory), then the agent's state directory
+        // if nothing else of the agent is left in it.
+        drop(self.engine.get_mut().take());
+        if let Some(parent) = inner.private_dir.parent() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }

@@ -40,6 +40,7 @@ pub struct TrialCgroups {
 #[derive(Debug, Clone, Default)]
 struct Leaf {
     rel: Option<String>,
+    record: Option<std::path::PathBuf>,
     pids_limit_hits: u64,
     oom_kills: u64,
     oom_events: u64,
@@ -56,6 +57,17 @@ impl TrialCgroups {
             .rel = Some(rel);
     }
 
+    /// Names a file where the engine copies the leaf's event counters just before it removes
+    /// the leaf (`key value` lines of `memory.oom_control`, `memory.events`, `pids.events`).
+    pub fn set_record(&self, index: u32, path: std::path::PathBuf) {
+        self.leaves
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(index)
+            .or_default()
+            .record = Some(path);
+    }
+
     /// Records that the engine saw an OOM kill in instance `index` (at least one is counted).
     pub fn note_oom_kill(&self, index: u32) {
         let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
@@ -64,7 +76,22 @@ impl TrialCgroups {
         leaf.oom_events = leaf.oom_events.max(1);
     }
 
-    /// Statistics of instance `index`: its cgroup's, with the refused forks and OOM kills of
+    /// v1 with swap accounting: `memory.memsw.failcnt`. With swap disabled (memory limit =
+    /// memory+swap limit) the memory+swap counter is charged first and fails first, so a limit
+    /// hit shows there and not in `memory.failcnt`. 0 where the file does not exist.
+    fn memsw_failcnt(&self, rel: &str) -> u64 {
+        self.manager
+            .own_dirs()
+            .iter()
+            .map(|d| d.join(rel).join("memory.memsw.failcnt"))
+            .find(|p| p.exists())
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Statistics of instance `index`: its cgroup's (`memory_limit_hits` including v1's
+    /// memory+swap limit hits), with the refused forks and OOM kills of
     /// its leaf (read now if it still exists, else the highest seen) when those are higher.
     pub fn stats(&self, index: u32) -> Result<CgroupStats, (String, CgroupError)> {
         let cg = self.instance(index).ok_or_else(|| {
@@ -72,6 +99,9 @@ impl TrialCgroups {
             (rel.clone(), CgroupError::Gone { rel })
         })?;
         let mut stats = cg.stats().map_err(|e| (cg.rel_path().to_owned(), e))?;
+        stats.memory_limit_hits = stats
+            .memory_limit_hits
+            .max(self.memsw_failcnt(cg.rel_path()));
         let mut leaves = self.leaves.lock().unwrap_or_else(PoisonError::into_inner);
         let leaf = leaves.entry(index).or_default();
         if let Some(rel) = leaf.rel.as_deref()
@@ -81,6 +111,17 @@ impl TrialCgroups {
             leaf.pids_limit_hits = leaf.pids_limit_hits.max(now.pids_limit_hits);
             leaf.oom_kills = leaf.oom_kills.max(now.oom_kills);
             leaf.oom_events = leaf.oom_events.max(now.oom_events);
+        }
+        if let Some(text) = leaf
+            .record
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            let counters = crate::cgroup::stats::parse_flat_keyed(&text);
+            let get = |k: &str| counters.get(k).copied().unwrap_or(0);
+            leaf.pids_limit_hits = leaf.pids_limit_hits.max(get("max"));
+            leaf.oom_kills = leaf.oom_kills.max(get("oom_kill"));
+            leaf.oom_events = leaf.oom_events.max(get("oom_kill").max(get("oom")));
         }
         stats.pids_limit_hits = stats.pids_limit_hits.max(leaf.pids_limit_hits);
         stats.oom_kills = stats.oom_kills.max(leaf.oom_kills);

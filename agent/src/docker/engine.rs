@@ -194,7 +194,7 @@ pub async fn remove_orphans(docker: &Docker) {
             continue;
         };
         let id = c.id.unwrap_or_default();
-        tracing::warn!(container = %id, agent_pid = pid, "removing a container of an agent that is gone");
+        tracing::warn!(container = %id, agent_pid = pid, "removing a container of a gone agent");
         if let Err(e) = remove(docker, &id).await {
             tracing::warn!(container = %id, "cannot remove it: {e}");
         }

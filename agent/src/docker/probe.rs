@@ -15,20 +15,53 @@ use super::backend::DockerBackend;
 use super::cgroups;
 use super::engine::{self, Engine};
 use super::spec::{self, InstanceSpec};
-use super::{DockerError, attach};
+use super::{DaemonMode, DockerError, attach, find_binary};
 use crate::backend::InstanceExit;
 use crate::cgroup::{Cgroup, CgroupLimits, CgroupVersion};
 
 /// Runs the probe; `Ok(version)` or `Err((version if known, reason))`.
 pub(crate) async fn run(backend: &DockerBackend, n: u64) -> Result<String, (String, String)> {
+    if let Some(version) = deferred(backend).await {
+        return Ok(version);
+    }
     let engine = backend
         .engine(true)
         .await
         .map_err(|e| (String::new(), reason(&e)))?;
+    let outcome = probe_with(backend, &engine, n).await;
+    let fallback = backend.config().daemon == DaemonMode::Auto
+        && engine.daemon.is_none()
+        && find_binary(&backend.config().dockerd).is_some();
+    match outcome {
+        Err((_, why)) if why.starts_with(MISPLACED) && fallback => {
+            tracing::warn!(
+                "the Docker daemon at {}: {why}; starting a private one",
+                engine.socket.display()
+            );
+            drop(engine);
+            let private = backend
+                .use_private()
+                .await
+                .map_err(|e| (String::new(), reason(&e)))?;
+            probe_with(backend, &private, n).await
+        }
+        other => other,
+    }
+}
+
+/// Start of the reason when the daemon puts containers outside the agent's cgroup.
+const MISPLACED: &str = "containers do not land in the agent's cgroup";
+
+/// The probe container on `engine`, within the probe timeout.
+async fn probe_with(
+    backend: &DockerBackend,
+    engine: &Engine,
+    n: u64,
+) -> Result<String, (String, String)> {
     let version = engine.version.clone();
     let outcome = tokio::time::timeout(
         backend.config().probe_timeout,
-        probe_container(backend, &engine, n),
+        probe_container(backend, engine, n),
     )
     .await;
     match outcome {
@@ -42,6 +75,41 @@ pub(crate) async fn run(backend: &DockerBackend, n: u64) -> Result<String, (Stri
             ),
         )),
     }
+}
+
+/// Without a daemon yet, when the configuration lets the agent start its own and `dockerd` is
+/// installed, the probe does not start one (capabilities stay cheap for agents that never run a
+/// docker trial): it reports `dockerd`'s version, and the first trial starts the daemon. Once
+/// a daemon runs, probes check everything.
+async fn deferred(backend: &DockerBackend) -> Option<String> {
+    let config = backend.config();
+    if backend.inner().is_err()
+        || config.daemon == DaemonMode::Existing
+        || backend.connected().await
+    {
+        return None;
+    }
+    if config.daemon == DaemonMode::Auto && engine::ping(&config.socket).await.is_ok() {
+        return None;
+    }
+    let program = find_binary(&config.dockerd)?;
+    let out = tokio::process::Command::new(&program)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .await
+        .ok()?;
+    // `Docker version 20.10.24+dfsg1, build 297e128`
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text
+        .trim()
+        .strip_prefix("Docker version ")?
+        .split(',')
+        .next()?
+        .to_owned();
+    Some(format!(
+        "Docker Engine {version} (private daemon, started by the first docker trial)"
+    ))
 }
 
 /// The reason text of an error (without the `docker backend unavailable:` prefix).
@@ -197,7 +265,7 @@ fn check_placement(cgs: &cgroups::TrialCgroups, version: CgroupVersion) -> Resul
         return Ok(());
     }
     Err(format!(
-        "containers do not land in the agent's cgroup {} (the daemon's cgroupfs driver nests \
+        "{MISPLACED} {} (the daemon's cgroupfs driver nests \
          cgroup_parent under the daemon's own cgroup): run dockerd from the agent's cgroup, or let \
          the agent start a private daemon",
         cg.rel_path()

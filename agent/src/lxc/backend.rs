@@ -262,13 +262,17 @@ fn with_oom_note(
     memory_bytes: Option<u64>,
 ) -> LineStream {
     let note = futures::stream::once(async move {
-        let stats = tokio::task::spawn_blocking(move || cgroups.stats(index).ok()).await.ok().flatten()?;
+        let stats = tokio::task::spawn_blocking(move || cgroups.stats(index).ok())
+            .await
+            .ok()
+            .flatten()?;
         if stats.memory_limit_hits == 0 && stats.oom_kills == 0 {
             return None;
         }
         let limit = memory_bytes.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
         Some(Ok(format!(
-            "isolab: out of memory: the instance hit its memory limit {} time(s), {} OOM kill(s) seen (memory limit {limit}); a SIGKILL is the OOM killer's",
+            "isolab: out of memory: the instance hit its memory limit {} time(s), {} OOM \
+             kill(s) seen (memory limit {limit}); a SIGKILL is the OOM killer's",
             stats.memory_limit_hits, stats.oom_kills
         )))
     })
@@ -492,6 +496,10 @@ impl Drop for LxcBackend {
                 tracing::warn!("removing the lxc state directory: {e}");
             }
             trial::remove_lock_dirs(&inner.lxcpath);
+            // The agent's state directory, if nothing else of the agent is left in it.
+            if let Some(parent) = inner.state.parent() {
+                let _ = std::fs::remove_dir(parent);
+            }
         }
     }
 }

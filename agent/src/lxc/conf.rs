@@ -15,6 +15,8 @@
 //!   for `host`, and for `bridge`, where the agent starts `lxc-execute` inside the instance's
 //!   namespace of the trial network ([`crate::container::netns`]).
 //! - `lxc.console.path = none`, so the workload writes to the pipes `lxc-execute` was given.
+//! - A stop hook ([`stop_hook`]) that copies the event counters of LXC's level (OOM kills and
+//!   refused forks are booked there on cgroup v1) to a file before LXC removes the level.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -44,6 +46,8 @@ pub struct ConfSpec<'a> {
     pub trial_rel: &'a str,
     /// Network attachment.
     pub network: NetworkMode,
+    /// Host command LXC runs when the container has stopped, before it removes its cgroup.
+    pub stop_hook: Option<&'a str>,
 }
 
 /// The configuration text.
@@ -107,8 +111,23 @@ pub fn render(spec: &ConfSpec<'_>) -> String {
     ] {
         line("lxc.environment", &format!("{k}={v}"));
     }
+    if let Some(hook) = spec.stop_hook {
+        line("lxc.hook.stop", hook);
+    }
     line("lxc.log.level", "ERROR");
     c
+}
+
+/// The stop hook that copies `files` (the leaf's counter files, any missing one skipped) to
+/// `out`. LXC runs hooks through a shell and appends the container name and section.
+pub fn stop_hook(files: &[std::path::PathBuf], out: &Path) -> String {
+    let quoted = |p: &Path| format!("\"{}\"", p.display());
+    let list: Vec<String> = files.iter().map(|f| quoted(f)).collect();
+    format!(
+        "/bin/sh -c 'cat {} > {} 2>/dev/null; true'",
+        list.join(" "),
+        quoted(out)
+    )
 }
 
 #[cfg(test)]
@@ -126,6 +145,7 @@ mod tests {
             binds,
             trial_rel: "isolab-agent-1-0/t1-a0",
             network,
+            stop_hook: Some("/bin/true"),
         })
     }
 
@@ -201,5 +221,33 @@ mod tests {
         }];
         let c = conf(NetworkMode::None, &binds);
         assert!(value(&c, "lxc.mount.entry").contains(&"/usr usr none rbind,ro 0 0"));
+    }
+}
+
+#[cfg(test)]
+mod hook_tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[test]
+    fn the_stop_hook_copies_the_counters_and_never_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("memory.oom_control");
+        std::fs::write(&a, "oom_kill_disable 0\noom_kill 2\n").unwrap();
+        let missing = PathBuf::from("/nonexistent/pids.events");
+        let out = tmp.path().join("i0.final");
+        let hook = stop_hook(&[a, missing], &out);
+        // As LXC runs it: through a shell, with the container name and section appended.
+        let status = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("{hook} c1 lxc stop"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            "oom_kill_disable 0\noom_kill 2\n"
+        );
     }
 }

@@ -8,7 +8,7 @@
 //!   holding mount points and a placeholder for the workload ([`crate::container::rootfs`]),
 //!   for `bridge` the trial's network namespaces ([`crate::container::netns`]), and one
 //!   configuration file per instance.
-//! - start: `lxc-execute -P <the agent's own LXC path> -n <slug>-i<i> -f <conf> -- /isolab-workload …`
+//! - start: `lxc-execute -P <own LXC path> -n <slug>-i<i> -f <conf> -- /isolab-workload …`
 //!   per instance, with stdout and stderr piped (the console is off, so the workload writes to
 //!   them), and for `bridge` inside the instance's network namespace (`lxc.net.0.type = none`
 //!   then shares it). `-P` keeps the agent to its own containers.

@@ -110,6 +110,10 @@ fn fill(
         );
     }
     for (index, args, _) in plans {
+        let record = made.dir.join(format!("i{index}.final"));
+        let leaf = format!("{}/lxc", made.cgroups.instance_rel(*index));
+        let hook = conf::stop_hook(&counter_files(inner, &leaf), &record);
+        made.cgroups.set_record(*index, record);
         let text = conf::render(&ConfSpec {
             index: *index,
             slug: &made.slug,
@@ -118,6 +122,7 @@ fn fill(
             binds: &root.binds,
             trial_rel: &made.cgroups.trial_rel,
             network,
+            stop_hook: Some(&hook),
         });
         let path = made.dir.join(format!("i{index}.conf"));
         std::fs::write(&path, text).map_err(io(&path))?;
@@ -129,6 +134,28 @@ fn fill(
         });
     }
     Ok(made)
+}
+
+/// The files of the leaf `rel` whose counters the stop hook keeps: `memory.oom_control` and
+/// `pids.events` on v1, `memory.events` and `pids.events` on v2.
+fn counter_files(inner: &Inner, rel: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for h in &inner.hierarchies.list {
+        let dir = h.own_dir.join(rel);
+        let ctrls: Vec<&str> = h.name.split(',').collect();
+        if ctrls.contains(&"memory") {
+            files.push(dir.join("memory.oom_control"));
+        }
+        if ctrls.contains(&"pids") {
+            files.push(dir.join("pids.events"));
+        }
+        if h.name == "unified" && inner.dir.manager().version() == crate::cgroup::CgroupVersion::V2
+        {
+            files.push(dir.join("memory.events"));
+            files.push(dir.join("pids.events"));
+        }
+    }
+    files
 }
 
 /// Starts `lxc-execute` for one instance (in its network namespace for `bridge`), stdout and

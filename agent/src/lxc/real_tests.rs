@@ -162,8 +162,16 @@ async fn bombs_are_contained_and_the_next_trial_runs_clean() {
     let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
     let o = conformance::run(&s.backend, t, |_| false).await;
     let stats = o.final_stats(0).expect("final stats");
-    assert!(stats.oom_kills >= 1, "no OOM kill counted: {stats:?}; {}", o.status.message);
-    assert!(o.status.message.contains("out of memory"), "message: {}", o.status.message);
+    assert!(
+        stats.oom_kills >= 1,
+        "no OOM kill counted: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        o.status.message.contains("out of memory"),
+        "message: {}",
+        o.status.message
+    );
     assert!(
         stats.memory_peak_bytes <= 64 << 20,
         "peak above the limit: {stats:?}"

@@ -121,6 +121,19 @@ async fn vm_backend_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_q35_guest_runs_the_workload_too() {
+    let Some(bin) = vm_ready("q35") else { return };
+    let (b, _dir) = backend("isolab-test-vmq35", bin, VmConfig::default());
+    let platform = Platform {
+        machine: Some("q35".into()),
+        ..vm_platform(Accel::Tcg, 128)
+    };
+    let started = Instant::now();
+    conformance::check_one_syscall(&b, &platform).await;
+    eprintln!("q35 syscall trial took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_concurrent_vms_run_cpu_spin_and_are_all_torn_down() {
     let Some(bin) = vm_ready("eight VMs") else {
         return;
@@ -138,6 +151,13 @@ async fn eight_concurrent_vms_run_cpu_spin_and_are_all_torn_down() {
     let started = Instant::now();
     let o = conformance::run(&b, t, |_| false).await;
     eprintln!("8 VMs took {:?}", started.elapsed());
+    if o.status.state != TrialState::Ok {
+        for e in &o.events {
+            if let isolab_agent::core::TrialEvent::Log { instance, text, .. } = e {
+                eprintln!("instance {instance}: {text}");
+            }
+        }
+    }
     assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
     assert_eq!(o.status.accel.as_deref(), Some("tcg"));
     for i in 0..8 {
@@ -231,7 +251,7 @@ async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
     };
     let spec = VmSpec {
         name: format!("isolab-test-modules-{}", std::process::id()),
-        kernel: k.vmlinuz,
+        kernel: k.image,
         initramfs: image,
         cmdline: cmdline.render().unwrap(),
         vcpus: 1,
@@ -370,7 +390,7 @@ async fn memory_sizes_that_cannot_work_are_clear_errors() {
     initramfs::write_initramfs(&image, &bin, &[]).unwrap();
     let spec = VmSpec {
         name: format!("isolab-test-bigmem-{}", std::process::id()),
-        kernel: k.vmlinuz,
+        kernel: k.image,
         initramfs: image,
         cmdline: "console=ttyS0 isolab.probe=1".into(),
         vcpus: 1,

@@ -309,18 +309,23 @@ struct Console {
 }
 
 impl Console {
+    /// Opens the console and ends whatever line the firmware left unfinished (SeaBIOS prints
+    /// `Booting from ROM..` without a newline), so the first record starts a line.
     fn open() -> Self {
         // SAFETY: fcntl(F_GETFD) on fd 1 only asks whether it is open.
         let stdout_open = unsafe { libc::fcntl(1, libc::F_GETFD) } >= 0;
-        if stdout_open {
+        let file = if stdout_open {
             // SAFETY: fd 1 is open; this `File` owns it for the rest of PID 1's life (it is
             // never closed: PID 1 powers off, it does not return).
-            let file = unsafe { File::from_raw_fd(1) };
-            return Self { file: Some(file) };
+            Some(unsafe { File::from_raw_fd(1) })
+        } else {
+            ["/dev/console", "/dev/ttyS0", "/dev/hvc0"]
+                .iter()
+                .find_map(|p| std::fs::OpenOptions::new().write(true).open(p).ok())
+        };
+        if let Some(mut f) = file.as_ref() {
+            let _ = f.write_all(b"\n");
         }
-        let file = ["/dev/console", "/dev/ttyS0", "/dev/hvc0"]
-            .iter()
-            .find_map(|p| std::fs::OpenOptions::new().write(true).open(p).ok());
         Self { file }
     }
 

@@ -208,11 +208,13 @@ impl Backend for VmBackend {
                 what: "network: bridge".into(),
             });
         }
-        let machine_name = platform.machine.as_deref().unwrap_or("microvm");
-        let machine = Machine::parse(machine_name).ok_or_else(|| VmError::BadSetting {
-            setting: "machine",
-            reason: format!("unknown machine `{machine_name}` (microvm or q35)"),
-        })?;
+        let machine = match platform.machine.as_deref() {
+            None => ready.default_machine,
+            Some(name) => Machine::parse(name).ok_or_else(|| VmError::BadSetting {
+                setting: "machine",
+                reason: format!("unknown machine `{name}` (microvm or q35)"),
+            })?,
+        };
         let vcpus = platform.vcpus.unwrap_or(1);
         let memory_mib = setup::guest_memory_mib(platform.memory.map(|b| b.get()))?;
         let check = match platform.accel.unwrap_or_default() {
@@ -264,7 +266,7 @@ impl Backend for VmBackend {
             );
             let vm = VmSpec {
                 name: format!("{}-{slug}-i{}", dir.name(), spec.index),
-                kernel: ready.kernel.vmlinuz.clone(),
+                kernel: ready.kernel.image.clone(),
                 initramfs: trial_dir.join(setup::INITRAMFS_FILE),
                 cmdline,
                 vcpus,

@@ -38,7 +38,7 @@ const PROBE_GUEST_MIB: u64 = 96;
 /// The vm backend's settings (the agent's `--kernel`, `--modules`, `--qemu` flags).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
-    /// Kernel image, or a directory with `vmlinuz` (default [`kernel::DEFAULT_KERNEL_DIR`]).
+    /// Kernel image, or a directory with `vmlinux`/`vmlinuz` (default [`kernel::DEFAULT_KERNEL_DIR`]).
     pub kernel: Option<PathBuf>,
     /// Directory of `.ko` modules (default: `modules/` beside the kernel).
     pub modules: Option<PathBuf>,
@@ -94,6 +94,8 @@ pub struct Ready {
     pub init: PathBuf,
     /// Host TSC frequency for `tsc_early_khz`.
     pub tsc_khz: Option<u64>,
+    /// Machine type when the platform names none: microvm, or q35 when this QEMU lacks it.
+    pub default_machine: Machine,
 }
 
 impl Ready {
@@ -110,6 +112,16 @@ impl Ready {
         if !initramfs::is_static_elf(&head) {
             return Err(initramfs::InitramfsError::NotStatic { path: init }.to_string());
         }
+        let machines = vmm.machines();
+        let default_machine = if machines.is_empty() || machines.iter().any(|m| m == "microvm") {
+            Machine::Microvm
+        } else {
+            tracing::warn!(
+                "{} offers no microvm machine; VMs default to q35",
+                vmm.binary().display()
+            );
+            Machine::Q35
+        };
         Ok(Self {
             kernel,
             modules,
@@ -117,6 +129,7 @@ impl Ready {
             vmm_version,
             init,
             tsc_khz: cmdline::host_tsc_khz(),
+            default_machine,
         })
     }
 }
@@ -332,7 +345,8 @@ async fn boot_probe_in(
         console: "ttyS0".into(),
         tsc_khz: ready.tsc_khz,
         probe: true,
-        extra: Machine::Microvm
+        extra: ready
+            .default_machine
             .kernel_words()
             .iter()
             .map(|w| (*w).to_owned())
@@ -347,13 +361,13 @@ async fn boot_probe_in(
             dir.name(),
             probe_dir.file_name().unwrap_or_default().to_string_lossy()
         ),
-        kernel: ready.kernel.vmlinuz.clone(),
+        kernel: ready.kernel.image.clone(),
         initramfs: probe_dir.join(INITRAMFS_FILE),
         cmdline,
         vcpus: 1,
         memory_mib: PROBE_GUEST_MIB,
         accel,
-        machine: Machine::Microvm,
+        machine: ready.default_machine,
         nic: None,
         disk: None,
     };

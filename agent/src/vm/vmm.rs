@@ -121,6 +121,18 @@ impl Vmm {
         }
     }
 
+    /// The machine types this VMM offers (`-machine help`); empty when it cannot tell.
+    pub fn machines(&self) -> Vec<String> {
+        match self {
+            Self::Qemu { binary } => std::process::Command::new(binary)
+                .args(["-machine", "help"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map(|out| parse_machine_list(&String::from_utf8_lossy(&out.stdout)))
+                .unwrap_or_default(),
+        }
+    }
+
     /// The arguments that mark a VM named `name` on its command line, in order, so that
     /// leftover scans find it in `/proc/<pid>/cmdline`.
     pub fn marker_args(&self, name: &str) -> [String; 2] {
@@ -128,6 +140,15 @@ impl Vmm {
             Self::Qemu { .. } => ["-name".to_owned(), name.to_owned()],
         }
     }
+}
+
+/// The first word of every line after the header of QEMU's `-machine help`.
+fn parse_machine_list(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| !l.starts_with("Supported machines"))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `name` itself when it holds a `/`, else the first executable `name` in `PATH`.
@@ -159,6 +180,19 @@ mod tests {
             "{text}"
         );
         assert!(Vmm::qemu(Some(Path::new("no-such-qemu-binary-here"))).is_err());
+    }
+
+    #[test]
+    fn machine_list_parses() {
+        let text = "Supported machines are:\nmicrovm              microvm (i386)\npc                   Standard PC (alias of pc-i440fx-7.2)\nq35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\n";
+        assert_eq!(parse_machine_list(text), ["microvm", "pc", "q35"]);
+        if let Ok(vmm) = Vmm::qemu(None) {
+            assert!(
+                vmm.machines().iter().any(|m| m == "q35"),
+                "{:?}",
+                vmm.machines()
+            );
+        }
     }
 
     #[test]

@@ -362,6 +362,22 @@ impl Backend for DockerBackend {
                 .and_then(|s| s.pid)
                 .and_then(|p| u32::try_from(p).ok())
                 .filter(|&p| p > 0);
+            if let Some(pid) = pid
+                && prepared.cgroups.holds(inst.index, pid) == Some(false)
+            {
+                return Err(DockerError::Misplaced {
+                    instance: inst.index,
+                    pid,
+                    cgroup: prepared.cgroups.instance_rel(inst.index),
+                    runtime: prepared
+                        .ctx
+                        .trial
+                        .platform_spec
+                        .runtime
+                        .clone()
+                        .unwrap_or_default(),
+                });
+            }
             if let (Some(net), Some(pid)) = (prepared.network.as_ref(), pid)
                 && let Some(inet) = net.instances.iter().find(|n| n.index == inst.index)
             {
@@ -502,7 +518,11 @@ impl Backend for DockerBackend {
 
 impl Drop for DockerBackend {
     fn drop(&mut self) {
-        let (Ok(inner), Some(socket)) = (&self.inner, self.socket()) else {
+        let Ok(inner) = self.inner.as_ref().map(Arc::clone) else {
+            return;
+        };
+        let Some(socket) = self.socket() else {
+            super::cgroups::release_agent(&inner.dir, &inner.hierarchies);
             return;
         };
         let agent = inner.dir.name().to_owned();
@@ -523,5 +543,6 @@ impl Drop for DockerBackend {
         if let Some(parent) = inner.private_dir.parent() {
             let _ = std::fs::remove_dir(parent);
         }
+        super::cgroups::release_agent(&inner.dir, &inner.hierarchies);
     }
 }

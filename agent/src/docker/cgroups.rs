@@ -76,6 +76,24 @@ impl TrialCgroups {
         leaf.oom_events = leaf.oom_events.max(1);
     }
 
+    /// Whether process `pid` is inside instance `index`'s cgroup in every hierarchy the cgroup
+    /// layer uses: an engine or runtime that resolves `cgroup_parent` differently (youki takes a
+    /// relative path from the hierarchy's root on v1) would put it outside our limits. `None`
+    /// when the process is gone already (nothing to tell).
+    pub fn holds(&self, index: u32, pid: u32) -> Option<bool> {
+        let rel = self.instance_rel(index);
+        let mut found = true;
+        for dir in self.manager.own_dirs() {
+            let mut pids = std::collections::BTreeSet::new();
+            collect_pids(&dir.join(&rel), &mut pids);
+            found &= pids.contains(&pid);
+        }
+        if found {
+            return Some(true);
+        }
+        process_alive(pid, None).map(|_| false)
+    }
+
     /// v1 with swap accounting: `memory.memsw.failcnt`. With swap disabled (memory limit =
     /// memory+swap limit) the memory+swap counter is charged first and fails first, so a limit
     /// hit shows there and not in `memory.failcnt`. 0 where the file does not exist.
@@ -244,6 +262,31 @@ pub fn destroy(
         problems.push(e.to_string());
     }
     problems
+}
+
+/// Removes the agent directory's level from the hierarchies the cgroup layer does not manage
+/// (the engines made it there, in `devices`, `name=systemd` or a hybrid host's v2 mount), when
+/// the backend goes away. The cgroup layer removes its own hierarchies' level itself.
+pub fn release_agent(dir: &AgentDir, hierarchies: &Hierarchies) {
+    let extra = hierarchies.excluding(&dir.manager().own_dirs());
+    if let Err(e) = extra.remove(dir.name()) {
+        tracing::warn!("removing the agent's cgroup from unmanaged hierarchies: {e}");
+    }
+}
+
+/// Pids in `dir`'s `cgroup.procs` and in those of its descendants.
+fn collect_pids(dir: &std::path::Path, out: &mut std::collections::BTreeSet<u32>) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        {
+            collect_pids(&e.path(), out);
+        }
+    }
 }
 
 /// Processes in `trial_rel` (any hierarchy) and the directories themselves. Blocks.

@@ -26,9 +26,11 @@ use crate::backend::process_alive;
 
 /// `PATH` used to find `dockerd` and for the daemon (which finds `containerd` and `runc` on it).
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Extra OCI runtimes registered with a private daemon when installed, with their arguments.
+/// Extra OCI runtimes registered with a private daemon when installed, with their arguments:
+/// gVisor on `ptrace` (works everywhere, also nested) with its own network stack off (containers
+/// start with network `none`; runsc refuses the namespace Docker gives it otherwise).
 const EXTRA_RUNTIMES: &[(&str, &[&str])] = &[
-    ("runsc", &["--platform=ptrace"]),
+    ("runsc", &["--platform=ptrace", "--network=none"]),
     ("crun", &[]),
     ("youki", &[]),
 ];

@@ -75,6 +75,22 @@ pub enum DockerError {
         #[source]
         source: NetnsError,
     },
+    /// A container started outside its instance cgroup (so outside its limits): it is killed.
+    #[error(
+        "instance {instance}: the container (pid {pid}) runs outside cgroup {cgroup}, so outside \
+         its limits; the runtime `{runtime}` resolves cgroup_parent differently (youki does on \
+         cgroup v1)"
+    )]
+    Misplaced {
+        /// Instance index.
+        instance: u32,
+        /// The container's main process.
+        pid: u32,
+        /// The instance cgroup, relative to the agent's own.
+        cgroup: String,
+        /// The runtime asked for (empty: the daemon's default).
+        runtime: String,
+    },
     /// Statistics asked for an instance the trial does not have.
     #[error("no instance {index} in trial {trial}")]
     NoInstance {

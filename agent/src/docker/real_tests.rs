@@ -313,12 +313,18 @@ async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
     let state = s.state.path().to_owned();
     let Setup {
         backend,
-        dir: _dir,
+        dir,
         state: _keep,
     } = s;
-    tokio::task::spawn_blocking(move || drop(backend))
-        .await
-        .expect("drop");
+    let name = dir.name().to_owned();
+    tokio::task::spawn_blocking(move || {
+        drop(backend);
+        drop(dir);
+    })
+    .await
+    .expect("drop");
+    let left = Hierarchies::detect().expect("hierarchies").existing(&name);
+    assert!(left.is_empty(), "the agent's cgroup is left in: {left:?}");
     assert!(
         process_alive(pid, None).is_none(),
         "dockerd {pid} still alive after the backend was dropped"
@@ -403,4 +409,79 @@ async fn without_a_daemon_the_probe_reports_dockerd_and_starts_nothing() {
         "{}",
         status.reason
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gvisor_under_a_private_daemon_passes_the_suite_and_contains_bombs() {
+    if crate::docker::find_binary("runsc").is_none() {
+        skip_or_fail("gvisor", "runsc is not installed (./bootstrap installs it)");
+        return;
+    }
+    let Some(s) = setup("gvisor", DaemonMode::Private).await else {
+        return;
+    };
+    let mut p = platform(Limits::default());
+    p.runtime = Some("runsc".into());
+    conformance::check_all(&s.backend, &p).await;
+    // Both bombs stay inside the limits. (Under gVisor the fork bomb gives up early with exit
+    // code 2; its host-side stub processes still meet the pids limit.)
+    p.limits = Limits {
+        pids: Some(128),
+        memory: Some(Bytes(64 << 20)),
+        ..Limits::default()
+    };
+    let t = conformance::trial(&p, "fork_bomb", 1, &[], secs(2.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.pids_limit_hits >= 1,
+        "fork bomb not refused: {stats:?}; {}",
+        o.status.message
+    );
+    assert_nothing_left(&s, &o);
+    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.oom_kills >= 1,
+        "no OOM kill counted: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        stats.memory_peak_bytes <= 64 << 20,
+        "peak above the limit: {stats:?}"
+    );
+    assert_nothing_left(&s, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_that_escapes_the_instance_cgroup_fails_the_trial() {
+    if crate::docker::find_binary("youki").is_none() {
+        eprintln!("skipping misplaced runtime: youki not installed (./bootstrap --with-youki)");
+        return;
+    }
+    let Some(s) = setup("misplaced", DaemonMode::Private).await else {
+        return;
+    };
+    let mut p = platform(Limits::default());
+    p.runtime = Some("youki".into());
+    let t = conformance::trial(&p, "cpu_spin", 1, &[], secs(3.0), secs(60.0));
+    let o = conformance::run(&s.backend, t, |_| false).await;
+    // On cgroup v1 with the agent in a nested memory cgroup (this host), youki resolves the
+    // relative cgroup_parent from the hierarchy's root: the trial must fail, saying so. Where it
+    // runs, its memory and CPU must show in the instance cgroup.
+    if o.status.state == TrialState::Ok {
+        let stats = o.final_stats(0).expect("final stats");
+        assert!(
+            stats.memory_peak_bytes > 0 && stats.cpu_usage_ns > 0,
+            "{stats:?}"
+        );
+    } else {
+        assert!(
+            o.status.message.contains("outside cgroup"),
+            "{}",
+            o.status.message
+        );
+    }
+    assert_nothing_left(&s, &o);
 }

@@ -496,6 +496,7 @@ impl Drop for LxcBackend {
                 tracing::warn!("removing the lxc state directory: {e}");
             }
             trial::remove_lock_dirs(&inner.lxcpath);
+            crate::docker::cgroups::release_agent(&inner.dir, &inner.hierarchies);
             // The agent's state directory, if nothing else of the agent is left in it.
             if let Some(parent) = inner.state.parent() {
                 let _ = std::fs::remove_dir(parent);

@@ -195,16 +195,17 @@ async fn host_ro_root_runs_and_the_backend_leaves_no_lock_or_state() {
     assert_nothing_left(&s, &o);
     let Setup {
         backend,
-        dir: _dir,
+        dir,
         state,
     } = s;
-    let lock = super::trial::lock_dir(&state.path().join(_dir.name()).join("lxc/path"));
+    let name = dir.name().to_owned();
+    let lock = super::trial::lock_dir(&state.path().join(&name).join("lxc/path"));
     drop(backend);
+    drop(dir);
     assert!(!lock.exists(), "lock directory {} left", lock.display());
-    assert!(
-        !state.path().join(_dir.name()).join("lxc").exists(),
-        "lxc state left"
-    );
+    assert!(!state.path().join(&name).exists(), "lxc state left");
+    let left = Hierarchies::detect().expect("hierarchies").existing(&name);
+    assert!(left.is_empty(), "the agent's cgroup is left in: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,6 +223,70 @@ async fn a_memory_bomb_is_killed_inside_its_vm_and_the_host_is_unaffected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_workloads_get_a_disk_and_a_disk_bomb_fills_only_its_own() {
+    let Some(bin) = vm_ready("vm disk") else {
+        return;
+    };
+    let config = VmConfig {
+        disk_bytes: 64 << 20,
+        ..VmConfig::default()
+    };
+    let (b, _dir) = backend("isolab-test-vmdisk", bin, config);
+    // 256 MiB of guest memory: a tmpfs /tmp would take 128 MiB, twice the disk, so the bomb's
+    // total tells which one it filled.
+    let platform = vm_platform(Accel::Tcg, 256);
+    let t = conformance::trial(
+        &platform,
+        "file_ops",
+        1,
+        &[],
+        Duration::from_millis(300),
+        Duration::from_secs(120),
+    );
+    let o = conformance::run(&b, t, |_| false).await;
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    assert!(
+        o.samples(0)
+            .iter()
+            .any(|(m, v)| m == "ops_per_s" && *v > 0.0),
+        "{:?}",
+        o.samples(0)
+    );
+    conformance::assert_clean(&b, &o);
+
+    if isolab_model::catalog::find("disk_bomb").is_none() {
+        return;
+    }
+    let t = conformance::trial(
+        &platform,
+        "disk_bomb",
+        1,
+        &[],
+        Duration::from_secs(3),
+        Duration::from_secs(120),
+    );
+    let o = conformance::run(&b, t, |_| false).await;
+    eprintln!("disk bomb: {:?}: {}", o.status.state, o.status.message);
+    let summary = |metric: &str| {
+        o.events.iter().rev().find_map(|e| match e {
+            isolab_agent::core::TrialEvent::Sample { sample, .. }
+                if sample.metric == metric && sample.t_offset_s.is_none() =>
+            {
+                Some(sample.value)
+            }
+            _ => None,
+        })
+    };
+    let written = summary("bytes_written").expect("bytes_written");
+    assert!(
+        written > 0.0 && written <= f64::from(64u32 << 20),
+        "wrote {written} bytes on a 64 MiB disk"
+    );
+    assert_eq!(summary("full"), Some(1.0), "the guest's disk filled up");
+    conformance::assert_clean(&b, &o);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
     let Some(bin) = vm_ready("guest modules") else {
         return;

@@ -16,6 +16,7 @@
 //! | `isolab.param.KEY=VALUE` | one `--param KEY=VALUE` (VALUE percent-encoded: `%20` is a space) |
 //! | `isolab.modules=a,b,c` | modules to load from `/lib/modules/<name>.ko`, in this order |
 //! | `isolab.probe=1` | answer [`READY`] and power off (the agent's accelerator probe) |
+//! | `isolab.disk=/dev/vda` | mount this ext4 block device on `/tmp` (else `/tmp` is a tmpfs) |
 //!
 //! Console protocol (each a whole line starting with [`FRAME_PREFIX`]; anything else on the
 //! console, kernel messages and the workload's stderr included, is log text):
@@ -49,6 +50,8 @@ pub(crate) const END: &str = "!end";
 pub(crate) const ERROR: &str = "!error";
 /// Where the initramfs keeps kernel modules.
 const MODULES_DIR: &str = "/lib/modules";
+/// How long a disk's device node gets to appear after its driver was loaded.
+const DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest workload output line framed whole; longer ones are cut.
 const MAX_LINE_BYTES: u64 = 64 * 1024;
 
@@ -63,6 +66,8 @@ pub(crate) struct GuestArgs {
     pub(crate) modules: Vec<String>,
     /// Whether this boot only answers the accelerator probe.
     pub(crate) probe: bool,
+    /// An ext4 block device to mount on `/tmp`.
+    pub(crate) disk: Option<String>,
 }
 
 /// Runs PID 1 and never returns.
@@ -86,6 +91,10 @@ fn guest_main(console: &Console) -> Result<(), String> {
     let args = parse_cmdline(&cmdline)?;
     for module in &args.modules {
         load_module(module)?;
+    }
+    match &args.disk {
+        Some(dev) => mount_disk(dev)?,
+        None => mount("tmpfs", "/tmp", "tmpfs")?,
     }
     if args.probe {
         console.record(READY);
@@ -125,6 +134,12 @@ pub(crate) fn parse_cmdline(cmdline: &str) -> Result<GuestArgs, String> {
                         .collect();
                 }
                 "probe" => args.probe = value == "1",
+                "disk" => {
+                    if !value.starts_with("/dev/") || value.contains("..") {
+                        return Err(format!("bad disk `{value}` (expected /dev/NAME)"));
+                    }
+                    args.disk = Some(value.to_owned());
+                }
                 // Unknown isolab words are ignored, so an older /init boots a newer agent's VM.
                 _ => {}
             }
@@ -176,39 +191,52 @@ pub(crate) fn percent_decode(value: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| format!("`{value}` does not decode to UTF-8"))
 }
 
-/// Mounts `/proc`, `/sys`, `/dev` and `/tmp` (creating the mount points if missing).
+/// Mounts `/proc`, `/sys` and `/dev` (`/tmp` comes once modules are loaded).
 fn mount_basics() -> Result<(), String> {
-    for (source, target, fstype) in [
-        ("proc", "/proc", "proc"),
-        ("sysfs", "/sys", "sysfs"),
-        ("devtmpfs", "/dev", "devtmpfs"),
-        ("tmpfs", "/tmp", "tmpfs"),
-    ] {
-        if let Err(e) = std::fs::create_dir_all(target) {
-            return Err(format!("creating {target} failed: {e}"));
-        }
-        let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
-        let (src, tgt, fst) = (c(source)?, c(target)?, c(fstype)?);
-        // SAFETY: the three pointers are valid NUL-terminated strings that outlive the call;
-        // a null data pointer is allowed.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                tgt.as_ptr(),
-                fst.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            // /dev may already be devtmpfs (CONFIG_DEVTMPFS_MOUNT); that is fine.
-            if e.raw_os_error() != Some(libc::EBUSY) {
-                return Err(format!("mounting {fstype} on {target} failed: {e}"));
-            }
+    mount("proc", "/proc", "proc")?;
+    mount("sysfs", "/sys", "sysfs")?;
+    mount("devtmpfs", "/dev", "devtmpfs")
+}
+
+/// Mounts `source` of type `fstype` on `target`, creating the mount point if missing. `EBUSY`
+/// is fine: `/dev` may already be devtmpfs (`CONFIG_DEVTMPFS_MOUNT`).
+fn mount(source: &str, target: &str, fstype: &str) -> Result<(), String> {
+    std::fs::create_dir_all(target).map_err(|e| format!("creating {target} failed: {e}"))?;
+    let c = |s: &str| CString::new(s).map_err(|_| format!("NUL in {s:?}"));
+    let (src, tgt, fst) = (c(source)?, c(target)?, c(fstype)?);
+    // SAFETY: the three pointers are valid NUL-terminated strings that outlive the call; a null
+    // data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fst.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(format!(
+                "mounting {fstype} {source} on {target} failed: {e}"
+            ));
         }
     }
     Ok(())
+}
+
+/// Waits for the disk's device node (its driver may probe asynchronously) and mounts it on
+/// `/tmp`.
+fn mount_disk(dev: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + DISK_WAIT;
+    while !std::path::Path::new(dev).exists() {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("disk {dev} did not appear within {DISK_WAIT:?}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    mount(dev, "/tmp", "ext4")
 }
 
 /// Loads `/lib/modules/<name>.ko` with `finit_module`; an already loaded module is fine.
@@ -380,6 +408,9 @@ mod tests {
         assert_eq!(args.modules, vec!["virtio_ring", "virtio"]);
         assert!(!args.probe);
         assert!(parse_cmdline("isolab.probe=1").unwrap().probe);
+        let disk = parse_cmdline("isolab.disk=/dev/vda").unwrap().disk;
+        assert_eq!(disk.as_deref(), Some("/dev/vda"));
+        assert!(parse_cmdline("isolab.disk=/etc/passwd").is_err());
     }
 
     #[test]

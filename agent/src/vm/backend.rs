@@ -16,13 +16,13 @@ use std::time::Duration;
 use isolab_model::pipeline::{Accel, NetworkMode};
 
 use super::accel::{self, AccelChoice, KVM_DEVICE, KvmCheck, KvmVerdict};
-use super::cmdline::GuestCmdline;
 use super::error::VmError;
 use super::launch::{self, VmProcess};
-use super::qemu::{AccelKind, Machine, VmSpec};
-use super::setup::{self, MadeVm, PlannedVm, Ready, VmConfig};
+use super::plan::{self, Shape};
+use super::qemu::{AccelKind, VmSpec};
+use super::setup::{self, MadeVm, Ready, VmConfig};
 use crate::backend::conformance::TRIAL_ENV;
-use crate::backend::envelope::{Ceilings, instance_limits};
+use crate::backend::envelope::Ceilings;
 use crate::backend::{
     AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext, process_alive,
 };
@@ -208,84 +208,48 @@ impl Backend for VmBackend {
                 what: "network: bridge".into(),
             });
         }
-        let machine = match platform.machine.as_deref() {
-            None => ready.default_machine,
-            Some(name) => Machine::parse(name).ok_or_else(|| VmError::BadSetting {
-                setting: "machine",
-                reason: format!("unknown machine `{name}` (microvm or q35)"),
-            })?,
-        };
-        let vcpus = platform.vcpus.unwrap_or(1);
-        let memory_mib = setup::guest_memory_mib(platform.memory.map(|b| b.get()))?;
-        let check = match platform.accel.unwrap_or_default() {
+        let requested = platform.accel.unwrap_or_default();
+        let check = match requested {
             Accel::Tcg => KvmCheck::Unusable {
                 reason: "not asked".into(),
             },
             _ => self.kvm_check().await,
         };
-        let accel = accel::decide(platform.accel.unwrap_or_default(), &check)?;
-        let qemu_bytes = setup::qemu_memory_bytes(memory_mib, accel.accel);
+        let accel = accel::decide(requested, &check)?;
+        let shape = Shape::of(platform, ready.default_machine, accel.accel)?;
+        let qemu_bytes = setup::qemu_memory_bytes(shape.memory_mib, accel.accel);
         if qemu_bytes > self.ceilings.memory_bytes {
             return Err(VmError::BadSetting {
                 setting: "memory",
                 reason: format!(
-                    "guest memory {memory_mib} MiB plus QEMU's overhead needs {} MiB, above the agent's memory ceiling of {} MiB",
+                    "guest memory {} MiB plus QEMU's overhead needs {} MiB, above the agent's memory ceiling of {} MiB",
+                    shape.memory_mib,
                     qemu_bytes >> 20,
                     self.ceilings.memory_bytes >> 20
                 ),
             });
         }
         let slug = ctx.slug();
-        let trial_dir = self.config.runtime_dir(dir).join(&slug);
-        let mut plans = Vec::with_capacity(ctx.trial.instances.len());
-        for spec in &ctx.trial.instances {
-            let (workload, params) = setup::workload_params(ctx, spec)?;
-            let cmdline = GuestCmdline {
-                console: "ttyS0".into(),
-                tsc_khz: ready.tsc_khz,
-                workload: Some(workload),
-                params,
-                extra: machine
-                    .kernel_words()
-                    .iter()
-                    .map(|w| (*w).to_owned())
-                    .collect(),
-                ..GuestCmdline::default()
-            }
-            .render()
-            .map_err(|source| VmError::Cmdline {
-                instance: spec.index,
-                source,
-            })?;
-            let mut limits = instance_limits(self.ceilings, &platform.limits, spec, None);
-            limits.memory_bytes = Some(
-                platform
-                    .limits
-                    .memory
-                    .map_or(qemu_bytes, |m| m.get().min(self.ceilings.memory_bytes)),
-            );
-            let vm = VmSpec {
-                name: format!("{}-{slug}-i{}", dir.name(), spec.index),
-                kernel: ready.kernel.image.clone(),
-                initramfs: trial_dir.join(setup::INITRAMFS_FILE),
-                cmdline,
-                vcpus,
-                memory_mib,
-                accel: accel.accel,
-                machine,
-                nic: None,
-                disk: None,
-            };
-            plans.push(PlannedVm {
-                index: spec.index,
-                spec: vm,
-                limits,
-            });
-        }
+        let runtime = self.config.runtime_dir(dir);
+        let trial_dir = runtime.join(&slug);
+        let io_device = crate::backend::envelope::block_device_of(
+            runtime.ancestors().find(|p| p.exists()).unwrap_or(&runtime),
+        );
+        let plan = plan::plan_trial(
+            ctx,
+            ready,
+            &shape,
+            &format!("{}-{slug}", dir.name()),
+            &trial_dir,
+            self.ceilings,
+            qemu_bytes,
+            io_device,
+        )?;
+        let disk_bytes = self.config.disk_bytes;
         let (dir, ready) = (Arc::clone(dir), Arc::clone(ready));
         let made_dir = trial_dir.clone();
         let task = tokio::task::spawn_blocking(move || {
-            setup::make_trial(&dir, &ready, &slug, &made_dir, plans)
+            setup::make_trial(&dir, &ready, &slug, &made_dir, plan, disk_bytes)
         });
         let (trial_cgroup, made) = task.await.map_err(|source| VmError::Task {
             trial: ctx.slug(),

@@ -58,6 +58,8 @@ pub struct GuestCmdline {
     pub modules: Vec<String>,
     /// Whether this boot only answers the accelerator probe.
     pub probe: bool,
+    /// A block device `/init` mounts (ext4) on `/tmp`.
+    pub disk: Option<String>,
     /// Further kernel words, verbatim (machine-specific settings).
     pub extra: Vec<String>,
 }
@@ -80,6 +82,9 @@ impl GuestCmdline {
         }
         if self.probe {
             line.push_str(" isolab.probe=1");
+        }
+        if let Some(disk) = &self.disk {
+            let _ = write!(line, " isolab.disk={}", percent_encode(disk));
         }
         if let Some(w) = &self.workload {
             check_name("workload", w)?;
@@ -176,6 +181,7 @@ mod tests {
                 ("dir".into(), "/tmp/a b\"c%".into()),
             ],
             modules: vec!["virtio_ring".into(), "virtio".into()],
+            disk: Some("/dev/vda".into()),
             extra: vec!["pci=off".into()],
             ..base()
         }
@@ -184,7 +190,7 @@ mod tests {
         assert_eq!(
             line,
             "console=ttyS0 panic=-1 quiet tsc_early_khz=2596134 pci=off \
-             isolab.modules=virtio_ring,virtio isolab.workload=syscall \
+             isolab.modules=virtio_ring,virtio isolab.disk=/dev/vda isolab.workload=syscall \
              isolab.param.duration=300ms isolab.param.dir=/tmp/a%20b%22c%25"
         );
         let probe = GuestCmdline {

@@ -64,6 +64,14 @@ pub enum VmError {
         #[source]
         source: std::io::Error,
     },
+    /// A guest disk could not be made.
+    #[error("guest disk {}: {reason}", path.display())]
+    Disk {
+        /// The image file.
+        path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
     /// A cgroup operation failed.
     #[error("cgroup {rel}: {source}")]
     Cgroup {

@@ -36,6 +36,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod launch;
 pub mod modules;
+pub mod plan;
 pub mod qemu;
 pub mod setup;
 pub mod spawner;

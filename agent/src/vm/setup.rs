@@ -16,6 +16,7 @@ use super::initramfs;
 use super::kernel::{self, GuestKernel};
 use super::launch;
 use super::modules::ModuleIndex;
+use super::plan::TrialPlan;
 use super::qemu::{AccelKind, Machine, TCG_TB_MIB, VmSpec};
 use super::vmm::Vmm;
 use crate::backend::{AgentDir, TrialContext};
@@ -52,6 +53,8 @@ pub struct VmConfig {
     pub tcg_probe_timeout: Duration,
     /// A KVM verdict given in advance instead of probing (tests; an operator who knows).
     pub kvm_override: Option<KvmCheck>,
+    /// Size of the (sparse) disk a file workload's VM gets.
+    pub disk_bytes: u64,
 }
 
 impl Default for VmConfig {
@@ -64,6 +67,7 @@ impl Default for VmConfig {
             kvm_probe_timeout: KVM_PROBE_TIMEOUT,
             tcg_probe_timeout: Duration::from_secs(60),
             kvm_override: None,
+            disk_bytes: super::plan::DEFAULT_DISK_BYTES,
         }
     }
 }
@@ -217,15 +221,21 @@ pub struct MadeVm {
     pub spec: VmSpec,
 }
 
-/// Makes the trial directory with its initramfs and the cgroups (trial, then one per instance
-/// with its limits); removes what it made on error. Blocking.
+/// Makes the trial directory with its initramfs (carrying `plan`'s modules) and disks
+/// (`disk_bytes` each), and the cgroups (trial, then one per instance with its limits); removes
+/// what it made on error. Blocking.
 pub fn make_trial(
     dir: &AgentDir,
     ready: &Ready,
     slug: &str,
     trial_dir: &Path,
-    plans: Vec<PlannedVm>,
+    plan: TrialPlan,
+    disk_bytes: u64,
 ) -> Result<(AnyCgroup, Vec<MadeVm>), VmError> {
+    let TrialPlan {
+        vms: plans,
+        modules,
+    } = plan;
     let manager = dir.manager();
     let trial_rel = dir.rel(slug);
     let cg_err = |rel: &str| {
@@ -256,7 +266,10 @@ pub fn make_trial(
         }
     };
     let made = (|| {
-        initramfs::write_initramfs(&trial_dir.join(INITRAMFS_FILE), &ready.init, &[])?;
+        initramfs::write_initramfs(&trial_dir.join(INITRAMFS_FILE), &ready.init, &modules)?;
+        for disk in plans.iter().filter_map(|p| p.spec.disk.as_deref()) {
+            super::plan::make_disk(disk, disk_bytes)?;
+        }
         plans
             .into_iter()
             .map(

@@ -340,6 +340,32 @@ async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measurements_run() {
+    let Some(bin) = vm_ready("vm bench") else {
+        return;
+    };
+    let (b, _dir) = backend("isolab-test-vmbench", bin, VmConfig::default());
+    let platform = isolab_agent::vm::bench::platform(128, Accel::Tcg);
+    let through = isolab_agent::vm::bench::backend_first_sample(&b, &platform)
+        .await
+        .expect("through the backend");
+    let bare = isolab_agent::vm::bench::bare_first_sample(&b, 128, AccelKind::Tcg)
+        .await
+        .expect("bare");
+    eprintln!("first sample: {through:?} through the backend, {bare:?} bare");
+    assert!(through > Duration::ZERO && bare > Duration::ZERO);
+    assert_eq!(
+        isolab_agent::vm::bench::max_concurrent(&b, &platform, 2).await,
+        2
+    );
+    let runtime = b.runtime_dir().unwrap();
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", runtime.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accel_auto_completes_with_a_reason() {
     let Some(bin) = vm_ready("accel auto") else {
         return;

@@ -101,6 +101,16 @@ impl VmBackend {
         Ok((dir, ready))
     }
 
+    /// Kernel, modules, QEMU and `/init`, when the backend is available.
+    pub fn ready(&self) -> Option<&Ready> {
+        self.ready.as_deref().ok()
+    }
+
+    /// The directory holding this agent's trial directories, when cgroups are usable.
+    pub fn runtime_dir(&self) -> Option<PathBuf> {
+        self.dir.as_ref().ok().map(|d| self.config.runtime_dir(d))
+    }
+
     /// Whether KVM works here (booting a probe VM on it the first time).
     pub async fn kvm_check(&self) -> KvmCheck {
         let Ok((dir, ready)) = self.parts() else {

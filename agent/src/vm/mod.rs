@@ -29,6 +29,7 @@
 
 pub mod accel;
 pub mod backend;
+pub mod bench;
 pub mod cmdline;
 pub mod console;
 pub mod error;

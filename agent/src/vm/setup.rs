@@ -1,8 +1,10 @@
 //! What the vm backend finds once (kernel, modules, QEMU, `/init`), what it makes per trial
 //! (directory, initramfs, cgroups), the probe boot, and the leftover scan for VM processes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use isolab_model::catalog;
@@ -15,7 +17,7 @@ use super::error::VmError;
 use super::initramfs;
 use super::kernel::{self, GuestKernel};
 use super::launch;
-use super::modules::ModuleIndex;
+use super::modules::{ModuleFile, ModuleIndex};
 use super::plan::TrialPlan;
 use super::qemu::{AccelKind, Machine, TCG_TB_MIB, VmSpec};
 use super::vmm::Vmm;
@@ -100,6 +102,9 @@ pub struct Ready {
     pub tsc_khz: Option<u64>,
     /// Machine type when the platform names none: microvm, or q35 when this QEMU lacks it.
     pub default_machine: Machine,
+    /// Initramfs archives already built, by the modules they carry (`/init` does not change
+    /// while the agent runs, so every trial of a kind gets the same bytes).
+    archives: Mutex<HashMap<Vec<String>, Arc<Vec<u8>>>>,
 }
 
 impl Ready {
@@ -134,6 +139,35 @@ impl Ready {
             init,
             tsc_khz: cmdline::host_tsc_khz(),
             default_machine,
+            archives: Mutex::default(),
+        })
+    }
+
+    /// Writes the initramfs carrying `modules` to `path`, building it on first use. Blocking.
+    pub fn write_initramfs(&self, path: &Path, modules: &[ModuleFile]) -> Result<(), VmError> {
+        let key: Vec<String> = modules.iter().map(|m| m.name.clone()).collect();
+        let cached = self
+            .archives
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .cloned();
+        let bytes = match cached {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = Arc::new(initramfs::build(&self.init, modules)?);
+                self.archives
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(key, Arc::clone(&bytes));
+                bytes
+            }
+        };
+        std::fs::write(path, bytes.as_slice()).map_err(|source| {
+            VmError::Initramfs(initramfs::InitramfsError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
         })
     }
 }
@@ -266,7 +300,7 @@ pub fn make_trial(
         }
     };
     let made = (|| {
-        initramfs::write_initramfs(&trial_dir.join(INITRAMFS_FILE), &ready.init, &modules)?;
+        ready.write_initramfs(&trial_dir.join(INITRAMFS_FILE), &modules)?;
         for disk in plans.iter().filter_map(|p| p.spec.disk.as_deref()) {
             super::plan::make_disk(disk, disk_bytes)?;
         }
@@ -312,7 +346,7 @@ static PROBES: AtomicU64 = AtomicU64::new(0);
 /// `timeout` for `!ready`; returns how long that took, or why it failed (a phrase that reads
 /// after "a probe VM on KVM"). Everything it made is removed before it returns.
 pub async fn boot_probe(
-    ready: &Ready,
+    ready: &Arc<Ready>,
     dir: &AgentDir,
     runtime: &Path,
     accel: AccelKind,
@@ -347,7 +381,7 @@ pub async fn boot_probe(
 }
 
 async fn boot_probe_in(
-    ready: &Ready,
+    ready: &Arc<Ready>,
     dir: &AgentDir,
     probe_dir: &Path,
     rel: &str,
@@ -384,7 +418,7 @@ async fn boot_probe_in(
         nic: None,
         disk: None,
     };
-    let init = ready.init.clone();
+    let ready_owned = Arc::clone(ready);
     let (made_dir, manager, rel_owned) = (
         probe_dir.to_path_buf(),
         std::sync::Arc::clone(dir.manager()),
@@ -397,7 +431,8 @@ async fn boot_probe_in(
     };
     let cgroup = tokio::task::spawn_blocking(move || -> Result<AnyCgroup, String> {
         std::fs::create_dir_all(&made_dir).map_err(|e| format!("{}: {e}", made_dir.display()))?;
-        initramfs::write_initramfs(&made_dir.join(INITRAMFS_FILE), &init, &[])
+        ready_owned
+            .write_initramfs(&made_dir.join(INITRAMFS_FILE), &[])
             .map_err(|e| e.to_string())?;
         let cg = manager.create(&rel_owned).map_err(|e| e.to_string())?;
         cg.apply(&limits).map_err(|e| e.to_string())?;

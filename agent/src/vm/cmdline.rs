@@ -2,14 +2,19 @@
 //!
 //! `/init` (`workload/src/pid1.rs`) reads `isolab.`-prefixed words from `/proc/cmdline`:
 //! `isolab.workload=NAME`, `isolab.param.KEY=VALUE` (VALUE percent-encoded), `isolab.modules=a,b`
-//! (load order) and `isolab.probe=1`. The kernel would hand undotted `key=value` words to init's
+//! (load order), `isolab.disk=/dev/vda` (an ext4 disk for `/tmp`) and `isolab.probe=1`. The kernel would hand undotted `key=value` words to init's
 //! environment and bare words to its argv; dotted words it keeps, so nothing here leaks into the
 //! workload's environment.
 //!
 //! Boot settings, as measured on QEMU 7.2 with Debian's cloud kernel: `tsc_early_khz=<host TSC
 //! kHz>` (without it microvm sometimes hangs calibrating the TSC against the PIT), `panic=-1`
 //! (a panic reboots at once, and QEMU's `-no-reboot` turns that into an exit), `quiet` (only
-//! errors reach the console, which is also the results channel).
+//! errors reach the console, which is also the results channel), `tsc=reliable` (under TCG a
+//! busy host delays vCPU threads, the clocksource watchdog then finds the TSC "skewed" and
+//! switches the guest to `refined-jiffies` after a second or two: 4 ms clock resolution and
+//! `clock_gettime` as a system call, which would corrupt every timing the workload takes; the
+//! TSC QEMU gives the guest is the host's and is monotonic, so the watchdog is wrong to distrust
+//! it; measured: 4 of 4 concurrent guests switched without the flag, 0 of 4 with it).
 
 use std::fmt::Write as _;
 
@@ -67,7 +72,7 @@ pub struct GuestCmdline {
 impl GuestCmdline {
     /// The command line text.
     pub fn render(&self) -> Result<String, CmdlineError> {
-        let mut line = format!("console={} panic=-1 quiet", self.console);
+        let mut line = format!("console={} panic=-1 quiet tsc=reliable", self.console);
         if let Some(khz) = self.tsc_khz {
             let _ = write!(line, " tsc_early_khz={khz}");
         }
@@ -189,7 +194,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             line,
-            "console=ttyS0 panic=-1 quiet tsc_early_khz=2596134 pci=off \
+            "console=ttyS0 panic=-1 quiet tsc=reliable tsc_early_khz=2596134 pci=off \
              isolab.modules=virtio_ring,virtio isolab.disk=/dev/vda isolab.workload=syscall \
              isolab.param.duration=300ms isolab.param.dir=/tmp/a%20b%22c%25"
         );
@@ -200,7 +205,7 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert_eq!(probe, "console=ttyS0 panic=-1 quiet isolab.probe=1");
+        assert_eq!(probe, "console=ttyS0 panic=-1 quiet tsc=reliable isolab.probe=1");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::accel::{self, AccelChoice, KVM_DEVICE, KvmCheck, KvmVerdict};
 use super::error::VmError;
 use super::launch::{self, VmProcess};
 use super::plan::{self, Shape};
+use super::probe;
 use super::qemu::{AccelKind, VmSpec};
 use super::setup::{self, MadeVm, Ready, VmConfig};
 use crate::backend::conformance::TRIAL_ENV;
@@ -125,7 +126,7 @@ impl VmBackend {
                 std::path::Path::new(KVM_DEVICE),
                 self.config.kvm_probe_timeout,
                 |timeout| async move {
-                    setup::boot_probe(&ready, &dir, &runtime, AccelKind::Kvm, timeout).await
+                    probe::boot_probe(&ready, &dir, &runtime, AccelKind::Kvm, timeout).await
                 },
             )
             .await
@@ -147,7 +148,7 @@ impl VmBackend {
         if choice.accel == AccelKind::Tcg {
             // KVM's probe proved nothing about TCG; one boot shows kernel, initramfs and QEMU work.
             let runtime = self.config.runtime_dir(dir);
-            setup::boot_probe(
+            probe::boot_probe(
                 ready,
                 dir,
                 &runtime,
@@ -232,7 +233,8 @@ impl Backend for VmBackend {
             return Err(VmError::BadSetting {
                 setting: "memory",
                 reason: format!(
-                    "guest memory {} MiB plus QEMU's overhead needs {} MiB, above the agent's memory ceiling of {} MiB",
+                    "guest memory {} MiB plus QEMU's overhead needs {} MiB, above the agent's \
+                     memory ceiling of {} MiB",
                     shape.memory_mib,
                     qemu_bytes >> 20,
                     self.ceilings.memory_bytes >> 20

@@ -8,7 +8,8 @@
 //!   QEMU directly (no cgroup, no runner): time from spawn to the first framed sample line.
 //!
 //!   Their ratio, measured alternately in one run, is the agent's overhead on a boot (goal
-//!   ≤ 1.05); the bare figure is the absolute boot time (goal ≤ 2 s under TCG, ≤ 150 ms on KVM).
+//!   ≤ 1.05); the bare figure is the absolute boot time (goal ≤ 2 s under TCG, ≤ 150 ms on
+//!   KVM).
 //! - [`max_concurrent`]: the largest power of two of VMs (up to a bound) that all boot and report
 //!   in one trial (goal ≥ 32 at 64 MiB; the Debian cloud kernel needs 80 MiB,
 //!   [`super::setup::MIN_GUEST_MIB`]).

@@ -2,9 +2,9 @@
 //!
 //! `/init` (`workload/src/pid1.rs`) reads `isolab.`-prefixed words from `/proc/cmdline`:
 //! `isolab.workload=NAME`, `isolab.param.KEY=VALUE` (VALUE percent-encoded), `isolab.modules=a,b`
-//! (load order), `isolab.disk=/dev/vda` (an ext4 disk for `/tmp`) and `isolab.probe=1`. The kernel would hand undotted `key=value` words to init's
-//! environment and bare words to its argv; dotted words it keeps, so nothing here leaks into the
-//! workload's environment.
+//! (load order), `isolab.disk=/dev/vda` (an ext4 disk for `/tmp`) and `isolab.probe=1`. The
+//! kernel would hand undotted `key=value` words to init's environment and bare words to its
+//! argv; dotted words it keeps, so nothing here leaks into the workload's environment.
 //!
 //! Boot settings, as measured on QEMU 7.2 with Debian's cloud kernel: `tsc_early_khz=<host TSC
 //! kHz>` (without it microvm sometimes hangs calibrating the TSC against the PIT), `panic=-1`
@@ -205,7 +205,10 @@ mod tests {
         }
         .render()
         .unwrap();
-        assert_eq!(probe, "console=ttyS0 panic=-1 quiet tsc=reliable isolab.probe=1");
+        assert_eq!(
+            probe,
+            "console=ttyS0 panic=-1 quiet tsc=reliable isolab.probe=1"
+        );
     }
 
     #[test]

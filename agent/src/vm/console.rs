@@ -101,7 +101,8 @@ pub struct ConsoleSummary {
 pub const GUEST_OOM_MESSAGE: &str = "Out of memory: Killed process";
 /// The log line added when the workload died of SIGKILL after the guest's OOM killer struck: the
 /// VM's own memory was the limit, and the trial's failure says so.
-pub const OOM_NOTE: &str = "isolab: out of memory: the guest's OOM killer killed the workload (the VM's memory is its limit)";
+pub const OOM_NOTE: &str = "isolab: out of memory: the guest's OOM killer killed the workload \
+                            (the VM's memory is its limit)";
 
 /// Log lines kept for [`ConsoleSummary::log_tail`].
 const TAIL_LINES: usize = 5;

@@ -138,7 +138,8 @@ impl<W: Write> NewcWriter<W> {
             .map_err(|_| std::io::Error::other("entry name too long"))?;
         let ino = self.next_ino;
         self.next_ino = self.next_ino.wrapping_add(1);
-        // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize check
+        // ino mode uid gid nlink mtime filesize devmajor devminor rdevmajor rdevminor namesize
+        // check
         let fields = [
             ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
         ];

@@ -217,7 +217,8 @@ pub fn exit_of(
             InstanceExit::Lost(format!("the guest's /init failed: {msg}"))
         }
         None if status.success() => InstanceExit::Lost(format!(
-            "the guest stopped without an end record (kernel panic or crash?); last console lines: {}",
+            "the guest stopped without an end record (kernel panic or crash?); \
+             last console lines: {}",
             summary.log_tail.join(" | ")
         )),
         None => InstanceExit::Lost(format!(

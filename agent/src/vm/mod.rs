@@ -4,28 +4,36 @@
 //! # How a VM runs
 //!
 //! 1. [`kernel`] finds the guest kernel and its modules (`./bootstrap` puts Debian's cloud
-//!    kernel in `/var/cache/isolab/kernel`; `--kernel`/`--modules` override), [`modules`] reads
-//!    their dependencies from `.modinfo`, [`initramfs`] writes the newc archive.
-//! 2. [`cmdline`] puts the workload, its params and the modules to load on the kernel command
-//!    line (`isolab.workload=… isolab.param.k=v`), with `tsc_early_khz`, `panic=-1` and `quiet`.
-//! 3. [`accel`] picks KVM only when a probe VM really boots on it, else TCG; [`vmm`] and
-//!    [`qemu`] turn a [`qemu::VmSpec`] into a command (`-M microvm`, `-no-reboot`, serial on
-//!    stdout); [`launch`] starts it inside the instance's own cgroup.
+//!    kernel in `/var/cache/isolab/kernel`, with an uncompressed `vmlinux` for PVH boot;
+//!    `--kernel`/`--modules` override), [`modules`] reads their dependencies from `.modinfo`,
+//!    [`initramfs`] writes the newc archive (`/init` stripped to its loadable segments).
+//! 2. [`plan`] turns the trial into VMs: [`cmdline`] puts the workload and its params on the
+//!    kernel command line (`isolab.workload=… isolab.param.k=v`); a file workload gets a sparse
+//!    ext4 disk on virtio-blk as its `/tmp` (and only then are modules loaded).
+//! 3. [`accel`] picks KVM only when a [`probe`] VM really boots on it, else TCG; [`vmm`] and
+//!    [`qemu`] turn a [`qemu::VmSpec`] into a command (`-M microvm`, q35 when QEMU lacks it,
+//!    `-no-reboot`, serial on stdout); [`launch`] starts it inside the instance's own cgroup,
+//!    forked by the long-lived [`spawner`] thread.
 //! 4. In the guest, `/init` (`workload/src/pid1.rs`) mounts, loads modules, runs the workload,
 //!    frames each sample line on the serial console, writes an end record and powers off.
 //!    [`console`] splits the console back into samples and log lines.
 //! 5. [`backend::VmBackend`] drives all this on the [`crate::backend::Backend`] trait: deadline
 //!    and cancel kill QEMU by pid, teardown removes cgroups and files, and the leftover scan
-//!    looks for any QEMU process carrying the trial's name.
+//!    ([`setup::vm_processes`]) looks for any QEMU process carrying the trial's name.
 //!
-//! # Measured here (QEMU 7.2, TCG, Debian 6.1 cloud kernel)
+//! [`mod@bench`] holds the measurements `just bench` reports.
 //!
-//! A microvm boots to the first line of `/init` in about 0.9 s and exits in about 1.6 s on an
-//! idle host; `/dev/kvm` opens but hangs a guest (nested PVM), so the KVM probe times out after
-//! [`accel::KVM_PROBE_TIMEOUT`] once per agent and TCG is used.
+//! # Measured here (QEMU 7.2, TCG, Debian 6.1 cloud kernel, 2 cores)
 //!
-//! A new VMM (Firecracker, Cloud Hypervisor) is a new variant of [`vmm::Vmm`]; its
-//! documentation says what that needs.
+//! Boot to the first sample: about 1.8 s through the backend and the same bare (ratio about
+//! 1.0); 8 VMs together about 8–17 s. `/dev/kvm` opens but QEMU cannot drive it (nested PVM:
+//! `-cpu host` aborts on an MSR, the default CPU hangs), so the KVM probe fails within
+//! [`accel::KVM_PROBE_TIMEOUT`] once per agent and TCG is used. A guest needs at least
+//! [`setup::MIN_GUEST_MIB`] of memory with this kernel.
+//!
+//! Not supported yet: `network: bridge` (a tap per VM on a bridge in a per-trial network
+//! namespace; [`qemu::TapNic`] already builds the QEMU side). A new VMM (Firecracker, Cloud
+//! Hypervisor) is a new variant of [`vmm::Vmm`]; its documentation says what that needs.
 
 pub mod accel;
 pub mod backend;
@@ -38,6 +46,7 @@ pub mod kernel;
 pub mod launch;
 pub mod modules;
 pub mod plan;
+pub mod probe;
 pub mod qemu;
 pub mod setup;
 pub mod spawner;

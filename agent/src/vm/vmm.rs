@@ -1,8 +1,8 @@
 //! The VMM seam: which program boots a [`VmSpec`], and how it is called.
 //!
-//! Today there is one VMM, QEMU. The rest of the backend only needs four things from a VMM,
-//! and they are the methods of [`Vmm`]: a name, a version, a marker for leftover scans, and a
-//! command (or a refusal, for a machine type, accelerator or device it lacks) whose **stdout is the guest's
+//! Today there is one VMM, QEMU. The rest of the backend needs only the methods of [`Vmm`]: a
+//! name, a version, the machine types offered, a marker for leftover scans, and a command (or a
+//! refusal, for a machine type, accelerator or device it lacks) whose **stdout is the guest's
 //! serial console** (the results channel), whose stderr carries the VMM's own messages, and
 //! which exits when the guest powers off or reboots.
 //!
@@ -14,10 +14,11 @@
 //! - **Cloud Hypervisor**: `cloud-hypervisor --kernel <vmlinux or bzImage> --initramfs <cpio>
 //!   --cmdline <text> --cpus boot=N --memory size=<M>M --serial tty --console off`, plus
 //!   `--net tap=<name>,mac=<mac>` and `--disk path=<raw>`. KVM (or MSHV) only: refuse
-//!   [`AccelKind::Tcg`](super::qemu::AccelKind::Tcg) in `command`. The guest sees virtio-pci, so the machine's transport
-//!   modules are `virtio_pci` (as for [`Machine::Q35`](super::qemu::Machine::Q35)); power-off ends the process.
-//! - **Firecracker**: needs an uncompressed `vmlinux` (not the bzImage Debian ships: extract it
-//!   with the kernel tree's `extract-vmlinux`, a bootstrap step), and takes a JSON config file
+//!   [`AccelKind::Tcg`](super::qemu::AccelKind::Tcg) in `command`. The guest sees
+//!   virtio-pci, so the transport module is `virtio_pci` (as for
+//!   [`Machine::Q35`](super::qemu::Machine::Q35)); power-off ends the process.
+//! - **Firecracker**: needs the uncompressed `vmlinux` (which `./bootstrap` already extracts
+//!   for QEMU's PVH boot), and takes a JSON config file
 //!   (`--no-api --config-file <json>`) with `boot-source` (kernel, initrd, boot_args),
 //!   `machine-config` (vcpu_count, mem_size_mib), `network-interfaces` (tap) and `drives`;
 //!   the command writes that file into the trial directory first. Serial goes to stdout. KVM only;
@@ -43,7 +44,10 @@ pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 #[derive(Debug, thiserror::Error)]
 pub enum VmmError {
     /// The binary is not there.
-    #[error("{what} binary {} not found; install qemu-system-x86 (./bootstrap) or pass --qemu", path.display())]
+    #[error(
+        "{what} binary {} not found; install qemu-system-x86 (./bootstrap) or pass --qemu",
+        path.display()
+    )]
     Missing {
         /// Which VMM.
         what: &'static str,

@@ -177,10 +177,12 @@ impl AgentCore {
                 host,
                 backends: vec![
                     AnyBackend::Native(native),
-                    AnyBackend::Container(container),
-                    AnyBackend::Vm(vm),
+                    // Before `container`: dropped first, the private dockerd is gone (with its
+                    // mounts) when the container backend removes the agent's state directory.
                     AnyBackend::Docker(docker),
                     AnyBackend::Lxc(lxc),
+                    AnyBackend::Container(container),
+                    AnyBackend::Vm(vm),
                 ],
                 trials: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),

@@ -9,45 +9,16 @@ use isolab_model::pipeline::RootfsKind;
 use tokio::sync::OnceCell;
 
 use super::cgroups::{self, TrialCgroups};
-use super::engine::{self, Engine, LABEL_AGENT, LABEL_TRIAL};
+use super::engine::{self, Engine, LABEL_AGENT};
 use super::image::WorkloadImage;
-use super::trial::{self, DockerInstance, Plan};
+use super::trial::{self, DockerInstance, Inner, Plan};
 use super::{DockerConfig, DockerError, args, attach, network, probe};
 use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
 use crate::cgroup::{CgroupLimits, CgroupStats};
 use crate::container::hierarchy::Hierarchies;
-use crate::container::netns::{self, TrialNetwork};
+use crate::container::netns::TrialNetwork;
 use crate::container::rootfs::is_static_elf;
-
-/// What every trial of this backend shares.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    /// The agent's cgroup directory.
-    pub(crate) dir: Arc<AgentDir>,
-    /// The workload binary on the host.
-    pub(crate) workload_bin: PathBuf,
-    /// Whether it is statically linked (required by `rootfs: minimal`).
-    pub(crate) workload_static: bool,
-    /// Every cgroup hierarchy mounted here.
-    pub(crate) hierarchies: Hierarchies,
-    /// Where a private daemon keeps its state.
-    pub(crate) private_dir: PathBuf,
-    /// Block device an `io_bps` cap applies to.
-    pub(crate) io_device: Option<(u64, u64)>,
-}
-
-impl Inner {
-    /// Container name of instance `index` of trial attempt `slug`.
-    pub(crate) fn container_name(&self, slug: &str, index: u32) -> String {
-        format!("{}-{slug}-i{index}", self.dir.name())
-    }
-
-    /// Prefix of the trial's network namespaces.
-    pub(crate) fn net_prefix(&self, slug: &str) -> String {
-        format!("{}-dk-{slug}", self.dir.name())
-    }
-}
 
 /// The Docker backend.
 #[derive(Debug)]
@@ -458,6 +429,8 @@ impl Backend for DockerBackend {
             )
             .await,
         );
+        // Shims of removed containers daemonized, so they are (zombie) children of ours now.
+        super::reap_orphans_named("containerd-shim");
         if self.config.remove_image
             && let Err(e) = prepared.image.remove(&prepared.engine.docker).await
         {
@@ -481,38 +454,7 @@ impl Backend for DockerBackend {
         let Ok(inner) = self.inner() else {
             return LeakReport::default();
         };
-        let slug = ctx.slug();
-        let mut report = cgroups::leftovers(&inner.hierarchies, &inner.dir.rel(&slug));
-        for ns in netns::existing(&inner.net_prefix(&slug)) {
-            report.push(Leak::Netns { name: ns });
-        }
-        if let Some(socket) = self.socket() {
-            let agent = inner.dir.name().to_owned();
-            let timeout = self.config.api_timeout;
-            let found = engine::block_on(async move {
-                let docker = engine::connect(&socket, timeout).await?;
-                engine::containers_with(&docker, &[(LABEL_AGENT, &agent), (LABEL_TRIAL, &slug)])
-                    .await
-            });
-            match found {
-                Some(Ok(list)) => {
-                    for (id, name) in list {
-                        let short = id.get(..12).unwrap_or(&id);
-                        report.push(Leak::Other {
-                            what: format!("docker container {name} ({short}) still exists"),
-                        });
-                    }
-                }
-                Some(Err(e)) => report.push(Leak::Other {
-                    what: format!("cannot list docker containers: {e}"),
-                }),
-                None => report.push(Leak::Other {
-                    what: "cannot list docker containers: runtime failed".into(),
-                }),
-            }
-        }
-        report.merge(LeakReport::default());
-        report
+        trial::leftovers(inner, self.socket(), self.config.api_timeout, &ctx.slug())
     }
 }
 
@@ -521,21 +463,8 @@ impl Drop for DockerBackend {
         let Ok(inner) = self.inner.as_ref().map(Arc::clone) else {
             return;
         };
-        let Some(socket) = self.socket() else {
-            super::cgroups::release_agent(&inner.dir, &inner.hierarchies);
-            return;
-        };
-        let agent = inner.dir.name().to_owned();
-        let timeout = self.config.api_timeout;
-        let removed = engine::block_on(async move {
-            let docker = engine::connect(&socket, timeout).await?;
-            for (id, _) in engine::containers_with(&docker, &[(LABEL_AGENT, &agent)]).await? {
-                engine::remove(&docker, &id).await?;
-            }
-            Ok::<(), bollard::errors::Error>(())
-        });
-        if let Some(Err(e)) = removed {
-            tracing::warn!("removing the agent's docker containers: {e}");
+        if let Some(socket) = self.socket() {
+            trial::remove_agent_containers(&inner, socket, self.config.api_timeout);
         }
         // Stops a private daemon (and removes its directory), then the agent's state directory
         // if nothing else of the agent is left in it.
@@ -543,6 +472,7 @@ impl Drop for DockerBackend {
         if let Some(parent) = inner.private_dir.parent() {
             let _ = std::fs::remove_dir(parent);
         }
-        super::cgroups::release_agent(&inner.dir, &inner.hierarchies);
+        cgroups::release_agent(&inner.dir, &inner.hierarchies);
+        super::reap_orphans_named("containerd-shim");
     }
 }

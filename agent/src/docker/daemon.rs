@@ -28,12 +28,10 @@ use crate::backend::process_alive;
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Extra OCI runtimes registered with a private daemon when installed, with their arguments:
 /// gVisor on `ptrace` (works everywhere, also nested) with its own network stack off (containers
-/// start with network `none`; runsc refuses the namespace Docker gives it otherwise).
-const EXTRA_RUNTIMES: &[(&str, &[&str])] = &[
-    ("runsc", &["--platform=ptrace", "--network=none"]),
-    ("crun", &[]),
-    ("youki", &[]),
-];
+/// start with network `none`; runsc refuses the namespace Docker gives it otherwise). youki and
+/// crun are left out: on cgroup v1 youki resolves a relative cgroup path from the hierarchy's
+/// root (outside the agent's cgroup), and crun refuses hybrid hierarchies.
+const EXTRA_RUNTIMES: &[(&str, &[&str])] = &[("runsc", &["--platform=ptrace", "--network=none"])];
 
 /// What went wrong starting or stopping a private daemon.
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +342,40 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
             Ok(Some(_)) | Err(_) => return true,
             Ok(None) if Instant::now() >= deadline => return false,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Reaps zombie children of this process whose command name is `comm`: processes orphaned to
+/// it (it is a child subreaper, see the native backend) that nobody else waits for, such as
+/// Docker's `containerd-shim` (it daemonizes, so it ends up ours) or LXC's container init when
+/// its monitor died first. Only that command name is touched, so no other waiter loses a
+/// child's status.
+pub(crate) fn reap_orphans_named(comm: &str) {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let mut fields = stat[close + 1..].split_whitespace();
+        let (state, ppid) = (
+            fields.next(),
+            fields.next().and_then(|p| p.parse::<u32>().ok()),
+        );
+        if &stat[open + 1..close] == comm && state == Some("Z") && ppid == Some(me) {
+            // SAFETY: waitpid on a zombie child of ours with WNOHANG; no memory is passed.
+            unsafe {
+                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
+            }
         }
     }
 }

@@ -1,18 +1,50 @@
 //! The making and unmaking of one Docker trial: its cgroups and network, its containers
 //! (created, not started), and their removal.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use isolab_model::pipeline::{NetworkMode, RootfsKind};
 
 use super::DockerError;
-use super::backend::Inner;
 use super::cgroups::{self, TrialCgroups};
 use super::engine::{self, Engine};
+use super::engine::{LABEL_AGENT, LABEL_TRIAL};
 use super::spec::{self, InstanceSpec};
+use crate::backend::{AgentDir, Leak, LeakReport};
 use crate::cgroup::CgroupLimits;
+use crate::container::hierarchy::Hierarchies;
 use crate::container::netns::{self, TrialNetwork};
+
+/// What every trial of this backend shares.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    /// The agent's cgroup directory.
+    pub(crate) dir: Arc<AgentDir>,
+    /// The workload binary on the host.
+    pub(crate) workload_bin: PathBuf,
+    /// Whether it is statically linked (required by `rootfs: minimal`).
+    pub(crate) workload_static: bool,
+    /// Every cgroup hierarchy mounted here.
+    pub(crate) hierarchies: Hierarchies,
+    /// Where a private daemon keeps its state.
+    pub(crate) private_dir: PathBuf,
+    /// Block device an `io_bps` cap applies to.
+    pub(crate) io_device: Option<(u64, u64)>,
+}
+
+impl Inner {
+    /// Container name of instance `index` of trial attempt `slug`.
+    pub(crate) fn container_name(&self, slug: &str, index: u32) -> String {
+        format!("{}-{slug}-i{index}", self.dir.name())
+    }
+
+    /// Prefix of the trial's network namespaces.
+    pub(crate) fn net_prefix(&self, slug: &str) -> String {
+        format!("{}-dk-{slug}", self.dir.name())
+    }
+}
 
 /// One instance: its container.
 #[derive(Debug, Clone)]
@@ -180,4 +212,59 @@ pub(crate) async fn destroy(
         Err(e) => problems.push(format!("cleanup task failed: {e}")),
     }
     problems
+}
+
+/// Everything of trial attempt `slug` still there, looked up in the system: processes and
+/// cgroups in every hierarchy, network namespaces, and containers the daemon at `socket` (if
+/// one was used) still has with the trial's labels.
+pub(crate) fn leftovers(
+    inner: &Inner,
+    socket: Option<PathBuf>,
+    timeout: Duration,
+    slug: &str,
+) -> LeakReport {
+    let mut report = cgroups::leftovers(&inner.hierarchies, &inner.dir.rel(slug));
+    for ns in netns::existing(&inner.net_prefix(slug)) {
+        report.push(Leak::Netns { name: ns });
+    }
+    if let Some(socket) = socket {
+        let (agent, slug) = (inner.dir.name().to_owned(), slug.to_owned());
+        let found = engine::block_on(async move {
+            let docker = engine::connect(&socket, timeout).await?;
+            engine::containers_with(&docker, &[(LABEL_AGENT, &agent), (LABEL_TRIAL, &slug)]).await
+        });
+        match found {
+            Some(Ok(list)) => {
+                for (id, name) in list {
+                    let short = id.get(..12).unwrap_or(&id);
+                    report.push(Leak::Other {
+                        what: format!("docker container {name} ({short}) still exists"),
+                    });
+                }
+            }
+            Some(Err(e)) => report.push(Leak::Other {
+                what: format!("cannot list docker containers: {e}"),
+            }),
+            None => report.push(Leak::Other {
+                what: "cannot list docker containers: runtime failed".into(),
+            }),
+        }
+    }
+    report.merge(LeakReport::default());
+    report
+}
+
+/// Removes every container the agent made on the daemon at `socket` (when the backend goes).
+pub(crate) fn remove_agent_containers(inner: &Inner, socket: PathBuf, timeout: Duration) {
+    let agent = inner.dir.name().to_owned();
+    let removed = engine::block_on(async move {
+        let docker = engine::connect(&socket, timeout).await?;
+        for (id, _) in engine::containers_with(&docker, &[(LABEL_AGENT, &agent)]).await? {
+            engine::remove(&docker, &id).await?;
+        }
+        Ok::<(), bollard::errors::Error>(())
+    });
+    if let Some(Err(e)) = removed {
+        tracing::warn!("removing the agent's docker containers: {e}");
+    }
 }

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::catalog;
 use isolab_model::pipeline::RootfsKind;
 
 use super::trial::{self, Made, Plan};
@@ -16,7 +15,7 @@ use crate::backend::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, Leak, LeakReport,
     LineStream, TrialContext, lines, process_start_time,
 };
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupStats, CgroupVersion};
+use crate::cgroup::CgroupStats;
 use crate::container::hierarchy::Hierarchies;
 use crate::container::rootfs::is_static_elf;
 use crate::docker::args;
@@ -148,107 +147,6 @@ impl LxcBackend {
         }
         Ok(format!("LXC {v}"))
     }
-
-    /// Runs `isolab-workload --list` in a container under the ceilings and checks that it
-    /// answers and that it ran inside the instance cgroup the agent made.
-    async fn probe_container(&self, inner: &Arc<Inner>, n: u64) -> Result<(), String> {
-        let kind = if inner.workload_static {
-            RootfsKind::Minimal
-        } else {
-            RootfsKind::HostRo
-        };
-        let limits = CgroupLimits {
-            memory_bytes: Some(self.ceilings.memory_bytes),
-            pids_max: Some(self.ceilings.pids),
-            ..CgroupLimits::default()
-        };
-        let plans: Vec<Plan> = vec![(0, vec!["--list".into()], limits)];
-        let (task_inner, slug, timeout) = (
-            Arc::clone(inner),
-            format!("probe-lxc-{n}"),
-            self.config.stop_timeout,
-        );
-        let made = tokio::task::spawn_blocking(move || {
-            trial::make(
-                &task_inner,
-                &slug,
-                kind,
-                Default::default(),
-                &plans,
-                timeout,
-            )
-        })
-        .await
-        .map_err(|e| format!("probe task failed: {e}"))?
-        .map_err(|e| format!("cannot prepare the probe container: {e}"))?;
-        let outcome =
-            tokio::time::timeout(self.config.probe_timeout, run_probe(inner, &made)).await;
-        let (task_inner, task_made) = (Arc::clone(inner), made.clone());
-        let problems = tokio::task::spawn_blocking(move || {
-            let mut p: Vec<String> = trial::stop(&task_inner, &task_made, &[], timeout)
-                .err()
-                .map(|e| e.to_string())
-                .into_iter()
-                .collect();
-            p.extend(trial::destroy(&task_inner, &task_made, timeout));
-            p
-        })
-        .await
-        .map_err(|e| format!("probe cleanup failed: {e}"))?;
-        match outcome {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(format!(
-                    "probe container did not finish within {} ms",
-                    self.config.probe_timeout.as_millis()
-                ));
-            }
-        }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(format!(
-                "probe container left things behind: {}",
-                problems.join("; ")
-            ))
-        }
-    }
-}
-
-async fn run_probe(inner: &Inner, made: &Made) -> Result<(), String> {
-    let inst = made.instances.first().ok_or("no probe instance")?;
-    let child = trial::spawn(inner, made, inst).map_err(|e| e.to_string())?;
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| format!("waiting for lxc-execute: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let expected = catalog::names().first().copied().unwrap_or("syscall");
-    if !out.status.success() || !stdout.contains(expected) {
-        let said = crate::container::runtime::last_lines(&String::from_utf8_lossy(&out.stderr), 3);
-        return Err(format!(
-            "probe container failed ({}){}",
-            out.status,
-            if said.is_empty() {
-                String::new()
-            } else {
-                format!(": {said}")
-            }
-        ));
-    }
-    let cg = made.cgroups.instance(0).ok_or("no probe cgroup")?;
-    let stats = cg
-        .stats()
-        .map_err(|e| format!("cannot read the probe cgroup: {e}"))?;
-    let memory_seen =
-        stats.memory_peak_bytes > 0 || inner.dir.manager().version() == CgroupVersion::V2;
-    if stats.cpu_usage_ns == 0 || !memory_seen {
-        return Err(format!(
-            "the probe container did not run inside the agent's cgroup {}",
-            cg.rel_path()
-        ));
-    }
-    Ok(())
 }
 
 /// `stderr`, followed (once it ends, i.e. the container is gone) by a line naming the memory
@@ -301,7 +199,7 @@ impl Backend for LxcBackend {
             Err(reason) => return BackendStatus::unavailable(self.name(), reason),
         };
         let n = self.probes.fetch_add(1, Ordering::Relaxed);
-        match self.probe_container(&inner, n).await {
+        match super::probe::run(&inner, self.ceilings, &self.config, n).await {
             Ok(()) => BackendStatus {
                 name: self.name().into(),
                 available: true,

@@ -23,6 +23,7 @@ mod backend;
 pub mod conf;
 mod config;
 mod error;
+mod probe;
 mod trial;
 
 #[cfg(test)]

@@ -245,7 +245,8 @@ pub(crate) fn stop(
     } else {
         None
     };
-    reap_container_inits();
+    // Container inits orphaned to this process (a child subreaper) when their monitor died first.
+    crate::docker::reap_orphans_named("init.lxc.static");
     match (first, rest) {
         (Some((rel, source)), _) => Err(LxcError::Cgroup { rel, source }),
         (None, Some(source)) => Err(LxcError::Cgroup {
@@ -350,38 +351,6 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), LxcError> {
             path: dir.to_owned(),
             source,
         }),
-    }
-}
-
-/// Reaps container inits (`init.lxc.static`) that were orphaned to this process when their
-/// monitor died first and this process is a child subreaper. Only that command name is touched,
-/// so no other waiter loses a child's status.
-fn reap_container_inits() {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let (state, ppid) = (
-            fields.next(),
-            fields.next().and_then(|p| p.parse::<u32>().ok()),
-        );
-        if &stat[open + 1..close] == "init.lxc.static" && state == Some("Z") && ppid == Some(me) {
-            // SAFETY: waitpid on a zombie child of ours with WNOHANG; no memory is passed.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
-        }
     }
 }
 

@@ -287,6 +287,62 @@ async fn file_workloads_get_a_disk_and_a_disk_bomb_fills_only_its_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_vms_talk_tcp_over_the_trial_bridge_and_the_network_is_removed() {
+    let Some(bin) = vm_ready("vm bridge") else {
+        return;
+    };
+    if isolab_model::catalog::find("tcp_rr").is_none() {
+        return;
+    }
+    let (b, dir) = backend("isolab-test-vmnet", bin, VmConfig::default());
+    let platform = Platform {
+        network: Some(isolab_model::pipeline::NetworkMode::Bridge),
+        ..vm_platform(Accel::Tcg, 128)
+    };
+    let mut t = conformance::trial(
+        &platform,
+        "tcp_rr",
+        2,
+        &[],
+        Duration::from_secs(1),
+        Duration::from_secs(120),
+    );
+    let ctx = TrialContext {
+        run_id: "r".into(),
+        trial: Arc::new(t.clone()),
+        attempt: 0,
+    };
+    let prefix = format!("{}-{}", dir.name(), ctx.slug());
+    let server = isolab_agent::vm::net::nic(&prefix, 0)
+        .expect("address")
+        .addr;
+    let param = |k: &str, v: &str| {
+        (
+            k.to_owned(),
+            isolab_model::pipeline::ParamValue::Str(v.to_owned()),
+        )
+    };
+    t.instances[0].params = [param("role", "server"), param("host", "0.0.0.0")]
+        .into_iter()
+        .collect();
+    t.instances[1].params = [param("role", "client"), param("host", &server.to_string())]
+        .into_iter()
+        .collect();
+    let o = conformance::run(&b, t, |_| false).await;
+    if o.status.state != TrialState::Ok {
+        for e in &o.events {
+            if let isolab_agent::core::TrialEvent::Log { instance, text, .. } = e {
+                eprintln!("instance {instance}: {text}");
+            }
+        }
+    }
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    assert!(!o.samples(1).is_empty(), "the client measured nothing");
+    conformance::assert_clean(&b, &o);
+    assert!(isolab_agent::vm::net::leftovers(&prefix).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
     let Some(bin) = vm_ready("guest modules") else {
         return;
@@ -326,7 +382,7 @@ async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
         disk: Some(disk),
     };
     let vmm = Vmm::qemu(None).unwrap();
-    let (handle, _) = launch::spawn_vm(&vmm, &spec, 0, None, None, &[])
+    let (handle, _) = launch::spawn_vm(&vmm, &spec, 0, launch::LaunchOptions::default())
         .await
         .expect("spawn");
     let logs = tokio::spawn(futures::StreamExt::collect::<Vec<_>>(handle.stderr));
@@ -490,9 +546,14 @@ async fn memory_sizes_that_cannot_work_are_clear_errors() {
         nic: None,
         disk: None,
     };
-    let (handle, _) = launch::spawn_vm(&Vmm::qemu(None).unwrap(), &spec, 0, None, None, &[])
-        .await
-        .unwrap();
+    let (handle, _) = launch::spawn_vm(
+        &Vmm::qemu(None).unwrap(),
+        &spec,
+        0,
+        launch::LaunchOptions::default(),
+    )
+    .await
+    .unwrap();
     drop((handle.stdout, handle.stderr));
     let exit = tokio::time::timeout(Duration::from_secs(60), handle.exit)
         .await

@@ -17,6 +17,7 @@
 //! | `isolab.modules=a,b,c` | modules to load from `/lib/modules/<name>.ko`, in this order |
 //! | `isolab.probe=1` | answer [`READY`] and power off (the agent's accelerator probe) |
 //! | `isolab.disk=/dev/vda` | mount this ext4 block device on `/tmp` (else `/tmp` is a tmpfs) |
+//! | `isolab.net=ADDR/PREFIX` | give `eth0` this address and bring it and `lo` up ([`net`]) |
 //!
 //! Console protocol (each a whole line starting with [`FRAME_PREFIX`]; anything else on the
 //! console, kernel messages and the workload's stderr included, is log text):
@@ -42,6 +43,8 @@ use std::process::{Command, Stdio};
 
 use isolab_model::sample::FRAME_PREFIX;
 
+mod net;
+
 /// Payload of the probe's answer.
 pub(crate) const READY: &str = "!ready";
 /// Payload prefix of the end record.
@@ -50,7 +53,8 @@ pub(crate) const END: &str = "!end";
 pub(crate) const ERROR: &str = "!error";
 /// Where the initramfs keeps kernel modules.
 const MODULES_DIR: &str = "/lib/modules";
-/// How long a disk's device node gets to appear after its driver was loaded.
+/// How long a disk's device node (or the network interface) gets to appear after its driver
+/// was loaded.
 const DISK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Longest workload output line framed whole; longer ones are cut.
 const MAX_LINE_BYTES: u64 = 64 * 1024;
@@ -68,6 +72,8 @@ pub(crate) struct GuestArgs {
     pub(crate) probe: bool,
     /// An ext4 block device to mount on `/tmp`.
     pub(crate) disk: Option<String>,
+    /// The address of `eth0`.
+    pub(crate) net: Option<net::NetConfig>,
 }
 
 /// Runs PID 1 and never returns.
@@ -95,6 +101,9 @@ fn guest_main(console: &Console) -> Result<(), String> {
     match &args.disk {
         Some(dev) => mount_disk(dev)?,
         None => mount("tmpfs", "/tmp", "tmpfs")?,
+    }
+    if let Some(cfg) = &args.net {
+        net::configure(cfg, DISK_WAIT)?;
     }
     if args.probe {
         console.record(READY);
@@ -134,6 +143,7 @@ pub(crate) fn parse_cmdline(cmdline: &str) -> Result<GuestArgs, String> {
                         .collect();
                 }
                 "probe" => args.probe = value == "1",
+                "net" => args.net = Some(net::NetConfig::parse(value)?),
                 "disk" => {
                     if !value.starts_with("/dev/") || value.contains("..") {
                         return Err(format!("bad disk `{value}` (expected /dev/NAME)"));
@@ -411,6 +421,12 @@ mod tests {
         let disk = parse_cmdline("isolab.disk=/dev/vda").unwrap().disk;
         assert_eq!(disk.as_deref(), Some("/dev/vda"));
         assert!(parse_cmdline("isolab.disk=/etc/passwd").is_err());
+        let net = parse_cmdline("isolab.net=10.64.0.3/16")
+            .unwrap()
+            .net
+            .unwrap();
+        assert_eq!(net.addr, std::net::Ipv4Addr::new(10, 64, 0, 3));
+        assert!(parse_cmdline("isolab.net=nonsense").is_err());
     }
 
     #[test]

@@ -13,11 +13,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use isolab_model::pipeline::{Accel, NetworkMode};
+use isolab_model::pipeline::Accel;
 
 use super::accel::{self, AccelChoice, KVM_DEVICE, KvmCheck, KvmVerdict};
 use super::error::VmError;
-use super::launch::{self, VmProcess};
+use super::launch::{self, LaunchOptions, VmProcess};
+use super::net;
 use super::plan::{self, Shape};
 use super::probe;
 use super::qemu::{AccelKind, VmSpec};
@@ -60,6 +61,8 @@ pub struct VmPrepared {
     trial_cgroup: Arc<AnyCgroup>,
     instances: Vec<VmInstance>,
     accel: AccelChoice,
+    /// The bridge network's namespace, when the platform asked for one.
+    net_ns: Option<String>,
     running: Mutex<Vec<VmProcess>>,
 }
 
@@ -214,11 +217,6 @@ impl Backend for VmBackend {
     async fn prepare(&self, ctx: &TrialContext) -> Result<VmPrepared, VmError> {
         let (dir, ready) = self.parts()?;
         let platform = &ctx.trial.platform_spec;
-        if platform.network == Some(NetworkMode::Bridge) {
-            return Err(VmError::Unsupported {
-                what: "network: bridge".into(),
-            });
-        }
         let requested = platform.accel.unwrap_or_default();
         let check = match requested {
             Accel::Tcg => KvmCheck::Unusable {
@@ -258,6 +256,7 @@ impl Backend for VmBackend {
             io_device,
         )?;
         let disk_bytes = self.config.disk_bytes;
+        let net_ns = plan.net.as_ref().map(|(ns, _)| ns.clone());
         let (dir, ready) = (Arc::clone(dir), Arc::clone(ready));
         let made_dir = trial_dir.clone();
         let task = tokio::task::spawn_blocking(move || {
@@ -287,6 +286,7 @@ impl Backend for VmBackend {
             trial_cgroup: Arc::new(trial_cgroup),
             instances,
             accel,
+            net_ns,
             running: Mutex::new(Vec::new()),
         })
     }
@@ -295,7 +295,7 @@ impl Backend for VmBackend {
         let (_, ready) = self.parts()?;
         let mut handles = Vec::with_capacity(prepared.instances.len());
         for inst in &prepared.instances {
-            let env = [
+            let env = vec![
                 (TRIAL_ENV, prepared.ctx.slug()),
                 ("ISOLAB_INSTANCE", inst.index.to_string()),
             ];
@@ -304,13 +304,18 @@ impl Backend for VmBackend {
                 .cgroup
                 .join_target()
                 .map_err(|source| VmError::Cgroup { rel, source })?;
-            let (handle, process) =
-                launch::spawn_vm(&ready.vmm, &inst.spec, inst.index, Some(join), None, &env)
-                    .await
-                    .map_err(|source| VmError::Launch {
-                        instance: inst.index,
-                        source,
-                    })?;
+            let opts = LaunchOptions {
+                join: Some(join),
+                env,
+                netns: prepared.net_ns.as_deref().map(net::ns_path),
+                ..LaunchOptions::default()
+            };
+            let (handle, process) = launch::spawn_vm(&ready.vmm, &inst.spec, inst.index, opts)
+                .await
+                .map_err(|source| VmError::Launch {
+                    instance: inst.index,
+                    source,
+                })?;
             prepared
                 .running
                 .lock()
@@ -370,6 +375,7 @@ impl Backend for VmBackend {
             trial_dir,
             trial_cgroup,
             instances,
+            net_ns,
             ..
         } = prepared;
         let done = tokio::task::spawn_blocking(move || {
@@ -387,6 +393,11 @@ impl Backend for VmBackend {
                 && e.kind() != std::io::ErrorKind::NotFound
             {
                 errors.push(format!("removing {}: {e}", trial_dir.display()));
+            }
+            if let Some(ns) = &net_ns
+                && let Err(e) = net::destroy(ns)
+            {
+                errors.push(e.to_string());
             }
             errors
         })
@@ -410,8 +421,12 @@ impl Backend for VmBackend {
             return report;
         };
         let slug = ctx.slug();
-        for pid in setup::vm_processes(&format!("{}-{slug}-i", dir.name())) {
+        let prefix = format!("{}-{slug}", dir.name());
+        for pid in setup::vm_processes(&format!("{prefix}-i")) {
             report.push(Leak::Qemu { pid });
+        }
+        for leak in net::leftovers(&prefix) {
+            report.push(leak);
         }
         let trial_dir = self.config.runtime_dir(dir).join(&slug);
         if trial_dir.exists() {

@@ -145,9 +145,10 @@ pub async fn bare_first_sample(
             disk: None,
         };
         let started = Instant::now();
-        let (mut handle, _) = launch::spawn_vm(&ready.vmm, &spec, 0, None, None, &[])
-            .await
-            .map_err(|e| e.to_string())?;
+        let (mut handle, _) =
+            launch::spawn_vm(&ready.vmm, &spec, 0, launch::LaunchOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
         let first = tokio::time::timeout(BOOT_TIMEOUT, handle.stdout.next()).await;
         let elapsed = started.elapsed();
         let exit = tokio::time::timeout(BOOT_TIMEOUT, handle.exit).await;

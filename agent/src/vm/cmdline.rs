@@ -2,9 +2,10 @@
 //!
 //! `/init` (`workload/src/pid1.rs`) reads `isolab.`-prefixed words from `/proc/cmdline`:
 //! `isolab.workload=NAME`, `isolab.param.KEY=VALUE` (VALUE percent-encoded), `isolab.modules=a,b`
-//! (load order), `isolab.disk=/dev/vda` (an ext4 disk for `/tmp`) and `isolab.probe=1`. The
-//! kernel would hand undotted `key=value` words to init's environment and bare words to its
-//! argv; dotted words it keeps, so nothing here leaks into the workload's environment.
+//! (load order), `isolab.disk=/dev/vda` (an ext4 disk for `/tmp`), `isolab.net=ADDR/PREFIX`
+//! (`eth0`'s address) and `isolab.probe=1`. The kernel would hand undotted `key=value` words to
+//! init's environment and bare words to its argv; dotted words it keeps, so nothing here leaks
+//! into the workload's environment.
 //!
 //! Boot settings, as measured on QEMU 7.2 with Debian's cloud kernel: `tsc_early_khz=<host TSC
 //! kHz>` (without it microvm sometimes hangs calibrating the TSC against the PIT), `panic=-1`
@@ -65,6 +66,8 @@ pub struct GuestCmdline {
     pub probe: bool,
     /// A block device `/init` mounts (ext4) on `/tmp`.
     pub disk: Option<String>,
+    /// `ADDR/PREFIX` for the guest's `eth0`.
+    pub net: Option<String>,
     /// Further kernel words, verbatim (machine-specific settings).
     pub extra: Vec<String>,
 }
@@ -90,6 +93,9 @@ impl GuestCmdline {
         }
         if let Some(disk) = &self.disk {
             let _ = write!(line, " isolab.disk={}", percent_encode(disk));
+        }
+        if let Some(net) = &self.net {
+            let _ = write!(line, " isolab.net={}", percent_encode(net));
         }
         if let Some(w) = &self.workload {
             check_name("workload", w)?;
@@ -187,6 +193,7 @@ mod tests {
             ],
             modules: vec!["virtio_ring".into(), "virtio".into()],
             disk: Some("/dev/vda".into()),
+            net: Some("10.64.0.2/16".into()),
             extra: vec!["pci=off".into()],
             ..base()
         }
@@ -195,7 +202,8 @@ mod tests {
         assert_eq!(
             line,
             "console=ttyS0 panic=-1 quiet tsc=reliable tsc_early_khz=2596134 pci=off \
-             isolab.modules=virtio_ring,virtio isolab.disk=/dev/vda isolab.workload=syscall \
+             isolab.modules=virtio_ring,virtio isolab.disk=/dev/vda isolab.net=10.64.0.2/16 \
+             isolab.workload=syscall \
              isolab.param.duration=300ms isolab.param.dir=/tmp/a%20b%22c%25"
         );
         let probe = GuestCmdline {

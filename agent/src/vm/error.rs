@@ -24,12 +24,6 @@ pub enum VmError {
         /// What is wrong.
         reason: String,
     },
-    /// Something the backend does not do yet.
-    #[error("the vm backend does not support {what} yet")]
-    Unsupported {
-        /// What was asked.
-        what: String,
-    },
     /// The asked-for accelerator is not available.
     #[error(transparent)]
     Accel(#[from] AccelError),
@@ -69,6 +63,14 @@ pub enum VmError {
     Disk {
         /// The image file.
         path: std::path::PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The trial's bridge network could not be made or removed.
+    #[error("VM network namespace {ns}: {reason}")]
+    Network {
+        /// The namespace.
+        ns: String,
         /// What failed.
         reason: String,
     },

@@ -48,17 +48,33 @@ pub enum LaunchError {
     },
 }
 
-/// Starts the VM of `spec` as instance `index`, inside the cgroup of `join` when given, with
-/// `env` added to the VMM's (otherwise clean) environment. `on_ready` fires when the guest
-/// answers the probe. The VMM is forked, waited for and read on the [`spawner`] thread.
+/// What a VM is started with beyond its [`VmSpec`].
+#[derive(Debug, Default)]
+pub struct LaunchOptions {
+    /// The cgroup the VMM joins before exec.
+    pub join: Option<JoinTarget>,
+    /// Fires when the guest answers the probe.
+    pub on_ready: Option<oneshot::Sender<()>>,
+    /// Added to the VMM's (otherwise clean) environment.
+    pub env: Vec<(&'static str, String)>,
+    /// A network namespace (`/run/netns/<name>`) the VMM joins before exec.
+    pub netns: Option<std::path::PathBuf>,
+}
+
+/// Starts the VM of `spec` as instance `index` with `opts`. The VMM is forked, waited for and
+/// read on the [`spawner`] thread.
 pub async fn spawn_vm(
     vmm: &Vmm,
     spec: &VmSpec,
     index: u32,
-    join: Option<JoinTarget>,
-    on_ready: Option<oneshot::Sender<()>>,
-    env: &[(&str, String)],
+    opts: LaunchOptions,
 ) -> Result<(InstanceHandle, VmProcess), LaunchError> {
+    let LaunchOptions {
+        join,
+        on_ready,
+        env,
+        netns,
+    } = opts;
     let (program, args) = vmm.command(spec)?;
     let mut cmd = Command::new(&program);
     cmd.args(&args)
@@ -70,12 +86,27 @@ pub async fn spawn_vm(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    let netns_fd = match &netns {
+        Some(path) => Some(
+            std::fs::File::open(path).map_err(|source| LaunchError::Spawn {
+                program: program.clone(),
+                source: std::io::Error::new(source.kind(), format!("{}: {source}", path.display())),
+            })?,
+        ),
+        None => None,
+    };
     // SAFETY: the hook runs in the child between fork and exec and only makes async-signal-safe
-    // calls: `join_current` is open/write/close on pre-built C strings, prctl takes integers.
+    // calls: `join_current` is open/write/close on pre-built C strings, setns takes a descriptor
+    // opened before the fork (close-on-exec, so QEMU does not inherit it), prctl takes integers.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(join) = &join {
                 join.join_current()?;
+            }
+            if let Some(ns) = &netns_fd
+                && libc::setns(std::os::fd::AsRawFd::as_raw_fd(ns), libc::CLONE_NEWNET) != 0
+            {
+                return Err(std::io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -9,7 +9,8 @@
 //!    [`initramfs`] writes the newc archive (`/init` stripped to its loadable segments).
 //! 2. [`plan`] turns the trial into VMs: [`cmdline`] puts the workload and its params on the
 //!    kernel command line (`isolab.workload=… isolab.param.k=v`); a file workload gets a sparse
-//!    ext4 disk on virtio-blk as its `/tmp` (and only then are modules loaded).
+//!    ext4 disk on virtio-blk as its `/tmp`, a bridge platform a virtio-net on a tap (and only
+//!    then are modules loaded).
 //! 3. [`accel`] picks KVM only when a [`probe`] VM really boots on it, else TCG; [`vmm`] and
 //!    [`qemu`] turn a [`qemu::VmSpec`] into a command (`-M microvm`, q35 when QEMU lacks it,
 //!    `-no-reboot`, serial on stdout); [`launch`] starts it inside the instance's own cgroup,
@@ -31,8 +32,8 @@
 //! [`accel::KVM_PROBE_TIMEOUT`] once per agent and TCG is used. A guest needs at least
 //! [`setup::MIN_GUEST_MIB`] of memory with this kernel.
 //!
-//! Not supported yet: `network: bridge` (a tap per VM on a bridge in a per-trial network
-//! namespace; [`qemu::TapNic`] already builds the QEMU side). A new VMM (Firecracker, Cloud
+//! `network: bridge` puts each VM's virtio-net on a tap in a per-trial network namespace
+//! ([`net`]), addressed like the container backend's instances. A new VMM (Firecracker, Cloud
 //! Hypervisor) is a new variant of [`vmm::Vmm`]; its documentation says what that needs.
 
 pub mod accel;
@@ -45,6 +46,7 @@ pub mod initramfs;
 pub mod kernel;
 pub mod launch;
 pub mod modules;
+pub mod net;
 pub mod plan;
 pub mod probe;
 pub mod qemu;

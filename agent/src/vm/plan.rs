@@ -10,12 +10,13 @@
 use std::path::{Path, PathBuf};
 
 use isolab_model::catalog;
-use isolab_model::pipeline::Platform;
+use isolab_model::pipeline::{NetworkMode, Platform};
 use isolab_model::plan::InstanceSpec;
 
 use super::cmdline::GuestCmdline;
 use super::error::VmError;
 use super::modules::ModuleFile;
+use super::net::{self, VmNic};
 use super::qemu::{AccelKind, Machine, VmSpec};
 use super::setup::{self, INITRAMFS_FILE, PlannedVm, Ready};
 use crate::backend::TrialContext;
@@ -70,14 +71,24 @@ pub fn wants_disk(spec: &InstanceSpec) -> bool {
         && !spec.params.contains_key("dir")
 }
 
-/// The modules a trial's guests load: the machine's virtio transport and the block driver when
-/// some instance gets a disk; none otherwise.
-pub fn modules(ready: &Ready, shape: &Shape, any_disk: bool) -> Result<Vec<ModuleFile>, VmError> {
-    if !any_disk {
+/// The modules a trial's guests load: the machine's virtio transport, the block driver when
+/// some instance gets a disk, the network driver on a bridge; none when neither.
+pub fn modules(
+    ready: &Ready,
+    shape: &Shape,
+    any_disk: bool,
+    bridge: bool,
+) -> Result<Vec<ModuleFile>, VmError> {
+    if !any_disk && !bridge {
         return Ok(Vec::new());
     }
     let mut wanted: Vec<&str> = shape.machine.transport_modules().to_vec();
-    wanted.push("virtio_blk");
+    if any_disk {
+        wanted.push("virtio_blk");
+    }
+    if bridge {
+        wanted.push("virtio_net");
+    }
     ready
         .modules
         .order(&wanted)
@@ -93,10 +104,13 @@ pub struct TrialPlan {
     pub vms: Vec<PlannedVm>,
     /// Modules the initramfs carries.
     pub modules: Vec<ModuleFile>,
+    /// The bridge network (`network: bridge`): its namespace and every VM's tap.
+    pub net: Option<(String, Vec<VmNic>)>,
 }
 
-/// Plans every instance's VM: `vm_prefix` names them (`<prefix>-i<index>`), `trial_dir` holds
-/// the initramfs and disks, `qemu_bytes` is each QEMU's memory ceiling.
+/// Plans every instance's VM: `vm_prefix` names them (`<prefix>-i<index>`) and a bridge
+/// network's namespace, `trial_dir` holds the initramfs and disks, `qemu_bytes` is each QEMU's
+/// memory ceiling.
 #[allow(clippy::too_many_arguments)]
 pub fn plan_trial(
     ctx: &TrialContext,
@@ -110,22 +124,30 @@ pub fn plan_trial(
 ) -> Result<TrialPlan, VmError> {
     let platform = &ctx.trial.platform_spec;
     let any_disk = ctx.trial.instances.iter().any(wants_disk);
-    let modules = modules(ready, shape, any_disk)?;
+    let bridge = platform.network == Some(NetworkMode::Bridge);
+    let modules = modules(ready, shape, any_disk, bridge)?;
     let mut vms = Vec::with_capacity(ctx.trial.instances.len());
+    let mut nics = Vec::new();
     for spec in &ctx.trial.instances {
         let (workload, params) = setup::workload_params(ctx, spec)?;
         let disk = wants_disk(spec).then(|| trial_dir.join(format!("disk-i{}.raw", spec.index)));
+        let nic = if bridge {
+            Some(net::nic(vm_prefix, spec.index)?)
+        } else {
+            None
+        };
         let cmdline = GuestCmdline {
             console: "ttyS0".into(),
             tsc_khz: ready.tsc_khz,
             workload: Some(workload),
             params,
-            modules: if disk.is_some() {
+            modules: if disk.is_some() || nic.is_some() {
                 modules.iter().map(|m| m.name.clone()).collect()
             } else {
                 Vec::new()
             },
             disk: disk.as_ref().map(|_| GUEST_DISK.to_owned()),
+            net: nic.as_ref().map(VmNic::guest_net),
             extra: shape
                 .machine
                 .kernel_words()
@@ -157,16 +179,18 @@ pub fn plan_trial(
             memory_mib: shape.memory_mib,
             accel: shape.accel,
             machine: shape.machine,
-            nic: None,
+            nic: nic.as_ref().map(|n| n.nic.clone()),
             disk,
         };
+        nics.extend(nic);
         vms.push(PlannedVm {
             index: spec.index,
             spec: vm,
             limits,
         });
     }
-    Ok(TrialPlan { vms, modules })
+    let net = bridge.then(|| (vm_prefix.to_owned(), nics));
+    Ok(TrialPlan { vms, modules, net })
 }
 
 /// Makes the sparse raw file `path` of `bytes` and formats it ext4 (no reserved blocks, lazy

@@ -126,9 +126,18 @@ async fn boot_probe_in(
         .map_err(|e| format!("could not be set up: {e}"))?;
     let (ready_tx, ready_rx) = oneshot::channel();
     let started = tokio::time::Instant::now();
-    let (handle, process) = launch::spawn_vm(&ready.vmm, &spec, 0, Some(join), Some(ready_tx), &[])
-        .await
-        .map_err(|e| format!("could not start: {e}"))?;
+    let (handle, process) = launch::spawn_vm(
+        &ready.vmm,
+        &spec,
+        0,
+        launch::LaunchOptions {
+            join: Some(join),
+            on_ready: Some(ready_tx),
+            ..launch::LaunchOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| format!("could not start: {e}"))?;
     // Nobody else reads the probe's console: log it, so a chatty guest never blocks on it.
     let (mut samples, mut logs) = (handle.stdout, handle.stderr);
     tokio::spawn(async move {

@@ -252,8 +252,8 @@ pub struct MadeVm {
 }
 
 /// Makes the trial directory with its initramfs (carrying `plan`'s modules) and disks
-/// (`disk_bytes` each), and the cgroups (trial, then one per instance with its limits); removes
-/// what it made on error. Blocking.
+/// (`disk_bytes` each), the bridge network if planned, and the cgroups (trial, then one per
+/// instance with its limits); removes what it made on error. Blocking.
 pub fn make_trial(
     dir: &AgentDir,
     ready: &Ready,
@@ -265,6 +265,7 @@ pub fn make_trial(
     let TrialPlan {
         vms: plans,
         modules,
+        net,
     } = plan;
     let manager = dir.manager();
     let trial_rel = dir.rel(slug);
@@ -300,6 +301,9 @@ pub fn make_trial(
         for disk in plans.iter().filter_map(|p| p.spec.disk.as_deref()) {
             super::plan::make_disk(disk, disk_bytes)?;
         }
+        if let Some((ns, nics)) = &net {
+            super::net::create(ns, nics)?;
+        }
         plans
             .into_iter()
             .map(
@@ -330,6 +334,11 @@ pub fn make_trial(
                 tracing::warn!("cleaning up after a failed prepare: {cleanup}");
             }
             let _ = std::fs::remove_dir_all(trial_dir);
+            if let Some((ns, _)) = &net
+                && let Err(cleanup) = super::net::destroy(ns)
+            {
+                tracing::warn!("cleaning up after a failed prepare: {cleanup}");
+            }
             Err(e)
         }
     }

@@ -84,6 +84,15 @@ impl VmBackend {
         config: VmConfig,
     ) -> Self {
         let ready = workload_bin.and_then(|bin| Ready::find(&config, bin).map(Arc::new));
+        if let Ok(d) = &dir {
+            let stale = setup::remove_stale_runtime(&config.runtime_root(), d.name());
+            if !stale.is_empty() {
+                tracing::warn!(
+                    ?stale,
+                    "removed VM trial directories of agents that are gone"
+                );
+            }
+        }
         let kvm = match config.kvm_override.clone() {
             Some(check) => KvmVerdict::fixed(check),
             None => KvmVerdict::new(),
@@ -180,6 +189,20 @@ impl VmBackend {
                 trial: prepared.ctx.slug(),
                 index,
             })
+    }
+}
+
+impl Drop for VmBackend {
+    /// Removes this agent's runtime directory (empty once every trial was torn down).
+    fn drop(&mut self) {
+        if let Ok(dir) = &self.dir {
+            let runtime = self.config.runtime_dir(dir);
+            if let Err(e) = std::fs::remove_dir_all(&runtime)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("removing {}: {e}", runtime.display());
+            }
+        }
     }
 }
 

@@ -71,14 +71,54 @@ impl Default for VmConfig {
 }
 
 impl VmConfig {
+    /// The directory holding every agent's runtime directory.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.runtime_root
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("isolab-vm"))
+    }
+
     /// The directory holding this agent's trial directories.
     pub fn runtime_dir(&self, dir: &AgentDir) -> PathBuf {
-        let root = self
-            .runtime_root
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("isolab-vm"));
-        root.join(dir.name())
+        self.runtime_root().join(dir.name())
     }
+}
+
+/// Removes the runtime directories (`<root>/<prefix>-<pid>-<n>`) of agents with the same
+/// prefix as `own` (this agent's `<prefix>-<pid>-<n>`) whose process is gone: what a crashed
+/// agent left. Their QEMUs died with them (`PR_SET_PDEATHSIG`), their cgroups and network
+/// namespaces are removed by the cgroup layer and the container backend. Returns what it removed.
+pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
+    let mut parts = own.rsplitn(3, '-');
+    let (Some(_), Some(_), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let mut it = rest.splitn(2, '-');
+        let (Some(pid), Some(n)) = (it.next().and_then(|p| p.parse::<u32>().ok()), it.next())
+        else {
+            continue;
+        };
+        let ours = pid == std::process::id();
+        if ours
+            || !n.bytes().all(|b| b.is_ascii_digit())
+            || crate::backend::process_alive(pid, None).is_some()
+        {
+            continue;
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }
 
 /// Everything found once, at agent start.
@@ -373,4 +413,34 @@ pub fn vm_processes(prefix: &str) -> Vec<u32> {
     }
     pids.sort_unstable();
     pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_runtime_dirs_of_dead_agents_with_our_prefix_go() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let names = [
+            format!("isolab-agent-{dead}-0"),
+            format!("isolab-agent-{me}-1"),
+            "isolab-agent-1-0".to_owned(),
+            format!("other-{dead}-0"),
+            "isolab-agent-x-0".to_owned(),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(root.path().join(n).join("trial")).unwrap();
+        }
+        let removed = remove_stale_runtime(root.path(), &format!("isolab-agent-{me}-0"));
+        assert_eq!(removed, vec![root.path().join(&names[0])]);
+        for n in &names[1..] {
+            assert!(root.path().join(n).exists(), "{n} was removed");
+        }
+        assert!(remove_stale_runtime(root.path(), "noprefix").is_empty());
+    }
 }

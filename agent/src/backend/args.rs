@@ -1,4 +1,4 @@
-//! The workload command line of one instance, shared by the Docker and LXC backends: the
+//! The workload command line of one instance, shared by every process-launching backend: the
 //! allowlist check, `--param KEY=VALUE` pairs with plain-word keys, and the trial's duration
 //! added when the workload takes one and none was given.
 

@@ -18,6 +18,7 @@ use crate::cgroup::CgroupStats;
 
 mod agent_dir;
 mod any;
+pub mod args;
 pub mod catalog;
 pub mod conformance;
 pub mod envelope;

@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::catalog;
 use isolab_model::pipeline::RootfsKind;
-use isolab_model::plan::InstanceSpec;
 
 use super::bundle::HostFeatures;
 use super::hierarchy::Hierarchies;
@@ -162,42 +160,6 @@ impl ContainerBackend {
     }
 }
 
-/// The workload's command line (after the program name) for one instance, with the trial's
-/// duration added when the workload takes one and none was given.
-fn workload_args(ctx: &TrialContext, spec: &InstanceSpec) -> Result<Vec<String>, ContainerError> {
-    let info = catalog::find(&spec.workload).ok_or_else(|| ContainerError::UnknownWorkload {
-        instance: spec.index,
-        name: spec.workload.clone(),
-        known: catalog::names().join(", "),
-    })?;
-    let mut args = vec![info.name.to_owned()];
-    for (key, value) in &spec.params {
-        let reason = if key.is_empty() {
-            Some("empty")
-        } else if key.contains('=') {
-            Some("contains `=`")
-        } else if key.starts_with('-') || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Some("must be a plain word")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(ContainerError::BadParam {
-                instance: spec.index,
-                key: key.clone(),
-                reason,
-            });
-        }
-        args.push("--param".into());
-        args.push(format!("{key}={value}"));
-    }
-    if !spec.params.contains_key("duration") && info.params.iter().any(|p| p.name == "duration") {
-        args.push("--param".into());
-        args.push(format!("duration={}", ctx.trial.duration));
-    }
-    Ok(args)
-}
-
 /// `stderr`, followed (once it ends, i.e. the container is gone) by a line saying that the OOM
 /// killer struck, when the container's cgroup counted an OOM kill: a container killed by
 /// SIGKILL is then known to have hit its memory limit, and the trial's failure says so.
@@ -292,7 +254,7 @@ impl Backend for ContainerBackend {
             .map(|spec| {
                 Ok(InstancePlan {
                     index: spec.index,
-                    args: workload_args(ctx, spec)?,
+                    args: crate::backend::args::workload_args(ctx, spec)?,
                     limits: instance_limits(self.ceilings, &platform.limits, spec, inner.io_device),
                 })
             })

@@ -37,26 +37,9 @@ pub enum ContainerError {
         /// The workload binary.
         path: PathBuf,
     },
-    /// A workload that is not in the catalog.
-    #[error("instance {instance}: unknown workload `{name}`; this agent runs only: {known}")]
-    UnknownWorkload {
-        /// Instance index.
-        instance: u32,
-        /// The name asked for.
-        name: String,
-        /// The catalog's names.
-        known: String,
-    },
-    /// A parameter name that cannot be passed as `--param KEY=VALUE`.
-    #[error("instance {instance}: invalid parameter name {key:?}: {reason}")]
-    BadParam {
-        /// Instance index.
-        instance: u32,
-        /// The name given.
-        key: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    /// The instance's command line is not allowed.
+    #[error(transparent)]
+    Args(#[from] crate::backend::args::ArgsError),
     /// A directory of the trial's state could not be made or removed.
     #[error("state directory {}: {source}", path.display())]
     StateDir {

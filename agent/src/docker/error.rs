@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
-use super::args::ArgsError;
 use super::daemon::DaemonError;
+use crate::backend::args::ArgsError;
 use crate::cgroup::CgroupError;
 use crate::container::netns::NetnsError;
 

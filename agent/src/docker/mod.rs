@@ -27,7 +27,6 @@
 //!   namespaces. Images tagged `isolab-workload:<hash>` are a cache and stay (unless
 //!   [`DockerConfig::remove_image`]).
 
-pub mod args;
 mod attach;
 mod backend;
 pub mod cgroups;

@@ -10,6 +10,7 @@ use isolab_model::pipeline::RootfsKind;
 
 use super::trial::{self, Made, Plan};
 use super::{LxcConfig, LxcError};
+use crate::backend::args;
 use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, Leak, LeakReport,
@@ -18,7 +19,6 @@ use crate::backend::{
 use crate::cgroup::CgroupStats;
 use crate::container::hierarchy::Hierarchies;
 use crate::container::rootfs::is_static_elf;
-use crate::docker::args;
 use crate::docker::cgroups::TrialCgroups;
 
 /// What every trial of this backend shares.

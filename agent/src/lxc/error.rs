@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
+use crate::backend::args::ArgsError;
 use crate::cgroup::CgroupError;
 use crate::container::netns::NetnsError;
 use crate::container::rootfs::RootfsError;
-use crate::docker::args::ArgsError;
 
 /// What went wrong in the LXC backend.
 #[derive(Debug, thiserror::Error)]

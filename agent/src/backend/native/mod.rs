@@ -7,9 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use isolab_model::catalog;
-use isolab_model::plan::InstanceSpec;
-
 use super::envelope::{Ceilings, instance_limits};
 use super::reap;
 use super::{
@@ -33,26 +30,9 @@ pub enum NativeError {
         /// Why.
         reason: String,
     },
-    /// A workload that is not in the catalog.
-    #[error("instance {instance}: unknown workload `{name}`; this agent runs only: {known}")]
-    UnknownWorkload {
-        /// Instance index.
-        instance: u32,
-        /// The name asked for.
-        name: String,
-        /// The catalog's names.
-        known: String,
-    },
-    /// A parameter name that cannot be passed as `--param KEY=VALUE`.
-    #[error("instance {instance}: invalid parameter name {key:?}: {reason}")]
-    BadParam {
-        /// Instance index.
-        instance: u32,
-        /// The name given.
-        key: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
+    /// The instance's command line is not allowed.
+    #[error(transparent)]
+    Args(#[from] crate::backend::args::ArgsError),
     /// A cgroup operation failed.
     #[error("cgroup {rel}: {source}")]
     Cgroup {
@@ -190,42 +170,6 @@ impl NativeBackend {
     }
 }
 
-/// The workload's command line (after the program name) for one instance, with the trial's
-/// duration added when the workload takes one and none was given.
-fn workload_args(ctx: &TrialContext, spec: &InstanceSpec) -> Result<Vec<String>, NativeError> {
-    let info = catalog::find(&spec.workload).ok_or_else(|| NativeError::UnknownWorkload {
-        instance: spec.index,
-        name: spec.workload.clone(),
-        known: catalog::names().join(", "),
-    })?;
-    let mut args = vec![info.name.to_owned()];
-    for (key, value) in &spec.params {
-        let reason = if key.is_empty() {
-            Some("empty")
-        } else if key.contains('=') {
-            Some("contains `=`")
-        } else if key.starts_with('-') || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            Some("must be a plain word")
-        } else {
-            None
-        };
-        if let Some(reason) = reason {
-            return Err(NativeError::BadParam {
-                instance: spec.index,
-                key: key.clone(),
-                reason,
-            });
-        }
-        args.push("--param".into());
-        args.push(format!("{key}={value}"));
-    }
-    if !spec.params.contains_key("duration") && info.params.iter().any(|p| p.name == "duration") {
-        args.push("--param".into());
-        args.push(format!("duration={}", ctx.trial.duration));
-    }
-    Ok(args)
-}
-
 /// Kills and removes a cgroup subtree.
 fn destroy(cg: &AnyCgroup) -> Result<(), NativeError> {
     let rel = cg.rel_path().to_owned();
@@ -262,7 +206,7 @@ impl Backend for NativeBackend {
         let (dir, _) = self.parts()?;
         let mut specs = Vec::with_capacity(ctx.trial.instances.len());
         for spec in &ctx.trial.instances {
-            let args = workload_args(ctx, spec)?;
+            let args = super::args::workload_args(ctx, spec)?;
             let limits = instance_limits(
                 self.ceilings,
                 &ctx.trial.platform_spec.limits,

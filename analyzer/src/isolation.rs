@@ -4,13 +4,13 @@
 //! Degradation is the overhead of the victim's median under the adversary against its median in
 //! the baseline on the same platform, in percent, positive when worse (see
 //! [`crate::overhead::overhead`]), with the bootstrap CI of the ratio. The adversary's outcome
-//! comes from its own rows (`oom_kills`, and [`LIMIT_METRICS`] such as `pids_limit_hits`,
+//! comes from its own rows (`oom_kills` or `adversary_killed`, and [`LIMIT_METRICS`] such as `pids_limit_hits`,
 //! `refused`, `full`) and from the manifest (trial status, teardown leaks).
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::aggregate::{Experiment, MetricKey, labels};
-use crate::metrics::{LIMIT_METRICS, OOM_KILLS, is_headline};
+use crate::metrics::{ADVERSARY_KILLED, LIMIT_METRICS, OOM_KILLS, is_headline};
 use crate::overhead::{overhead, overhead_interval};
 use crate::stats;
 use crate::summary::{AdversaryOutcome, IsolationCell, IsolationMetric, IsolationSummary};
@@ -37,7 +37,7 @@ pub(crate) fn isolation(e: &Experiment<'_>) -> Option<IsolationSummary> {
         let adversary = adversary_of(r.trial.adversary);
         if role == "adversary" {
             let cell = (platform, adversary);
-            if metric == OOM_KILLS && r.value > 0.0 {
+            if (metric == OOM_KILLS || metric == ADVERSARY_KILLED) && r.value > 0.0 {
                 killed
                     .entry(cell)
                     .or_default()

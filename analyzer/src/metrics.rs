@@ -28,6 +28,9 @@ pub const CPU_USAGE: &str = "cpu_usage_ns";
 pub const UNITS_PER_S: &str = "units_per_s";
 /// Times the kernel's OOM killer killed a process of the instance.
 pub const OOM_KILLS: &str = "oom_kills";
+/// 1 when a signal ended an isolation adversary (the agent records it from the exit status, so a
+/// kill counts even where the cgroup's OOM counter lives on an ancestor, as on cgroup v1).
+pub const ADVERSARY_KILLED: &str = "adversary_killed";
 /// Metrics whose positive value means an adversary ran into a limit: the cgroup's pids limit,
 /// its memory limit, a refused fork or allocation, a full disk.
 pub const LIMIT_METRICS: &[&str] = &["pids_limit_hits", "memory_limit_hits", "refused", "full"];

@@ -370,3 +370,26 @@ fn files_with_overrides() {
     // Placed at the original `repetitions` value.
     assert_snapshot!(shown, @"DIR/p.yaml:4:26: --set defaults.repetitions=0: must be at least 1, got 0");
 }
+
+#[test]
+fn a_reservation_weights_cannot_express_is_refused() {
+    let text = edit(
+        "{ name: rest, count: 3, weight: 2 }",
+        "{ name: rest, count: 64, weight: 100 }",
+    );
+    let text = text.replacen(
+        "reservation: { group: a, cpu: 25% }",
+        "reservation: { group: a, cpu: 99% }",
+        1,
+    );
+    let shown = errors(&text);
+    assert!(
+        shown.contains("reservation.cpu") || shown.contains("cpu"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("cannot be guaranteed through CPU weights"),
+        "{shown}"
+    );
+    assert!(shown.contains("above 10000"), "{shown}");
+}

@@ -51,7 +51,8 @@ fn every_shipped_pipeline_is_valid() {
 fn quickstart_is_short() {
     let f = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../pipelines/quickstart.yaml");
     let s = plan::summarize(&plan::plan(&load_file(&f).unwrap()));
-    assert!(s.estimated_duration().as_secs() < 120, "{s}");
+    // The quick start (native, container and a TCG microVM) must stay under about 3 minutes.
+    assert!(s.estimated_duration().as_secs() <= 180, "{s}");
 }
 
 #[test]

@@ -127,7 +127,7 @@ fn instances_per_analysis() {
     assert_eq!(
         layout,
         [
-            (0, Some("a"), Some(100), Some(Percent(0.25))),
+            (0, Some("a"), Some(200), Some(Percent(0.25))),
             (1, Some("rest"), Some(200), None),
             (2, Some("rest"), Some(200), None),
             (3, Some("rest"), Some(200), None),
@@ -388,5 +388,60 @@ proptest! {
             prop_assert!(!d.is_empty());
             prop_assert!(d.iter().all(|d| d.line >= 1 && d.col >= 1 && !d.message.is_empty()));
         }
+    }
+}
+
+fn group(name: &str, count: u32, weight: u32) -> isolab_model::pipeline::Group {
+    isolab_model::pipeline::Group {
+        name: name.into(),
+        count,
+        weight,
+    }
+}
+
+#[test]
+fn a_reservation_raises_its_groups_weight_only_as_far_as_needed() {
+    let groups = [group("a", 1, 1), group("b", 3, 1)];
+    // 1 vs 3 equal weights already give `a` 25%: nothing to raise.
+    assert_eq!(
+        plan::reserved_weight(&groups, &groups[0], Percent(0.25)),
+        100
+    );
+    // 50% needs a's weight to equal the other three together.
+    assert_eq!(
+        plan::reserved_weight(&groups, &groups[0], Percent(0.5)),
+        300
+    );
+    // A group of two splits the needed weight.
+    let groups = [group("a", 2, 1), group("b", 2, 1)];
+    assert_eq!(
+        plan::reserved_weight(&groups, &groups[0], Percent(0.75)),
+        300
+    );
+    // Alone, a group keeps its weight.
+    let alone = [group("a", 4, 2)];
+    assert_eq!(plan::reserved_weight(&alone, &alone[0], Percent(0.25)), 200);
+}
+
+proptest! {
+    /// Under full contention the reserved group's proportional share is at least its reservation,
+    /// unless its weight hit the cgroup maximum.
+    #[test]
+    fn reserved_share_is_met_under_contention(
+        count in 1u32..8, weight in 1u32..=100, others in prop::collection::vec((1u32..16, 1u32..=100), 1..4),
+        percent in 1u32..99,
+    ) {
+        let mut groups = vec![group("r", count, weight)];
+        for (i, (c, w)) in others.iter().enumerate() {
+            groups.push(group(&format!("o{i}"), *c, *w));
+        }
+        let r = f64::from(percent) / 100.0;
+        let w = plan::reserved_weight(&groups, &groups[0], Percent(r));
+        prop_assert!(w >= u64::from(weight) * 100);
+        let others: u64 = groups[1..].iter().map(|g| u64::from(g.weight) * 100 * u64::from(g.count)).sum();
+        let mine = w * u64::from(count);
+        #[allow(clippy::cast_precision_loss, reason = "small integers")]
+        let share = mine as f64 / (mine + others) as f64;
+        prop_assert!(share + 1e-9 >= r || w == plan::MAX_CPU_WEIGHT, "share {share} < {r} with weight {w}");
     }
 }

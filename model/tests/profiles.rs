@@ -77,3 +77,18 @@ fn broken_profiles_are_rejected_even_unused() {
     assert!(m.contains("profile `quick`"), "{m}");
     assert!(m.contains("repetitions"), "{m}");
 }
+
+#[test]
+fn soltesz2007_loads_with_and_without_quick() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pipelines/soltesz2007.yaml");
+    let full = isolab_model::load_file_profile(&path, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let quick = isolab_model::load_file_profile(&path, Some("quick"), &[])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let full_trials = isolab_model::plan::plan(&full.pipeline);
+    let quick_trials = isolab_model::plan::plan(&quick.pipeline);
+    assert!(quick_trials.len() < full_trials.len());
+    let max = |t: &[isolab_model::plan::Trial]| t.iter().map(|t| t.instances.len()).max().unwrap();
+    assert_eq!(max(&full_trials), 128);
+    assert!(max(&quick_trials) <= 4);
+}

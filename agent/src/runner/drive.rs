@@ -1,9 +1,11 @@
 //! [`run_trial`]: one trial from Preparing to its final status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use isolab_model::plan::Role;
+use isolab_model::sample::Sample;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -13,6 +15,7 @@ use tracing::Instrument;
 use super::RunnerOptions;
 use super::collect::{self, StdoutSummary};
 use super::outcome::{InstanceReport, Interrupt, Outcome};
+use crate::backend::InstanceExit;
 use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
 use crate::core::{TrialEvent, TrialState, TrialStatus};
 
@@ -77,6 +80,13 @@ async fn run<B: Backend>(
         Ok(mut prepared) => {
             let ids = {
                 let mut loop_ = RunLoop {
+                    adversaries: ctx
+                        .trial
+                        .instances
+                        .iter()
+                        .filter(|i| i.role == Role::Adversary)
+                        .map(|i| i.index)
+                        .collect(),
                     backend,
                     prepared: &mut prepared,
                     events: &events,
@@ -114,6 +124,8 @@ struct RunLoop<'a, B: Backend> {
     events: &'a mpsc::Sender<TrialEvent>,
     opts: &'a RunnerOptions,
     outcome: &'a mut Outcome,
+    /// Indices of the isolation adversaries.
+    adversaries: BTreeSet<u32>,
 }
 
 /// The readers of one instance's output.
@@ -180,6 +192,7 @@ impl<B: Backend> RunLoop<'_, B> {
                     samples: 0,
                     bad_output: None,
                     stderr_tail: vec![],
+                    adversary: self.adversaries.contains(&index),
                 },
             );
         }
@@ -201,6 +214,12 @@ impl<B: Backend> RunLoop<'_, B> {
                 }
             }
         }
+        // Instances that ended on their own (or by the kernel), before the agent stopped anything.
+        let ended_alone: BTreeSet<u32> = reports
+            .values()
+            .filter(|r| r.exit.is_some())
+            .map(|r| r.index)
+            .collect();
         // Kill whatever still runs: everything when interrupted, stragglers otherwise.
         self.stop().await;
         let kill_deadline = Instant::now() + self.opts.kill_wait;
@@ -212,6 +231,22 @@ impl<B: Backend> RunLoop<'_, B> {
             }
         }
         self.drain(readers, &mut reports).await;
+        // An adversary the agent had to stop has no outcome of its own to report.
+        for r in reports
+            .values_mut()
+            .filter(|r| r.adversary && ended_alone.contains(&r.index))
+        {
+            for sample in adversary_samples(r.exit.as_ref()) {
+                r.samples += 1;
+                let _ = self
+                    .events
+                    .send(TrialEvent::Sample {
+                        instance: r.index,
+                        sample,
+                    })
+                    .await;
+            }
+        }
         let all: Vec<u32> = reports.keys().copied().collect();
         self.send_stats(&all, started, true).await;
         self.outcome.instances = reports.into_values().collect();
@@ -284,4 +319,25 @@ impl<B: Backend> RunLoop<'_, B> {
             }
         }
     }
+}
+
+/// How an adversary ended, as samples: `adversary_exit_code` (128 + signal when killed) and
+/// `adversary_killed` (1 when a signal ended it, e.g. the OOM killer's SIGKILL).
+pub(crate) fn adversary_samples(exit: Option<&InstanceExit>) -> Vec<Sample> {
+    let (code, killed) = match exit {
+        Some(InstanceExit::Exited(c)) => (*c, 0.0),
+        Some(InstanceExit::Signaled(sig)) => (128 + sig, 1.0),
+        Some(InstanceExit::Lost(_)) | None => return Vec::new(),
+    };
+    let sample = |metric: &str, value: f64| Sample {
+        metric: metric.to_owned(),
+        value,
+        unit: "count".to_owned(),
+        higher_is_better: false,
+        t_offset_s: None,
+    };
+    vec![
+        sample("adversary_exit_code", f64::from(code)),
+        sample("adversary_killed", killed),
+    ]
 }

@@ -27,12 +27,18 @@ pub(crate) struct InstanceReport {
     pub(crate) bad_output: Option<String>,
     /// Last stderr lines.
     pub(crate) stderr_tail: Vec<String>,
+    /// An isolation adversary: its death (OOM kill, non-zero exit, refused fork) is an outcome
+    /// recorded as samples, not a failure of the trial.
+    pub(crate) adversary: bool,
 }
 
 impl InstanceReport {
     /// Why this instance makes the trial fail, if it does. When the trial was interrupted, being
     /// killed is expected and not a failure of its own.
     fn failure(&self, interrupted: bool) -> Option<String> {
+        if self.adversary && self.exit.is_some() {
+            return None;
+        }
         if let Some(bad) = &self.bad_output {
             return Some(bad.clone());
         }
@@ -128,6 +134,7 @@ mod tests {
             samples,
             bad_output: None,
             stderr_tail: vec![],
+            adversary: false,
         }
     }
 
@@ -198,5 +205,55 @@ mod tests {
             ..Outcome::default()
         };
         assert_eq!(o.verdict().1, "instance 0 exited without printing a sample");
+    }
+
+    #[test]
+    fn an_adversary_death_is_an_outcome_not_a_failure() {
+        let mut killed = report(1, InstanceExit::Signaled(9), 0);
+        killed.adversary = true;
+        let o = Outcome {
+            instances: vec![report(0, InstanceExit::Exited(0), 3), killed],
+            ..Outcome::default()
+        };
+        assert_eq!(o.verdict().0, TrialState::Ok);
+
+        let mut lost = report(1, InstanceExit::Exited(0), 0);
+        lost.adversary = true;
+        lost.exit = None;
+        let o = Outcome {
+            instances: vec![report(0, InstanceExit::Exited(0), 3), lost],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            o.verdict().0,
+            TrialState::Failed,
+            "an adversary must still end"
+        );
+
+        let victim = report(0, InstanceExit::Signaled(9), 0);
+        let o = Outcome {
+            instances: vec![victim],
+            ..Outcome::default()
+        };
+        assert_eq!(
+            o.verdict().0,
+            TrialState::Failed,
+            "a victim's death is a failure"
+        );
+    }
+
+    #[test]
+    fn adversary_exit_as_samples() {
+        use super::super::drive::adversary_samples;
+        let s = adversary_samples(Some(&InstanceExit::Signaled(9)));
+        let got: Vec<(&str, f64)> = s.iter().map(|s| (s.metric.as_str(), s.value)).collect();
+        assert_eq!(
+            got,
+            [("adversary_exit_code", 137.0), ("adversary_killed", 1.0)]
+        );
+        let s = adversary_samples(Some(&InstanceExit::Exited(3)));
+        assert_eq!(s[0].value, 3.0);
+        assert_eq!(s[1].value, 0.0);
+        assert!(adversary_samples(None).is_empty());
     }
 }

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha256};
 
 use super::{InstanceSpec, Role, Trial};
 use crate::pipeline::{
-    AnalysisKind, Experiment, ParamValue, Params, Pipeline, Platform, WorkloadRef,
+    AnalysisKind, Experiment, Group, ParamValue, Params, Pipeline, Platform, WorkloadRef,
 };
 use crate::units::{HumanDuration, Percent};
 
@@ -17,7 +17,8 @@ const ID_SCHEME: u32 = 1;
 ///
 /// Matrix points: overhead runs each workload with `instances` peers (default 1); scaling each
 /// instance count of `matrix.instances`; fairness the groups, one instance per member, with
-/// `cpu_weight` = weight × 100 and the reservation's share split over its group; isolation the
+/// `cpu_weight` = weight × 100 (raised for a reserved group, see [`reserved_weight`]) and the
+/// reservation's share split over its group; isolation the
 /// victim (instance 0) against each adversary (instance 1; none for `none`). Every combination
 /// of `matrix.params` multiplies the points. An unvalidated pipeline never panics: what cannot
 /// be expanded (an unknown platform, a missing workload) yields no trials.
@@ -182,11 +183,14 @@ fn points(e: &Experiment, duration: HumanDuration) -> Vec<Point> {
                 let mut instances = Vec::new();
                 for g in &e.groups {
                     let reserved = e.reservation.as_ref().filter(|r| r.group == g.name);
+                    let weight = reserved.map_or(u64::from(g.weight) * 100, |r| {
+                        reserved_weight(&e.groups, g, r.cpu)
+                    });
                     for _ in 0..g.count {
                         let index = u32::try_from(instances.len()).unwrap_or(u32::MAX);
                         let mut inst = peer(index, w.name(), &params, duration);
                         inst.group = Some(g.name.clone());
-                        inst.cpu_weight = Some(u64::from(g.weight) * 100);
+                        inst.cpu_weight = Some(weight);
                         inst.cpu_reservation =
                             reserved.map(|r| Percent(r.cpu.fraction() / f64::from(g.count.max(1))));
                         instances.push(inst);
@@ -266,4 +270,40 @@ fn peer(index: u32, workload: &str, params: &Params, duration: HumanDuration) ->
         cpu_weight: None,
         cpu_reservation: None,
     }
+}
+
+/// Largest per-instance `cpu_weight` (cgroup v2 `cpu.weight` range is 1..=10000).
+pub const MAX_CPU_WEIGHT: u64 = 10_000;
+
+/// The `cpu_weight` of each instance of `group`, which holds a reservation of `cpu` of the CPU.
+///
+/// cgroups have no CPU floor (neither v1 `cpu.shares` nor v2 `cpu.weight` guarantees a minimum),
+/// so a reservation is expressed through weights: under full contention sibling cgroups share CPU
+/// in proportion to their weights, so the reserved group receives at least `r` when its total
+/// weight `W_g` satisfies `W_g / (W_g + W_o) ≥ r`, i.e. `W_g ≥ W_o · r / (1 − r)` where `W_o` is
+/// the other instances' total weight. Each of its `n` instances gets
+/// `max(100 · weight, ⌈W_o · r / ((1 − r) · n)⌉)`, capped at [`MAX_CPU_WEIGHT`] (validation
+/// rejects reservations that would need more). The mapping is work-conserving: nobody is capped,
+/// so the reserved group may take more when the others idle, and the guarantee is a share of the
+/// CPU the trial's parent cgroup receives. The weight becomes v1 `cpu.shares` = weight × 1024 / 100
+/// and v2 `cpu.weight` = weight on the instance cgroup, which for a VM is its QEMU process's.
+pub fn reserved_weight(groups: &[Group], group: &Group, cpu: Percent) -> u64 {
+    let own = u64::from(group.weight) * 100;
+    let others: u64 = groups
+        .iter()
+        .filter(|g| g.name != group.name)
+        .map(|g| u64::from(g.weight) * 100 * u64::from(g.count))
+        .sum();
+    let r = cpu.fraction();
+    if others == 0 || !(r > 0.0 && r < 1.0) {
+        return own;
+    }
+    #[allow(
+        clippy::cast_precision_loss,
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "weights are small integers; the result is clamped to MAX_CPU_WEIGHT"
+    )]
+    let needed = (others as f64 * r / ((1.0 - r) * f64::from(group.count.max(1)))).ceil() as u64;
+    own.max(needed).min(MAX_CPU_WEIGHT)
 }

@@ -445,6 +445,35 @@ impl Checker {
                     At::Value,
                     format!("must be greater than 0% and at most 100%, got {}", r.cpu),
                 );
+            } else if let Some(g) = e.groups.iter().find(|g| g.name == r.group)
+                && e.groups
+                    .iter()
+                    .all(|g| g.count >= 1 && (1..=MAX_GROUP_WEIGHT).contains(&g.weight))
+            {
+                let w = crate::plan::reserved_weight(&e.groups, g, r.cpu);
+                let others: u64 = e
+                    .groups
+                    .iter()
+                    .filter(|o| o.name != g.name)
+                    .map(|o| u64::from(o.weight) * 100 * u64::from(o.count))
+                    .sum();
+                let mine = w * u64::from(g.count);
+                #[allow(clippy::cast_precision_loss, reason = "weights are small integers")]
+                let share = mine as f64 / (mine + others).max(1) as f64;
+                if others > 0 && share + 1e-9 < cpu {
+                    self.push(
+                        child(&rp, "cpu"),
+                        At::Value,
+                        format!(
+                            "{} cannot be guaranteed through CPU weights: group `{}` would need a \
+                             cpu.weight above {} per instance; lower the reservation, or the other \
+                             groups' counts or weights",
+                            r.cpu,
+                            g.name,
+                            crate::plan::MAX_CPU_WEIGHT
+                        ),
+                    );
+                }
             }
         }
     }

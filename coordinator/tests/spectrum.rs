@@ -98,7 +98,9 @@ fn every_platform_of_the_spectrum_reaches_the_overhead_chart() {
     assert!(figures.len() >= 2, "overhead charts: {}", figures.len());
     for p in PLATFORMS {
         assert!(
-            figures.iter().all(|f| f.contains(&format!("· {p}<"))),
+            figures
+                .iter()
+                .all(|f| { f.contains(&format!("· {p}<")) || f.contains(&format!("· {p}\n")) }),
             "an overhead chart lacks {p}"
         );
     }

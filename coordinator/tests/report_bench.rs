@@ -40,9 +40,15 @@ fn report_bench_measures_a_tiny_run() {
     assert_eq!(b.groups_compared, 8);
     assert_eq!((b.analyzer_s.len(), b.duckdb_s.len()), (2, 2));
     assert!(b.analyzer_s.iter().chain(&b.duckdb_s).all(|s| *s > 0.0));
-    assert!(b.analyzer_peak_rss_bytes > 1024 * 1024, "a process uses more than 1 MiB");
+    assert!(
+        b.analyzer_peak_rss_bytes > 1024 * 1024,
+        "a process uses more than 1 MiB"
+    );
     assert!(b.ratio().is_finite());
     let text = b.render();
-    assert!(text.contains("peak memory") && text.contains("≤1.5"), "{text}");
+    assert!(
+        text.contains("peak memory") && text.contains("≤1.5"),
+        "{text}"
+    );
     assert!(dir.path().join("report/report.html").is_file());
 }

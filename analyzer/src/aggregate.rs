@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 
 use crate::metrics::is_headline;
 use crate::read::Run;
+use crate::repetitions::StopReasons;
 use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
 use crate::table::{SampleTable, Sym, TrialKey};
 use crate::{fairness, isolation, overhead, scaling, stats};
@@ -237,19 +238,27 @@ pub(crate) fn labels(t: &SampleTable, keys: &[MetricKey]) -> HashMap<MetricKey, 
 
 /// Values per repetition, grouped: experiment → metric → platform → values in repetition order.
 type Grouped = HashMap<Sym, HashMap<MetricKey, HashMap<Sym, Vec<f64>>>>;
+/// The trial ids behind each experiment, metric and platform's values.
+type GroupTrials = HashMap<(Sym, MetricKey, Sym), Vec<Sym>>;
 
-fn group(t: &SampleTable, reps: &[RepValue]) -> Grouped {
+fn group(t: &SampleTable, reps: &[RepValue]) -> (Grouped, GroupTrials) {
     let mut g: Grouped = HashMap::new();
+    let mut trials: GroupTrials = HashMap::new();
     for r in reps {
+        let key = MetricKey::of(t, r);
         g.entry(r.trial.experiment)
             .or_default()
-            .entry(MetricKey::of(t, r))
+            .entry(key)
             .or_default()
             .entry(r.trial.platform)
             .or_default()
             .push(r.value);
+        trials
+            .entry((r.trial.experiment, key, r.trial.platform))
+            .or_default()
+            .push(r.trial.trial_id);
     }
-    g
+    (g, trials)
 }
 
 /// Order of metrics in a report: by workload, metric, parameters, instance count (numerically),
@@ -332,7 +341,8 @@ impl Experiment<'_> {
 pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
     let t = &run.table;
     let reps = repetition_values(t);
-    let mut grouped = group(t, &reps);
+    let (mut grouped, group_trials) = group(t, &reps);
+    let stops = StopReasons::new(&run.manifest);
     let backends = backends(run);
     let mut out = IndexMap::new();
     for name in experiment_order(run) {
@@ -369,11 +379,22 @@ pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
         let labels = labels(t, &keys);
         let mut keys = keys;
         keys.sort_by_key(|k| sort_key(t, k));
+        let exp_sym = t.strings.get(&name);
         let entries: Vec<(String, MetricSummary)> = keys
             .iter()
             .map(|key| {
-                let summary =
+                let stop_of = |platform: Sym| {
+                    let ids = exp_sym
+                        .and_then(|e| group_trials.get(&(e, *key, platform)))
+                        .map(Vec::as_slice)
+                        .unwrap_or_default();
+                    stops.of(ids.iter().map(|s| t.str(*s)))
+                };
+                let mut summary =
                     metric_summary(t, key, &metrics[key], &platforms, baseline.as_deref());
+                for (p, stats) in &mut summary.platforms {
+                    stats.stop_reason = t.strings.get(p).and_then(stop_of);
+                }
                 (labels[key].clone(), summary)
             })
             .collect();
@@ -439,6 +460,7 @@ fn metric_summary(
             p.clone(),
             PlatformStats {
                 n: e.n,
+                stop_reason: None,
                 median: e.median,
                 ci_low: e.ci_low,
                 ci_high: e.ci_high,

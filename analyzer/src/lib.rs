@@ -31,6 +31,7 @@ pub mod markdown;
 pub mod metrics;
 pub mod overhead;
 pub mod read;
+mod repetitions;
 pub mod report;
 pub mod scaling;
 pub mod stats;

@@ -6,7 +6,7 @@ use crate::metrics::{is_bookkeeping, is_headline, is_host_metric};
 use crate::overhead;
 use crate::summary::{
     ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, PlatformStats,
-    ScalingSummary, Stat, Summary,
+    ScalingSummary, Stat, StopReason, Summary,
 };
 
 /// A number with about four significant digits; scientific notation only when very large or
@@ -74,6 +74,24 @@ fn ratio_cell(p: &PlatformStats) -> String {
     }
 }
 
+/// Repetitions and why they stopped there: `5 (fixed)`, `12 (CI met)`, `30 (max)`.
+fn n_cell(p: &PlatformStats) -> String {
+    match p.stop_reason {
+        Some(r) => format!("{} ({})", p.n, stop_label(r)),
+        None => p.n.to_string(),
+    }
+}
+
+/// Short name of a stop reason in tables.
+fn stop_label(r: StopReason) -> &'static str {
+    match r {
+        StopReason::Fixed => "fixed",
+        StopReason::CiWithinTarget => "CI met",
+        StopReason::MaxRepetitions => "max",
+        StopReason::NoValues => "no values",
+    }
+}
+
 fn metric_rows(out: &mut String, label: &str, m: &MetricSummary, ratios: bool) {
     for (i, (platform, p)) in m.platforms.iter().enumerate() {
         let (name, unit) = if i == 0 {
@@ -85,7 +103,7 @@ fn metric_rows(out: &mut String, label: &str, m: &MetricSummary, ratios: bool) {
             out,
             "| {name} | {unit} | {} | {} | {} |",
             cell(platform),
-            p.n,
+            n_cell(p),
             median_cell(p)
         );
         if ratios {
@@ -209,17 +227,27 @@ fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
             let _ = writeln!(
                 out,
                 "Median across repetitions with its 95% bootstrap CI; ratio to `{b}`; verdict \
-                 from the ratio's CI (within ±{}% counts as the same).\n",
+                 from the ratio's CI (within ±{}% counts as the same).",
                 overhead::EQUIVALENCE_MARGIN * 100.0
             );
         }
         None => {
-            let _ = writeln!(
-                out,
-                "Median across repetitions with its 95% bootstrap CI.\n"
-            );
+            let _ = writeln!(out, "Median across repetitions with its 95% bootstrap CI.");
         }
     }
+    let stops = e
+        .metrics
+        .values()
+        .flat_map(|m| m.platforms.values())
+        .any(|p| p.stop_reason.is_some());
+    if stops {
+        let _ = writeln!(
+            out,
+            "n: repetitions, and why they stopped there (fixed: as the pipeline asked; CI met: \
+             `until_stable`'s CI target reached; max: `max_repetitions` reached first)."
+        );
+    }
+    out.push('\n');
     for (title, rows) in [
         ("", workload),
         (

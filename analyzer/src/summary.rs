@@ -33,6 +33,7 @@
 //!           "platforms": {
 //!             "<platform>": {
 //!               "n": 5,                        // repetitions (trials) with a value
+//!               "stop_reason": "fixed"|"ci_within_target"|"max_repetitions"|"no_values"|null,
 //!               "median": 110.0, "ci_low": 109.5, "ci_high": 110.5,   // 95% bootstrap CI
 //!               "unit": "ns", "higher_is_better": false,
 //!               "outliers": 0,                 // repetitions with |modified Z| > 3.5
@@ -77,6 +78,7 @@
 //! (`t_offset_s` null) of that metric; the median and its CI are taken across repetitions.
 
 use indexmap::IndexMap;
+pub use isolab_model::manifest::StopReason;
 use serde::{Deserialize, Serialize};
 
 /// Version of the `summary.json` format.
@@ -201,6 +203,11 @@ pub struct MetricSummary {
 pub struct PlatformStats {
     /// Repetitions with a value.
     pub n: usize,
+    /// Why the repetitions stopped where they did (`fixed`, `ci_within_target`,
+    /// `max_repetitions`, `no_values`), from the manifest's repetition groups; `None` when the
+    /// run does not say (an older manifest of an `until_stable` pipeline, a group still open).
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
     /// Median across repetitions.
     pub median: f64,
     /// Lower bound of the 95% bootstrap CI of the median.

@@ -22,7 +22,7 @@
 
 use std::path::{Path, PathBuf};
 
-use isolab_model::manifest::TrialState;
+use isolab_model::manifest::{StopReason, TrialState};
 
 use self::files::{RowRef, TrialCtx, batch, manifest, record, write_json, write_parquet};
 pub use self::files::{trial_id, trial_path};
@@ -194,6 +194,10 @@ pub struct ExperimentSpec {
     pub platforms: Vec<(String, String)>,
     /// Trials.
     pub trials: Vec<TrialSpec>,
+    /// Planted stop reasons of repetition groups: `(platform, workload, reason)`; the group
+    /// holds every trial of that platform and workload (see
+    /// [`isolab_model::manifest::RepetitionGroup`]).
+    pub stop_reasons: Vec<(String, String, StopReason)>,
 }
 
 impl ExperimentSpec {
@@ -235,6 +239,14 @@ impl ExperimentSpec {
                 }
             }
         }
+        self
+    }
+
+    /// Records why the repetitions of `platform` × `workload` stopped (a repetition group in
+    /// the manifest).
+    pub fn stop_reason(&mut self, platform: &str, workload: &str, reason: StopReason) -> &mut Self {
+        self.stop_reasons
+            .push((platform.into(), workload.into(), reason));
         self
     }
 
@@ -298,6 +310,7 @@ impl RunSpec {
                 .map(|(p, b)| ((*p).into(), (*b).into()))
                 .collect(),
             trials: Vec::new(),
+            stop_reasons: Vec::new(),
         });
         let last = self.experiments.len() - 1;
         &mut self.experiments[last]

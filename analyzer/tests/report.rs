@@ -9,7 +9,7 @@ use isolab_analyzer::testkit::{
     LoadSpec, RowSpec, RunSpec, TrialSpec, write_generated_run, write_synthetic_run,
 };
 use isolab_analyzer::{AnalyzeError, ReadError, analyze, read_run, write_report};
-use isolab_model::manifest::TrialState;
+use isolab_model::manifest::{StopReason, TrialState};
 
 /// native ≈ 100 ns, container ≈ 110 ns: 5 repetitions with ±1% noise.
 fn planted_overhead() -> RunSpec {
@@ -49,7 +49,9 @@ fn planted_overhead() -> RunSpec {
         false,
         &container_fork,
     )
-    .failed("container", "fork_exit", 5, "agent lost: connection reset");
+    .failed("container", "fork_exit", 5, "agent lost: connection reset")
+    .stop_reason("native", "syscall", StopReason::CiWithinTarget)
+    .stop_reason("container", "syscall", StopReason::MaxRepetitions);
     spec
 }
 
@@ -81,6 +83,52 @@ fn planted_ten_percent_overhead_is_reported_as_1_10() {
         summary.failed_trials[0].reason.as_deref(),
         Some("agent lost: connection reset")
     );
+}
+
+#[test]
+fn stop_reasons_from_the_manifest_appear_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    let micro = &summary.experiments["micro"];
+    let sys = &micro.metrics["syscall/ns_per_call"].platforms;
+    assert_eq!(sys["native"].stop_reason, Some(StopReason::CiWithinTarget));
+    assert_eq!(
+        sys["container"].stop_reason,
+        Some(StopReason::MaxRepetitions)
+    );
+    // fork_exit has no recorded group, and the synthetic pipeline text says nothing.
+    let fork = &micro.metrics["fork_exit/us_per_process"].platforms;
+    assert_eq!(fork["native"].stop_reason, None);
+    let paths = write_report(dir.path(), dir.path()).unwrap();
+    let json = fs::read_to_string(&paths.summary_json).unwrap();
+    assert!(json.contains("\"stop_reason\": \"ci_within_target\""));
+    assert!(json.contains("\"stop_reason\": \"max_repetitions\""));
+    let md = fs::read_to_string(&paths.report_md).unwrap();
+    assert!(md.contains("| native | 5 (CI met) |"), "{md}");
+    assert!(md.contains("| container | 5 (max) |"), "{md}");
+    let html = fs::read_to_string(&paths.report_html).unwrap();
+    assert!(html.contains("5 (CI met)") && html.contains("5 (max)"));
+}
+
+#[test]
+fn without_until_stable_and_groups_repetitions_are_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = planted_overhead();
+    spec.experiments[0].stop_reasons.clear();
+    spec.pipeline_text = Some(
+        "apiVersion: isolab/v1\nkind: Pipeline\nname: planted\ndefaults: { repetitions: 5 }\n\
+         platforms:\n  native: { backend: native }\n  container: { backend: container }\n\
+         experiments:\n  - { name: micro, analysis: overhead, platforms: [native, container], workloads: [syscall, fork_exit] }\n"
+            .into(),
+    );
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let summary = analyze(dir.path()).unwrap();
+    for m in summary.experiments["micro"].metrics.values() {
+        for p in m.platforms.values() {
+            assert_eq!(p.stop_reason, Some(StopReason::Fixed));
+        }
+    }
 }
 
 #[test]

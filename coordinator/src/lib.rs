@@ -7,7 +7,9 @@
 pub mod client;
 pub mod inventory;
 pub mod progress;
+pub mod report_bench;
 pub mod rows;
 pub mod run;
 pub mod rundir;
 pub mod sink;
+pub mod stability;

@@ -4,17 +4,17 @@
 //! writer of the run directory (Parquet file per finished trial, then the manifest), so a crash at
 //! any point leaves a consistent directory that `--resume` can complete. Failed attempts are
 //! retried (on another agent when there is one) up to the pipeline's `retries`; `until_stable`
-//! adds repetitions while the primary metric's 95% CI is wider than asked.
+//! adds repetitions while the primary metric's 95% CI is wider than asked ([`crate::stability`]).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use isolab_model::LoadError;
 use isolab_model::manifest::{RunStatus, TrialState};
 use isolab_model::plan::{self, Filter, Trial};
 use isolab_model::results::ResultRow;
-use isolab_model::{LoadError, Pipeline};
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Agent, AgentEvent, ClientError, FinalState};
@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::rows::RowContext;
 use crate::rundir::{self, RunDir, RunDirError};
 use crate::sink;
+use crate::stability::{Finished, Stability};
 
 /// Options of `isolab run`.
 #[derive(Debug, Clone, Default)]
@@ -204,6 +205,20 @@ pub async fn run(
             )?
         }
     };
+    let done: BTreeSet<String> = dir
+        .manifest
+        .trials
+        .iter()
+        .filter(|r| dir.is_done(&r.id))
+        .map(|r| r.id.clone())
+        .collect();
+    let (mut stable, resumed) = Stability::new(
+        pipeline,
+        &trials,
+        &mut dir.manifest.repetition_groups,
+        &done,
+    );
+    trials.extend(resumed);
     dir.manifest.status = RunStatus::Running;
     dir.manifest.finished_at = None;
     dir.manifest.profile.clone_from(&opts.profile);
@@ -290,13 +305,12 @@ pub async fn run(
     drop(tx);
 
     let retries = pipeline.defaults.retries;
-    let mut stable = Stability::new(pipeline);
     let mut interrupted = *interrupt.borrow();
     loop {
         tokio::select! {
             msg = rx.recv() => {
                 let Some(a) = msg else { break };
-                handle_attempt(&mut dir, &queue, &mut progress, &mut stable, retries, &a)?;
+                handle_attempt(&mut dir, &queue, &mut progress, &mut stable, retries, !interrupted, &a)?;
                 if lock(&queue).items.is_empty() && lock(&queue).in_flight == 0 {
                     break;
                 }
@@ -314,7 +328,7 @@ pub async fn run(
     }
     // Drain attempts that finished after the loop ended (cancelled trials).
     while let Ok(a) = rx.try_recv() {
-        handle_attempt(&mut dir, &queue, &mut progress, &mut stable, 0, &a)?;
+        handle_attempt(&mut dir, &queue, &mut progress, &mut stable, 0, false, &a)?;
     }
     progress.finish();
 
@@ -518,6 +532,7 @@ fn handle_attempt(
     progress: &mut Progress,
     stable: &mut Stability,
     retries: u32,
+    extend: bool,
     a: &Attempt,
 ) -> Result<(), RunError> {
     let run_id = dir.manifest.run_id.clone();
@@ -525,6 +540,7 @@ fn handle_attempt(
     let mut state = a.state;
     let mut reason = (!a.message.is_empty()).then(|| a.message.clone());
     let mut written = None;
+    let mut rows = Vec::new();
     if state == FinalState::Ok {
         let ctx = RowContext {
             run_id: &run_id,
@@ -533,7 +549,7 @@ fn handle_attempt(
             host: &a.host,
             accel: a.accel.as_deref(),
         };
-        let rows = build_rows(&ctx, &a.events);
+        rows = build_rows(&ctx, &a.events);
         if rows
             .iter()
             .all(|r| r.t_offset_s.is_some() || !is_workload_metric(&r.metric))
@@ -543,10 +559,7 @@ fn handle_attempt(
         } else if !t.warmup {
             let rel = sink::trial_file(&t.experiment, &t.platform, &t.id);
             match sink::write_trial(&dir.path, &rel, &rows) {
-                Ok(n) => {
-                    stable.record(t, &rows);
-                    written = Some((rel, n));
-                }
+                Ok(n) => written = Some((rel, n)),
                 Err(e) => {
                     state = FinalState::Failed;
                     reason = Some(format!("cannot write results: {e}"));
@@ -587,6 +600,16 @@ fn handle_attempt(
         FinalState::TimedOut => "timed out",
         FinalState::Cancelled => "cancelled",
     };
+    let extra = if retry || t.warmup {
+        None
+    } else {
+        let how = match state {
+            FinalState::Ok if written.is_some() => Finished::Ok(&rows),
+            FinalState::Cancelled => Finished::Cancelled,
+            _ => Finished::Failed,
+        };
+        stable.finished(t, how, &mut dir.manifest.repetition_groups, extend)
+    };
     let mut q = lock(queue);
     q.in_flight = q.in_flight.saturating_sub(1);
     if retry {
@@ -599,10 +622,7 @@ fn handle_attempt(
         ));
         q.items
             .push_front((t.clone(), a.attempt + 1, Some(a.agent.clone())));
-    } else if state == FinalState::Ok
-        && !t.warmup
-        && let Some(extra) = stable.next_repetition(t)
-    {
+    } else if let Some(extra) = extra {
         progress.add(1);
         dir.manifest.trials.push(rundir::trial_record(&extra));
         q.items.push_back((extra, 1, None));
@@ -622,22 +642,9 @@ fn handle_attempt(
     Ok(())
 }
 
-/// Metrics every workload prints for bookkeeping; not the headline figure.
+/// Whether a metric is the workload's own (not the agent's cgroup accounting).
 fn is_workload_metric(metric: &str) -> bool {
-    !matches!(
-        metric,
-        "cpu_usage_ns"
-            | "cpu_user_ns"
-            | "cpu_system_ns"
-            | "memory_current_bytes"
-            | "memory_peak_bytes"
-            | "oom_events"
-            | "oom_kills"
-            | "pids_current"
-            | "pids_limit_hits"
-            | "io_read_bytes"
-            | "io_write_bytes"
-    )
+    !isolab_analyzer::metrics::is_host_metric(metric)
 }
 
 fn build_rows(ctx: &RowContext<'_>, events: &[AgentEvent]) -> Vec<ResultRow> {
@@ -659,107 +666,7 @@ fn build_rows(ctx: &RowContext<'_>, events: &[AgentEvent]) -> Vec<ResultRow> {
     rows
 }
 
-/// Adaptive repetitions (`until_stable`): tracks the primary metric of every trial group.
-#[derive(Debug)]
-struct Stability {
-    /// Per experiment: (target relative CI half-width, max repetitions).
-    rules: BTreeMap<String, (f64, u32)>,
-    /// Group key → (values of the primary metric, highest repetition planned).
-    groups: BTreeMap<String, (Vec<f64>, u32)>,
-}
-
-impl Stability {
-    fn new(p: &Pipeline) -> Self {
-        let rules = p
-            .experiments
-            .iter()
-            .filter_map(|e| {
-                p.defaults
-                    .until_stable
-                    .as_ref()
-                    .map(|u| (e.name.clone(), (u.rel_ci95, u.max_repetitions)))
-            })
-            .collect();
-        Self {
-            rules,
-            groups: BTreeMap::new(),
-        }
-    }
-
-    fn key(t: &Trial) -> String {
-        format!(
-            "{}\u{1}{}\u{1}{}\u{1}{:?}\u{1}{:?}\u{1}{}",
-            t.experiment,
-            t.platform,
-            t.workload,
-            t.adversary,
-            t.params,
-            t.instances.len()
-        )
-    }
-
-    fn record(&mut self, t: &Trial, rows: &[ResultRow]) {
-        if !self.rules.contains_key(&t.experiment) {
-            return;
-        }
-        let primary = rows.iter().find(|r| {
-            r.t_offset_s.is_none()
-                && is_workload_metric(&r.metric)
-                && !matches!(r.metric.as_str(), "ops" | "elapsed_s" | "total_units")
-        });
-        let entry = self
-            .groups
-            .entry(Self::key(t))
-            .or_insert_with(|| (Vec::new(), 0));
-        entry.1 = entry.1.max(t.repetition);
-        if let Some(r) = primary {
-            entry.0.push(r.value);
-        }
-    }
-
-    /// The next repetition of `t`'s group if its CI is still too wide, else `None`.
-    fn next_repetition(&mut self, t: &Trial) -> Option<Trial> {
-        let (target, max) = *self.rules.get(&t.experiment)?;
-        let entry = self.groups.get_mut(&Self::key(t))?;
-        // Only the trial with the highest repetition so far may extend its group.
-        if t.repetition != entry.1 || entry.0.len() < 3 || entry.1 + 1 >= max {
-            return None;
-        }
-        if relative_ci95(&entry.0) <= target {
-            return None;
-        }
-        entry.1 += 1;
-        Some(plan::extra_repetition(t, entry.1))
-    }
-}
-
-/// Relative half-width of the 95% CI of the median (normal approximation: 1.2533·σ/√n).
-fn relative_ci95(values: &[f64]) -> f64 {
-    #[allow(clippy::cast_precision_loss)]
-    let n = values.len() as f64;
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let median = v[v.len() / 2];
-    let mean = v.iter().sum::<f64>() / n;
-    let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-    if median == 0.0 {
-        return f64::INFINITY;
-    }
-    1.96 * 1.2533 * sd / n.sqrt() / median.abs()
-}
-
 /// Where `isolab run` puts results unless told otherwise.
 pub fn default_results_dir() -> PathBuf {
     Path::new("results").to_path_buf()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ci_shrinks_with_agreement() {
-        assert!(relative_ci95(&[100.0, 100.1, 99.9, 100.0]) < 0.01);
-        assert!(relative_ci95(&[100.0, 150.0, 60.0, 120.0]) > 0.1);
-    }
 }

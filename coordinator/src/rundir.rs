@@ -130,6 +130,7 @@ impl RunDir {
                 })
                 .collect(),
             trials: trials.iter().map(trial_record).collect(),
+            repetition_groups: Vec::new(),
         };
         let dir = Self { path, manifest };
         dir.save()?;

@@ -460,3 +460,86 @@ fn compare_flags_a_planted_regression() {
         text(&worse.stdout)
     );
 }
+
+/// A pipeline of the native platform's `syscall` with `until_stable`.
+fn stable_pipeline(dir: &Path, name: &str, rel_ci95: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: isolab/v1\nkind: Pipeline\nname: {name}\n\
+             defaults: {{ repetitions: 3, warmup: 0, duration: 100ms, \
+             until_stable: {{ rel_ci95: {rel_ci95}, max_repetitions: 5 }} }}\n\
+             platforms:\n  native: {{ backend: native }}\n  other: {{ backend: native }}\n\
+             experiments:\n  - {{ name: micro, analysis: overhead, platforms: [native, other], \
+             workloads: [syscall, fork_exit] }}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn until_stable_adds_repetitions_and_reports_why_they_stopped() {
+    if !can_run() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    // (target, expected repetitions, stop reason in the manifest, in report.md). A target of
+    // 1e-9 cannot be met by timings (the CI of distinct values is never that narrow), so the
+    // group runs to max_repetitions; a target of 100% is met by the planned three.
+    for (name, target, reps, reason, shown) in [
+        ("tight", "0.000000001", 5, "max_repetitions", "5 (max)"),
+        ("loose", "1", 3, "ci_within_target", "3 (CI met)"),
+    ] {
+        let pipeline = stable_pipeline(dir.path(), name, target);
+        let out = isolab(
+            &[
+                "run",
+                pipeline.to_str().unwrap(),
+                "--results",
+                results.to_str().unwrap(),
+                "--only",
+                "platform=native,workload=syscall",
+            ],
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+        let run_dir = PathBuf::from(text(&out.stdout).lines().last().unwrap());
+        let manifest: isolab_model::manifest::Manifest =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(manifest.repetition_groups.len(), 1, "--only left one group");
+        let g = &manifest.repetition_groups[0];
+        assert_eq!(
+            (g.platform.as_str(), g.workload.as_str()),
+            ("native", "syscall")
+        );
+        assert_eq!(g.stop_reason.map(|r| r.as_str()), Some(reason), "{g:?}");
+        assert_eq!(g.trials.len(), reps);
+        assert_eq!(g.values.len(), reps);
+        assert_eq!(g.metric.as_deref(), Some("ns_per_call"));
+        let mut repetitions: Vec<u32> = manifest
+            .trials
+            .iter()
+            .filter(|t| t.status == isolab_model::manifest::TrialState::Ok)
+            .map(|t| t.repetition)
+            .collect();
+        repetitions.sort_unstable();
+        assert_eq!(
+            repetitions,
+            (0..u32::try_from(reps).unwrap()).collect::<Vec<_>>()
+        );
+        let rep = isolab(&["report", run_dir.to_str().unwrap()], dir.path());
+        assert_eq!(rep.status.code(), Some(0), "{}", text(&rep.stderr));
+        let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+        assert!(md.contains(&format!("| native | {shown} |")), "{md}");
+        let summary: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+                .unwrap();
+        let p = &summary["experiments"]["micro"]["metrics"]["syscall/ns_per_call"]["platforms"]["native"];
+        assert_eq!(p["stop_reason"], reason, "{p}");
+        assert_eq!(p["n"], reps);
+    }
+}

@@ -57,6 +57,78 @@ impl TrialState {
     }
 }
 
+/// Why a group of repetitions has as many repetitions as it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The pipeline asked for a fixed number of repetitions (no `until_stable`).
+    Fixed,
+    /// `until_stable`: the relative half-width of the 95% CI of the median reached the target.
+    CiWithinTarget,
+    /// `until_stable`: the CI stayed wider than the target up to `max_repetitions`.
+    MaxRepetitions,
+    /// `until_stable`: no repetition produced the primary metric (all failed), so no CI exists.
+    NoValues,
+}
+
+impl StopReason {
+    /// The lower-case name used in files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::CiWithinTarget => "ci_within_target",
+            Self::MaxRepetitions => "max_repetitions",
+            Self::NoValues => "no_values",
+        }
+    }
+}
+
+/// The measured repetitions of one (experiment, platform, workload, matrix point): how many
+/// there were and why they stopped there. With `until_stable` the coordinator keeps adding
+/// repetitions while the primary metric's 95% CI is too wide; `values` and `rel_ci95` are what
+/// it decided on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepetitionGroup {
+    /// Experiment name.
+    pub experiment: String,
+    /// Platform name.
+    pub platform: String,
+    /// Workload naming the trials.
+    pub workload: String,
+    /// Adversary (isolation).
+    #[serde(default)]
+    pub adversary: Option<String>,
+    /// Instances per trial.
+    pub n_instances: u32,
+    /// The matrix point's workload parameters (canonical JSON).
+    #[serde(default)]
+    pub params: String,
+    /// Measured trial ids, in repetition order (planned and added).
+    pub trials: Vec<String>,
+    /// Why the group has `trials.len()` repetitions; `None` while it is still being decided
+    /// (trials running, or the run was interrupted first).
+    #[serde(default)]
+    pub stop_reason: Option<StopReason>,
+    /// `until_stable` target: relative half-width of the 95% CI.
+    #[serde(default)]
+    pub target_rel_ci95: Option<f64>,
+    /// `until_stable` bound on repetitions.
+    #[serde(default)]
+    pub max_repetitions: Option<u32>,
+    /// The primary metric the CI is taken of (the workload's first headline summary value).
+    #[serde(default)]
+    pub metric: Option<String>,
+    /// Its value per finished repetition (mean over the instances reporting it), in finishing
+    /// order.
+    #[serde(default)]
+    pub values: Vec<f64>,
+    /// Relative half-width of the 95% bootstrap CI of the median of `values` at the last
+    /// decision.
+    #[serde(default)]
+    pub rel_ci95: Option<f64>,
+}
+
 /// One experiment as recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -157,4 +229,17 @@ pub struct Manifest {
     pub experiments: Vec<ExperimentRecord>,
     /// Every planned trial.
     pub trials: Vec<TrialRecord>,
+    /// Measured repetitions per (experiment, platform, workload, matrix point) and why they
+    /// stopped where they did (absent in manifests written before it existed).
+    #[serde(default)]
+    pub repetition_groups: Vec<RepetitionGroup>,
+}
+
+impl Manifest {
+    /// The repetition group a trial belongs to, if recorded.
+    pub fn group_of(&self, trial_id: &str) -> Option<&RepetitionGroup> {
+        self.repetition_groups
+            .iter()
+            .find(|g| g.trials.iter().any(|t| t == trial_id))
+    }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
-use isolab_model::manifest::{MANIFEST_VERSION, Manifest, RunStatus, TrialRecord, TrialState};
+use isolab_model::manifest::{
+    MANIFEST_VERSION, Manifest, RepetitionGroup, RunStatus, TrialRecord, TrialState,
+};
 use isolab_model::results;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -189,9 +191,48 @@ pub(super) fn manifest(spec: &RunSpec, trials: Vec<TrialRecord>) -> Result<Manif
         "finished_at": "2025-01-01T00:10:00Z",
         "status": if failed { RunStatus::Failed } else { RunStatus::Ok },
         "experiments": experiments,
+        "repetition_groups": repetition_groups(spec, &trials),
         "trials": trials,
     });
     Ok(serde_json::from_value(value)?)
+}
+
+/// The planted repetition groups of a run: one per experiment's `stop_reasons` entry.
+fn repetition_groups(spec: &RunSpec, trials: &[TrialRecord]) -> Vec<RepetitionGroup> {
+    let mut out = Vec::new();
+    for e in &spec.experiments {
+        for (platform, workload, reason) in &e.stop_reasons {
+            let mut members: Vec<&TrialRecord> = trials
+                .iter()
+                .filter(|t| {
+                    t.experiment == e.name
+                        && t.platform == *platform
+                        && t.workload == *workload
+                        && !t.warmup
+                })
+                .collect();
+            members.sort_by_key(|t| t.repetition);
+            let Some(first) = members.first() else {
+                continue;
+            };
+            out.push(RepetitionGroup {
+                experiment: e.name.clone(),
+                platform: platform.clone(),
+                workload: workload.clone(),
+                adversary: first.adversary.clone(),
+                n_instances: first.n_instances,
+                params: "{}".into(),
+                trials: members.iter().map(|t| t.id.clone()).collect(),
+                stop_reason: Some(*reason),
+                target_rel_ci95: None,
+                max_repetitions: None,
+                metric: None,
+                values: Vec::new(),
+                rel_ci95: None,
+            });
+        }
+    }
+    out
 }
 
 pub(super) fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<(), TestkitError> {

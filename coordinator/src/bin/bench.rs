@@ -5,8 +5,11 @@
 //! - `overhead`: `syscall` and `fork_exit` measured through `isolab run` (native backend, embedded
 //!   agent, gRPC, Parquet) divided by the same workload run directly; rounds alternate the two so
 //!   drift on a noisy machine hits both alike. Goal: ratio ≤ 1.01.
+//! - `report`: the full `isolab report` over a generated run of `--rows` samples (default 10
+//!   million) vs DuckDB computing the same per-group medians over the same files, with the
+//!   report's peak memory (see [`isolab_coordinator::report_bench`]). Goal: ratio ≤ 1.5.
 //!
-//! Usage: `isolab-bench [--rounds N] [--duration 1s] [NAME…]`.
+//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--rows N] [NAME…]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -153,9 +156,33 @@ async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn report(rows: u64, rounds: u32) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let isolab_bin = exe.with_file_name("isolab");
+    if !isolab_bin.is_file() {
+        bail!(
+            "{} not found: build the `isolab` binary next to isolab-bench",
+            isolab_bin.display()
+        );
+    }
+    let tmp = tempfile::tempdir()?;
+    eprintln!("report: generating {rows} rows in {}", tmp.path().display());
+    let opts = isolab_coordinator::report_bench::ReportBenchOptions {
+        rows,
+        rounds,
+        isolab_bin,
+        python: "python3".into(),
+        work_dir: tmp.path().to_path_buf(),
+    };
+    let bench = isolab_coordinator::report_bench::run(&opts)?;
+    print!("{}", bench.render());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let mut rounds = 5u32;
     let mut duration = "1s".to_owned();
+    let mut rows = 10_000_000u64;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -167,21 +194,33 @@ fn main() -> anyhow::Result<()> {
                     .parse()
                     .context("--rounds: expected a whole number")?
             }
+            "--rows" => {
+                rows = args
+                    .next()
+                    .context("--rows needs a number")?
+                    .parse()
+                    .context("--rows: expected a whole number")?
+            }
             "--duration" => {
                 duration = args.next().context("--duration needs a value such as 1s")?
             }
             "-h" | "--help" => {
-                println!("usage: isolab-bench [--rounds N] [--duration 1s] [overhead]");
+                println!(
+                    "usage: isolab-bench [--rounds N] [--duration 1s] [--rows N] [overhead] [report]"
+                );
                 return Ok(());
             }
             n if !n.starts_with('-') => names.push(n.to_owned()),
-            other => bail!("unknown flag `{other}` (expected --rounds, --duration)"),
+            other => bail!("unknown flag `{other}` (expected --rounds, --duration, --rows)"),
         }
     }
     let all = names.is_empty();
     let rt = tokio::runtime::Runtime::new()?;
     if all || names.iter().any(|n| n == "overhead") {
         rt.block_on(overhead(rounds, &duration))?;
+    }
+    if all || names.iter().any(|n| n == "report") {
+        report(rows, rounds)?;
     }
     Ok(())
 }

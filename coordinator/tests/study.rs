@@ -191,6 +191,48 @@ fn quick_profile_yields_rows_for_every_experiment_and_platform() {
         out.status.success(),
         "failed trials: {failed:#?}\nstderr: {stderr}"
     );
+
+    // Every adversary on every platform was contained: its trials ended ok, nothing leaked, and
+    // the container's memory bomb ended at its limit (killed, or refused) as the report shows.
+    let report = Command::new(BIN)
+        .args(["report", run_dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
+            .unwrap();
+    let outcomes = summary["experiments"]["isolation"]["isolation"]["outcomes"]
+        .as_array()
+        .unwrap();
+    for p in ["native", "container", "vm"] {
+        for a in [
+            "fork_bomb",
+            "memory_bomb",
+            "disk_bomb",
+            "cpu_hog",
+            "net_flood",
+        ] {
+            let o = outcomes
+                .iter()
+                .find(|o| o["platform"] == p && o["adversary"] == a)
+                .unwrap_or_else(|| panic!("no outcome for {a} on {p}: {outcomes:#?}"));
+            assert_eq!(o["contained"], true, "{a} on {p}: {o}");
+        }
+    }
+    let bomb = outcomes
+        .iter()
+        .find(|o| o["platform"] == "container" && o["adversary"] == "memory_bomb")
+        .unwrap();
+    let ended = bomb["killed"].as_u64().unwrap() + bomb["limit_hit"].as_u64().unwrap();
+    assert!(
+        ended >= 1,
+        "the container's memory bomb was neither killed nor limited: {bomb}"
+    );
 }
 
 /// A 50% reservation for one of four CPU-bound instances is planned as a higher CPU weight, reaches

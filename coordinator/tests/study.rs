@@ -248,7 +248,7 @@ fn a_cpu_reservation_is_met_through_cgroup_weights() {
         &pipeline,
         "apiVersion: isolab/v1\nkind: Pipeline\nname: fair\n\
          defaults: { repetitions: 1, warmup: 0, duration: 3s }\n\
-         platforms:\n  native: { backend: native }\n\
+         platforms:\n  native: { backend: native, limits: { cpuset: \"0\" } }\n\
          experiments:\n\
          \x20 - { name: equal, analysis: fairness, platforms: [native], workload: cpu_spin,\n\
          \x20     groups: [{ name: a, count: 1 }, { name: b, count: 3 }] }\n\
@@ -319,9 +319,9 @@ fn a_cpu_reservation_is_met_through_cgroup_weights() {
             .unwrap()
     };
 
-    // Four spinning instances on this host: with equal weights `a` gets about a quarter of what
-    // the four receive; with the reservation at least about half. (A share among sibling cgroups,
-    // so other load on the host does not change it much; the margins are wide.)
+    // Four spinning instances pinned to one CPU (so that weights decide on one run queue, whatever
+    // else the host runs): with equal weights `a` gets about a quarter of what the four receive;
+    // with the reservation at least about half. The margins are wide.
     let equal = received("equal");
     let reserved = received("reserved");
     assert!(

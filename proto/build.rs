@@ -2,7 +2,10 @@
 //! `protoc` is needed) and generates prost messages and tonic services from the descriptors.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/isolab/v1/agent.proto"];
+    let protos = [
+        "proto/isolab/v1/agent.proto",
+        "proto/isolab/v1/coordinator.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

@@ -12,5 +12,6 @@ pub mod report_bench;
 pub mod rows;
 pub mod run;
 pub mod rundir;
+pub mod service;
 pub mod sink;
 pub mod stability;

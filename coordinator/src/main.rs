@@ -14,6 +14,8 @@ use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
 
+mod service_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "isolab",
@@ -87,6 +89,89 @@ enum Command {
         /// Agents with labels for placement (`agents: [{ address, labels, tls_domain }]`).
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Publish trial status and live samples on NATS JetStream (`nats://HOST:PORT`).
+        #[arg(long, value_name = "URL")]
+        events: Option<String>,
+    },
+    /// Serve the coordinator: run submitted pipelines one at a time, in submission order.
+    Serve {
+        /// Address to serve gRPC on; anything but loopback needs --tls-dir.
+        #[arg(long, default_value = isolab_coordinator::service::client::DEFAULT_SERVER)]
+        listen: std::net::SocketAddr,
+        /// Results directory.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Also publish events on NATS JetStream (`nats://HOST:PORT`).
+        #[arg(long, value_name = "URL")]
+        events: Option<String>,
+        /// Agent address (repeatable); none → an embedded agent per run.
+        #[arg(long = "agent", value_name = "URL")]
+        agents: Vec<String>,
+        /// Agents with labels for placement.
+        #[arg(long, value_name = "FILE")]
+        inventory: Option<PathBuf>,
+        /// Mutual TLS with the `coordinator` identity of this directory, towards clients and
+        /// agents; clients must present a certificate of the same CA.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+        /// Allow plain text on a loopback address other than the default one.
+        #[arg(long)]
+        allow_plaintext: bool,
+        /// On SIGTERM/SIGINT, how long running trials get to finish before they are cancelled.
+        #[arg(long, default_value = "60s")]
+        drain_timeout: isolab_model::units::HumanDuration,
+    },
+    /// Submit a pipeline to `isolab serve`; prints the run id.
+    Submit {
+        /// Pipeline file.
+        file: PathBuf,
+        /// The service's address.
+        #[arg(long, default_value = isolab_coordinator::service::client::DEFAULT_SERVER)]
+        server: String,
+        /// Mutual TLS with the `client` identity of this directory.
+        #[arg(long, value_name = "DIR")]
+        tls_dir: Option<PathBuf>,
+        /// Only trials matching, e.g. `platform=native`.
+        #[arg(long)]
+        only: Option<String>,
+        /// Override a pipeline value (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Apply the pipeline's profile NAME.
+        #[arg(long, value_name = "NAME")]
+        profile: Option<String>,
+        /// Then watch the run until it finishes.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: include live samples.
+        #[arg(long)]
+        samples: bool,
+        /// With --watch: print events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Live trial status (and samples) of a run: its history first, then as it goes.
+    Watch {
+        /// The run (default: the newest).
+        run_id: Option<String>,
+        /// Read events from NATS JetStream (`nats://HOST:PORT`).
+        #[arg(long, value_name = "URL", required_unless_present = "server")]
+        events: Option<String>,
+        /// Watch through the coordinator service at ADDR instead.
+        #[arg(long, value_name = "ADDR", conflicts_with = "events")]
+        server: Option<String>,
+        /// With --server: mutual TLS with the `client` identity of this directory.
+        #[arg(long, value_name = "DIR", requires = "server")]
+        tls_dir: Option<PathBuf>,
+        /// Include live samples.
+        #[arg(long)]
+        samples: bool,
+        /// Print events as JSON lines.
+        #[arg(long)]
+        json: bool,
+        /// Keep going after the run finished.
+        #[arg(long)]
+        follow: bool,
     },
     /// Development certificates for mutual TLS.
     Certs {
@@ -266,8 +351,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_dir,
             tls_domain,
             inventory,
+            events,
         } => {
             let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let bus = {
+                let _guard = rt.enter();
+                isolab_coordinator::events::EventBus::from_url(events.as_deref())?
+            };
             let opts = RunOptions {
                 pipeline: file,
                 results,
@@ -278,8 +369,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 profile,
                 tls,
                 inventory,
+                events: Some(bus.clone()),
+                ..RunOptions::default()
             };
-            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
@@ -290,7 +382,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     let _ = tx.send(true);
                 });
-                match run::run(&opts, rx).await {
+                let result = run::run(&opts, rx).await;
+                if let Some(stats) = bus.flush(std::time::Duration::from_secs(10)).await {
+                    if stats.dropped > 0 {
+                        tracing::warn!("events: {} published to NATS, {} dropped", stats.published, stats.dropped);
+                    } else {
+                        tracing::info!("events: {} published to NATS", stats.published);
+                    }
+                }
+                match result {
                     Ok(outcome) => {
                         println!("{}", outcome.run_dir.display());
                         eprintln!(
@@ -311,6 +411,61 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Command::Serve {
+            listen,
+            results,
+            events,
+            agents,
+            inventory,
+            tls_dir,
+            allow_plaintext,
+            drain_timeout,
+        } => runtime()?.block_on(service_cmd::serve(service_cmd::ServeArgs {
+            listen,
+            results,
+            events,
+            agents,
+            inventory,
+            tls_dir,
+            allow_plaintext,
+            drain_timeout: drain_timeout.0,
+        })),
+        Command::Submit {
+            file,
+            server,
+            tls_dir,
+            only,
+            set,
+            profile,
+            watch,
+            samples,
+            json,
+        } => runtime()?.block_on(service_cmd::submit(service_cmd::SubmitArgs {
+            file,
+            server,
+            tls: tls_dir.map(client_tls),
+            profile,
+            sets: set,
+            only,
+            watch,
+            render: isolab_coordinator::events::Render { json, samples },
+        })),
+        Command::Watch {
+            run_id,
+            events,
+            server,
+            tls_dir,
+            samples,
+            json,
+            follow,
+        } => runtime()?.block_on(service_cmd::watch(service_cmd::WatchArgs {
+            run_id,
+            events,
+            server,
+            tls: tls_dir.map(client_tls),
+            render: isolab_coordinator::events::Render { json, samples },
+            follow,
+        })),
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
@@ -342,6 +497,19 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
+}
+
+/// The operator's `client` identity of a TLS directory.
+fn client_tls(dir: PathBuf) -> ClientTls {
+    ClientTls {
+        dir,
+        identity: isolab_tls::layout::CLIENT.to_owned(),
+        domain: None,
     }
 }
 

@@ -161,7 +161,7 @@ mod tests {
         bus.publish(started("a"));
         assert_eq!(sub.next().await.unwrap().run_id, "a");
         assert_eq!(sub.next().await.unwrap().run_id, "a");
-        let mut newest = bus.subscribe(None);
+        let newest = bus.subscribe(None);
         assert_eq!(newest.run_id(), Some("a"));
     }
 

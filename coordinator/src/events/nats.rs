@@ -104,7 +104,7 @@ pub struct PublishStats {
 
 #[derive(Debug)]
 enum Msg {
-    Event(RunEvent),
+    Event(Box<RunEvent>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -136,7 +136,7 @@ impl NatsPublisher {
 
     /// Queues `ev`; drops (and counts) it when the queue is full. Never blocks.
     pub fn publish(&self, ev: RunEvent) {
-        if self.tx.try_send(Msg::Event(ev)).is_err() {
+        if self.tx.try_send(Msg::Event(Box::new(ev))).is_err() {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -94,85 +94,11 @@ enum Command {
         events: Option<String>,
     },
     /// Serve the coordinator: run submitted pipelines one at a time, in submission order.
-    Serve {
-        /// Address to serve gRPC on; anything but loopback needs --tls-dir.
-        #[arg(long, default_value = isolab_coordinator::service::client::DEFAULT_SERVER)]
-        listen: std::net::SocketAddr,
-        /// Results directory.
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
-        /// Also publish events on NATS JetStream (`nats://HOST:PORT`).
-        #[arg(long, value_name = "URL")]
-        events: Option<String>,
-        /// Agent address (repeatable); none → an embedded agent per run.
-        #[arg(long = "agent", value_name = "URL")]
-        agents: Vec<String>,
-        /// Agents with labels for placement.
-        #[arg(long, value_name = "FILE")]
-        inventory: Option<PathBuf>,
-        /// Mutual TLS with the `coordinator` identity of this directory, towards clients and
-        /// agents; clients must present a certificate of the same CA.
-        #[arg(long, value_name = "DIR")]
-        tls_dir: Option<PathBuf>,
-        /// Allow plain text on a loopback address other than the default one.
-        #[arg(long)]
-        allow_plaintext: bool,
-        /// On SIGTERM/SIGINT, how long running trials get to finish before they are cancelled.
-        #[arg(long, default_value = "60s")]
-        drain_timeout: isolab_model::units::HumanDuration,
-    },
+    Serve(service_cmd::ServeArgs),
     /// Submit a pipeline to `isolab serve`; prints the run id.
-    Submit {
-        /// Pipeline file.
-        file: PathBuf,
-        /// The service's address.
-        #[arg(long, default_value = isolab_coordinator::service::client::DEFAULT_SERVER)]
-        server: String,
-        /// Mutual TLS with the `client` identity of this directory.
-        #[arg(long, value_name = "DIR")]
-        tls_dir: Option<PathBuf>,
-        /// Only trials matching, e.g. `platform=native`.
-        #[arg(long)]
-        only: Option<String>,
-        /// Override a pipeline value (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Apply the pipeline's profile NAME.
-        #[arg(long, value_name = "NAME")]
-        profile: Option<String>,
-        /// Then watch the run until it finishes.
-        #[arg(long)]
-        watch: bool,
-        /// With --watch: include live samples.
-        #[arg(long)]
-        samples: bool,
-        /// With --watch: print events as JSON lines.
-        #[arg(long)]
-        json: bool,
-    },
+    Submit(service_cmd::SubmitArgs),
     /// Live trial status (and samples) of a run: its history first, then as it goes.
-    Watch {
-        /// The run (default: the newest).
-        run_id: Option<String>,
-        /// Read events from NATS JetStream (`nats://HOST:PORT`).
-        #[arg(long, value_name = "URL", required_unless_present = "server")]
-        events: Option<String>,
-        /// Watch through the coordinator service at ADDR instead.
-        #[arg(long, value_name = "ADDR", conflicts_with = "events")]
-        server: Option<String>,
-        /// With --server: mutual TLS with the `client` identity of this directory.
-        #[arg(long, value_name = "DIR", requires = "server")]
-        tls_dir: Option<PathBuf>,
-        /// Include live samples.
-        #[arg(long)]
-        samples: bool,
-        /// Print events as JSON lines.
-        #[arg(long)]
-        json: bool,
-        /// Keep going after the run finished.
-        #[arg(long)]
-        follow: bool,
-    },
+    Watch(service_cmd::WatchArgs),
     /// Development certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -411,61 +337,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Serve {
-            listen,
-            results,
-            events,
-            agents,
-            inventory,
-            tls_dir,
-            allow_plaintext,
-            drain_timeout,
-        } => runtime()?.block_on(service_cmd::serve(service_cmd::ServeArgs {
-            listen,
-            results,
-            events,
-            agents,
-            inventory,
-            tls_dir,
-            allow_plaintext,
-            drain_timeout: drain_timeout.0,
-        })),
-        Command::Submit {
-            file,
-            server,
-            tls_dir,
-            only,
-            set,
-            profile,
-            watch,
-            samples,
-            json,
-        } => runtime()?.block_on(service_cmd::submit(service_cmd::SubmitArgs {
-            file,
-            server,
-            tls: tls_dir.map(client_tls),
-            profile,
-            sets: set,
-            only,
-            watch,
-            render: isolab_coordinator::events::Render { json, samples },
-        })),
-        Command::Watch {
-            run_id,
-            events,
-            server,
-            tls_dir,
-            samples,
-            json,
-            follow,
-        } => runtime()?.block_on(service_cmd::watch(service_cmd::WatchArgs {
-            run_id,
-            events,
-            server,
-            tls: tls_dir.map(client_tls),
-            render: isolab_coordinator::events::Render { json, samples },
-            follow,
-        })),
+        Command::Serve(args) => runtime()?.block_on(service_cmd::serve(args)),
+        Command::Submit(args) => runtime()?.block_on(service_cmd::submit(args)),
+        Command::Watch(args) => runtime()?.block_on(service_cmd::watch(args)),
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
@@ -502,15 +376,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Runtime::new().context("cannot start the async runtime")
-}
-
-/// The operator's `client` identity of a TLS directory.
-fn client_tls(dir: PathBuf) -> ClientTls {
-    ClientTls {
-        dir,
-        identity: isolab_tls::layout::CLIENT.to_owned(),
-        domain: None,
-    }
 }
 
 /// Trial id → the inventory agent placement picks (`any` when the experiment has no placement).

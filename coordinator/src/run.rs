@@ -380,21 +380,7 @@ pub async fn run(
                 .to_owned(),
             );
             not_run += 1;
-            bus.publish(RunEvent::now(
-                &run_id,
-                EventKind::TrialStatus(crate::events::TrialStatus {
-                    trial_id: rec.id.clone(),
-                    experiment: rec.experiment.clone(),
-                    platform: rec.platform.clone(),
-                    workload: rec.workload.clone(),
-                    agent: None,
-                    host: None,
-                    attempt: rec.attempts,
-                    state: TrialEventState::NotRun,
-                    reason: rec.reason.clone(),
-                    duration_ms: None,
-                }),
-            ));
+            bus.publish(RunEvent::not_run(&run_id, rec));
         }
     }
     let ok = dir

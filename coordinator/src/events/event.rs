@@ -1,6 +1,6 @@
 //! The events of a run, independent of how they travel (in-process, NATS, gRPC).
 
-use isolab_model::manifest::{RunStatus, TrialState};
+use isolab_model::manifest::{RunStatus, TrialRecord, TrialState};
 use isolab_model::plan::Trial;
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +174,25 @@ impl RunEvent {
                 attempt,
                 state,
                 reason: None,
+                duration_ms: None,
+            }),
+        )
+    }
+
+    /// A trial of the manifest recorded as not run (with its reason).
+    pub fn not_run(run_id: &str, rec: &TrialRecord) -> Self {
+        Self::now(
+            run_id,
+            EventKind::TrialStatus(TrialStatus {
+                trial_id: rec.id.clone(),
+                experiment: rec.experiment.clone(),
+                platform: rec.platform.clone(),
+                workload: rec.workload.clone(),
+                agent: None,
+                host: None,
+                attempt: rec.attempts,
+                state: TrialEventState::NotRun,
+                reason: rec.reason.clone(),
                 duration_ms: None,
             }),
         )

@@ -28,9 +28,12 @@ pub enum EventBus {
     Tee(MemoryBus, NatsPublisher),
 }
 
+/// History of the in-process bus of a plain `isolab run`, which has no late subscribers.
+const RUN_HISTORY_EVENTS: usize = 1024;
+
 impl Default for EventBus {
     fn default() -> Self {
-        Self::Memory(MemoryBus::default())
+        Self::Memory(MemoryBus::new(RUN_HISTORY_EVENTS))
     }
 }
 
@@ -44,7 +47,8 @@ impl EventBus {
         }
     }
 
-    /// An in-process bus, tee'd to NATS when `url` is given (`isolab serve`).
+    /// An in-process bus keeping [`super::DEFAULT_HISTORY_EVENTS`] for late watchers, tee'd to
+    /// NATS when `url` is given (`isolab serve`).
     pub fn with_memory(url: Option<&str>) -> Result<Self, EventsUrlError> {
         let mem = MemoryBus::default();
         match url {

@@ -362,7 +362,16 @@ pub async fn run(
     }
     // Drain attempts that finished after the loop ended (cancelled trials).
     while let Ok(a) = rx.try_recv() {
-        handle_attempt(&mut dir, &queue, &mut progress, &mut stable, 0, false, &a, &bus)?;
+        handle_attempt(
+            &mut dir,
+            &queue,
+            &mut progress,
+            &mut stable,
+            0,
+            false,
+            &a,
+            &bus,
+        )?;
     }
     progress.finish();
 
@@ -618,6 +627,7 @@ async fn worker(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_attempt(
     dir: &mut RunDir,
     queue: &Mutex<Queue>,

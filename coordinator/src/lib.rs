@@ -5,11 +5,13 @@
 //! same code paths a user does.
 
 pub mod client;
+pub mod events;
 pub mod inventory;
 pub mod progress;
 pub mod report_bench;
 pub mod rows;
 pub mod run;
 pub mod rundir;
+pub mod service;
 pub mod sink;
 pub mod stability;

@@ -14,6 +14,8 @@ use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
 
+mod service_cmd;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "isolab",
@@ -87,7 +89,16 @@ enum Command {
         /// Agents with labels for placement (`agents: [{ address, labels, tls_domain }]`).
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Publish trial status and live samples on NATS JetStream (`nats://HOST:PORT`).
+        #[arg(long, value_name = "URL")]
+        events: Option<String>,
     },
+    /// Serve the coordinator: run submitted pipelines one at a time, in submission order.
+    Serve(service_cmd::ServeArgs),
+    /// Submit a pipeline to `isolab serve`; prints the run id.
+    Submit(service_cmd::SubmitArgs),
+    /// Live trial status (and samples) of a run: its history first, then as it goes.
+    Watch(service_cmd::WatchArgs),
     /// Development certificates for mutual TLS.
     Certs {
         #[command(subcommand)]
@@ -266,8 +277,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_dir,
             tls_domain,
             inventory,
+            events,
         } => {
             let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
+            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let bus = {
+                let _guard = rt.enter();
+                isolab_coordinator::events::EventBus::from_url(events.as_deref())?
+            };
             let opts = RunOptions {
                 pipeline: file,
                 results,
@@ -278,8 +295,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 profile,
                 tls,
                 inventory,
+                events: Some(bus.clone()),
+                ..RunOptions::default()
             };
-            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
@@ -290,7 +308,15 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     let _ = tx.send(true);
                 });
-                match run::run(&opts, rx).await {
+                let result = run::run(&opts, rx).await;
+                if let Some(stats) = bus.flush(std::time::Duration::from_secs(10)).await {
+                    if stats.dropped > 0 {
+                        tracing::warn!("events: {} published to NATS, {} dropped", stats.published, stats.dropped);
+                    } else {
+                        tracing::info!("events: {} published to NATS", stats.published);
+                    }
+                }
+                match result {
                     Ok(outcome) => {
                         println!("{}", outcome.run_dir.display());
                         eprintln!(
@@ -311,6 +337,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
+        Command::Serve(args) => runtime()?.block_on(service_cmd::serve(args)),
+        Command::Submit(args) => runtime()?.block_on(service_cmd::submit(args)),
+        Command::Watch(args) => runtime()?.block_on(service_cmd::watch(args)),
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
@@ -343,6 +372,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Runtime::new().context("cannot start the async runtime")
 }
 
 /// Trial id → the inventory agent placement picks (`any` when the experiment has no placement).

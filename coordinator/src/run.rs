@@ -18,6 +18,7 @@ use isolab_model::results::ResultRow;
 use tokio::sync::{mpsc, watch};
 
 use crate::client::{Agent, AgentEvent, ClientError, FinalState};
+use crate::events::{EventBus, EventKind, LiveSample, RunEvent, TrialEventState};
 use crate::progress::Progress;
 use crate::rows::RowContext;
 use crate::rundir::{self, RunDir, RunDirError};
@@ -45,6 +46,13 @@ pub struct RunOptions {
     pub tls: Option<crate::client::ClientTls>,
     /// Inventory file (`--inventory`): more agents, with labels for placement.
     pub inventory: Option<PathBuf>,
+    /// Where trial status and live samples are published; `None`: a private in-process bus.
+    pub events: Option<EventBus>,
+    /// The id of a new run (default: a fresh `<pipeline>-<time>-<tag>`); ignored on resume.
+    pub run_id: Option<String>,
+    /// Turning true stops dispatching new trials while running ones finish (a drain); what
+    /// was not dispatched is recorded as not run.
+    pub drain: Option<watch::Receiver<bool>>,
 }
 
 /// Why a run could not start or had to stop.
@@ -146,6 +154,7 @@ pub async fn run(
         &opts.overrides,
     )?;
     let pipeline = &loaded.pipeline;
+    let bus = opts.events.clone().unwrap_or_default();
     let mut trials = plan::plan(pipeline);
     if let Some(expr) = &opts.only {
         let filter = Filter::parse(expr).map_err(|e| RunError::Filter(e.to_string()))?;
@@ -191,7 +200,10 @@ pub async fn run(
             d
         }
         None => {
-            let run_id = rundir::new_run_id(&pipeline.name);
+            let run_id = opts
+                .run_id
+                .clone()
+                .unwrap_or_else(|| rundir::new_run_id(&pipeline.name));
             RunDir::create(
                 &opts.results,
                 &run_id,
@@ -258,6 +270,15 @@ pub async fn run(
             trials.len()
         ));
     }
+    let run_id = dir.manifest.run_id.clone();
+    bus.publish(RunEvent::now(
+        &run_id,
+        EventKind::RunStarted {
+            pipeline: pipeline.name.clone(),
+            trials: count_u32(trials.len()),
+            to_run: count_u32(todo.len()),
+        },
+    ));
     let placed = crate::inventory::place(pipeline, &trials, &slots);
     let queue = Arc::new(Mutex::new(Queue {
         placed: placed
@@ -277,6 +298,14 @@ pub async fn run(
             rec.status = TrialState::Failed;
             rec.reason = Some(format!("backend `{backend}` unavailable: {why}"));
             progress.finished(&label(&t), "failed", Duration::ZERO, rec.reason.as_deref());
+            bus.publish(
+                RunEvent::trial(&run_id, &t, 1, TrialEventState::Failed).with_details(
+                    None,
+                    None,
+                    rec.reason.as_deref(),
+                    None,
+                ),
+            );
             continue;
         }
         lock(&queue).items.push_back((t, 1, None));
@@ -293,12 +322,17 @@ pub async fn run(
             dir.manifest.run_id.clone(),
         );
         let interrupt = interrupt.clone();
+        let signals = Signals {
+            interrupt,
+            drain: opts.drain.clone(),
+            bus: bus.clone(),
+        };
         workers.push(tokio::spawn(worker(
             agent,
             queue,
             tx,
             run_id,
-            interrupt,
+            signals,
             available.clone(),
         )));
     }
@@ -310,7 +344,7 @@ pub async fn run(
         tokio::select! {
             msg = rx.recv() => {
                 let Some(a) = msg else { break };
-                handle_attempt(&mut dir, &queue, &mut progress, &mut stable, retries, !interrupted, &a)?;
+                handle_attempt(&mut dir, &queue, &mut progress, &mut stable, retries, !interrupted, &a, &bus)?;
                 if lock(&queue).items.is_empty() && lock(&queue).in_flight == 0 {
                     break;
                 }
@@ -328,15 +362,34 @@ pub async fn run(
     }
     // Drain attempts that finished after the loop ended (cancelled trials).
     while let Ok(a) = rx.try_recv() {
-        handle_attempt(&mut dir, &queue, &mut progress, &mut stable, 0, false, &a)?;
+        handle_attempt(
+            &mut dir,
+            &queue,
+            &mut progress,
+            &mut stable,
+            0,
+            false,
+            &a,
+            &bus,
+        )?;
     }
     progress.finish();
 
+    let drained = opts.drain.as_ref().is_some_and(|d| *d.borrow());
     let mut not_run = 0;
     for rec in &mut dir.manifest.trials {
         if matches!(rec.status, TrialState::Pending | TrialState::Running) {
             rec.status = TrialState::NotRun;
+            rec.reason = Some(
+                if drained && !interrupted {
+                    "not run: the coordinator drained on shutdown"
+                } else {
+                    "not run: the run was interrupted"
+                }
+                .to_owned(),
+            );
             not_run += 1;
+            bus.publish(RunEvent::not_run(&run_id, rec));
         }
     }
     let ok = dir
@@ -356,7 +409,7 @@ pub async fn run(
             )
         })
         .count();
-    dir.manifest.status = if interrupted || not_run > 0 {
+    dir.manifest.status = if interrupted || drained || not_run > 0 {
         RunStatus::Interrupted
     } else if failed > 0 {
         RunStatus::Failed
@@ -365,6 +418,15 @@ pub async fn run(
     };
     dir.manifest.finished_at = Some(rundir::now_rfc3339());
     dir.save()?;
+    bus.publish(RunEvent::now(
+        &run_id,
+        EventKind::RunFinished {
+            status: dir.manifest.status,
+            ok: count_u32(ok),
+            failed: count_u32(failed),
+            not_run: count_u32(not_run),
+        },
+    ));
     if let Some(la) = local {
         la.shutdown().await;
     }
@@ -376,6 +438,21 @@ pub async fn run(
     })
 }
 
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// What a worker listens to and publishes on besides its queue.
+#[derive(Debug, Clone)]
+struct Signals {
+    /// Cancel running trials and stop.
+    interrupt: watch::Receiver<bool>,
+    /// Stop taking trials.
+    drain: Option<watch::Receiver<bool>>,
+    /// Events.
+    bus: EventBus,
+}
+
 fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -385,11 +462,16 @@ async fn worker(
     queue: Arc<Mutex<Queue>>,
     tx: mpsc::Sender<Attempt>,
     run_id: String,
-    interrupt: watch::Receiver<bool>,
+    signals: Signals,
     available: BTreeMap<String, Vec<String>>,
 ) {
+    let Signals {
+        interrupt,
+        drain,
+        bus,
+    } = signals;
     loop {
-        if *interrupt.borrow() {
+        if *interrupt.borrow() || drain.as_ref().is_some_and(|d| *d.borrow()) {
             return;
         }
         let next = {
@@ -444,6 +526,14 @@ async fn worker(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        bus.publish(
+            RunEvent::trial(&run_id, &trial, attempt, TrialEventState::Running).with_details(
+                Some(&agent.addr),
+                None,
+                None,
+                None,
+            ),
+        );
         let started = Instant::now();
         let mut events = Vec::new();
         let mut fin = None;
@@ -466,6 +556,17 @@ async fn worker(
                     ));
                 }
                 AgentEvent::Progress { host: h, .. } => host.clone_from(h),
+                AgentEvent::Sample { instance, sample } => bus.publish(RunEvent::now(
+                    &run_id,
+                    EventKind::Sample(LiveSample {
+                        trial_id: trial.id.clone(),
+                        instance: *instance,
+                        metric: sample.metric.clone(),
+                        value: sample.value,
+                        unit: sample.unit.clone(),
+                        t_offset_s: sample.t_offset_s,
+                    }),
+                )),
                 _ => {}
             }
             events.push(e);
@@ -526,6 +627,7 @@ async fn worker(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn handle_attempt(
     dir: &mut RunDir,
     queue: &Mutex<Queue>,
@@ -534,6 +636,7 @@ fn handle_attempt(
     retries: u32,
     extend: bool,
     a: &Attempt,
+    bus: &EventBus,
 ) -> Result<(), RunError> {
     let run_id = dir.manifest.run_id.clone();
     let t = &a.trial;
@@ -628,6 +731,28 @@ fn handle_attempt(
         q.items.push_back((extra, 1, None));
     }
     drop(q);
+    let ev_state = if retry {
+        TrialEventState::Retrying
+    } else {
+        match state {
+            FinalState::Ok => TrialEventState::Ok,
+            FinalState::Failed => TrialEventState::Failed,
+            FinalState::TimedOut => TrialEventState::TimedOut,
+            FinalState::Cancelled => TrialEventState::Cancelled,
+        }
+    };
+    bus.publish(
+        RunEvent::trial(&run_id, t, a.attempt, ev_state).with_details(
+            Some(&a.agent),
+            Some(&a.host),
+            if state == FinalState::Ok {
+                None
+            } else {
+                reason.as_deref()
+            },
+            Some(u64::try_from(a.elapsed.as_millis()).unwrap_or(u64::MAX)),
+        ),
+    );
     progress.finished(
         &label(t),
         status,

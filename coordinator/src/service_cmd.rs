@@ -1,0 +1,273 @@
+//! `isolab serve`, `isolab submit` and `isolab watch`: the command-line edges of the
+//! coordinator service and the event bus.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use isolab_coordinator::client::ClientTls;
+use isolab_coordinator::events::{EventBus, EventKind, NatsWatch, Render, RunEvent};
+use isolab_coordinator::service::client::{DEFAULT_SERVER, ServiceClient};
+use isolab_coordinator::service::core::{ServiceConfig, ServiceCore, SubmitRequest};
+use isolab_model::manifest::RunStatus;
+use isolab_model::units::HumanDuration;
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot watch SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Options of `isolab serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to serve gRPC on; anything but loopback needs --tls-dir.
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    listen: SocketAddr,
+    /// Results directory.
+    #[arg(long, default_value = "results")]
+    results: PathBuf,
+    /// Also publish events on NATS JetStream (`nats://HOST:PORT`).
+    #[arg(long, value_name = "URL")]
+    events: Option<String>,
+    /// Agent address (repeatable); none → an embedded agent per run.
+    #[arg(long = "agent", value_name = "URL")]
+    agents: Vec<String>,
+    /// Agents with labels for placement.
+    #[arg(long, value_name = "FILE")]
+    inventory: Option<PathBuf>,
+    /// Mutual TLS with the `coordinator` identity of this directory, towards clients and
+    /// agents; clients must present a certificate of the same CA.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Allow plain text on a loopback address other than the default one.
+    #[arg(long)]
+    allow_plaintext: bool,
+    /// On SIGTERM/SIGINT, how long running trials get to finish before they are cancelled.
+    #[arg(long, default_value = "60s")]
+    drain_timeout: HumanDuration,
+}
+
+/// How `isolab submit --watch` and `isolab watch` print events.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub(crate) struct RenderArgs {
+    /// Include live samples.
+    #[arg(long)]
+    samples: bool,
+    /// Print events as JSON lines.
+    #[arg(long)]
+    json: bool,
+}
+
+impl RenderArgs {
+    fn render(self) -> Render {
+        Render {
+            json: self.json,
+            samples: self.samples,
+        }
+    }
+}
+
+/// The operator's `client` identity of a TLS directory.
+fn client_tls(dir: Option<PathBuf>) -> Option<ClientTls> {
+    dir.map(|dir| ClientTls {
+        dir,
+        identity: isolab_tls::layout::CLIENT.to_owned(),
+        domain: None,
+    })
+}
+
+pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let tls = match &a.tls_dir {
+        Some(dir) => Some(isolab_tls::server_tls(
+            dir,
+            isolab_tls::layout::COORDINATOR,
+        )?),
+        None => None,
+    };
+    let default_listen = a.listen.to_string() == DEFAULT_SERVER;
+    let bus = EventBus::with_memory(a.events.as_deref())?;
+    std::fs::create_dir_all(&a.results)
+        .with_context(|| format!("cannot create {}", a.results.display()))?;
+    let core = ServiceCore::new(ServiceConfig {
+        results: a.results,
+        agents: a.agents,
+        inventory: a.inventory,
+        tls: a.tls_dir.map(ClientTls::coordinator),
+        bus,
+    });
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("bind {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts and tests read the address (the port may have been 0) from this line.
+    println!("listening on {addr}");
+    isolab_coordinator::service::grpc::serve(
+        core,
+        listener,
+        tls,
+        a.allow_plaintext || default_listen,
+        shutdown_signal(),
+        a.drain_timeout.0,
+    )
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `isolab submit`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SubmitArgs {
+    /// Pipeline file.
+    file: PathBuf,
+    /// The service's address.
+    #[arg(long, default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Mutual TLS with the `client` identity of this directory.
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Only trials matching, e.g. `platform=native`.
+    #[arg(long)]
+    only: Option<String>,
+    /// Override a pipeline value (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Apply the pipeline's profile NAME.
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Then watch the run until it finishes (exit 1 unless it finished ok).
+    #[arg(long)]
+    watch: bool,
+    #[command(flatten)]
+    render: RenderArgs,
+}
+
+pub(crate) async fn submit(a: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("cannot read {}", a.file.display()))?;
+    let client = ServiceClient::connect(&a.server, client_tls(a.tls_dir).as_ref()).await?;
+    let submitted = match client
+        .submit(&SubmitRequest {
+            pipeline_yaml: text,
+            file_name: a.file.display().to_string(),
+            profile: a.profile,
+            sets: a.set,
+            only: a.only,
+        })
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    println!("{}", submitted.run_id);
+    eprintln!(
+        "submitted {}: {} trials, {} runs ahead",
+        submitted.run_id, submitted.trials, submitted.queued_ahead
+    );
+    if !a.watch {
+        return Ok(ExitCode::SUCCESS);
+    }
+    watch_server(&client, Some(&submitted.run_id), a.render.render(), false).await
+}
+
+/// Options of `isolab watch`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WatchArgs {
+    /// The run (default: the newest).
+    run_id: Option<String>,
+    /// Read events from NATS JetStream (`nats://HOST:PORT`).
+    #[arg(long, value_name = "URL", required_unless_present = "server")]
+    events: Option<String>,
+    /// Watch through the coordinator service at ADDR instead.
+    #[arg(long, value_name = "ADDR", conflicts_with = "events")]
+    server: Option<String>,
+    /// With --server: mutual TLS with the `client` identity of this directory.
+    #[arg(long, value_name = "DIR", requires = "server")]
+    tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    render: RenderArgs,
+    /// Keep going after the run finished.
+    #[arg(long)]
+    follow: bool,
+}
+
+pub(crate) async fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(server) = &a.server {
+        let client = ServiceClient::connect(server, client_tls(a.tls_dir).as_ref()).await?;
+        return watch_server(&client, a.run_id.as_deref(), a.render.render(), a.follow).await;
+    }
+    let Some(url) = a.events else {
+        bail!("give --events nats://HOST:PORT or --server ADDR");
+    };
+    let mut w = NatsWatch::open(&url, a.run_id.as_deref()).await?;
+    match w.run_id() {
+        Some(r) => eprintln!("watching {r}"),
+        None => eprintln!("no run on the stream yet; waiting for the next one"),
+    }
+    let mut last = None;
+    while let Some(ev) = w.next().await? {
+        if let Some(code) = show(&ev, a.render.render(), a.follow, &mut last) {
+            return Ok(code);
+        }
+    }
+    Ok(exit_code(last))
+}
+
+async fn watch_server(
+    client: &ServiceClient,
+    run_id: Option<&str>,
+    render: Render,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut stream = Box::pin(client.watch(run_id, render.samples).await?);
+    let mut last = None;
+    while let Some(ev) = stream.next().await {
+        if let Some(code) = show(&ev?, render, follow, &mut last) {
+            return Ok(code);
+        }
+    }
+    Ok(exit_code(last))
+}
+
+/// Prints `ev`; the exit code when the watch is over (the run finished and not `follow`).
+fn show(
+    ev: &RunEvent,
+    render: Render,
+    follow: bool,
+    last: &mut Option<RunStatus>,
+) -> Option<ExitCode> {
+    if let Some(line) = render.line(ev) {
+        println!("{line}");
+    }
+    if let EventKind::RunFinished { status, .. } = &ev.kind {
+        *last = Some(*status);
+        if !follow {
+            return Some(exit_code(*last));
+        }
+    }
+    None
+}
+
+/// 0 when the run finished ok, 1 otherwise (failed, interrupted, or the stream ended first).
+fn exit_code(status: Option<RunStatus>) -> ExitCode {
+    if status == Some(RunStatus::Ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

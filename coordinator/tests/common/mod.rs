@@ -1,0 +1,172 @@
+//! Helpers shared by the events and service tests: skip rules, a small native pipeline, child
+//! processes killed on drop, and a `nats-server -js` on a free loopback port.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_isolab");
+
+/// Whether runs can go here (root for cgroups, the workload binary); off CI a printed skip.
+pub fn can_run() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ci = std::env::var_os("CI").is_some();
+    if !root && !ci {
+        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
+        return false;
+    }
+    if isolab_agent::workload_bin::locate().is_err() && !ci {
+        eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
+        return false;
+    }
+    true
+}
+
+/// A small native-only pipeline: `workloads` × `repetitions`, each measuring `duration`.
+pub fn write_pipeline(
+    dir: &Path,
+    name: &str,
+    workloads: &str,
+    repetitions: u32,
+    duration: &str,
+) -> PathBuf {
+    let text = format!(
+        "apiVersion: isolab/v1\nkind: Pipeline\nname: {name}\n\
+         defaults: {{ repetitions: {repetitions}, warmup: 0, duration: {duration} }}\n\
+         platforms:\n  native: {{ backend: native }}\n\
+         experiments:\n  - name: micro\n    analysis: overhead\n    platforms: [native]\n\
+         \x20   workloads: [{workloads}]\n"
+    );
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, text).expect("write pipeline");
+    path
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process killed (by its pid) and reaped on drop.
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.0.id()).expect("pid")
+    }
+
+    /// Waits up to `limit` for the exit (a guard against hangs, not a timing assertion).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(s) = self.0.try_wait().expect("try_wait") {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// `nats-server -js` on a free loopback port with its store in a temp dir.
+pub struct Nats {
+    pub url: String,
+    _proc: Proc,
+    _store: tempfile::TempDir,
+}
+
+/// Starts `nats-server`, or `None` (off CI, with a printed reason) when it is not installed.
+pub fn start_nats() -> Option<Nats> {
+    let found = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nats-server is missing on CI (./bootstrap installs it)"
+        );
+        eprintln!("skipping: nats-server is not installed (./bootstrap installs it)");
+        return None;
+    }
+    let store = tempfile::tempdir().expect("store dir");
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(store.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    let proc = Proc(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let end = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < end, "nats-server did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Nats {
+        url: format!("nats://{addr}"),
+        _proc: proc,
+        _store: store,
+    })
+}
+
+/// Spawns `isolab ARGS` with stdout piped.
+pub fn spawn_isolab(args: &[&str], cwd: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn isolab"),
+    )
+}
+
+/// Reads stdout lines of `p` until it exits; returns them.
+pub fn stdout_lines(p: &mut Proc) -> Vec<String> {
+    let out = p.0.stdout.take().expect("stdout piped");
+    BufReader::new(out).lines().map_while(Result::ok).collect()
+}
+
+/// The stderr of `p` (after it exited).
+pub fn stderr_text(p: &mut Proc) -> String {
+    let mut s = String::new();
+    if let Some(mut e) = p.0.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut s);
+    }
+    s
+}
+
+/// JSON events among `lines`.
+pub fn json_events(lines: &[String]) -> Vec<serde_json::Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The manifest of a run directory.
+pub fn manifest(run_dir: &Path) -> isolab_model::manifest::Manifest {
+    let text = std::fs::read_to_string(run_dir.join("manifest.json")).expect("manifest");
+    serde_json::from_str(&text).expect("manifest json")
+}

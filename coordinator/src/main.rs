@@ -143,23 +143,37 @@ fn print_load_error(e: &LoadError) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ISOLAB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(cli) {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The OTLP exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set) needs the runtime.
+    let telemetry = {
+        let _enter = rt.enter();
+        isolab_agent::telemetry::init("isolab", "ISOLAB_LOG", "warn")
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match real_main(cli, &rt) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => {
             let mut failed = false;
@@ -279,7 +293,6 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls,
                 inventory,
             };
-            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {

@@ -16,6 +16,7 @@ use isolab_model::plan::{self, Filter, Trial};
 use isolab_model::results::ResultRow;
 use isolab_model::{LoadError, Pipeline};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::client::{Agent, AgentEvent, ClientError, FinalState};
 use crate::progress::Progress;
@@ -268,6 +269,20 @@ pub async fn run(
     }
     dir.save()?;
 
+    // Spans: run → experiment → trial (one per attempt); the agent's spans hang under the trial.
+    let run_span =
+        tracing::info_span!("run", run_id = %dir.manifest.run_id, pipeline = %pipeline.name);
+    let experiment_spans: Arc<BTreeMap<String, tracing::Span>> = Arc::new(
+        pipeline
+            .experiments
+            .iter()
+            .map(|e| {
+                let span = tracing::info_span!(parent: &run_span, "experiment", name = %e.name);
+                (e.name.clone(), span)
+            })
+            .collect(),
+    );
+
     let (tx, mut rx) = mpsc::channel::<Attempt>(16);
     let mut workers = Vec::new();
     for agent in &agents {
@@ -285,6 +300,7 @@ pub async fn run(
             run_id,
             interrupt,
             available.clone(),
+            experiment_spans.clone(),
         )));
     }
     drop(tx);
@@ -317,6 +333,8 @@ pub async fn run(
         handle_attempt(&mut dir, &queue, &mut progress, &mut stable, 0, &a)?;
     }
     progress.finish();
+    drop(experiment_spans);
+    drop(run_span);
 
     let mut not_run = 0;
     for rec in &mut dir.manifest.trials {
@@ -373,6 +391,7 @@ async fn worker(
     run_id: String,
     interrupt: watch::Receiver<bool>,
     available: BTreeMap<String, Vec<String>>,
+    experiment_spans: Arc<BTreeMap<String, tracing::Span>>,
 ) {
     loop {
         if *interrupt.borrow() {
@@ -431,31 +450,44 @@ async fn worker(
             continue;
         };
         let started = Instant::now();
+        let trial_span = tracing::info_span!(
+            parent: experiment_spans.get(&trial.experiment).and_then(tracing::Span::id),
+            "trial",
+            otel.kind = "client",
+            trial = %trial.id,
+            attempt,
+            agent = %agent.addr,
+            workload = %trial.workload,
+            platform = %trial.platform,
+            state = tracing::field::Empty,
+        );
         let mut events = Vec::new();
         let mut fin = None;
         let mut host = String::new();
-        let run = agent.run_trial(&run_id, &trial, attempt, |e| {
-            match &e {
-                AgentEvent::Finished {
-                    state,
-                    message,
-                    host: h,
-                    accel,
-                    leaks,
-                } => {
-                    fin = Some((
-                        *state,
-                        message.clone(),
-                        h.clone(),
-                        accel.clone(),
-                        leaks.clone(),
-                    ));
+        let run = agent
+            .run_trial(&run_id, &trial, attempt, |e| {
+                match &e {
+                    AgentEvent::Finished {
+                        state,
+                        message,
+                        host: h,
+                        accel,
+                        leaks,
+                    } => {
+                        fin = Some((
+                            *state,
+                            message.clone(),
+                            h.clone(),
+                            accel.clone(),
+                            leaks.clone(),
+                        ));
+                    }
+                    AgentEvent::Progress { host: h, .. } => host.clone_from(h),
+                    _ => {}
                 }
-                AgentEvent::Progress { host: h, .. } => host.clone_from(h),
-                _ => {}
-            }
-            events.push(e);
-        });
+                events.push(e);
+            })
+            .instrument(trial_span.clone());
         let mut interrupt_rx = interrupt.clone();
         let result = tokio::select! {
             r = run => r,
@@ -488,6 +520,8 @@ async fn worker(
                 vec![],
             ),
         };
+        trial_span.record("state", format!("{state:?}").to_lowercase());
+        drop(trial_span);
         // Lost contact and it does not answer now either: leave its trials to the others.
         let gone = message.starts_with("lost contact") && agent.capabilities().await.is_err();
         let a = Attempt {

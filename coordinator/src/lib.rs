@@ -5,6 +5,7 @@
 //! same code paths a user does.
 
 pub mod client;
+pub mod discover;
 pub mod inventory;
 pub mod progress;
 pub mod rows;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use isolab_coordinator::client::ClientTls;
+use isolab_coordinator::discover;
 use isolab_coordinator::inventory::{self, AgentSlot};
 use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
@@ -52,6 +53,12 @@ enum Command {
         /// Show the agent of the inventory each trial would go to.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        discover: Option<String>,
+        /// Heartbeats an announced agent may miss before it is dropped.
+        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
+        missed_heartbeats: u32,
     },
     /// Print the JSON Schema of the pipeline format.
     Schema,
@@ -87,6 +94,12 @@ enum Command {
         /// Agents with labels for placement (`agents: [{ address, labels, tls_domain }]`).
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        discover: Option<String>,
+        /// Heartbeats an announced agent may miss before it is dropped.
+        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
+        missed_heartbeats: u32,
     },
     /// Development certificates for mutual TLS.
     Certs {
@@ -207,6 +220,8 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             set,
             profile,
             inventory,
+            discover,
+            missed_heartbeats,
         } => {
             let loaded =
                 match isolab_model::load::load_file_profile(&file, profile.as_deref(), &set) {
@@ -222,10 +237,16 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 trials.retain(|t| f.matches(t));
             }
             let summary = plan::summarize(&trials);
-            let placed = match &inventory {
-                Some(path) => Some(placement(path, &loaded.pipeline, &trials)?),
-                None => None,
-            };
+            let mut slots = Vec::new();
+            if let Some(path) = &inventory {
+                slots.extend(inventory_slots(path)?);
+            }
+            if let Some(url) = &discover {
+                let announced = rt.block_on(discover::collect(url, missed_heartbeats))?;
+                slots.extend(discover::slots(&announced));
+            }
+            let placed = (inventory.is_some() || discover.is_some())
+                .then(|| placement(&slots, &loaded.pipeline, &trials));
             if json {
                 let out = serde_json::json!({ "trials": trials, "summary": summary, "placement": placed });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -280,6 +301,8 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             tls_dir,
             tls_domain,
             inventory,
+            discover,
+            missed_heartbeats,
         } => {
             let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
             let opts = RunOptions {
@@ -292,6 +315,8 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 profile,
                 tls,
                 inventory,
+                discover,
+                missed_heartbeats,
             };
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
@@ -358,13 +383,9 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
     }
 }
 
-/// Trial id → the inventory agent placement picks (`any` when the experiment has no placement).
-fn placement(
-    path: &std::path::Path,
-    pipeline: &isolab_model::Pipeline,
-    trials: &[plan::Trial],
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let slots: Vec<AgentSlot> = inventory::load_inventory(path)?
+/// The inventory's agents as placement slots.
+fn inventory_slots(path: &std::path::Path) -> anyhow::Result<Vec<AgentSlot>> {
+    Ok(inventory::load_inventory(path)?
         .agents
         .into_iter()
         .map(|a| AgentSlot {
@@ -372,9 +393,17 @@ fn placement(
             labels: a.labels,
             names: a.tls_domain.into_iter().collect(),
         })
-        .collect();
-    let placed = inventory::place(pipeline, trials, &slots);
-    Ok(trials
+        .collect())
+}
+
+/// Trial id → the agent placement picks (`any` when the experiment has no placement).
+fn placement(
+    slots: &[AgentSlot],
+    pipeline: &isolab_model::Pipeline,
+    trials: &[plan::Trial],
+) -> BTreeMap<String, String> {
+    let placed = inventory::place(pipeline, trials, slots);
+    trials
         .iter()
         .map(|t| {
             let agent = placed
@@ -382,7 +411,7 @@ fn placement(
                 .map_or_else(|| "any".to_owned(), |i| slots[*i].address.clone());
             (t.id.clone(), agent)
         })
-        .collect())
+        .collect()
 }
 
 fn print_plan(

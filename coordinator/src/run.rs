@@ -45,6 +45,10 @@ pub struct RunOptions {
     pub tls: Option<crate::client::ClientTls>,
     /// Inventory file (`--inventory`): more agents, with labels for placement.
     pub inventory: Option<PathBuf>,
+    /// NATS server to discover announced agents on (`--discover nats://HOST:PORT`).
+    pub discover: Option<String>,
+    /// Heartbeats an announced agent may miss (`--missed-heartbeats`); 0 → the default.
+    pub missed_heartbeats: u32,
 }
 
 /// Why a run could not start or had to stop.
@@ -76,6 +80,9 @@ pub enum RunError {
     /// The inventory file is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    /// Discovering announced agents failed.
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
     /// The embedded agent did not start.
     #[error("cannot start the embedded agent: {0}")]
     LocalAgent(String),
@@ -158,7 +165,23 @@ pub async fn run(
     // Reach the agents before creating anything on disk.
     let mut local = None;
     let mut agents = Vec::new();
-    let targets = crate::inventory::targets(&opts.agents, opts.inventory.as_deref())?;
+    let mut targets = crate::inventory::targets(&opts.agents, opts.inventory.as_deref())?;
+    if let Some(url) = &opts.discover {
+        let missed = match opts.missed_heartbeats {
+            0 => crate::discover::DEFAULT_MISSED_HEARTBEATS,
+            n => n,
+        };
+        let announced = crate::discover::collect(url, missed).await?;
+        for t in crate::discover::targets(&announced) {
+            let addr = crate::client::normalize_addr(&t.address);
+            if !targets
+                .iter()
+                .any(|x| crate::client::normalize_addr(&x.address) == addr)
+            {
+                targets.push(t);
+            }
+        }
+    }
     if targets.is_empty() {
         let la = isolab_agent::serve::spawn_local(isolab_agent::config::AgentConfig::default())
             .await

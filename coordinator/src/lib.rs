@@ -4,6 +4,7 @@
 //! The command-line parsing lives in the binary; this library is what it calls, so tests drive the
 //! same code paths a user does.
 
+pub mod benchmarks;
 pub mod client;
 pub mod discover;
 pub mod inventory;

@@ -216,7 +216,7 @@ fn sigkill_mid_run_then_resume_has_every_trial_exactly_once() {
     // No staging file left; every file is a trial file of the results schema.
     let stray: Vec<_> = files_under(&run_dir.join("samples"))
         .into_iter()
-        .filter(|p| !p.extension().is_some_and(|e| e == "parquet"))
+        .filter(|p| p.extension().is_none_or(|e| e != "parquet"))
         .collect();
     assert!(stray.is_empty(), "stray files: {stray:?}");
 

@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod announce;
 pub mod backend;
 pub mod cgroup;
 pub mod config;
@@ -26,5 +27,6 @@ pub mod lxc;
 pub mod runner;
 pub mod serve;
 pub mod service;
+pub mod telemetry;
 pub mod vm;
 pub mod workload_bin;

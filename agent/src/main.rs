@@ -1,7 +1,8 @@
 //! `isolab-agent`: the per-host agent. Serves `isolab.v1.Agent` and the gRPC health service on
 //! `--listen` until SIGINT or SIGTERM, then drains. With `--tls-dir` it serves mutual TLS on any
 //! address (its identity is the one `agent-<name>` certificate in the directory); without, plain
-//! text on loopback only.
+//! text on loopback only. With `--announce nats://…` it publishes heartbeats for coordinators
+//! that discover agents (see `isolab_agent::announce`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,9 +10,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use isolab_agent::announce::{self, Heartbeat};
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
-use isolab_agent::serve::{DEFAULT_LISTEN, serve_tls};
+use isolab_agent::core::AgentCore;
+use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
 use isolab_model::units::{Bytes, HumanDuration};
+use tokio_util::sync::CancellationToken;
 
 /// The isolab per-host agent: runs trials of allowlisted workloads for a coordinator.
 #[derive(Debug, Parser)]
@@ -55,6 +59,20 @@ struct Cli {
     /// QEMU binary for the vm backend (default: qemu-system-x86_64 in PATH).
     #[arg(long)]
     qemu: Option<PathBuf>,
+    /// Announce this agent on NATS (`nats://HOST:PORT`): a heartbeat with its address, labels and
+    /// platforms on `isolab.agent.<name>.heartbeat`, for coordinators run with `--discover`.
+    #[arg(long, value_name = "URL")]
+    announce: Option<String>,
+    /// Time between two heartbeats.
+    #[arg(long, default_value = "2s", requires = "announce")]
+    heartbeat_interval: HumanDuration,
+    /// The name announced (default: the host name).
+    #[arg(long, requires = "announce")]
+    name: Option<String>,
+    /// The gRPC address announced (default: `http(s)://<listen address>`, the host name in place
+    /// of an unspecified address).
+    #[arg(long, value_name = "URL", requires = "announce")]
+    advertise: Option<String>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -83,14 +101,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let telemetry = isolab_agent::telemetry::init("isolab-agent", "RUST_LOG", "info")?;
     let cli = Cli::parse();
     let default_listen = cli.listen.to_string() == DEFAULT_LISTEN;
     isolab_tls::check_listen(
@@ -127,6 +138,58 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(cli.listen)
         .await
         .with_context(|| format!("bind {}", cli.listen))?;
-    serve_tls(config, listener, tls, shutdown_signal()).await?;
+    let stop = CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+    let core = AgentCore::new(config).await;
+    let announcer = match &cli.announce {
+        Some(url) => {
+            let caps = core.capabilities().await;
+            let name = cli
+                .name
+                .clone()
+                .unwrap_or_else(|| caps.host.hostname.clone());
+            let address = cli.advertise.clone().unwrap_or_else(|| {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                let host = if cli.listen.ip().is_unspecified() {
+                    caps.host.hostname.clone()
+                } else {
+                    cli.listen.ip().to_string()
+                };
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host
+                };
+                format!("{scheme}://{host}:{}", cli.listen.port())
+            });
+            let interval = cli.heartbeat_interval.0;
+            let heartbeat = Heartbeat::from_capabilities(&name, &address, &caps, interval);
+            let client = announce::connect(url, &name).await?;
+            Some(tokio::spawn(announce::announce(
+                client,
+                heartbeat,
+                interval,
+                stop.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
+    let served = serve_core_tls(core, listener, tls, stop.clone().cancelled_owned()).await;
+    stop.cancel();
+    if let Some(a) = announcer {
+        match a.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("announcer task: {e}"),
+        }
+    }
+    telemetry.shutdown();
+    served?;
     Ok(())
 }

@@ -77,9 +77,22 @@ impl pb::agent_server::Agent for AgentService {
         request: Request<pb::RunTrialRequest>,
     ) -> Result<Response<Self::RunTrialStream>, Status> {
         let run = || -> Result<_, ServiceError> {
-            let req = convert::trial_from_proto(request.into_inner())?;
-            tracing::info!(trial = %req.trial.id, attempt = req.attempt, run = %req.run_id, "RunTrial");
-            Ok(self.core.run_trial(req)?)
+            let (metadata, _, message) = request.into_parts();
+            let req = convert::trial_from_proto(message)?;
+            // The agent's side of the trial, a child of the coordinator's trial span (W3C
+            // `traceparent` in the metadata); the core's task runs inside it.
+            let span = tracing::info_span!(
+                "agent.run_trial",
+                otel.kind = "server",
+                trial = %req.trial.id,
+                attempt = req.attempt,
+                run = %req.run_id,
+            );
+            crate::telemetry::set_parent_from(&span, &metadata);
+            span.in_scope(|| {
+                tracing::info!(trial = %req.trial.id, attempt = req.attempt, run = %req.run_id, "RunTrial");
+                Ok(self.core.run_trial(req)?)
+            })
         };
         let events = run().map_err(|e| {
             tracing::warn!("RunTrial refused: {e}");

@@ -274,7 +274,14 @@ impl Agent {
         mut on_event: impl FnMut(AgentEvent),
     ) -> Result<(), ClientError> {
         let mut c = self.client.clone();
-        let req = isolab_agent::convert::trial_to_proto(run_id, trial, attempt);
+        let mut req = tonic::Request::new(isolab_agent::convert::trial_to_proto(
+            run_id, trial, attempt,
+        ));
+        // The agent parents its spans of this trial on ours (W3C `traceparent`).
+        isolab_agent::telemetry::inject_trace_context(
+            &tracing::Span::current(),
+            req.metadata_mut(),
+        );
         let rpc = |s: tonic::Status| ClientError::Rpc {
             addr: self.addr.clone(),
             status: Box::new(s),

@@ -4,7 +4,9 @@
 //! The command-line parsing lives in the binary; this library is what it calls, so tests drive the
 //! same code paths a user does.
 
+pub mod benchmarks;
 pub mod client;
+pub mod discover;
 pub mod events;
 pub mod inventory;
 pub mod progress;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use isolab_coordinator::client::ClientTls;
+use isolab_coordinator::discover;
 use isolab_coordinator::inventory::{self, AgentSlot};
 use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
@@ -54,6 +55,12 @@ enum Command {
         /// Show the agent of the inventory each trial would go to.
         #[arg(long, value_name = "FILE")]
         inventory: Option<PathBuf>,
+        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        discover: Option<String>,
+        /// Heartbeats an announced agent may miss before it is dropped.
+        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
+        missed_heartbeats: u32,
     },
     /// Print the JSON Schema of the pipeline format.
     Schema,
@@ -92,6 +99,12 @@ enum Command {
         /// Publish trial status and live samples on NATS JetStream (`nats://HOST:PORT`).
         #[arg(long, value_name = "URL")]
         events: Option<String>,
+        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        discover: Option<String>,
+        /// Heartbeats an announced agent may miss before it is dropped.
+        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
+        missed_heartbeats: u32,
     },
     /// Serve the coordinator: run submitted pipelines one at a time, in submission order.
     Serve(service_cmd::ServeArgs),
@@ -154,23 +167,37 @@ fn print_load_error(e: &LoadError) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("ISOLAB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match real_main(cli) {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // The OTLP exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set) needs the runtime.
+    let telemetry = {
+        let _enter = rt.enter();
+        isolab_agent::telemetry::init("isolab", "ISOLAB_LOG", "warn")
+    };
+    let telemetry = match telemetry {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match real_main(cli, &rt) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }
 
-fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Validate { files } => {
             let mut failed = false;
@@ -204,6 +231,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             set,
             profile,
             inventory,
+            discover,
+            missed_heartbeats,
         } => {
             let loaded =
                 match isolab_model::load::load_file_profile(&file, profile.as_deref(), &set) {
@@ -219,10 +248,16 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 trials.retain(|t| f.matches(t));
             }
             let summary = plan::summarize(&trials);
-            let placed = match &inventory {
-                Some(path) => Some(placement(path, &loaded.pipeline, &trials)?),
-                None => None,
-            };
+            let mut slots = Vec::new();
+            if let Some(path) = &inventory {
+                slots.extend(inventory_slots(path)?);
+            }
+            if let Some(url) = &discover {
+                let announced = rt.block_on(discover::collect(url, missed_heartbeats))?;
+                slots.extend(discover::slots(&announced));
+            }
+            let placed = (inventory.is_some() || discover.is_some())
+                .then(|| placement(&slots, &loaded.pipeline, &trials));
             if json {
                 let out = serde_json::json!({ "trials": trials, "summary": summary, "placement": placed });
                 println!("{}", serde_json::to_string_pretty(&out)?);
@@ -278,9 +313,10 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_domain,
             inventory,
             events,
+            discover,
+            missed_heartbeats,
         } => {
             let tls = tls_dir.map(|d| ClientTls::coordinator(d).with_domain(tls_domain));
-            let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             let bus = {
                 let _guard = rt.enter();
                 isolab_coordinator::events::EventBus::from_url(events.as_deref())?
@@ -296,6 +332,8 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 tls,
                 inventory,
                 events: Some(bus.clone()),
+                discover,
+                missed_heartbeats,
                 ..RunOptions::default()
             };
             rt.block_on(async move {
@@ -337,9 +375,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Serve(args) => runtime()?.block_on(service_cmd::serve(args)),
-        Command::Submit(args) => runtime()?.block_on(service_cmd::submit(args)),
-        Command::Watch(args) => runtime()?.block_on(service_cmd::watch(args)),
+        Command::Serve(args) => rt.block_on(service_cmd::serve(args)),
+        Command::Submit(args) => rt.block_on(service_cmd::submit(args)),
+        Command::Watch(args) => rt.block_on(service_cmd::watch(args)),
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
@@ -374,17 +412,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Runtime::new().context("cannot start the async runtime")
-}
-
-/// Trial id → the inventory agent placement picks (`any` when the experiment has no placement).
-fn placement(
-    path: &std::path::Path,
-    pipeline: &isolab_model::Pipeline,
-    trials: &[plan::Trial],
-) -> anyhow::Result<BTreeMap<String, String>> {
-    let slots: Vec<AgentSlot> = inventory::load_inventory(path)?
+/// The inventory's agents as placement slots.
+fn inventory_slots(path: &std::path::Path) -> anyhow::Result<Vec<AgentSlot>> {
+    Ok(inventory::load_inventory(path)?
         .agents
         .into_iter()
         .map(|a| AgentSlot {
@@ -392,9 +422,17 @@ fn placement(
             labels: a.labels,
             names: a.tls_domain.into_iter().collect(),
         })
-        .collect();
-    let placed = inventory::place(pipeline, trials, &slots);
-    Ok(trials
+        .collect())
+}
+
+/// Trial id → the agent placement picks (`any` when the experiment has no placement).
+fn placement(
+    slots: &[AgentSlot],
+    pipeline: &isolab_model::Pipeline,
+    trials: &[plan::Trial],
+) -> BTreeMap<String, String> {
+    let placed = inventory::place(pipeline, trials, slots);
+    trials
         .iter()
         .map(|t| {
             let agent = placed
@@ -402,7 +440,7 @@ fn placement(
                 .map_or_else(|| "any".to_owned(), |i| slots[*i].address.clone());
             (t.id.clone(), agent)
         })
-        .collect())
+        .collect()
 }
 
 fn print_plan(

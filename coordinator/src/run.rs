@@ -16,6 +16,7 @@ use isolab_model::manifest::{RunStatus, TrialState};
 use isolab_model::plan::{self, Filter, Trial};
 use isolab_model::results::ResultRow;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::client::{Agent, AgentEvent, ClientError, FinalState};
 use crate::events::{EventBus, EventKind, LiveSample, RunEvent, TrialEventState};
@@ -53,6 +54,10 @@ pub struct RunOptions {
     /// Turning true stops dispatching new trials while running ones finish (a drain); what
     /// was not dispatched is recorded as not run.
     pub drain: Option<watch::Receiver<bool>>,
+    /// NATS server to discover announced agents on (`--discover nats://HOST:PORT`).
+    pub discover: Option<String>,
+    /// Heartbeats an announced agent may miss (`--missed-heartbeats`); 0 → the default.
+    pub missed_heartbeats: u32,
 }
 
 /// Why a run could not start or had to stop.
@@ -84,6 +89,9 @@ pub enum RunError {
     /// The inventory file is invalid.
     #[error(transparent)]
     Inventory(#[from] crate::inventory::InventoryError),
+    /// Discovering announced agents failed.
+    #[error(transparent)]
+    Discover(#[from] crate::discover::DiscoverError),
     /// The embedded agent did not start.
     #[error("cannot start the embedded agent: {0}")]
     LocalAgent(String),
@@ -167,7 +175,23 @@ pub async fn run(
     // Reach the agents before creating anything on disk.
     let mut local = None;
     let mut agents = Vec::new();
-    let targets = crate::inventory::targets(&opts.agents, opts.inventory.as_deref())?;
+    let mut targets = crate::inventory::targets(&opts.agents, opts.inventory.as_deref())?;
+    if let Some(url) = &opts.discover {
+        let missed = match opts.missed_heartbeats {
+            0 => crate::discover::DEFAULT_MISSED_HEARTBEATS,
+            n => n,
+        };
+        let announced = crate::discover::collect(url, missed).await?;
+        for t in crate::discover::targets(&announced) {
+            let addr = crate::client::normalize_addr(&t.address);
+            if !targets
+                .iter()
+                .any(|x| crate::client::normalize_addr(&x.address) == addr)
+            {
+                targets.push(t);
+            }
+        }
+    }
     if targets.is_empty() {
         let la = isolab_agent::serve::spawn_local(isolab_agent::config::AgentConfig::default())
             .await
@@ -312,6 +336,20 @@ pub async fn run(
     }
     dir.save()?;
 
+    // Spans: run → experiment → trial (one per attempt); the agent's spans hang under the trial.
+    let run_span =
+        tracing::info_span!("run", run_id = %dir.manifest.run_id, pipeline = %pipeline.name);
+    let experiment_spans: Arc<BTreeMap<String, tracing::Span>> = Arc::new(
+        pipeline
+            .experiments
+            .iter()
+            .map(|e| {
+                let span = tracing::info_span!(parent: &run_span, "experiment", name = %e.name);
+                (e.name.clone(), span)
+            })
+            .collect(),
+    );
+
     let (tx, mut rx) = mpsc::channel::<Attempt>(16);
     let mut workers = Vec::new();
     for agent in &agents {
@@ -334,6 +372,7 @@ pub async fn run(
             run_id,
             signals,
             available.clone(),
+            experiment_spans.clone(),
         )));
     }
     drop(tx);
@@ -374,6 +413,8 @@ pub async fn run(
         )?;
     }
     progress.finish();
+    drop(experiment_spans);
+    drop(run_span);
 
     let drained = opts.drain.as_ref().is_some_and(|d| *d.borrow());
     let mut not_run = 0;
@@ -464,6 +505,7 @@ async fn worker(
     run_id: String,
     signals: Signals,
     available: BTreeMap<String, Vec<String>>,
+    experiment_spans: Arc<BTreeMap<String, tracing::Span>>,
 ) {
     let Signals {
         interrupt,
@@ -535,42 +577,55 @@ async fn worker(
             ),
         );
         let started = Instant::now();
+        let trial_span = tracing::info_span!(
+            parent: experiment_spans.get(&trial.experiment).and_then(tracing::Span::id),
+            "trial",
+            otel.kind = "client",
+            trial = %trial.id,
+            attempt,
+            agent = %agent.addr,
+            workload = %trial.workload,
+            platform = %trial.platform,
+            state = tracing::field::Empty,
+        );
         let mut events = Vec::new();
         let mut fin = None;
         let mut host = String::new();
-        let run = agent.run_trial(&run_id, &trial, attempt, |e| {
-            match &e {
-                AgentEvent::Finished {
-                    state,
-                    message,
-                    host: h,
-                    accel,
-                    leaks,
-                } => {
-                    fin = Some((
-                        *state,
-                        message.clone(),
-                        h.clone(),
-                        accel.clone(),
-                        leaks.clone(),
-                    ));
+        let run = agent
+            .run_trial(&run_id, &trial, attempt, |e| {
+                match &e {
+                    AgentEvent::Finished {
+                        state,
+                        message,
+                        host: h,
+                        accel,
+                        leaks,
+                    } => {
+                        fin = Some((
+                            *state,
+                            message.clone(),
+                            h.clone(),
+                            accel.clone(),
+                            leaks.clone(),
+                        ));
+                    }
+                    AgentEvent::Progress { host: h, .. } => host.clone_from(h),
+                    AgentEvent::Sample { instance, sample } => bus.publish(RunEvent::now(
+                        &run_id,
+                        EventKind::Sample(LiveSample {
+                            trial_id: trial.id.clone(),
+                            instance: *instance,
+                            metric: sample.metric.clone(),
+                            value: sample.value,
+                            unit: sample.unit.clone(),
+                            t_offset_s: sample.t_offset_s,
+                        }),
+                    )),
+                    _ => {}
                 }
-                AgentEvent::Progress { host: h, .. } => host.clone_from(h),
-                AgentEvent::Sample { instance, sample } => bus.publish(RunEvent::now(
-                    &run_id,
-                    EventKind::Sample(LiveSample {
-                        trial_id: trial.id.clone(),
-                        instance: *instance,
-                        metric: sample.metric.clone(),
-                        value: sample.value,
-                        unit: sample.unit.clone(),
-                        t_offset_s: sample.t_offset_s,
-                    }),
-                )),
-                _ => {}
-            }
-            events.push(e);
-        });
+                events.push(e);
+            })
+            .instrument(trial_span.clone());
         let mut interrupt_rx = interrupt.clone();
         let result = tokio::select! {
             r = run => r,
@@ -603,6 +658,8 @@ async fn worker(
                 vec![],
             ),
         };
+        trial_span.record("state", format!("{state:?}").to_lowercase());
+        drop(trial_span);
         // Lost contact and it does not answer now either: leave its trials to the others.
         let gone = message.starts_with("lost contact") && agent.capabilities().await.is_err();
         let a = Attempt {

@@ -148,10 +148,41 @@ impl RunDir {
             path: file.clone(),
             source,
         })?;
-        Ok(Self {
+        let dir = Self {
             path: path.to_path_buf(),
             manifest,
-        })
+        };
+        for staged in dir.remove_staging() {
+            tracing::info!(file = %staged.display(), "removed a staging file of an interrupted write");
+        }
+        Ok(dir)
+    }
+
+    /// Removes staging files (`.<name>.tmp`) an interrupted run left behind under `samples/` and
+    /// next to the manifest: they were never renamed into place, so they hold no results.
+    pub fn remove_staging(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let mut stack = vec![self.path.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    if p == self.path.join("samples") || p.starts_with(self.path.join("samples")) {
+                        stack.push(p);
+                    }
+                } else if name.starts_with('.')
+                    && name.ends_with(".tmp")
+                    && std::fs::remove_file(&p).is_ok()
+                {
+                    removed.push(p);
+                }
+            }
+        }
+        removed
     }
 
     /// Writes the manifest atomically.
@@ -229,5 +260,42 @@ impl RunDir {
         bytes.push(b'\n');
         sink::write_atomic(&self.path.join("env").join(format!("{safe}.json")), &bytes)?;
         Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_removes_staging_files_of_an_interrupted_run() {
+        let text = "apiVersion: isolab/v1\nkind: Pipeline\nname: p\ndefaults: { repetitions: 1, warmup: 0, duration: 100ms }\nplatforms:\n  native: { backend: native }\nexperiments:\n  - name: e\n    analysis: overhead\n    platforms: [native]\n    workloads: [syscall]\n";
+        let p = isolab_model::load::load_str("p.yaml", text).expect("pipeline");
+        let trials = isolab_model::plan::plan(&p);
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::create(
+            tmp.path(),
+            "r1",
+            &p,
+            Path::new("p.yaml"),
+            text,
+            "sha",
+            &[],
+            None,
+            &trials,
+        )
+        .unwrap();
+        let part = dir.path.join("samples/experiment=e/platform=native");
+        std::fs::create_dir_all(&part).unwrap();
+        let staged = part.join(".trial-x.parquet.tmp");
+        let kept = part.join("trial-y.parquet");
+        std::fs::write(&staged, b"half").unwrap();
+        std::fs::write(&kept, b"whole").unwrap();
+        std::fs::write(dir.path.join(".manifest.json.tmp"), b"{").unwrap();
+        let reopened = RunDir::open(&dir.path).unwrap();
+        assert!(!staged.exists());
+        assert!(!dir.path.join(".manifest.json.tmp").exists());
+        assert!(kept.exists());
+        assert_eq!(reopened.manifest.trials.len(), trials.len());
     }
 }

@@ -9,6 +9,7 @@ use isolab_model::catalog;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest};
 use crate::backend::envelope::Ceilings;
@@ -276,12 +277,15 @@ impl AgentCore {
             trial: Arc::new(req.trial),
             attempt: req.attempt,
         };
-        inner.tracker.spawn(async move {
-            let inner = Arc::clone(&registered.inner);
-            let backend = &inner.backends[backend_index];
-            runner::run_trial(backend, ctx, tx, token, &inner.runner).await;
-            drop(registered);
-        });
+        inner.tracker.spawn(
+            async move {
+                let inner = Arc::clone(&registered.inner);
+                let backend = &inner.backends[backend_index];
+                runner::run_trial(backend, ctx, tx, token, &inner.runner).await;
+                drop(registered);
+            }
+            .in_current_span(),
+        );
         Ok(rx)
     }
 

@@ -1,4 +1,7 @@
 //! [`run_trial`]: one trial from Preparing to its final status.
+//!
+//! Spans: `trial` (id, attempt, backend) with the phases `prepare`, `run` (holding `start`, the
+//! watch loop and the stop) and `teardown` as children.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,7 +75,11 @@ async fn run<B: Backend>(
         ..Outcome::default()
     };
     let mut accel = None;
-    match backend.prepare(&ctx).await {
+    match backend
+        .prepare(&ctx)
+        .instrument(tracing::info_span!("prepare"))
+        .await
+    {
         Err(e) => {
             outcome.errors.push(format!("prepare: {e}"));
             outcome.leaks = backend.leftovers(&ctx);
@@ -93,9 +100,15 @@ async fn run<B: Backend>(
                     opts,
                     outcome: &mut outcome,
                 };
-                loop_.run(&cancel, deadline, &mut accel).await
+                loop_
+                    .run(&cancel, deadline, &mut accel)
+                    .instrument(tracing::info_span!("run"))
+                    .await
             };
-            let mut leaks = backend.teardown(prepared).await;
+            let mut leaks = backend
+                .teardown(prepared)
+                .instrument(tracing::info_span!("teardown"))
+                .await;
             leaks.merge(backend.leftovers(&ctx));
             let mut alive = LeakReport::default();
             for (pid, started) in ids {
@@ -147,7 +160,12 @@ impl<B: Backend> RunLoop<'_, B> {
             self.outcome.interrupt = Some(why);
             return Vec::new();
         }
-        let launch = match self.backend.start(self.prepared).await {
+        let launch = match self
+            .backend
+            .start(self.prepared)
+            .instrument(tracing::info_span!("start"))
+            .await
+        {
             Ok(launch) => launch,
             Err(e) => {
                 self.outcome.errors.push(format!("start: {e}"));

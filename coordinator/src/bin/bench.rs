@@ -9,7 +9,14 @@
 //!   million) vs DuckDB computing the same per-group medians over the same files, with the
 //!   report's peak memory (see [`isolab_coordinator::report_bench`]). Goal: ratio ≤ 1.5.
 //!
-//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--rows N] [NAME…]`.
+//! - `dispatch`: trivial trials through the coordinator's dispatch path to 100 in-process fake
+//!   agents over loopback gRPC. Goals: ≥ 2,000 trials/s, p99 dispatch latency ≤ 20 ms.
+//! - `sink`: Parquet sink ingest of `--sink-rows` rows (default 3 million) against the bare arrow writer of the same
+//!   batches. Goals: ≥ 2 M rows/s, ≤ 1.2× the bare writer's time.
+//!
+//! The measurement code lives in `isolab_coordinator::benchmarks`.
+//!
+//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] [--sink-rows N] [NAME…]`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,7 +186,56 @@ fn report(rows: u64, rounds: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn dispatch(trials: usize) -> anyhow::Result<()> {
+    let r = isolab_coordinator::benchmarks::dispatch(100, trials).await?;
+    let tput = r.trials_per_s();
+    let p99_ms = r.p99.as_secs_f64() * 1e3;
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>6}",
+        "benchmark", "measured", "goal", "", "verdict"
+    );
+    println!(
+        "{:<34} {tput:>12.0} {:>12} {:>8} {:>6}",
+        format!("dispatch {} trials/100 agents /s", r.trials),
+        "≥2000",
+        "",
+        if tput >= 2000.0 { "ok" } else { "MISS" }
+    );
+    println!(
+        "{:<34} {p99_ms:>12.2} {:>12} {:>8} {:>6}",
+        format!("dispatch p99 ms (p50 {:.2})", r.p50.as_secs_f64() * 1e3),
+        "≤20",
+        "",
+        if p99_ms <= 20.0 { "ok" } else { "MISS" }
+    );
+    Ok(())
+}
+
+fn sink(rows: usize) -> anyhow::Result<()> {
+    const ROWS_PER_FILE: usize = 100_000;
+    let tmp = tempfile::tempdir()?;
+    let files = rows.div_ceil(ROWS_PER_FILE).max(1);
+    let r = isolab_coordinator::benchmarks::sink(tmp.path(), files, rows.min(ROWS_PER_FILE))?;
+    let (s, b, ratio) = (r.sink_rows_per_s(), r.bare_rows_per_s(), r.ratio());
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>6}",
+        "benchmark", "sink", "bare arrow", "ratio", "goal"
+    );
+    println!(
+        "{:<34} {s:>12.0} {b:>12.0} {ratio:>8.3} {:>6}",
+        format!("sink {} rows, {} files (rows/s)", r.rows, r.files),
+        format!(
+            "≥2M {} ≤1.2× {}",
+            if s >= 2e6 { "ok" } else { "MISS" },
+            if ratio <= 1.2 { "ok" } else { "MISS" }
+        )
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
+    let mut trials = 20_000usize;
+    let mut sink_rows = 3_000_000usize;
     let mut rounds = 5u32;
     let mut duration = "1s".to_owned();
     let mut rows = 10_000_000u64;
@@ -194,6 +250,13 @@ fn main() -> anyhow::Result<()> {
                     .parse()
                     .context("--rounds: expected a whole number")?
             }
+            "--trials" => {
+                trials = args
+                    .next()
+                    .context("--trials needs a number")?
+                    .parse()
+                    .context("--trials: expected a whole number")?
+            }
             "--rows" => {
                 rows = args
                     .next()
@@ -201,17 +264,28 @@ fn main() -> anyhow::Result<()> {
                     .parse()
                     .context("--rows: expected a whole number")?
             }
+            "--sink-rows" => {
+                sink_rows = args
+                    .next()
+                    .context("--sink-rows needs a number")?
+                    .parse()
+                    .context("--sink-rows: expected a whole number")?
+            }
             "--duration" => {
                 duration = args.next().context("--duration needs a value such as 1s")?
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: isolab-bench [--rounds N] [--duration 1s] [--rows N] [overhead] [report]"
+                    "usage: isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] [--sink-rows N] [overhead|report|dispatch|sink]…"
                 );
                 return Ok(());
             }
             n if !n.starts_with('-') => names.push(n.to_owned()),
-            other => bail!("unknown flag `{other}` (expected --rounds, --duration, --rows)"),
+            other => {
+                bail!(
+                    "unknown flag `{other}` (expected --rounds, --duration, --trials, --rows, --sink-rows)"
+                )
+            }
         }
     }
     let all = names.is_empty();
@@ -221,6 +295,12 @@ fn main() -> anyhow::Result<()> {
     }
     if all || names.iter().any(|n| n == "report") {
         report(rows, rounds)?;
+    }
+    if all || names.iter().any(|n| n == "dispatch") {
+        rt.block_on(dispatch(trials))?;
+    }
+    if all || names.iter().any(|n| n == "sink") {
+        sink(sink_rows)?;
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ mod backend;
 pub mod bundle;
 mod config;
 mod error;
+mod flavor;
 pub mod hierarchy;
 mod leftovers;
 mod lifecycle;
@@ -44,6 +45,8 @@ pub mod runtime;
 pub mod seccomp;
 mod stale;
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod real_tests;
 

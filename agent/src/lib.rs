@@ -15,6 +15,7 @@
 //! ```
 
 pub mod backend;
+pub mod bench;
 pub mod cgroup;
 pub mod config;
 pub mod container;

@@ -102,6 +102,16 @@ impl ContainerPrepared {
     pub fn bundles(&self) -> Vec<PathBuf> {
         self.instances.iter().map(|i| i.bundle.clone()).collect()
     }
+
+    /// The runtime its instances run with.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// A container id of this trial's (removed with it at teardown) that no instance uses.
+    pub(crate) fn spare_id(&self, n: u32) -> String {
+        format!("{}0x{n}", self.names.id_prefix())
+    }
 }
 
 impl ContainerBackend {

@@ -31,6 +31,7 @@
 //! [`crate::backend::Leak`] and fails the trial.
 
 mod backend;
+pub mod bench;
 pub mod bundle;
 mod config;
 mod error;

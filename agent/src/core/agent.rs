@@ -193,6 +193,11 @@ impl AgentCore {
         }
     }
 
+    /// Its backends (for `isolab-bench`, which measures them directly).
+    pub fn backends(&self) -> &[AnyBackend] {
+        &self.inner.backends
+    }
+
     /// The configuration it was started with.
     pub fn config(&self) -> &AgentConfig {
         &self.inner.config

@@ -6,7 +6,19 @@
 //!   agent, gRPC, Parquet) divided by the same workload run directly; rounds alternate the two so
 //!   drift on a noisy machine hits both alike. Goal: ratio ≤ 1.01.
 //!
-//! Usage: `isolab-bench [--rounds N] [--duration 1s] [NAME…]`.
+//! - `container`: container start → first sample → gone through the agent's runner and the
+//!   container backend (runc) divided by a bare `runc run` of the identical bundle, alternately,
+//!   median of the rounds. Goal: ratio ≤ 1.10.
+//! - `container-max`: the most idle containers alive at once, each with its own cgroups and
+//!   limits, in steps 128, 256, … up to `--container-max` (default 1024). Goal: ≥ 1,000.
+//! - `vm`: boot → first sample through the agent divided by a bare QEMU boot of the identical
+//!   kernel and initramfs (goal ≤ 1.05); the bare boot itself (goal ≤ 2 s under TCG, ≤ 150 ms on
+//!   KVM); the most VMs that boot together, up to `--vm-max` (default 32; goal ≥ 32).
+//! - `spectrum`: start-to-first-sample, `syscall` and `fork_exit` of every platform available
+//!   here (native, container/runc, container/runsc, docker, lxc, vm) relative to native.
+//!
+//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--container-max N] [--vm-max N] [NAME…]`.
+//! The benchmarks after `overhead` need root (they run the agent's backends in-process).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,18 +28,10 @@ use arrow_array::{Array, Float64Array, StringArray};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use isolab_agent::bench::median;
+
+#[path = "bench_support/agent_benches.rs"]
+mod agent_benches;
 
 fn workload_bin() -> anyhow::Result<PathBuf> {
     isolab_agent::workload_bin::locate().map_err(|e| anyhow::anyhow!("{e}"))
@@ -140,8 +144,8 @@ async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
         "benchmark", "direct", "isolab", "ratio", "goal"
     );
     for (i, (w, m)) in cases.iter().enumerate() {
-        let d = median(&mut direct_v[i]);
-        let s = median(&mut isolab_v[i]);
+        let d = median(&direct_v[i]);
+        let s = median(&isolab_v[i]);
         let ratio = s / d;
         let verdict = if ratio <= 1.01 { "ok" } else { "MISS" };
         println!(
@@ -156,32 +160,66 @@ async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let mut rounds = 5u32;
     let mut duration = "1s".to_owned();
+    let mut container_max = 1024u32;
+    let mut vm_max = 32u32;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);
+    let number = |flag: &str, v: Option<String>| -> anyhow::Result<u32> {
+        v.with_context(|| format!("{flag} needs a number"))?
+            .parse()
+            .with_context(|| format!("{flag}: expected a whole number"))
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .context("--rounds needs a number")?
-                    .parse()
-                    .context("--rounds: expected a whole number")?
-            }
+            "--rounds" => rounds = number("--rounds", args.next())?,
+            "--container-max" => container_max = number("--container-max", args.next())?,
+            "--vm-max" => vm_max = number("--vm-max", args.next())?,
             "--duration" => {
                 duration = args.next().context("--duration needs a value such as 1s")?
             }
             "-h" | "--help" => {
-                println!("usage: isolab-bench [--rounds N] [--duration 1s] [overhead]");
+                println!(
+                    "usage: isolab-bench [--rounds N] [--duration 1s] [--container-max N] [--vm-max N] \
+                     [overhead] [container] [container-max] [vm] [spectrum]"
+                );
                 return Ok(());
             }
             n if !n.starts_with('-') => names.push(n.to_owned()),
-            other => bail!("unknown flag `{other}` (expected --rounds, --duration)"),
+            other => bail!(
+                "unknown flag `{other}` (expected --rounds, --duration, --container-max, --vm-max)"
+            ),
+        }
+    }
+    for n in &names {
+        if !agent_benches::NAMES.contains(&n.as_str()) && n != "overhead" {
+            bail!(
+                "unknown benchmark `{n}` (expected overhead, {})",
+                agent_benches::NAMES.join(", ")
+            );
         }
     }
     let all = names.is_empty();
     let rt = tokio::runtime::Runtime::new()?;
     if all || names.iter().any(|n| n == "overhead") {
         rt.block_on(overhead(rounds, &duration))?;
+    }
+    let chosen: Vec<&str> = agent_benches::NAMES
+        .iter()
+        .copied()
+        .filter(|b| all || names.iter().any(|n| n == b))
+        .collect();
+    if !chosen.is_empty() {
+        let duration = duration
+            .parse::<isolab_model::units::HumanDuration>()
+            .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
+            .0;
+        let opts = agent_benches::Options {
+            rounds,
+            duration,
+            container_max,
+            vm_max,
+        };
+        rt.block_on(agent_benches::run(&chosen, &opts))?;
     }
     Ok(())
 }

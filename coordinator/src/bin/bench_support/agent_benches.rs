@@ -142,7 +142,7 @@ async fn container_max(core: &AgentCore, opts: &Options) -> anyhow::Result<()> {
         .unwrap_or(0);
     let best_step = steps.iter().find(|s| s.ok && s.n == best);
     row(
-        &format!("container-max idle alive, bound | reached (count)"),
+        "container-max idle alive, bound | reached (count)",
         f64::from(opts.container_max),
         f64::from(best),
         Goal::AtLeast(1000.0),

@@ -35,7 +35,7 @@ enum Goal {
 
 fn header() {
     println!(
-        "{:<52} {:>12} {:>12} {:>8} {:>14}",
+        "{:<64} {:>12} {:>12} {:>8} {:>14}",
         "benchmark", "baseline", "measured", "ratio", "goal"
     );
 }
@@ -49,7 +49,7 @@ fn row(name: &str, baseline: f64, measured: f64, goal: Goal, judged: f64) {
         Goal::AtLeast(g) => format!("≥{g} {}", if judged >= g { "ok" } else { "MISS" }),
         Goal::None => "—".to_owned(),
     };
-    println!("{name:<52} {baseline:>12.2} {measured:>12.2} {ratio:>8.3} {goal:>14}");
+    println!("{name:<64} {baseline:>12.2} {measured:>12.2} {ratio:>8.3} {goal:>14}");
 }
 
 /// Runs `chosen` (names from [`NAMES`]) on one in-process agent core, then shuts it down.
@@ -234,7 +234,7 @@ async fn vm(
     );
     let best = vbench::max_concurrent(backend, &platform, opts.vm_max).await;
     row(
-        &format!("vm max concurrent at {mib} MiB (64 fails), bound | reached (VMs)"),
+        &format!("vm max concurrent {mib} MiB (kernel needs ≥80), bound | reached (VMs)"),
         f64::from(opts.vm_max),
         f64::from(best),
         Goal::AtLeast(32.0),

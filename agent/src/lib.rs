@@ -16,6 +16,7 @@
 
 pub mod announce;
 pub mod backend;
+pub mod bench;
 pub mod cgroup;
 pub mod config;
 pub mod container;

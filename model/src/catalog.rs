@@ -162,6 +162,12 @@ pub const WORKLOADS: &[WorkloadInfo] = &[
         ],
     },
     WorkloadInfo {
+        name: "idle",
+        kind: WorkloadKind::Benchmark,
+        summary: "sleeps for the duration using no CPU (density: how many instances stay alive); awake = 1 at the start",
+        params: &[DURATION],
+    },
+    WorkloadInfo {
         name: "tcp_stream",
         kind: WorkloadKind::Benchmark,
         summary: "one-way TCP bulk transfer; Gbit/s and the receiver's CPU use",

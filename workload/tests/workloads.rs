@@ -79,6 +79,7 @@ fn expectations(name: &str) -> Option<(&'static [&'static str], &'static [Metric
                 ("total_units", "units", true, 1.0, 1e12),
             ],
         ),
+        "idle" => (&[], &[("awake", "bool", true, 1.0, 1.0)]),
         "tcp_stream" => (
             &[],
             &[

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::pipeline::RootfsKind;
+use isolab_model::pipeline::{NetworkMode, RootfsKind};
 
 use super::bundle::HostFeatures;
 use super::hierarchy::Hierarchies;
@@ -53,13 +53,20 @@ impl Inner {
         }
     }
 
-    /// The runtime `name` with this agent's state root for it.
-    pub(crate) fn runtime(&self, name: &str, args: &[String]) -> Result<Runtime, RuntimeError> {
+    /// The runtime `name` with this agent's state root for it; `args` (the platform's
+    /// `runtime_args`) plus what the runtime needs for `network` ([`super::flavor::runsc_args`]).
+    pub(crate) fn runtime(
+        &self,
+        name: &str,
+        args: &[String],
+        network: NetworkMode,
+    ) -> Result<Runtime, RuntimeError> {
         let program = super::runtime::resolve(name)?;
         let key = program
             .file_name()
             .map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned());
-        Runtime::new(name, args, self.state.join("runtime").join(key))
+        let args = super::flavor::runsc_args(&program, args, network);
+        Runtime::new(name, &args, self.state.join("runtime").join(key))
     }
 }
 
@@ -94,6 +101,16 @@ impl ContainerPrepared {
     /// The bundle directory of each instance, in index order.
     pub fn bundles(&self) -> Vec<PathBuf> {
         self.instances.iter().map(|i| i.bundle.clone()).collect()
+    }
+
+    /// The runtime its instances run with.
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// A container id of this trial's (removed with it at teardown) that no instance uses.
+    pub(crate) fn spare_id(&self, n: u32) -> String {
+        format!("{}0x{n}", self.names.id_prefix())
     }
 }
 
@@ -205,17 +222,24 @@ impl Backend for ContainerBackend {
             Ok(i) => Arc::clone(i),
             Err(e) => return BackendStatus::unavailable(self.name(), e.to_string()),
         };
-        let mut found = BTreeMap::new();
-        for name in &self.config.runtimes {
+        // All runtimes at once: one that hangs until its timeout does not hold up the others.
+        let probes = self.config.runtimes.iter().map(|name| {
             let n = self.probes.fetch_add(1, Ordering::Relaxed);
-            let status =
-                probe::probe_runtime(&inner, name, n, self.ceilings, self.config.probe_timeout)
-                    .await;
-            if !status.available {
-                tracing::info!(runtime = %name, "container runtime unavailable: {}", status.reason);
+            let inner = Arc::clone(&inner);
+            async move {
+                let status =
+                    probe::probe_runtime(&inner, name, n, self.ceilings, self.config.probe_timeout)
+                        .await;
+                if !status.available {
+                    tracing::info!(runtime = %name, "container runtime unavailable: {}", status.reason);
+                }
+                (name.clone(), status)
             }
-            found.insert(name.clone(), status);
-        }
+        });
+        let found: BTreeMap<String, BackendStatus> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .collect();
         let summary = probe::summary(self.name(), &found);
         *self
             .statuses
@@ -234,8 +258,9 @@ impl Backend for ContainerBackend {
                 reason: st.reason,
             });
         }
+        let network = platform.network.unwrap_or_default();
         let runtime = inner
-            .runtime(runtime_name, &platform.runtime_args)
+            .runtime(runtime_name, &platform.runtime_args, network)
             .map_err(|e| ContainerError::RuntimeUnavailable {
                 runtime: runtime_name.to_owned(),
                 reason: e.to_string(),
@@ -246,7 +271,6 @@ impl Backend for ContainerBackend {
                 path: inner.workload_bin.clone(),
             });
         }
-        let network = platform.network.unwrap_or_default();
         let plans = ctx
             .trial
             .instances
@@ -423,7 +447,8 @@ impl Backend for ContainerBackend {
         };
         let platform = &ctx.trial.platform_spec;
         let name = platform.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME);
-        let runtime = inner.runtime(name, &platform.runtime_args).ok();
+        let network = platform.network.unwrap_or_default();
+        let runtime = inner.runtime(name, &platform.runtime_args, network).ok();
         leftovers::find(inner, &inner.names(&ctx.slug()), runtime.as_ref())
     }
 }

@@ -16,7 +16,8 @@ pub struct ContainerConfig {
     pub state_dir: PathBuf,
     /// Runtimes (names on `PATH`, or paths) probed at start and reported.
     pub runtimes: Vec<String>,
-    /// How long a probe container may take.
+    /// How long a probe container may take (the runtimes are probed concurrently, so this is
+    /// also about how long the probe of the whole backend may take).
     pub probe_timeout: Duration,
     /// How long killing one trial's containers may take.
     pub stop_timeout: Duration,
@@ -27,7 +28,7 @@ impl Default for ContainerConfig {
         Self {
             state_dir: PathBuf::from("/run/isolab"),
             runtimes: DEFAULT_RUNTIMES.iter().map(|s| (*s).to_owned()).collect(),
-            probe_timeout: Duration::from_secs(30),
+            probe_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(15),
         }
     }

@@ -31,9 +31,11 @@
 //! [`crate::backend::Leak`] and fails the trial.
 
 mod backend;
+pub mod bench;
 pub mod bundle;
 mod config;
 mod error;
+mod flavor;
 pub mod hierarchy;
 mod leftovers;
 mod lifecycle;
@@ -44,6 +46,8 @@ pub mod runtime;
 pub mod seccomp;
 mod stale;
 
+#[cfg(test)]
+mod probe_tests;
 #[cfg(test)]
 mod real_tests;
 

@@ -1,22 +1,30 @@
-//! Probing a runtime at agent start: its version, then a real tiny container (the workload
-//! binary's `--list` in a minimal root, under the safety envelope's ceilings) within a timeout.
-//! A runtime that is missing or fails is reported as unavailable with the reason (e.g. `crun`
-//! refusing a hybrid cgroup layout), never as a failed trial.
+//! Probing a runtime at agent start: its version, then a real tiny container (the `idle`
+//! workload in a minimal root, under the safety envelope's ceilings) within a timeout, driven
+//! with the flags the runtime supports ([`super::flavor`]). Once it printed its first sample,
+//! the probe checks that it runs in the cgroup the agent asked for, in every hierarchy, and
+//! kills it. A runtime that is missing, fails or misplaces the container is reported as
+//! unavailable with the reason (e.g. `crun` refusing a hybrid cgroup layout), never as a failed
+//! trial.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isolab_model::catalog;
 use isolab_model::pipeline::{NetworkMode, RootfsKind};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::backend::Inner;
 use super::lifecycle::{self, Instance, InstancePlan, Running};
 use super::runtime::{Runtime, last_lines};
 use crate::backend::envelope::Ceilings;
 use crate::backend::{BackendStatus, process_start_time};
-use crate::cgroup::CgroupLimits;
+use crate::cgroup::{Cgroup, CgroupLimits};
+
+/// The probe container's workload: it reports at once, then sleeps (so that where it runs can
+/// be checked while it is alive).
+const PROBE_WORKLOAD: &str = "idle";
+/// Its first sample's metric.
+const PROBE_METRIC: &str = "awake";
 
 /// Probes runtime `name`; the status is named `container/<name>`. `n` makes the probe's
 /// names unique within the agent.
@@ -28,7 +36,7 @@ pub(crate) async fn probe_runtime(
     timeout: Duration,
 ) -> BackendStatus {
     let label = format!("container/{name}");
-    let runtime = match inner.runtime(name, &[]) {
+    let runtime = match inner.runtime(name, &[], NetworkMode::None) {
         Ok(r) => r,
         Err(e) => return BackendStatus::unavailable(&label, e.to_string()),
     };
@@ -74,7 +82,11 @@ async fn run_probe(
     };
     let plan = InstancePlan {
         index: 0,
-        args: vec!["--list".into()],
+        args: vec![
+            PROBE_WORKLOAD.into(),
+            "--param".into(),
+            format!("duration={}ms", timeout.as_millis().saturating_mul(2)),
+        ],
         limits: CgroupLimits {
             memory_bytes: Some(ceilings.memory_bytes),
             pids_max: Some(ceilings.pids),
@@ -102,8 +114,12 @@ async fn run_probe(
     let outcome = run_container(runtime, &names.slug, &instance, timeout, &mut running).await;
     let (task_inner, task_rt) = (Arc::clone(inner), runtime.clone());
     let cgroups = vec![(instance.index, Arc::clone(&instance.cgroup))];
+    let id = instance.id.clone();
     let cleanup = tokio::task::spawn_blocking(move || {
         let mut errors = Vec::new();
+        // Through the runtime first: a misplaced container is not in the cgroup that
+        // `stop_instances` empties. Fails harmlessly when the container has gone already.
+        let _ = task_rt.kill(&id, "KILL");
         if let Err(e) = lifecycle::stop_instances(&names.slug, &cgroups, &running, timeout) {
             errors.push(e.to_string());
         }
@@ -129,7 +145,9 @@ async fn run_probe(
     outcome
 }
 
-/// Starts the container, reads all its output and waits for it, within `timeout`.
+/// Starts the container (the `idle` workload), waits within `timeout` for its first sample,
+/// then checks that it runs in the cgroup the agent asked for. The container is still alive
+/// when this returns; the caller's cleanup kills it.
 async fn run_container(
     runtime: &Runtime,
     slug: &str,
@@ -149,34 +167,41 @@ async fn run_container(
             start_time: process_start_time(pid),
         });
     }
-    let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let work = async {
-        let (mut o, mut e) = (String::new(), String::new());
-        let read_out = async {
-            if let Some(s) = out.as_mut() {
-                let _ = s.read_to_string(&mut o).await;
+    let (out, mut err) = (child.stdout.take(), child.stderr.take());
+    let first_sample = async {
+        let mut lines = out.map(|o| BufReader::new(o).lines());
+        while let Some(l) = lines.as_mut() {
+            match l.next_line().await {
+                Ok(Some(line)) if is_awake(&line) => return true,
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => break,
             }
-        };
-        let read_err = async {
-            if let Some(s) = err.as_mut() {
-                let _ = s.read_to_string(&mut e).await;
-            }
-        };
-        tokio::join!(read_out, read_err);
-        let status = child.wait().await;
-        (status, o, e)
+        }
+        false
     };
-    let (status, stdout, stderr) = tokio::time::timeout(timeout, work).await.map_err(|_| {
-        format!(
-            "probe container did not finish within {} ms",
-            timeout.as_millis()
-        )
-    })?;
-    let status = status.map_err(|e| format!("waiting for the runtime failed: {e}"))?;
-    let expected = catalog::names().first().copied().unwrap_or("syscall");
-    if status.success() && stdout.contains(expected) {
-        return Ok(());
+    let awake = tokio::time::timeout(timeout, first_sample)
+        .await
+        .map_err(|_| {
+            format!(
+                "probe container printed no sample within {} ms",
+                timeout.as_millis()
+            )
+        })?;
+    if awake {
+        return check_placement(instance);
     }
+    // The workload ended (or never started): say what the runtime said.
+    let finished = async {
+        let mut e = String::new();
+        if let Some(s) = err.as_mut() {
+            let _ = s.read_to_string(&mut e).await;
+        }
+        (child.wait().await, e)
+    };
+    let (status, stderr) = tokio::time::timeout(timeout, finished)
+        .await
+        .map_err(|_| "probe container printed nothing and did not end".to_owned())?;
+    let status = status.map_err(|e| format!("waiting for the runtime failed: {e}"))?;
     let said = last_lines(&stderr, 3);
     Err(format!(
         "probe container failed ({status}){}",
@@ -186,6 +211,38 @@ async fn run_container(
             format!(": {said}")
         }
     ))
+}
+
+/// Whether `line` is the `idle` workload's first sample.
+fn is_awake(line: &str) -> bool {
+    isolab_model::sample::Sample::parse_line(line).is_ok_and(|s| s.metric == PROBE_METRIC)
+}
+
+/// The running probe container must be in its own cgroup in every hierarchy the agent reads
+/// (a runtime that ignores or misreads `cgroupsPath`, e.g. youki without its v1 feature, puts
+/// it elsewhere, and then neither limits nor statistics would be the container's).
+fn check_placement(instance: &Instance) -> Result<(), String> {
+    let files = instance.cgroup.procs_files();
+    let empty: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            std::fs::read_to_string(f).map_or(true, |t| t.split_whitespace().next().is_none())
+        })
+        .map(|f| f.display().to_string())
+        .collect();
+    if files.is_empty() || !empty.is_empty() {
+        return Err(format!(
+            "the probe container runs, but not in the cgroup the agent asked for ({}): \
+             nothing in {}",
+            instance.cgroup.rel_path(),
+            if files.is_empty() {
+                "any hierarchy".to_owned()
+            } else {
+                empty.join(", ")
+            }
+        ));
+    }
+    Ok(())
 }
 
 /// The backend's own status from the runtimes' statuses: available when any runtime works;

@@ -24,14 +24,14 @@ const CEILINGS: Ceilings = Ceilings {
 };
 
 /// A backend on real cgroups with its own agent directory and state directory.
-struct Setup {
-    backend: ContainerBackend,
-    dir: Arc<AgentDir>,
-    _state: tempfile::TempDir,
+pub(super) struct Setup {
+    pub(super) backend: ContainerBackend,
+    pub(super) dir: Arc<AgentDir>,
+    pub(super) state: tempfile::TempDir,
 }
 
 /// Everything a real test needs, or `None` (outside CI) with the reason printed.
-fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
+pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     let ci = std::env::var_os("CI").is_some();
     let missing = |why: String| {
         assert!(!ci, "{test}: {why} (CI must have it)");
@@ -72,11 +72,11 @@ fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     Some(Setup {
         backend,
         dir,
-        _state: state,
+        state,
     })
 }
 
-fn platform(limits: Limits) -> Platform {
+pub(super) fn platform(limits: Limits) -> Platform {
     Platform {
         backend: BackendKind::Container,
         runtime: Some("runc".into()),
@@ -106,7 +106,7 @@ async fn available(s: &Setup) {
 }
 
 /// Nothing of the trial anywhere: the suite's checks plus every hierarchy looked at directly.
-fn assert_nothing_left(s: &Setup, o: &Observed) {
+pub(super) fn assert_nothing_left(s: &Setup, o: &Observed) {
     conformance::assert_clean(&s.backend, o);
     let rel = s.dir.rel(&o.ctx.slug());
     let hierarchies = Hierarchies::detect().expect("hierarchies");

@@ -2,8 +2,8 @@
 //!
 //! Every call passes `--root <dir>`, a state directory of this agent alone, so the agent never
 //! sees or touches containers it did not create; `runtime_args` (e.g. `--platform=ptrace` for
-//! runsc) follow it as global flags. Instances run with `run --keep` in the foreground and no
-//! terminal: the runtime gives its stdout and stderr to the workload (our pipes, so stdout holds
+//! runsc) follow it as global flags. Instances run with `run --keep` (where the runtime supports
+//! it, see [`super::flavor`]) in the foreground and no terminal: the runtime gives its stdout and stderr to the workload (our pipes, so stdout holds
 //! only sample lines), waits for it and exits with its status (128 + signal when it was killed);
 //! `--keep` leaves the stopped container and its cgroups for the final statistics until
 //! [`Runtime::delete`]. Housekeeping commands (`kill`, `delete --force`, `state`, `list`) block
@@ -92,6 +92,8 @@ pub struct Runtime {
     program: PathBuf,
     global_args: Vec<String>,
     root: PathBuf,
+    /// Whether `run` accepts `--keep` (see [`super::flavor::keeps`]).
+    keep: bool,
 }
 
 impl Runtime {
@@ -101,10 +103,22 @@ impl Runtime {
         let program = resolve(name)?;
         Ok(Self {
             name: name.to_owned(),
+            keep: super::flavor::keeps(&program),
             program,
             global_args: runtime_args.to_vec(),
             root,
         })
+    }
+
+    /// Whether instances run with `run --keep` (the runtime supports it).
+    pub fn keeps(&self) -> bool {
+        self.keep
+    }
+
+    /// The same runtime, told whether its `run` supports `--keep`.
+    pub fn with_keep(mut self, keep: bool) -> Self {
+        self.keep = keep;
+        self
     }
 
     /// The name as configured.
@@ -132,14 +146,16 @@ impl Runtime {
         args
     }
 
-    /// The command that runs a container in the foreground: `run --keep --bundle <dir> <id>`,
-    /// stdin from `/dev/null`, stdout and stderr piped, a clean environment.
+    /// The command that runs a container in the foreground: `run [--keep] --bundle <dir> <id>`
+    /// (`--keep` when the runtime supports it), stdin from `/dev/null`, stdout and stderr
+    /// piped, a clean environment.
     pub fn run_command(&self, bundle: &Path, id: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.args(self.global_args())
-            .arg("run")
-            .arg("--keep")
-            .arg("--bundle")
+        cmd.args(self.global_args()).arg("run");
+        if self.keep {
+            cmd.arg("--keep");
+        }
+        cmd.arg("--bundle")
             .arg(bundle)
             .arg(id)
             .env_clear()
@@ -365,8 +381,9 @@ mod tests {
 
     #[test]
     fn command_lines_carry_root_and_runtime_args() {
-        let rt =
-            Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into()).unwrap();
+        let rt = Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into())
+            .unwrap()
+            .with_keep(true);
         assert_eq!(
             rt.global_args(),
             ["--root", "/state/rt", "--platform=ptrace"]
@@ -390,6 +407,8 @@ mod tests {
                 "id1"
             ]
         );
+        let cmd = rt.with_keep(false).run_command(Path::new("/b"), "id1");
+        assert!(!cmd.as_std().get_args().any(|a| a == "--keep"));
     }
 
     #[test]

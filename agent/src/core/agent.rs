@@ -14,7 +14,7 @@ use tracing::Instrument as _;
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest};
 use crate::backend::envelope::Ceilings;
 use crate::backend::native::NativeBackend;
-use crate::backend::{AgentDir, AnyBackend, Backend, TrialContext};
+use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
 use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
 use crate::container::{ContainerBackend, ContainerConfig};
@@ -194,6 +194,11 @@ impl AgentCore {
         }
     }
 
+    /// Its backends (for `isolab-bench`, which measures them directly).
+    pub fn backends(&self) -> &[AnyBackend] {
+        &self.inner.backends
+    }
+
     /// The configuration it was started with.
     pub fn config(&self) -> &AgentConfig {
         &self.inner.config
@@ -216,17 +221,24 @@ impl AgentCore {
 
     /// What this agent can do; probes every backend.
     pub async fn capabilities(&self) -> Capabilities {
-        let mut backends = Vec::new();
-        for b in &self.inner.backends {
-            backends.push(b.probe().await);
+        // Every backend at once (a slow probe, e.g. a probe VM under TCG, holds up no other);
+        // the statuses keep the backends' order.
+        let probes = self.inner.backends.iter().map(|b| async move {
+            let mut statuses = vec![b.probe().await];
             if let AnyBackend::Container(c) = b {
                 // One more entry per OCI runtime (`container/runc`, `container/crun`…).
-                backends.extend(c.runtime_statuses());
+                statuses.extend(c.runtime_statuses());
             }
             if let AnyBackend::Vm(v) = b {
-                backends.push(crate::backend::catalog::kvm_status(&v.kvm_check().await));
+                statuses.push(crate::backend::catalog::kvm_status(&v.kvm_check().await));
             }
-        }
+            statuses
+        });
+        let mut backends: Vec<BackendStatus> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
         // Platforms that cannot run here (Xen, OpenVZ…) and backends this agent lacks.
         crate::backend::catalog::complete(&mut backends);
         Capabilities {

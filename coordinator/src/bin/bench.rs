@@ -16,7 +16,20 @@
 //!
 //! The measurement code lives in `isolab_coordinator::benchmarks`.
 //!
-//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] [--sink-rows N] [NAME…]`.
+//! - `container`: container start → first sample → gone through the agent's runner and the
+//!   container backend (runc) divided by a bare `runc run` of the identical bundle, alternately,
+//!   median of the rounds. Goal: ratio ≤ 1.10.
+//! - `container-max`: the most idle containers alive at once, each with its own cgroups and
+//!   limits, in steps 128, 256, … up to `--container-max` (default 1024). Goal: ≥ 1,000.
+//! - `vm`: boot → first sample through the agent divided by a bare QEMU boot of the identical
+//!   kernel and initramfs (goal ≤ 1.05); the bare boot itself (goal ≤ 2 s under TCG, ≤ 150 ms on
+//!   KVM); the most VMs that boot together, up to `--vm-max` (default 32; goal ≥ 32).
+//! - `spectrum`: start-to-first-sample, `syscall` and `fork_exit` of every platform available
+//!   here (native, container/runc, container/runsc, docker, lxc, vm) relative to native.
+//!
+//! Usage: `isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] [--sink-rows N]
+//! [--container-max N] [--vm-max N] [NAME…]`; no NAME runs them all.
+//! The benchmarks after `overhead` need root (they run the agent's backends in-process).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,18 +39,10 @@ use arrow_array::{Array, Float64Array, StringArray};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use isolab_agent::bench::median;
+
+#[path = "bench_support/agent_benches.rs"]
+mod agent_benches;
 
 fn workload_bin() -> anyhow::Result<PathBuf> {
     isolab_agent::workload_bin::locate().map_err(|e| anyhow::anyhow!("{e}"))
@@ -150,8 +155,8 @@ async fn overhead(rounds: u32, duration: &str) -> anyhow::Result<()> {
         "benchmark", "direct", "isolab", "ratio", "goal"
     );
     for (i, (w, m)) in cases.iter().enumerate() {
-        let d = median(&mut direct_v[i]);
-        let s = median(&mut isolab_v[i]);
+        let d = median(&direct_v[i]);
+        let s = median(&isolab_v[i]);
         let ratio = s / d;
         let verdict = if ratio <= 1.01 { "ok" } else { "MISS" };
         println!(
@@ -233,59 +238,62 @@ fn sink(rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The whole number after `flag`.
+fn number<T>(flag: &str, v: Option<String>) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    v.with_context(|| format!("{flag} needs a number"))?
+        .parse()
+        .with_context(|| format!("{flag}: expected a whole number"))
+}
+
 fn main() -> anyhow::Result<()> {
     let mut trials = 20_000usize;
     let mut sink_rows = 3_000_000usize;
     let mut rounds = 5u32;
     let mut duration = "1s".to_owned();
     let mut rows = 10_000_000u64;
+    let mut container_max = 1024u32;
+    let mut vm_max = 32u32;
     let mut names = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--rounds" => {
-                rounds = args
-                    .next()
-                    .context("--rounds needs a number")?
-                    .parse()
-                    .context("--rounds: expected a whole number")?
-            }
-            "--trials" => {
-                trials = args
-                    .next()
-                    .context("--trials needs a number")?
-                    .parse()
-                    .context("--trials: expected a whole number")?
-            }
-            "--rows" => {
-                rows = args
-                    .next()
-                    .context("--rows needs a number")?
-                    .parse()
-                    .context("--rows: expected a whole number")?
-            }
-            "--sink-rows" => {
-                sink_rows = args
-                    .next()
-                    .context("--sink-rows needs a number")?
-                    .parse()
-                    .context("--sink-rows: expected a whole number")?
-            }
+            "--rounds" => rounds = number("--rounds", args.next())?,
+            "--trials" => trials = number("--trials", args.next())?,
+            "--rows" => rows = number("--rows", args.next())?,
+            "--sink-rows" => sink_rows = number("--sink-rows", args.next())?,
+            "--container-max" => container_max = number("--container-max", args.next())?,
+            "--vm-max" => vm_max = number("--vm-max", args.next())?,
             "--duration" => {
                 duration = args.next().context("--duration needs a value such as 1s")?
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] [--sink-rows N] [overhead|report|dispatch|sink]…"
+                    "usage: isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] \
+                     [--sink-rows N] [--container-max N] [--vm-max N] [NAME…]\n\
+                     names: overhead, report, dispatch, sink, {}",
+                    agent_benches::NAMES.join(", ")
                 );
                 return Ok(());
             }
             n if !n.starts_with('-') => names.push(n.to_owned()),
-            other => {
-                bail!(
-                    "unknown flag `{other}` (expected --rounds, --duration, --trials, --rows, --sink-rows)"
-                )
-            }
+            other => bail!(
+                "unknown flag `{other}` (expected --rounds, --duration, --trials, --rows, \
+                 --sink-rows, --container-max, --vm-max)"
+            ),
+        }
+    }
+    const OWN: [&str; 4] = ["overhead", "report", "dispatch", "sink"];
+    for n in &names {
+        if !agent_benches::NAMES.contains(&n.as_str()) && !OWN.contains(&n.as_str()) {
+            bail!(
+                "unknown benchmark `{n}` (expected {}, {})",
+                OWN.join(", "),
+                agent_benches::NAMES.join(", ")
+            );
         }
     }
     let all = names.is_empty();
@@ -301,6 +309,24 @@ fn main() -> anyhow::Result<()> {
     }
     if all || names.iter().any(|n| n == "sink") {
         sink(sink_rows)?;
+    }
+    let chosen: Vec<&str> = agent_benches::NAMES
+        .iter()
+        .copied()
+        .filter(|b| all || names.iter().any(|n| n == b))
+        .collect();
+    if !chosen.is_empty() {
+        let duration = duration
+            .parse::<isolab_model::units::HumanDuration>()
+            .map_err(|e| anyhow::anyhow!("--duration: {e}"))?
+            .0;
+        let opts = agent_benches::Options {
+            rounds,
+            duration,
+            container_max,
+            vm_max,
+        };
+        rt.block_on(agent_benches::run(&chosen, &opts))?;
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod cpu_time;
 mod disk;
 mod file_ops;
 mod fileserver;
+mod idle;
 mod latency;
 mod memory;
 mod net;
@@ -40,6 +41,7 @@ const IMPLEMENTED: &[(&str, WorkloadFn)] = &[
     ("file_ops", file_ops::file_ops),
     ("mem_bw", memory::mem_bw),
     ("cpu_spin", cpu_spin::cpu_spin),
+    ("idle", idle::idle),
     ("tcp_stream", net::tcp_stream),
     ("tcp_rr", net::tcp_rr),
     ("oltp", oltp::oltp),

@@ -88,6 +88,8 @@ mod expand;
 mod filter;
 mod summary;
 
-pub use expand::{MAX_CPU_WEIGHT, extra_repetition, plan, reserved_weight, trial_id};
+pub use expand::{
+    MAX_CPU_WEIGHT, extra_repetition, plan, reserved_share, reserved_weight, trial_id,
+};
 pub use filter::{Filter, FilterError, FilterKey, glob_match};
 pub use summary::{PlanSummary, start_cost, summarize};

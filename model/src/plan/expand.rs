@@ -289,11 +289,7 @@ pub const MAX_CPU_WEIGHT: u64 = 10_000;
 /// and v2 `cpu.weight` = weight on the instance cgroup, which for a VM is its QEMU process's.
 pub fn reserved_weight(groups: &[Group], group: &Group, cpu: Percent) -> u64 {
     let own = u64::from(group.weight) * 100;
-    let others: u64 = groups
-        .iter()
-        .filter(|g| g.name != group.name)
-        .map(|g| u64::from(g.weight) * 100 * u64::from(g.count))
-        .sum();
+    let others = other_weight(groups, group);
     let r = cpu.fraction();
     if others == 0 || !(r > 0.0 && r < 1.0) {
         return own;
@@ -306,4 +302,26 @@ pub fn reserved_weight(groups: &[Group], group: &Group, cpu: Percent) -> u64 {
     )]
     let needed = (others as f64 * r / ((1.0 - r) * f64::from(group.count.max(1)))).ceil() as u64;
     own.max(needed).min(MAX_CPU_WEIGHT)
+}
+
+/// The total `cpu_weight` of every instance outside `group`.
+fn other_weight(groups: &[Group], group: &Group) -> u64 {
+    groups
+        .iter()
+        .filter(|g| g.name != group.name)
+        .map(|g| u64::from(g.weight) * 100 * u64::from(g.count))
+        .sum()
+}
+
+/// The CPU share `group` receives under full contention with the weight [`reserved_weight`]
+/// gives it for a reservation of `cpu`; `None` when no other group competes.
+pub fn reserved_share(groups: &[Group], group: &Group, cpu: Percent) -> Option<f64> {
+    let others = other_weight(groups, group);
+    if others == 0 {
+        return None;
+    }
+    let mine = reserved_weight(groups, group, cpu) * u64::from(group.count);
+    #[allow(clippy::cast_precision_loss, reason = "weights are small integers")]
+    let share = mine as f64 / (mine + others) as f64;
+    Some(share)
 }

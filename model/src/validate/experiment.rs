@@ -450,17 +450,8 @@ impl Checker {
                     .iter()
                     .all(|g| g.count >= 1 && (1..=MAX_GROUP_WEIGHT).contains(&g.weight))
             {
-                let w = crate::plan::reserved_weight(&e.groups, g, r.cpu);
-                let others: u64 = e
-                    .groups
-                    .iter()
-                    .filter(|o| o.name != g.name)
-                    .map(|o| u64::from(o.weight) * 100 * u64::from(o.count))
-                    .sum();
-                let mine = w * u64::from(g.count);
-                #[allow(clippy::cast_precision_loss, reason = "weights are small integers")]
-                let share = mine as f64 / (mine + others).max(1) as f64;
-                if others > 0 && share + 1e-9 < cpu {
+                let share = crate::plan::reserved_share(&e.groups, g, r.cpu);
+                if share.is_some_and(|share| share + 1e-9 < cpu) {
                     self.push(
                         child(&rp, "cpu"),
                         At::Value,

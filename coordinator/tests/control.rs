@@ -5,11 +5,14 @@
 //! Runs need root (cgroups) and the `isolab-workload` binary (`ISOLAB_WORKLOAD_BIN` or beside the
 //! build); off CI without them the tests are skipped with a printed reason.
 
+mod common;
+
+use common::{manifest, strings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use arrow_array::{Array, Int32Array, StringArray};
+use arrow_array::{Array, Int32Array};
 use isolab_agent::config::AgentConfig;
 use isolab_agent::serve::{LocalAgent, spawn_local, spawn_local_tls};
 use isolab_coordinator::client::ClientTls;
@@ -56,11 +59,6 @@ fn write_pipeline(dir: &Path, placement: &str) -> PathBuf {
     path
 }
 
-fn manifest(run_dir: &Path) -> Manifest {
-    let text = std::fs::read_to_string(run_dir.join("manifest.json")).expect("manifest");
-    serde_json::from_str(&text).expect("manifest json")
-}
-
 /// (trial id, attempt) of every Parquet row under `run_dir/samples`.
 fn parquet_trials(run_dir: &Path) -> BTreeMap<String, BTreeSet<i32>> {
     let mut out: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
@@ -80,7 +78,7 @@ fn parquet_trials(run_dir: &Path) -> BTreeMap<String, BTreeSet<i32>> {
             for batch in reader {
                 let batch = batch.expect("batch");
                 let ids = batch.column_by_name("trial_id").expect("trial_id");
-                let ids = arrow_cast_strings(ids.as_ref());
+                let ids = strings(ids.as_ref());
                 let att = batch.column_by_name("attempt").expect("attempt");
                 let att = att
                     .as_any()
@@ -93,30 +91,6 @@ fn parquet_trials(run_dir: &Path) -> BTreeMap<String, BTreeSet<i32>> {
         }
     }
     out
-}
-
-/// The values of a string or dictionary-of-string column.
-fn arrow_cast_strings(col: &dyn Array) -> Vec<String> {
-    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
-        return (0..s.len()).map(|i| s.value(i).to_owned()).collect();
-    }
-    let dict = col
-        .as_any()
-        .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>()
-        .expect("trial_id is a string or dictionary column");
-    let values = dict
-        .values()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("dictionary of strings");
-    dict.keys()
-        .iter()
-        .map(|k| {
-            values
-                .value(usize::try_from(k.expect("key")).expect("index"))
-                .to_owned()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -18,6 +18,9 @@
 //! printed reason when not root, without network namespaces or without the workload binary; on
 //! CI it never skips.
 
+mod common;
+
+use common::{agent_cgroup_dirs, processes_in_agent_cgroups, strings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use arrow_array::{Array, Int32Array, StringArray};
+use arrow_array::Int32Array;
 use isolab_model::manifest::{Manifest, TrialState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -222,50 +225,6 @@ impl Drop for Lab {
     }
 }
 
-/// Cgroup directories `isolab-agent-<pid>-*` anywhere under /sys/fs/cgroup (bounded depth).
-fn agent_cgroup_dirs(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("isolab-agent-{pid}-");
-    let mut out = Vec::new();
-    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if !p.is_dir() || p.is_symlink() {
-                continue;
-            }
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                out.push(p);
-            } else if depth < 8 {
-                stack.push((p, depth + 1));
-            }
-        }
-    }
-    out
-}
-
-/// Pids of processes in a cgroup of the agent that lived in process `pid`.
-fn processes_in_agent_cgroups(pid: u32) -> Vec<u32> {
-    let marker = format!("/isolab-agent-{pid}-");
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/cgroup"))
-            && text.contains(&marker)
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
 /// Kills what is left in the cgroups of the (dead) agent `pid` and removes them, deepest first.
 fn remove_agent_cgroups(pid: u32) {
     for p in processes_in_agent_cgroups(pid) {
@@ -391,30 +350,6 @@ fn parquet_trials(run_dir: &Path) -> BTreeMap<String, (BTreeSet<i32>, usize)> {
         }
     }
     out
-}
-
-/// The values of a string or dictionary-of-string column.
-fn strings(col: &dyn Array) -> Vec<String> {
-    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
-        return (0..s.len()).map(|i| s.value(i).to_owned()).collect();
-    }
-    let dict = col
-        .as_any()
-        .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>()
-        .expect("trial_id is a string or dictionary column");
-    let values = dict
-        .values()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .expect("dictionary of strings");
-    dict.keys()
-        .iter()
-        .map(|k| {
-            values
-                .value(usize::try_from(k.expect("key")).expect("index"))
-                .to_owned()
-        })
-        .collect()
 }
 
 /// Waits for `child` to exit, at most `limit` (a guard against hangs, not a timing assertion).

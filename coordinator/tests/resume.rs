@@ -5,6 +5,9 @@
 //! Needs root (cgroups) and the `isolab-workload` binary; off CI without them it is skipped with a
 //! printed reason.
 
+mod common;
+
+use common::{agent_cgroup_dirs, processes_in_agent_cgroups};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -58,47 +61,6 @@ fn parquet_files(run_dir: &Path) -> Vec<PathBuf> {
             name.starts_with("trial-") && name.ends_with(".parquet")
         })
         .collect()
-}
-
-/// Pids of processes in a cgroup of the agent that lived in process `pid`.
-fn processes_in_agent_cgroups(pid: u32) -> Vec<u32> {
-    let marker = format!("/isolab-agent-{pid}-");
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/cgroup"))
-            && text.contains(&marker)
-        {
-            out.push(p);
-        }
-    }
-    out
-}
-
-/// Cgroup directories `isolab-agent-<pid>-*` anywhere under /sys/fs/cgroup (bounded depth).
-fn agent_cgroup_dirs(pid: u32) -> Vec<PathBuf> {
-    let prefix = format!("isolab-agent-{pid}-");
-    let mut out = Vec::new();
-    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if !p.is_dir() || p.is_symlink() {
-                continue;
-            }
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                out.push(p);
-            } else if depth < 8 {
-                stack.push((p, depth + 1));
-            }
-        }
-    }
-    out
 }
 
 fn str_col<'a>(b: &'a arrow_array::RecordBatch, name: &str) -> &'a StringArray {

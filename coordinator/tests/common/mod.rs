@@ -1,5 +1,6 @@
-//! Helpers shared by the events and service tests: skip rules, a small native pipeline, child
-//! processes killed on drop, and a `nats-server -js` on a free loopback port.
+//! Helpers shared by the coordinator's integration tests: skip rules, a small native pipeline,
+//! child processes killed on drop, a `nats-server -js` on a free loopback port, what a killed
+//! agent left in the cgroup tree, and the strings of a Parquet column.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,6 +9,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use arrow_array::{Array, StringArray};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 
@@ -169,4 +172,72 @@ pub fn json_events(lines: &[String]) -> Vec<serde_json::Value> {
 pub fn manifest(run_dir: &Path) -> isolab_model::manifest::Manifest {
     let text = std::fs::read_to_string(run_dir.join("manifest.json")).expect("manifest");
     serde_json::from_str(&text).expect("manifest json")
+}
+
+/// Cgroup directories `isolab-agent-<pid>-*` anywhere under /sys/fs/cgroup (bounded depth).
+pub fn agent_cgroup_dirs(pid: u32) -> Vec<PathBuf> {
+    let prefix = format!("isolab-agent-{pid}-");
+    let mut out = Vec::new();
+    let mut stack = vec![(PathBuf::from("/sys/fs/cgroup"), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if !p.is_dir() || p.is_symlink() {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                out.push(p);
+            } else if depth < 8 {
+                stack.push((p, depth + 1));
+            }
+        }
+    }
+    out
+}
+
+/// Pids of processes in a cgroup of the agent that lived in process `pid`.
+pub fn processes_in_agent_cgroups(pid: u32) -> Vec<u32> {
+    let marker = format!("/isolab-agent-{pid}-");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/cgroup"))
+            && text.contains(&marker)
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The values of a string or dictionary-of-string column.
+pub fn strings(col: &dyn Array) -> Vec<String> {
+    if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+        return (0..s.len()).map(|i| s.value(i).to_owned()).collect();
+    }
+    let dict = col
+        .as_any()
+        .downcast_ref::<arrow_array::DictionaryArray<arrow_array::types::Int32Type>>()
+        .expect("trial_id is a string or dictionary column");
+    let values = dict
+        .values()
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .expect("dictionary of strings");
+    dict.keys()
+        .iter()
+        .map(|k| {
+            values
+                .value(usize::try_from(k.expect("key")).expect("index"))
+                .to_owned()
+        })
+        .collect()
 }

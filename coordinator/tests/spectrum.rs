@@ -5,6 +5,8 @@
 //! Needs root, runc, dockerd, runsc, lxc and QEMU (./bootstrap installs them; the agent starts a
 //! private dockerd). Off CI, when one is missing, it is skipped with a printed reason.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -62,20 +64,8 @@ fn every_platform_of_the_spectrum_reaches_the_overhead_chart() {
     assert!(out.status.success(), "run failed:\n{stderr}");
     let run_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
 
-    let out = Command::new(BIN)
-        .args(["report", run_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
     // Every platform has a ratio to native for every micro workload and for oltp.
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = common::report_summary(&run_dir);
     for exp in ["micro", "oltp"] {
         let metrics = summary["experiments"][exp]["metrics"].as_object().unwrap();
         assert!(!metrics.is_empty(), "{exp}: no metrics");

@@ -5,6 +5,8 @@
 //! Needs root (cgroups), runc and QEMU with the guest kernel; off CI without them it is skipped with
 //! a printed reason.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -194,18 +196,7 @@ fn quick_profile_yields_rows_for_every_experiment_and_platform() {
 
     // Every adversary on every platform was contained: its trials ended ok, nothing leaked, and
     // the container's memory bomb ended at its limit (killed, or refused) as the report shows.
-    let report = Command::new(BIN)
-        .args(["report", run_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        report.status.success(),
-        "{}",
-        String::from_utf8_lossy(&report.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = common::report_summary(&run_dir);
     let outcomes = summary["experiments"]["isolation"]["isolation"]["outcomes"]
         .as_array()
         .unwrap();
@@ -300,18 +291,7 @@ fn a_cpu_reservation_is_met_through_cgroup_weights() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let run_dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).lines().last().unwrap());
-    let out = Command::new(BIN)
-        .args(["report", run_dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap())
-            .unwrap();
+    let summary = common::report_summary(&run_dir);
     let native = |exp: &str| summary["experiments"][exp]["fairness"]["platforms"]["native"].clone();
     let received = |exp: &str| {
         native(exp)["groups"]["a"]["received"]["median"]

@@ -241,3 +241,18 @@ pub fn strings(col: &dyn Array) -> Vec<String> {
         })
         .collect()
 }
+
+/// Runs `isolab report RUN_DIR` (which must succeed) and returns its `summary.json`.
+pub fn report_summary(run_dir: &Path) -> serde_json::Value {
+    let out = Command::new(BIN)
+        .args(["report", run_dir.to_str().expect("utf-8 path")])
+        .output()
+        .expect("run isolab report");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("summary json")
+}

@@ -4,9 +4,10 @@
 //! - [`dispatch`]: trivial trials through the coordinator's dispatch path ([`Agent::run_trial`])
 //!   to many in-process fake agents over loopback gRPC, one worker per agent as in `isolab run`:
 //!   throughput and latency percentiles of a dispatch (request sent → final status read).
-//! - [`sink`]: the Parquet sink ([`crate::sink::write_trial`]: rows → Arrow batch → zstd Parquet,
-//!   staged, synced, renamed) against the bare arrow writer of the same batches, alternating file
-//!   by file so drift hits both alike.
+//! - [`sink`]: the Parquet sink ([`crate::sink::write_trial`]: rows → Arrow → zstd Parquet with
+//!   the columns encoded on the host's cores, staged, synced, renamed) against the bare arrow
+//!   writer (one `ArrowWriter`, same properties, one thread) given the finished batch, alternating
+//!   file by file so drift hits both alike.
 
 use std::fs::File;
 use std::net::SocketAddr;

@@ -11,8 +11,9 @@
 //!
 //! - `dispatch`: trivial trials through the coordinator's dispatch path to 100 in-process fake
 //!   agents over loopback gRPC. Goals: ≥ 2,000 trials/s, p99 dispatch latency ≤ 20 ms.
-//! - `sink`: Parquet sink ingest of `--sink-rows` rows (default 3 million) against the bare arrow writer of the same
-//!   batches. Goals: ≥ 2 M rows/s, ≤ 1.2× the bare writer's time.
+//! - `sink`: Parquet sink ingest of `--sink-rows` rows (default 3 million; rows → file, synced)
+//!   against the bare arrow writer given the finished batches. Goals: ≥ 2 M rows/s, ≤ 1.2× the
+//!   bare writer's time.
 //!
 //! The measurement code lives in `isolab_coordinator::benchmarks`.
 //!

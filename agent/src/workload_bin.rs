@@ -37,15 +37,20 @@ pub enum LocateWorkloadError {
 /// Finds the workload binary (see the module documentation for the order).
 pub fn locate() -> Result<PathBuf, LocateWorkloadError> {
     if let Some(p) = std::env::var_os(ENV_VAR).filter(|p| !p.is_empty()) {
-        let path = PathBuf::from(p);
-        return if path.is_file() {
-            Ok(path)
-        } else {
-            Err(LocateWorkloadError::EnvMissing { path })
-        };
+        return from_env(PathBuf::from(p));
     }
     let exe = std::env::current_exe().unwrap_or_default();
     locate_from(&exe).ok_or(LocateWorkloadError::NotFound { exe })
+}
+
+/// The binary the environment names, made absolute: the path is bind-mounted into containers,
+/// whose runtime resolves it from its own working directory.
+fn from_env(path: PathBuf) -> Result<PathBuf, LocateWorkloadError> {
+    if path.is_file() {
+        Ok(std::path::absolute(&path).unwrap_or(path))
+    } else {
+        Err(LocateWorkloadError::EnvMissing { path })
+    }
 }
 
 /// Looks beside `exe`, then walks up from it; no environment lookup.
@@ -76,6 +81,18 @@ pub fn locate_from(exe: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_relative_path_from_the_environment_is_made_absolute() {
+        // Tests run in the crate's directory.
+        let found = from_env(PathBuf::from("src/workload_bin.rs")).unwrap();
+        assert!(found.is_absolute(), "{}", found.display());
+        assert!(found.ends_with("src/workload_bin.rs"));
+        assert!(matches!(
+            from_env(PathBuf::from("no/such/isolab-workload")),
+            Err(LocateWorkloadError::EnvMissing { .. })
+        ));
+    }
 
     #[test]
     fn finds_the_binary_beside_and_above() {

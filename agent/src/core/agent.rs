@@ -126,7 +126,10 @@ impl AgentCore {
             let facts = crate::host::collect();
             let dir = claim_dir(&cfg);
             let bin = match &cfg.workload_bin {
-                Some(p) if p.is_file() => Ok(p.clone()),
+                // Absolute: the path is bind-mounted into containers and read from other
+                // working directories.
+                Some(p) if p.is_file() => std::path::absolute(p)
+                    .map_err(|e| format!("workload binary {}: {e}", p.display())),
                 Some(p) => Err(format!("workload binary {} does not exist", p.display())),
                 None => crate::workload_bin::locate().map_err(|e| e.to_string()),
             };

@@ -21,6 +21,7 @@ use parquet::arrow::arrow_reader::{
     RowFilter, RowSelection,
 };
 use parquet::file::metadata::ParquetMetaData;
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 
 use crate::read::{READ_COLUMNS, ReadError, check_schema};
 use crate::table::{SampleTable, SeriesKey, Sym, TrialKey};
@@ -116,6 +117,11 @@ fn summary_pages(meta: &ParquetMetaData, t_offset: usize) -> Option<RowSelection
         let rows = usize::try_from(group.num_rows()).ok()?;
         let pages = offsets.get(rg)?.get(t_offset)?.page_locations();
         let index = columns.get(rg)?.get(t_offset)?;
+        // A file written without page statistics has offsets but no column index (and
+        // `null_count` panics on `NONE`): no pushdown then, every page is read.
+        if matches!(index, ColumnIndexMetaData::NONE) {
+            return None;
+        }
         for (p, page) in pages.iter().enumerate() {
             let start = usize::try_from(page.first_row_index).ok()?;
             let end = match pages.get(p + 1) {
@@ -345,4 +351,73 @@ fn append_batch(t: &mut SampleTable, b: &RecordBatch, path: &Path) -> Result<(),
     }
     t.push_segment(seg_key, 0, start + seg_start..start + n);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, BooleanArray, Float64Array, Int32Array, RecordBatch, StringArray};
+    use arrow_schema::DataType;
+    use parquet::arrow::ArrowWriter;
+    use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+    use super::*;
+
+    /// Rows of the results schema: every tenth a summary row (`t_offset_s` null).
+    fn batch(n: usize) -> RecordBatch {
+        let schema = results::schema();
+        let columns: Vec<ArrayRef> = schema
+            .fields()
+            .iter()
+            .map(|f| -> ArrayRef {
+                match (f.name().as_str(), f.data_type()) {
+                    ("t_offset_s", _) => Arc::new(Float64Array::from_iter((0..n).map(|i| {
+                        #[allow(clippy::cast_precision_loss)]
+                        let t = i as f64 * 0.1;
+                        (i % 10 != 0).then_some(t)
+                    }))),
+                    (_, DataType::Float64) => Arc::new(Float64Array::from_iter_values(
+                        (0..n).map(|i| f64::from(u32::try_from(i).unwrap_or(0))),
+                    )),
+                    (_, DataType::Int32) => {
+                        Arc::new(Int32Array::from_iter_values((0..n).map(|_| 0)))
+                    }
+                    (_, DataType::Boolean) => Arc::new(BooleanArray::from(vec![false; n])),
+                    _ => Arc::new(StringArray::from_iter_values((0..n).map(|_| "x"))),
+                }
+            })
+            .collect();
+        RecordBatch::try_new(schema, columns).unwrap()
+    }
+
+    fn write(path: &Path, stats: EnabledStatistics) {
+        let props = WriterProperties::builder()
+            .set_statistics_enabled(stats)
+            .set_data_page_row_count_limit(100)
+            .set_write_batch_size(100)
+            .build();
+        let mut w =
+            ArrowWriter::try_new(File::create(path).unwrap(), results::schema(), Some(props))
+                .unwrap();
+        w.write(&batch(2000)).unwrap();
+        w.close().unwrap();
+    }
+
+    #[test]
+    fn summary_reads_work_with_and_without_page_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        for stats in [
+            EnabledStatistics::Page,
+            EnabledStatistics::Chunk,
+            EnabledStatistics::None,
+        ] {
+            let path = dir.path().join(format!("{stats:?}.parquet"));
+            write(&path, stats);
+            let summaries = read_file(&path, false).unwrap();
+            assert_eq!(summaries.len(), 200, "{stats:?}");
+            assert!(summaries.t_offset_s.iter().all(|t| t.is_nan()), "{stats:?}");
+            assert_eq!(read_file(&path, true).unwrap().len(), 2000, "{stats:?}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use super::runtime::Runtime;
 use crate::backend::{Leak, LeakReport, process_alive};
 
 /// Looks for processes in the trial's cgroups (in every hierarchy), the cgroups themselves,
-/// containers the runtime still knows, mounts below the trial's directory, the directory, and
+/// containers the runtime still knows (any state named after them under its `--root`, which is
+/// ours: runc, crun and youki keep `<root>/<id>/`, runsc `<root>/<id>_sandbox:…`), mounts below the trial's directory, the directory, and
 /// the trial's network namespaces with any veth left in them.
 pub(crate) fn find(inner: &Inner, names: &TrialNames, runtime: Option<&Runtime>) -> LeakReport {
     let mut report = LeakReport::default();
@@ -23,20 +24,14 @@ pub(crate) fn find(inner: &Inner, names: &TrialNames, runtime: Option<&Runtime>)
         });
     }
     if let Some(rt) = runtime {
-        match rt.list() {
-            Ok(ids) => {
-                for id in ids
-                    .into_iter()
-                    .filter(|id| id.starts_with(&names.id_prefix()))
-                {
-                    report.push(Leak::Other {
-                        what: format!("container {id} still known to {}", rt.name()),
-                    });
-                }
-            }
-            Err(e) => report.push(Leak::Other {
-                what: format!("cannot list containers: {e}"),
-            }),
+        for entry in rt.state_entries(&names.id_prefix()) {
+            report.push(Leak::Other {
+                what: format!(
+                    "container state {entry} still under {} ({})",
+                    rt.root().display(),
+                    rt.name()
+                ),
+            });
         }
     }
     for point in mounts_under(&names.dir) {

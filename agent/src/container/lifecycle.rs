@@ -275,15 +275,23 @@ pub(crate) fn destroy_trial(
         }
         Err(e) => errors.push(format!("cgroup {}: {e}", names.cgroup_rel)),
     }
-    match runtime.list() {
-        Ok(ids) => {
-            for id in ids.iter().filter(|id| id.starts_with(&names.id_prefix())) {
-                if let Err(e) = runtime.delete(id) {
-                    errors.push(e.to_string());
+    // Nothing of the trial under the runtime's root: nothing to ask the runtime to delete.
+    let entries = runtime.state_entries(&names.id_prefix());
+    let rest: Vec<&String> = entries
+        .iter()
+        .filter(|id| !runtime.remove_stopped(id))
+        .collect();
+    if !rest.is_empty() {
+        match runtime.list() {
+            Ok(ids) => {
+                for id in ids.iter().filter(|id| id.starts_with(&names.id_prefix())) {
+                    if let Err(e) = runtime.delete(id) {
+                        errors.push(e.to_string());
+                    }
                 }
             }
+            Err(e) => errors.push(e.to_string()),
         }
-        Err(e) => errors.push(e.to_string()),
     }
     if let Err(e) = inner.hierarchies.remove(&names.cgroup_rel) {
         errors.push(e.to_string());

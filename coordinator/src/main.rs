@@ -2,6 +2,11 @@
 //!
 //! Exit codes: 0 success, 1 failed trials or invalid input, 2 usage error.
 
+/// mimalloc: the Parquet sink encodes on short-lived threads, and glibc's per-thread arenas hand
+/// them freshly trimmed memory (a page fault per 4 KiB, expensive on VMs); see `just bench` sink.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -32,6 +32,12 @@
 //! [--container-max N] [--vm-max N] [NAME…]`; no NAME runs them all.
 //! The benchmarks after `overhead` need root (they run the agent's backends in-process).
 
+/// mimalloc: glibc's per-thread arenas hand each new encoder thread memory it has just trimmed,
+/// which costs a page fault per 4 KiB on this VM (the sink's second thread took up to twice as
+/// long as the first); `isolab` uses the same allocator, so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -257,6 +257,15 @@ where
 }
 
 fn main() -> anyhow::Result<()> {
+    // With RUST_LOG set (e.g. `isolab_agent=info`), every closed span is printed with its busy
+    // and idle time: where a measured trial spent its time, phase by phase.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let mut trials = 20_000usize;
     let mut sink_rows = 3_000_000usize;
     let mut rounds = 5u32;

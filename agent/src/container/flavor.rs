@@ -3,8 +3,9 @@
 //! - `run --keep` (leave the stopped container and its cgroups for the final statistics) is a
 //!   runc (and youki) flag; crun and runsc refuse it. [`keeps`] asks the runtime's own
 //!   `run --help` once per binary and remembers the answer, so a runtime is driven with what it
-//!   supports instead of failing on an unknown flag. runsc keeps a stopped container (and its
-//!   cgroups) until `delete` anyway; crun removes it, so its final statistics are not readable.
+//!   supports instead of failing on an unknown flag. crun and runsc remove the container's
+//!   cgroup as it ends, so the runner takes their last periodic reading (at most 100 ms old) as
+//!   the final statistics.
 //! - runsc (gVisor) needs global flags to work on an ordinary host: [`runsc_args`] adds
 //!   `--platform=ptrace` (works everywhere, also nested; the 2022 release has no usable
 //!   `systrap`, and its default hangs here) and `--network=none`/`--network=host` for the

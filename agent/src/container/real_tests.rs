@@ -130,6 +130,23 @@ async fn container_backend_passes_the_conformance_suite() {
     conformance::check_all(&s.backend, &platform(Limits::default())).await;
 }
 
+/// gVisor removes the container's cgroup as it ends (no `run --keep`): the final statistics are
+/// its last periodic reading, so the whole suite (final statistics included) passes for it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runsc_containers_pass_the_conformance_suite() {
+    let Some(s) = setup("conformance-runsc", &["runc", "runsc"]) else {
+        return;
+    };
+    if super::runtime::resolve("runsc").is_err() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
+        eprintln!("skipping: runsc is not installed");
+        return;
+    }
+    let mut p = platform(Limits::default());
+    p.runtime = Some("runsc".into());
+    conformance::check_all(&s.backend, &p).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_limit_oom_kills_and_the_next_trial_runs_clean() {
     let Some(s) = setup("oom", &["runc"]) else {

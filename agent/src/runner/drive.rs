@@ -20,6 +20,7 @@ use super::collect::{self, StdoutSummary};
 use super::outcome::{InstanceReport, Interrupt, Outcome};
 use crate::backend::InstanceExit;
 use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
+use crate::cgroup::CgroupStats;
 use crate::core::{TrialEvent, TrialState, TrialStatus};
 
 /// A started instance's main process: pid and start time, to check it is gone at the end.
@@ -87,6 +88,7 @@ async fn run<B: Backend>(
         Ok(mut prepared) => {
             let ids = {
                 let mut loop_ = RunLoop {
+                    last_stats: BTreeMap::new(),
                     adversaries: ctx
                         .trial
                         .instances
@@ -139,6 +141,10 @@ struct RunLoop<'a, B: Backend> {
     outcome: &'a mut Outcome,
     /// Indices of the isolation adversaries.
     adversaries: BTreeSet<u32>,
+    /// Each instance's latest periodic statistics, with their time: the final statistics when
+    /// the runtime removed the cgroup as the instance ended (crun and runsc have no
+    /// `run --keep`).
+    last_stats: BTreeMap<u32, (f64, CgroupStats)>,
 }
 
 /// The readers of one instance's output.
@@ -319,22 +325,41 @@ impl<B: Backend> RunLoop<'_, B> {
         }
     }
 
-    async fn send_stats(&self, indices: &[u32], started: Instant, final_: bool) {
+    async fn send_stats(&mut self, indices: &[u32], started: Instant, final_: bool) {
         let t_offset_s = started.elapsed().as_secs_f64();
         for &instance in indices {
-            match self.backend.stats(self.prepared, instance) {
+            let (t_offset_s, stats) = match self.backend.stats(self.prepared, instance) {
                 Ok(stats) => {
-                    let ev = TrialEvent::Stats {
-                        instance,
-                        t_offset_s,
-                        stats,
-                        final_,
-                    };
-                    let _ = self.events.send(ev).await;
+                    if !final_ {
+                        self.last_stats.insert(instance, (t_offset_s, stats));
+                    }
+                    (t_offset_s, stats)
                 }
-                Err(e) if final_ => tracing::warn!(instance, "final statistics: {e}"),
-                Err(e) => tracing::debug!(instance, "statistics: {e}"),
-            }
+                Err(e) if final_ => match self.last_stats.remove(&instance) {
+                    Some((t, stats)) => {
+                        tracing::info!(
+                            instance,
+                            "final statistics are the reading at {t:.2} s: {e}"
+                        );
+                        (t, stats)
+                    }
+                    None => {
+                        tracing::warn!(instance, "final statistics: {e}");
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    tracing::debug!(instance, "statistics: {e}");
+                    continue;
+                }
+            };
+            let ev = TrialEvent::Stats {
+                instance,
+                t_offset_s,
+                stats,
+                final_,
+            };
+            let _ = self.events.send(ev).await;
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use isolab_model::LoadError;
-use isolab_model::manifest::{RunStatus, TrialState};
+use isolab_model::manifest::{EventsRecord, RunStatus, TrialState};
 use isolab_model::plan::{self, Filter, Trial};
 use tokio::sync::{mpsc, watch};
 
@@ -27,6 +27,10 @@ mod record;
 
 use dispatch::{Attempt, Queue, Signals, lock, worker};
 use record::handle_attempt;
+
+/// How long the end of a run waits for NATS to acknowledge its events before counting the rest
+/// as dropped in the manifest.
+const EVENTS_FLUSH: Duration = Duration::from_secs(10);
 
 /// Options of `isolab run`.
 #[derive(Debug, Clone, Default)]
@@ -140,6 +144,7 @@ pub async fn run(
     )?;
     let pipeline = &loaded.pipeline;
     let bus = opts.events.clone().unwrap_or_default();
+    let events_before = bus.nats_stats();
     let mut trials = plan::plan(pipeline);
     if let Some(expr) = &opts.only {
         let filter = Filter::parse(expr).map_err(|e| RunError::Filter(e.to_string()))?;
@@ -445,6 +450,16 @@ pub async fn run(
             not_run: count_u32(not_run),
         },
     ));
+    if let Some((url, before)) = events_before {
+        // Counted from this run's start: the service's bus serves run after run.
+        let after = bus.flush(EVENTS_FLUSH).await.unwrap_or(before);
+        dir.manifest.events = Some(EventsRecord {
+            url,
+            published: after.published.saturating_sub(before.published),
+            dropped: after.dropped.saturating_sub(before.dropped),
+        });
+        dir.save()?;
+    }
     if let Some(la) = local {
         la.shutdown().await;
     }

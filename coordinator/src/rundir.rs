@@ -131,6 +131,7 @@ impl RunDir {
                 .collect(),
             trials: trials.iter().map(trial_record).collect(),
             repetition_groups: Vec::new(),
+            events: None,
         };
         let dir = Self { path, manifest };
         dir.save()?;

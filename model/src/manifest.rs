@@ -233,6 +233,22 @@ pub struct Manifest {
     /// stopped where they did (absent in manifests written before it existed).
     #[serde(default)]
     pub repetition_groups: Vec<RepetitionGroup>,
+    /// What became of the run's live events on NATS (`--events nats://…`); absent without NATS.
+    /// The Parquet files and this manifest are the results either way: events are a live view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsRecord>,
+}
+
+/// The run's live events on NATS, counted by the coordinator's publisher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsRecord {
+    /// The NATS server.
+    pub url: String,
+    /// Events JetStream acknowledged.
+    pub published: u64,
+    /// Events lost: NATS unreachable, the publishing queue full, or no acknowledgement.
+    pub dropped: u64,
 }
 
 impl Manifest {

@@ -77,6 +77,14 @@ impl EventBus {
         }
     }
 
+    /// The NATS URL and the publisher's counters so far, if this bus publishes to NATS.
+    pub fn nats_stats(&self) -> Option<(String, PublishStats)> {
+        match self {
+            Self::Memory(_) => None,
+            Self::Nats(n) | Self::Tee(_, n) => Some((n.url().to_owned(), n.stats())),
+        }
+    }
+
     /// Waits (up to `timeout`) for NATS to acknowledge what was published; the counters of the
     /// NATS publisher, if any.
     pub async fn flush(&self, timeout: Duration) -> Option<PublishStats> {

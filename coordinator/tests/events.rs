@@ -93,7 +93,9 @@ fn late_watch_replays_the_history_of_a_finished_run() {
     let pipeline = write_pipeline(tmp.path(), "evlate", "syscall, cpu_spin", 1, "300ms");
     let run_dir = run_with_events(&pipeline, tmp.path(), &nats.url);
     let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_owned();
-    let events = manifest(&run_dir).events.expect("events recorded in the manifest");
+    let events = manifest(&run_dir)
+        .events
+        .expect("events recorded in the manifest");
     assert_eq!(
         (events.url.as_str(), events.dropped),
         (nats.url.as_str(), 0),
@@ -194,7 +196,10 @@ fn a_dead_nats_does_not_fail_the_run() {
     let events = m.events.as_ref().expect("events recorded in the manifest");
     assert_eq!(events.url, url);
     assert_eq!(events.published, 0, "{events:?}");
-    assert!(events.dropped >= 2 * 2, "status changes of 2 trials: {events:?}");
+    assert!(
+        events.dropped >= 2 * 2,
+        "status changes of 2 trials: {events:?}"
+    );
     assert!(
         m.trials.iter().all(|t| t.status == TrialState::Ok),
         "{:?}",

@@ -24,6 +24,7 @@ pub mod conformance;
 pub mod envelope;
 mod handle;
 mod leaks;
+pub(crate) mod mounts;
 pub mod native;
 pub mod reap;
 

@@ -2,9 +2,10 @@
 //! the system rather than in the backend's own records.
 
 use super::backend::Inner;
-use super::lifecycle::{TrialNames, mounts_under};
+use super::lifecycle::TrialNames;
 use super::netns;
 use super::runtime::Runtime;
+use crate::backend::mounts::mounts_under;
 use crate::backend::{Leak, LeakReport, process_alive};
 
 /// Looks for processes in the trial's cgroups (in every hierarchy), the cgroups themselves,

@@ -13,6 +13,7 @@ use super::bundle::{self, BundleInput, NetAttach};
 use super::netns::{self, TrialNetwork};
 use super::rootfs;
 use super::runtime::Runtime;
+use crate::backend::mounts::{mounts_under, unmount_detach};
 use crate::backend::process_alive;
 use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
 
@@ -313,59 +314,6 @@ pub(crate) fn destroy_trial(
     errors
 }
 
-/// `umount2(path, MNT_DETACH)`.
-fn unmount_detach(path: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call; umount2 reads it only.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// Mount points at or below `dir` in our mount namespace, deepest first.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut points: Vec<PathBuf> = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mount(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points
-}
-
-/// Undoes the octal escapes of mount tables (`\040` for a space).
-fn unescape_mount(s: &str) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let b = s.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match (b[i], octal) {
-            (b'\\', Some(d)) => {
-                let v = d.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-                out.push(u8::try_from(v).unwrap_or(b'?'));
-                i += 4;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,13 +337,5 @@ mod tests {
             n.bundle(3),
             Path::new("/run/isolab/agent/trials/0123456789abcdef-a0/i3")
         );
-    }
-
-    #[test]
-    fn mount_points_are_unescaped() {
-        assert_eq!(unescape_mount(r"/a\040b/c"), "/a b/c");
-        assert_eq!(unescape_mount(r"/plain"), "/plain");
-        assert!(mounts_under(Path::new("/nonexistent-isolab-dir")).is_empty());
-        assert!(mounts_under(Path::new("/")).contains(&PathBuf::from("/")));
     }
 }

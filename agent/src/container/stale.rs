@@ -10,9 +10,9 @@
 use std::path::Path;
 
 use super::backend::Inner;
-use super::lifecycle::mounts_under;
 use super::netns;
 use super::runtime::Runtime;
+use crate::backend::mounts::mounts_under;
 use crate::backend::process_alive;
 
 /// `<prefix>-<pid>-<n>` → (`prefix`, `pid`), also when followed by `-<more>`.

@@ -22,6 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::backend::mounts::{detach, mounts_under};
 use crate::backend::process_alive;
 
 /// `PATH` used to find `dockerd` and for the daemon (which finds `containerd` and `runc` on it).
@@ -380,54 +381,6 @@ pub(crate) fn reap_orphans_named(comm: &str) {
     }
 }
 
-/// Mount points at or below `dir`, deepest first.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut found: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mount_path)
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(s: &str) -> PathBuf {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && let Some(oct) = s.get(i + 1..i + 4)
-            && let Ok(v) = u8::from_str_radix(oct, 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
-}
-
-/// Lazily unmounts `path` (`MNT_DETACH`).
-pub(crate) fn detach(path: &Path) {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return;
-    };
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    if rc != 0 {
-        tracing::warn!(path = %path.display(), "umount: {}", std::io::Error::last_os_error());
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -451,13 +404,6 @@ mod tests {
         assert!(args.contains(&"--config-file=/state/d/daemon.json".to_owned()));
         let json: serde_json::Value = serde_json::from_str(&daemon_json()).unwrap();
         assert!(json["runtimes"].is_object(), "{json}");
-    }
-
-    #[test]
-    fn mount_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path(r"/a\040b/c"), PathBuf::from("/a b/c"));
-        assert_eq!(unescape_mount_path("/plain"), PathBuf::from("/plain"));
-        assert!(mounts_under(Path::new("/nonexistent-isolab")).is_empty());
     }
 
     #[test]

@@ -40,11 +40,12 @@ mod probe;
 pub mod spec;
 mod trial;
 
+pub(crate) use crate::backend::mounts::{detach, mounts_under};
 pub(crate) use attach::exit_of as exit_code;
 pub use backend::{DockerBackend, DockerPrepared};
 pub use config::{DEFAULT_SOCKET, DaemonMode, DockerConfig};
 pub use daemon::{DaemonError, PrivateDaemon};
-pub(crate) use daemon::{detach, find as find_binary, mounts_under, reap_orphans_named};
+pub(crate) use daemon::{find as find_binary, reap_orphans_named};
 pub use error::DockerError;
 
 #[cfg(test)]

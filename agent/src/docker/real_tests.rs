@@ -338,7 +338,7 @@ async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
         "private daemon state left: {daemon_dirs:?}"
     );
     assert!(
-        super::daemon::mounts_under(&state).is_empty(),
+        crate::backend::mounts::mounts_under(&state).is_empty(),
         "mounts left under {}",
         state.display()
     );

@@ -8,6 +8,7 @@
 //! removed; nothing else is ever touched.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -110,6 +111,47 @@ fn owner_pid(prefix: &str, name: &str) -> Option<u32> {
         return None;
     }
     pid.parse().ok()
+}
+
+/// Removes the directories (`<root>/<prefix>-<pid>-<n>`: VM runtime dirs, scratch roots) of agents with the same
+/// prefix as `own` (this agent's `<prefix>-<pid>-<n>`) whose process is gone: what a crashed
+/// agent left. Their QEMUs died with them (`PR_SET_PDEATHSIG`), their cgroups and network
+/// namespaces are removed by the cgroup layer and the container backend. Returns what it removed.
+pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
+    let mut parts = own.rsplitn(3, '-');
+    let (Some(_), Some(_), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut removed = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
+            continue;
+        };
+        let mut it = rest.splitn(2, '-');
+        let (Some(pid), Some(n)) = (it.next().and_then(|p| p.parse::<u32>().ok()), it.next())
+        else {
+            continue;
+        };
+        let ours = pid == std::process::id();
+        if ours
+            || !n.bytes().all(|b| b.is_ascii_digit())
+            || super::process_alive(pid, None).is_some()
+        {
+            continue;
+        }
+        // A crashed agent's tmpfs scratch is still mounted there: detach it first.
+        for point in super::mounts::mounts_under(&entry.path()) {
+            super::mounts::detach(&point);
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed.push(entry.path());
+        }
+    }
+    removed
 }
 
 #[cfg(test)]

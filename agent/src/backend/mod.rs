@@ -27,8 +27,9 @@ mod leaks;
 pub(crate) mod mounts;
 pub mod native;
 pub mod reap;
+pub mod scratch;
 
-pub use agent_dir::AgentDir;
+pub use agent_dir::{AgentDir, remove_stale_runtime};
 pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
 pub use handle::{
     ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, lines,

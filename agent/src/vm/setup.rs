@@ -84,42 +84,7 @@ impl VmConfig {
     }
 }
 
-/// Removes the runtime directories (`<root>/<prefix>-<pid>-<n>`) of agents with the same
-/// prefix as `own` (this agent's `<prefix>-<pid>-<n>`) whose process is gone: what a crashed
-/// agent left. Their QEMUs died with them (`PR_SET_PDEATHSIG`), their cgroups and network
-/// namespaces are removed by the cgroup layer and the container backend. Returns what it removed.
-pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
-    let mut parts = own.rsplitn(3, '-');
-    let (Some(_), Some(_), Some(prefix)) = (parts.next(), parts.next(), parts.next()) else {
-        return Vec::new();
-    };
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut removed = Vec::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-')) else {
-            continue;
-        };
-        let mut it = rest.splitn(2, '-');
-        let (Some(pid), Some(n)) = (it.next().and_then(|p| p.parse::<u32>().ok()), it.next())
-        else {
-            continue;
-        };
-        let ours = pid == std::process::id();
-        if ours
-            || !n.bytes().all(|b| b.is_ascii_digit())
-            || crate::backend::process_alive(pid, None).is_some()
-        {
-            continue;
-        }
-        if std::fs::remove_dir_all(entry.path()).is_ok() {
-            removed.push(entry.path());
-        }
-    }
-    removed
-}
+pub use crate::backend::remove_stale_runtime;
 
 /// Everything found once, at agent start.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::envelope::{Ceilings, instance_limits};
 use super::reap;
+use super::scratch::Scratch;
 use super::{
     AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext, process_alive,
 };
@@ -20,6 +21,8 @@ mod spawn;
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `isolab-workload --list` may take in the probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Scratch tmpfs size of an instance without a memory limit (ceilings normally give one).
+const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
 
 /// What went wrong in the native backend.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,9 @@ pub enum NativeError {
         #[source]
         source: std::io::Error,
     },
+    /// An instance's scratch tmpfs could not be made.
+    #[error(transparent)]
+    Scratch(#[from] super::scratch::ScratchError),
     /// Statistics asked for an instance the trial does not have.
     #[error("no instance {index} in trial {trial}")]
     NoInstance {
@@ -81,6 +87,8 @@ pub struct NativeBackend {
     io_device: Option<(u64, u64)>,
     comm: String,
     probes: AtomicU64,
+    /// Every instance's tmpfs working directory (`None` without an agent directory).
+    scratch: Option<Scratch>,
 }
 
 /// One instance, prepared.
@@ -89,6 +97,8 @@ struct NativeInstance {
     index: u32,
     cgroup: Arc<AnyCgroup>,
     args: Vec<String>,
+    /// Its scratch tmpfs: working directory and `$TMPDIR`.
+    scratch: PathBuf,
 }
 
 /// A prepared native trial: its cgroups and the command lines of its instances.
@@ -118,6 +128,10 @@ impl NativeBackend {
             .map(|p| reap::comm_of(p))
             .unwrap_or_default();
         let io_device = super::envelope::block_device_of(&std::env::temp_dir());
+        let scratch = dir
+            .as_ref()
+            .ok()
+            .map(|d| Scratch::new(&std::env::temp_dir(), d.name()));
         Self {
             dir,
             workload_bin,
@@ -125,6 +139,7 @@ impl NativeBackend {
             io_device,
             comm,
             probes: AtomicU64::new(0),
+            scratch,
         }
     }
 
@@ -167,6 +182,14 @@ impl NativeBackend {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("cannot make cgroups: {e}"))
+    }
+}
+
+impl Drop for NativeBackend {
+    fn drop(&mut self) {
+        if let Some(s) = &self.scratch {
+            s.release();
+        }
     }
 }
 
@@ -217,6 +240,12 @@ impl Backend for NativeBackend {
         }
         let dir = Arc::clone(dir);
         let slug = ctx.slug();
+        let scratch = self
+            .scratch
+            .clone()
+            .ok_or_else(|| NativeError::Unavailable {
+                reason: "no scratch space without an agent directory".into(),
+            })?;
         let task = tokio::task::spawn_blocking(move || {
             let manager = dir.manager();
             let trial_rel = dir.rel(&slug);
@@ -228,6 +257,9 @@ impl Backend for NativeBackend {
                 // Left by an earlier run of this attempt that did not finish its teardown.
                 destroy(&manager.open(&trial_rel).map_err(cg_err(&trial_rel))?)?;
             }
+            for e in scratch.destroy(&slug) {
+                tracing::warn!(trial = %slug, "removing an earlier scratch space: {e}");
+            }
             let trial_cg = manager.create(&trial_rel).map_err(cg_err(&trial_rel))?;
             let made = specs
                 .into_iter()
@@ -235,10 +267,14 @@ impl Backend for NativeBackend {
                     let rel = format!("{trial_rel}/i{index}");
                     let cg = manager.create(&rel).map_err(cg_err(&rel))?;
                     cg.apply(&limits).map_err(cg_err(&rel))?;
+                    // As large as the memory the instance may use (the tmpfs is charged to it).
+                    let size = limits.memory_bytes.unwrap_or(DEFAULT_SCRATCH_BYTES);
+                    let scratch = scratch.create(&slug, index, size)?;
                     Ok(NativeInstance {
                         index,
                         cgroup: Arc::new(cg),
                         args,
+                        scratch,
                     })
                 })
                 .collect::<Result<Vec<_>, NativeError>>();
@@ -246,6 +282,9 @@ impl Backend for NativeBackend {
                 Ok(instances) => Ok((trial_cg, instances)),
                 Err(e) => {
                     if let Err(cleanup) = destroy(&trial_cg) {
+                        tracing::warn!("cleaning up after a failed prepare: {cleanup}");
+                    }
+                    for cleanup in scratch.destroy(&slug) {
                         tracing::warn!("cleaning up after a failed prepare: {cleanup}");
                     }
                     Err(e)
@@ -275,13 +314,14 @@ impl Backend for NativeBackend {
                     rel: inst.cgroup.rel_path().to_owned(),
                     source,
                 })?;
-            let handle = spawn::spawn_instance(bin, &inst.args, inst.index, &slug, join)
-                .await
-                .map_err(|source| NativeError::Spawn {
-                    instance: inst.index,
-                    program: bin.clone(),
-                    source,
-                })?;
+            let handle =
+                spawn::spawn_instance(bin, &inst.args, inst.index, &slug, &inst.scratch, join)
+                    .await
+                    .map_err(|source| NativeError::Spawn {
+                        instance: inst.index,
+                        program: bin.clone(),
+                        source,
+                    })?;
             handles.push(handle);
         }
         Ok(Launch {
@@ -335,6 +375,7 @@ impl Backend for NativeBackend {
             instances,
         } = prepared;
         let comm = self.comm.clone();
+        let (scratch, slug) = (self.scratch.clone(), ctx.slug());
         let done = tokio::task::spawn_blocking(move || {
             let mut errors = Vec::new();
             for inst in &instances {
@@ -344,6 +385,10 @@ impl Backend for NativeBackend {
             }
             if let Err(e) = destroy(&trial_cgroup) {
                 errors.push(e.to_string());
+            }
+            // After the processes: a tmpfs in use by a live process would only be detached.
+            if let Some(s) = scratch {
+                errors.extend(s.destroy(&slug));
             }
             reap::reap_orphans(&comm);
             errors
@@ -371,6 +416,11 @@ impl Backend for NativeBackend {
 
     fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
         let mut report = LeakReport::default();
+        if let Some(s) = &self.scratch {
+            for leak in s.leaks(&ctx.slug()) {
+                report.push(leak);
+            }
+        }
         let Ok(dir) = &self.dir else {
             return report;
         };

@@ -37,6 +37,12 @@ fn command(program: &Path, args: &[String]) -> Command {
     cmd
 }
 
+/// `TMPDIR` and the working directory of an instance: its scratch tmpfs
+/// ([`crate::backend::scratch`]).
+fn in_scratch(cmd: &mut Command, scratch: &Path) {
+    cmd.env("TMPDIR", scratch).current_dir(scratch);
+}
+
 /// Spawns while holding the reaper's registry, so the reaper never takes this child's status.
 fn spawn_registered(cmd: &mut Command) -> std::io::Result<Child> {
     reap::spawn_registered(|| cmd.spawn(), Child::id)
@@ -116,9 +122,11 @@ pub(super) async fn spawn_instance(
     args: &[String],
     index: u32,
     trial_slug: &str,
+    scratch: &Path,
     join: JoinTarget,
 ) -> std::io::Result<InstanceHandle> {
     let mut cmd = command(program, args);
+    in_scratch(&mut cmd, scratch);
     cmd.env("ISOLAB_INSTANCE", index.to_string())
         .env(TRIAL_ENV, trial_slug);
     // SAFETY: the hook runs in the child between fork and exec and only makes async-signal-safe

@@ -414,12 +414,14 @@ fn paths_that_escape_our_cgroup_are_refused() {
 fn v1_kill_all_freezes_signals_and_thaws() {
     let (tmp, m) = fake_v1(V1_SEPARATE);
     let cg = create_v1(&tmp, &m, "k");
+    let state = cg.dir(Controller::Freezer).unwrap().join("freezer.state");
+    // Empty: nothing to kill, so nothing is frozen either.
+    put(&state, "untouched");
     assert_eq!(
         cg.kill_all(Duration::from_secs(1)).unwrap(),
         Vec::<u32>::new()
     );
-    let state = cg.dir(Controller::Freezer).unwrap().join("freezer.state");
-    assert_eq!(get(&state), "THAWED");
+    assert_eq!(get(&state), "untouched");
 
     // A fake cgroup.procs never empties: the child is killed, the call times out naming it.
     let mut child = std::process::Command::new("sleep")

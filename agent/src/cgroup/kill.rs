@@ -36,6 +36,10 @@ pub(crate) fn kill_loop(
     let deadline = Instant::now() + timeout;
     let mut killed = BTreeSet::new();
     loop {
+        // Nothing there: nothing to freeze either (the common case at teardown).
+        if killed.is_empty() && list()?.is_empty() {
+            return Ok(Vec::new());
+        }
         let frozen = freezer.freeze().unwrap_or_else(|e| {
             // Killing without a freeze still converges (pids.max bounds the population).
             tracing::warn!(cgroup = rel, "freeze failed, killing without: {e}");

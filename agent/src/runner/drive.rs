@@ -220,7 +220,12 @@ impl<B: Backend> RunLoop<'_, B> {
                 },
             );
         }
-        let mut tick = tokio::time::interval(self.opts.stats_interval);
+        // The first reading one interval in: at once it would only find zeros (or no cgroup yet,
+        // while the runtime makes it), and take CPU from the instances that are starting.
+        let mut tick = tokio::time::interval_at(
+            Instant::now() + self.opts.stats_interval,
+            self.opts.stats_interval,
+        );
         tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
         while !exits.is_empty() {
             tokio::select! {

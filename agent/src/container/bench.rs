@@ -28,6 +28,9 @@ use crate::core::{TrialEvent, TrialState};
 
 /// The workload every measurement here runs: it prints `awake` at once and then sleeps.
 const IDLE: &str = "idle";
+/// Rounds of each side run first and not counted (caches, the runtime binary's pages, the
+/// spawner and blocking threads), as hyperfine's `--warmup`.
+const WARMUP_ROUNDS: u32 = 3;
 /// How long one measured container may take before it counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Memory limit of each idle container in [`max_alive`] (its own cgroup limit).
@@ -69,7 +72,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// `rounds` alternating rounds of one container through the agent and one bare `run` of the
-/// identical bundle, on `platform`.
+/// identical bundle, on `platform`, after [`WARMUP_ROUNDS`] not counted.
 pub async fn start_times(
     backend: &ContainerBackend,
     platform: &Platform,
@@ -96,17 +99,22 @@ pub async fn start_times(
             .next()
             .ok_or("no bundle was prepared")?;
         let mut times = StartTimes::default();
-        for round in 0..rounds {
+        for round in 0..WARMUP_ROUNDS + rounds {
+            let measured = round >= WARMUP_ROUNDS;
             // Alternate which goes first, so drift hits both alike.
             for agent_turn in [round % 2 == 0, round % 2 != 0] {
                 if agent_turn {
                     let (first, gone) = through_agent(backend, platform).await?;
-                    times.agent_first_ms.push(ms(first));
-                    times.agent_gone_ms.push(ms(gone));
+                    if measured {
+                        times.agent_first_ms.push(ms(first));
+                        times.agent_gone_ms.push(ms(gone));
+                    }
                 } else {
                     let (first, gone) = bare(&prepared, &bundle, round).await?;
-                    times.bare_first_ms.push(ms(first));
-                    times.bare_gone_ms.push(ms(gone));
+                    if measured {
+                        times.bare_first_ms.push(ms(first));
+                        times.bare_gone_ms.push(ms(gone));
+                    }
                 }
             }
         }

@@ -95,7 +95,8 @@ fn container_backend(
 async fn container(core: &AgentCore, opts: &Options) -> anyhow::Result<()> {
     let backend = container_backend(core)?;
     let platform = cbench::platform("runc", Limits::default());
-    let t = cbench::start_times(backend, &platform, opts.rounds)
+    // A container lives ~25 ms: medians of at least 30 rounds, or the host's noise decides.
+    let t = cbench::start_times(backend, &platform, opts.rounds.max(30))
         .await
         .map_err(|e| anyhow::anyhow!("container: {e}"))?;
     let (bare, agent) = (median(&t.bare_gone_ms), median(&t.agent_gone_ms));

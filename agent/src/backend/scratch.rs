@@ -121,16 +121,20 @@ impl Scratch {
 mod tests {
     use super::*;
 
-    fn root() -> bool {
+    /// Whether the test can mount (root); off CI it says why it skips.
+    fn can_mount() -> bool {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() == 0 }
+        let root = unsafe { libc::geteuid() == 0 };
+        assert!(root || std::env::var_os("CI").is_none(), "CI runs as root");
+        if !root {
+            eprintln!("skipping: mounting a tmpfs needs root");
+        }
+        root
     }
 
     #[test]
     fn a_scratch_tmpfs_is_bounded_and_leaves_nothing() {
-        if !root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            eprintln!("skipping: mounting a tmpfs needs root");
+        if !can_mount() {
             return;
         }
         let base = tempfile::tempdir().unwrap();
@@ -152,9 +156,7 @@ mod tests {
 
     #[test]
     fn scratch_of_a_dead_agent_is_unmounted_and_removed() {
-        if !root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs as root");
-            eprintln!("skipping: mounting a tmpfs needs root");
+        if !can_mount() {
             return;
         }
         let base = tempfile::tempdir().unwrap();

@@ -364,6 +364,72 @@ pub async fn check_unknown_workload<B: Backend>(backend: &B, platform: &Platform
     o
 }
 
+/// A fork bomb (pids 128) and a memory bomb (64 MiB) on `platform` are each contained (pids limit
+/// hits counted; an OOM kill counted and named, the peak at the limit), then a plain trial runs
+/// clean; `leftovers` checks each trial's teardown (the backend's own look at what may remain).
+pub async fn check_bombs_contained<B: Backend>(
+    backend: &B,
+    platform: &Platform,
+    leftovers: impl Fn(&Observed),
+) {
+    let limit_bytes: u64 = 64 << 20;
+    let mut p = platform.clone();
+    p.limits.pids = Some(128);
+    p.limits.memory = Some(isolab_model::units::Bytes(limit_bytes));
+    let secs = Duration::from_secs_f64;
+
+    let o = run(
+        backend,
+        trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0)),
+        |_| false,
+    )
+    .await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.pids_limit_hits >= 1,
+        "fork bomb not refused: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        !o.samples(0).is_empty(),
+        "the bomb reports what it reached: {}",
+        o.status.message
+    );
+    leftovers(&o);
+
+    let o = run(
+        backend,
+        trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0)),
+        |_| false,
+    )
+    .await;
+    let stats = o.final_stats(0).expect("final stats");
+    assert!(
+        stats.oom_kills >= 1,
+        "no OOM kill counted: {stats:?}; {}",
+        o.status.message
+    );
+    assert!(
+        o.status.message.contains("out of memory"),
+        "message: {}",
+        o.status.message
+    );
+    assert!(
+        stats.memory_peak_bytes <= limit_bytes,
+        "peak above the limit: {stats:?}"
+    );
+    leftovers(&o);
+
+    let o = run(
+        backend,
+        trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0)),
+        |_| false,
+    )
+    .await;
+    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
+    leftovers(&o);
+}
+
 /// Every check, one after the other.
 pub async fn check_all<B: Backend>(backend: &B, platform: &Platform) {
     check_one_syscall(backend, platform).await;

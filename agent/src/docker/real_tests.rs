@@ -151,49 +151,10 @@ async fn bombs_are_contained_and_the_next_trial_runs_clean() {
     let Some(s) = setup("bombs", DaemonMode::Auto).await else {
         return;
     };
-    let p = platform(Limits {
-        pids: Some(128),
-        memory: Some(Bytes(64 << 20)),
-        ..Limits::default()
-    });
-    let t = conformance::trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.pids_limit_hits >= 1,
-        "fork bomb not refused: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        !o.samples(0).is_empty(),
-        "the bomb reports what it reached: {}",
-        o.status.message
-    );
-    assert_nothing_left(&s, &o);
-
-    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.oom_kills >= 1,
-        "no OOM kill counted: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        o.status.message.contains("out of memory"),
-        "message: {}",
-        o.status.message
-    );
-    assert!(
-        stats.memory_peak_bytes <= 64 << 20,
-        "peak above the limit: {stats:?}"
-    );
-    assert_nothing_left(&s, &o);
-
-    let t = conformance::trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
-    assert_nothing_left(&s, &o);
+    conformance::check_bombs_contained(&s.backend, &platform(Limits::default()), |o| {
+        assert_nothing_left(&s, o);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
-use isolab_model::units::Bytes;
 
 use super::{LxcBackend, LxcConfig};
 use crate::backend::conformance::{self, Observed};
@@ -15,7 +14,6 @@ use crate::backend::envelope::Ceilings;
 use crate::backend::{AgentDir, Backend, TrialContext};
 use crate::cgroup::CgroupManager;
 use crate::container::hierarchy::Hierarchies;
-use crate::core::TrialState;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -139,49 +137,10 @@ async fn bombs_are_contained_and_the_next_trial_runs_clean() {
     let Some(s) = setup("bombs").await else {
         return;
     };
-    let p = platform(Limits {
-        pids: Some(128),
-        memory: Some(Bytes(64 << 20)),
-        ..Limits::default()
-    });
-    let t = conformance::trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.pids_limit_hits >= 1,
-        "fork bomb not refused: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        !o.samples(0).is_empty(),
-        "the bomb reports what it reached: {}",
-        o.status.message
-    );
-    assert_nothing_left(&s, &o);
-
-    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.oom_kills >= 1,
-        "no OOM kill counted: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        o.status.message.contains("out of memory"),
-        "message: {}",
-        o.status.message
-    );
-    assert!(
-        stats.memory_peak_bytes <= 64 << 20,
-        "peak above the limit: {stats:?}"
-    );
-    assert_nothing_left(&s, &o);
-
-    let t = conformance::trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
-    assert_nothing_left(&s, &o);
+    conformance::check_bombs_contained(&s.backend, &platform(Limits::default()), |o| {
+        assert_nothing_left(&s, o);
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

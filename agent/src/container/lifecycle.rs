@@ -294,22 +294,37 @@ pub(crate) fn destroy_trial(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    if let Err(e) = inner.hierarchies.remove(&names.cgroup_rel) {
-        errors.push(e.to_string());
-    }
-    if let Err(e) = netns::destroy(&names.net_prefix) {
-        errors.push(format!("bridge network {}: {e}", names.net_prefix));
-    }
-    for point in mounts_under(&names.dir) {
+    // The bundle (on the state dir's file system) and the cgroups (on cgroupfs) are removed side
+    // by side: their `rmdir`s wait on different kernel locks, ~0.1 ms each on this VM.
+    let bundle_errors = std::thread::scope(|s| {
+        let bundle = s.spawn(|| remove_bundle_dir(&names.dir));
+        if let Err(e) = inner.hierarchies.remove(&names.cgroup_rel) {
+            errors.push(e.to_string());
+        }
+        if let Err(e) = netns::destroy(&names.net_prefix) {
+            errors.push(format!("bridge network {}: {e}", names.net_prefix));
+        }
+        bundle
+            .join()
+            .unwrap_or_else(|_| vec!["the bundle remover panicked".to_owned()])
+    });
+    errors.extend(bundle_errors);
+    errors
+}
+
+/// Unmounts whatever is left below a trial's bundle directory, then removes the directory.
+fn remove_bundle_dir(dir: &Path) -> Vec<String> {
+    let mut errors = Vec::new();
+    for point in mounts_under(dir) {
         tracing::warn!(mount = %point.display(), "unmounting a mount left below a trial directory");
         if let Err(e) = unmount_detach(&point) {
             errors.push(format!("unmounting {}: {e}", point.display()));
         }
     }
-    match std::fs::remove_dir_all(&names.dir) {
+    match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => errors.push(format!("removing {}: {e}", names.dir.display())),
+        Err(e) => errors.push(format!("removing {}: {e}", dir.display())),
     }
     errors
 }

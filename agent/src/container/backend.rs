@@ -412,7 +412,14 @@ impl Backend for ContainerBackend {
                 .map(|i| (i.index, Arc::clone(&i.cgroup)))
                 .collect();
             let mut errors = Vec::new();
-            if let Err(e) = lifecycle::stop_instances(&task_names.slug, &cgroups, &running, timeout)
+            // With every runtime process gone (the runner's stop saw to that), `destroy_trial`'s
+            // kill of the whole trial cgroup is all that is left to do.
+            let runtime_alive = running
+                .iter()
+                .any(|r| crate::backend::process_alive(r.pid, r.start_time).is_some());
+            if runtime_alive
+                && let Err(e) =
+                    lifecycle::stop_instances(&task_names.slug, &cgroups, &running, timeout)
             {
                 errors.push(e.to_string());
             }

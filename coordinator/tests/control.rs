@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{manifest, strings};
+use common::{can_run, manifest, strings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,21 +21,6 @@ use isolab_model::manifest::{Manifest, TrialState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ci = std::env::var_os("CI").is_some();
-    if !root && !ci {
-        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
-        return false;
-    }
-    if isolab_agent::workload_bin::locate().is_err() && !ci {
-        eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
-        return false;
-    }
-    true
-}
 
 fn agent_config(name: &str, rack: &str) -> AgentConfig {
     AgentConfig {

@@ -6,6 +6,10 @@
 //! Off CI, a missing `nats-server` (or, for the run, root and the workload binary) skips the test
 //! with a printed reason.
 
+mod common;
+
+use common::can_run;
+
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -194,21 +198,6 @@ async fn live_set_drops_an_agent_after_missed_heartbeats() {
     task_a.await.expect("announcer a ended");
 }
 
-fn can_run_trials() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ci = std::env::var_os("CI").is_some();
-    if !root && !ci {
-        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
-        return false;
-    }
-    if isolab_agent::workload_bin::locate().is_err() && !ci {
-        eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
-        return false;
-    }
-    true
-}
-
 fn write_pipeline(dir: &Path) -> PathBuf {
     let path = dir.join("pipeline.yaml");
     std::fs::write(
@@ -225,7 +214,7 @@ fn write_pipeline(dir: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_with_discover_uses_the_announced_agents() {
-    if !can_run_trials() {
+    if !can_run() {
         return;
     }
     let Some(nats) = start_nats() else { return };

@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{agent_cgroup_dirs, processes_in_agent_cgroups, strings};
+use common::{BIN, agent_cgroup_dirs, processes_in_agent_cgroups, strings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io;
@@ -35,7 +35,6 @@ use arrow_array::Int32Array;
 use isolab_model::manifest::{Manifest, TrialState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 /// The /24 the test network uses: agents .1-.3, coordinator .4.
 const SUBNET: &str = "10.231.0";
 const PORT: u16 = 7411;

@@ -6,27 +6,16 @@
 //! Needs root (cgroups) and the `isolab-workload` binary; off CI without them it is skipped with a
 //! printed reason.
 
+mod common;
+
+use common::can_run;
+
 use std::collections::HashMap;
 
 use isolab_coordinator::run::{RunOptions, run};
 use opentelemetry::Value;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
 use tracing_subscriber::layer::SubscriberExt as _;
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ci = std::env::var_os("CI").is_some();
-    if !root && !ci {
-        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
-        return false;
-    }
-    if isolab_agent::workload_bin::locate().is_err() && !ci {
-        eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
-        return false;
-    }
-    true
-}
 
 fn attr(span: &SpanData, key: &str) -> Option<String> {
     span.attributes

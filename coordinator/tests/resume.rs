@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{agent_cgroup_dirs, processes_in_agent_cgroups};
+use common::{BIN, agent_cgroup_dirs, can_run, processes_in_agent_cgroups};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,23 +16,6 @@ use std::time::{Duration, Instant};
 use arrow_array::{Array, Float64Array, Int32Array, StringArray};
 use isolab_model::manifest::{Manifest, RunStatus, TrialState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-const BIN: &str = env!("CARGO_BIN_EXE_isolab");
-
-fn can_run() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let ci = std::env::var_os("CI").is_some();
-    if !root && !ci {
-        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
-        return false;
-    }
-    if isolab_agent::workload_bin::locate().is_err() && !ci {
-        eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
-        return false;
-    }
-    true
-}
 
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();

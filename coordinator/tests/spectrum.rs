@@ -7,10 +7,11 @@
 
 mod common;
 
+use common::BIN;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 const PLATFORMS: [&str; 5] = ["runc", "docker", "gvisor", "lxc", "qemu"];
 
 fn workspace() -> PathBuf {
@@ -21,29 +22,13 @@ fn workspace() -> PathBuf {
 }
 
 fn can_run() -> bool {
-    if std::env::var_os("CI").is_some() {
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root (CI runs it as root)");
-        return false;
-    }
-    for tool in [
+    common::can_run_with_tools(&[
         "runc",
         "runsc",
         "dockerd",
         "lxc-start",
         "qemu-system-x86_64",
-    ] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-        if !found {
-            eprintln!("skipping: {tool} is not installed (CI has it: ./bootstrap)");
-            return false;
-        }
-    }
-    true
+    ])
 }
 
 #[test]

@@ -7,11 +7,11 @@
 
 mod common;
 
+use common::BIN;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -21,22 +21,7 @@ fn workspace() -> PathBuf {
 }
 
 fn can_run() -> bool {
-    if std::env::var_os("CI").is_some() {
-        return true;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root for cgroups (CI runs it as root)");
-        return false;
-    }
-    for tool in ["runc", "qemu-system-x86_64"] {
-        let out = Command::new(tool).arg("--version").output();
-        if !out.is_ok_and(|o| o.status.success()) {
-            eprintln!("skipping: {tool} is not installed (CI has it: ./bootstrap)");
-            return false;
-        }
-    }
-    true
+    common::can_run_with_tools(&["runc", "qemu-system-x86_64"])
 }
 
 #[test]

@@ -30,6 +30,28 @@ pub fn can_run() -> bool {
     true
 }
 
+/// Whether runs needing root and `tools` (found on `PATH`) can go here; off CI a printed skip.
+/// CI always runs them (./bootstrap installs the tools).
+pub fn can_run_with_tools(tools: &[&str]) -> bool {
+    if std::env::var_os("CI").is_some() {
+        return true;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipping: needs root (CI runs it as root)");
+        return false;
+    }
+    for tool in tools {
+        let found = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+        if !found {
+            eprintln!("skipping: {tool} is not installed (CI has it: ./bootstrap)");
+            return false;
+        }
+    }
+    true
+}
+
 /// A small native-only pipeline: `workloads` × `repetitions`, each measuring `duration`.
 pub fn write_pipeline(
     dir: &Path,

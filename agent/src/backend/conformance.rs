@@ -364,20 +364,12 @@ pub async fn check_unknown_workload<B: Backend>(backend: &B, platform: &Platform
     o
 }
 
-/// A fork bomb (pids 128) and a memory bomb (64 MiB) on `platform` are each contained (pids limit
-/// hits counted; an OOM kill counted and named, the peak at the limit), then a plain trial runs
-/// clean; `leftovers` checks each trial's teardown (the backend's own look at what may remain).
-pub async fn check_bombs_contained<B: Backend>(
-    backend: &B,
-    platform: &Platform,
-    leftovers: impl Fn(&Observed),
-) {
-    let limit_bytes: u64 = 64 << 20;
+/// A fork bomb under `pids` on `platform` is refused at the limit (pids limit hits counted) and
+/// reports what it reached.
+pub async fn check_fork_bomb<B: Backend>(backend: &B, platform: &Platform, pids: u64) -> Observed {
     let mut p = platform.clone();
-    p.limits.pids = Some(128);
-    p.limits.memory = Some(isolab_model::units::Bytes(limit_bytes));
+    p.limits.pids = Some(pids);
     let secs = Duration::from_secs_f64;
-
     let o = run(
         backend,
         trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0)),
@@ -395,8 +387,19 @@ pub async fn check_bombs_contained<B: Backend>(
         "the bomb reports what it reached: {}",
         o.status.message
     );
-    leftovers(&o);
+    o
+}
 
+/// A memory bomb under `limit_bytes` on `platform` is OOM-killed (counted and named in the
+/// message), its peak at most the limit.
+pub async fn check_memory_bomb<B: Backend>(
+    backend: &B,
+    platform: &Platform,
+    limit_bytes: u64,
+) -> Observed {
+    let mut p = platform.clone();
+    p.limits.memory = Some(isolab_model::units::Bytes(limit_bytes));
+    let secs = Duration::from_secs_f64;
     let o = run(
         backend,
         trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0)),
@@ -418,8 +421,23 @@ pub async fn check_bombs_contained<B: Backend>(
         stats.memory_peak_bytes <= limit_bytes,
         "peak above the limit: {stats:?}"
     );
-    leftovers(&o);
+    o
+}
 
+/// A fork bomb (pids 128) and a memory bomb (64 MiB) on `platform` are each contained
+/// ([`check_fork_bomb`], [`check_memory_bomb`], both limits set), then a plain trial runs clean;
+/// `leftovers` checks each trial's teardown (the backend's own look at what may remain).
+pub async fn check_bombs_contained<B: Backend>(
+    backend: &B,
+    platform: &Platform,
+    leftovers: impl Fn(&Observed),
+) {
+    let mut p = platform.clone();
+    p.limits.pids = Some(128);
+    p.limits.memory = Some(isolab_model::units::Bytes(64 << 20));
+    leftovers(&check_fork_bomb(backend, &p, 128).await);
+    leftovers(&check_memory_bomb(backend, &p, 64 << 20).await);
+    let secs = Duration::from_secs_f64;
     let o = run(
         backend,
         trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0)),

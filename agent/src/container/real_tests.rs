@@ -228,23 +228,7 @@ async fn fork_bomb_is_stopped_at_the_pids_limit() {
         return;
     }
     available(&s).await;
-    let p = platform(Limits {
-        pids: Some(256),
-        ..Limits::default()
-    });
-    let t = conformance::trial(&p, "fork_bomb", 1, &[], secs(1.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.pids_limit_hits >= 1,
-        "fork bomb not refused: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        !o.samples(0).is_empty(),
-        "the bomb reports what it reached: {}",
-        o.status.message
-    );
+    let o = conformance::check_fork_bomb(&s.backend, &platform(Limits::default()), 256).await;
     assert_nothing_left(&s, &o);
 }
 
@@ -529,22 +513,7 @@ async fn memory_bomb_is_oom_killed_at_128_mib() {
         return;
     }
     available(&s).await;
-    let p = platform(Limits {
-        memory: Some(Bytes(128 << 20)),
-        ..Limits::default()
-    });
-    let t = conformance::trial(&p, "memory_bomb", 1, &[], secs(5.0), secs(60.0));
-    let o = conformance::run(&s.backend, t, |_| false).await;
-    let stats = o.final_stats(0).expect("final stats");
-    assert!(
-        stats.oom_kills >= 1,
-        "memory bomb not OOM-killed: {stats:?}; {}",
-        o.status.message
-    );
-    assert!(
-        o.status.message.contains("out of memory"),
-        "message: {}",
-        o.status.message
-    );
+    let o =
+        conformance::check_memory_bomb(&s.backend, &platform(Limits::default()), 128 << 20).await;
     assert_nothing_left(&s, &o);
 }

@@ -159,6 +159,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_runtime_dirs_of_dead_agents_with_our_prefix_go() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let names = [
+            format!("isolab-agent-{dead}-0"),
+            format!("isolab-agent-{me}-1"),
+            "isolab-agent-1-0".to_owned(),
+            format!("other-{dead}-0"),
+            "isolab-agent-x-0".to_owned(),
+        ];
+        for n in &names {
+            std::fs::create_dir_all(root.path().join(n).join("trial")).unwrap();
+        }
+        let removed = remove_stale_runtime(root.path(), &format!("isolab-agent-{me}-0"));
+        assert_eq!(removed, vec![root.path().join(&names[0])]);
+        for n in &names[1..] {
+            assert!(root.path().join(n).exists(), "{n} was removed");
+        }
+        assert!(remove_stale_runtime(root.path(), "noprefix").is_empty());
+    }
+
+    #[test]
     fn only_our_naming_is_recognised() {
         assert_eq!(owner_pid("isolab-agent", "isolab-agent-123-0"), Some(123));
         assert_eq!(owner_pid("isolab-agent", "isolab-agent-123-x"), None);

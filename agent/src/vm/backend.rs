@@ -85,7 +85,7 @@ impl VmBackend {
     ) -> Self {
         let ready = workload_bin.and_then(|bin| Ready::find(&config, bin).map(Arc::new));
         if let Ok(d) = &dir {
-            let stale = setup::remove_stale_runtime(&config.runtime_root(), d.name());
+            let stale = crate::backend::remove_stale_runtime(&config.runtime_root(), d.name());
             if !stale.is_empty() {
                 tracing::warn!(
                     ?stale,

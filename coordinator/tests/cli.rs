@@ -3,13 +3,14 @@
 //!
 //! Runs need root (cgroups); off CI without root they are skipped with a printed reason.
 
+mod common;
+
+use common::{BIN, column};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use arrow_array::{Array, Float64Array, RecordBatch, StringArray};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-
-const BIN: &str = env!("CARGO_BIN_EXE_isolab");
 
 fn isolab(args: &[&str], cwd: &Path) -> Output {
     Command::new(BIN)
@@ -108,30 +109,10 @@ fn read_all(run_dir: &Path) -> Vec<RecordBatch> {
 fn summary_values(batches: &[RecordBatch], metric: &str) -> Vec<(String, f64)> {
     let mut v = Vec::new();
     for b in batches {
-        let m = b
-            .column_by_name("metric")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
-        let w = b
-            .column_by_name("workload")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .unwrap();
-        let val = b
-            .column_by_name("value")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
-        let t = b
-            .column_by_name("t_offset_s")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Float64Array>()
-            .unwrap();
+        let m = column::<StringArray>(b, "metric");
+        let w = column::<StringArray>(b, "workload");
+        let val = column::<Float64Array>(b, "value");
+        let t = column::<Float64Array>(b, "t_offset_s");
         for i in 0..b.num_rows() {
             if m.value(i) == metric && t.is_null(i) {
                 v.push((w.value(i).to_owned(), val.value(i)));

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{BIN, agent_cgroup_dirs, can_run, processes_in_agent_cgroups};
+use common::{BIN, agent_cgroup_dirs, can_run, column, processes_in_agent_cgroups};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,14 +44,6 @@ fn parquet_files(run_dir: &Path) -> Vec<PathBuf> {
             name.starts_with("trial-") && name.ends_with(".parquet")
         })
         .collect()
-}
-
-fn str_col<'a>(b: &'a arrow_array::RecordBatch, name: &str) -> &'a StringArray {
-    b.column_by_name(name)
-        .unwrap()
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .unwrap()
 }
 
 #[test]
@@ -176,19 +168,12 @@ fn sigkill_mid_run_then_resume_has_every_trial_exactly_once() {
         let mut ids = BTreeSet::new();
         for batch in reader {
             let b = batch.unwrap();
-            let (trial, metric) = (str_col(&b, "trial_id"), str_col(&b, "metric"));
-            let instance = b
-                .column_by_name("instance")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Int32Array>()
-                .unwrap();
-            let t_offset = b
-                .column_by_name("t_offset_s")
-                .unwrap()
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .unwrap();
+            let (trial, metric) = (
+                column::<StringArray>(&b, "trial_id"),
+                column::<StringArray>(&b, "metric"),
+            );
+            let instance = column::<Int32Array>(&b, "instance");
+            let t_offset = column::<Float64Array>(&b, "t_offset_s");
             for i in 0..b.num_rows() {
                 ids.insert(trial.value(i).to_owned());
                 if t_offset.is_null(i) {

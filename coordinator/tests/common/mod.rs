@@ -240,6 +240,17 @@ pub fn processes_in_agent_cgroups(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Column `name` of `batch` as its concrete array type (panics, naming it, when absent or typed
+/// otherwise).
+pub fn column<'a, T: Array + 'static>(batch: &'a arrow_array::RecordBatch, name: &str) -> &'a T {
+    batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"))
+        .as_any()
+        .downcast_ref::<T>()
+        .unwrap_or_else(|| panic!("column {name} is not a {}", std::any::type_name::<T>()))
+}
+
 /// The values of a string or dictionary-of-string column.
 pub fn strings(col: &dyn Array) -> Vec<String> {
     if let Some(s) = col.as_any().downcast_ref::<StringArray>() {

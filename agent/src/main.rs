@@ -34,6 +34,11 @@ struct Cli {
     /// Labels reported to the coordinator, `key=value` separated by commas (`rack=r1,zone=a`).
     #[arg(long, value_delimiter = ',', value_parser = parse_label)]
     labels: Vec<(String, String)>,
+    /// More labels from a file of `key=value` lines (`#` comments and blank lines ignored), such
+    /// as the one the Kubernetes DaemonSet's init container writes from the node's labels;
+    /// `--labels` wins on a key in both.
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
     /// The `isolab-workload` binary (default: found beside this binary or in the build tree).
     #[arg(long, env = "ISOLAB_WORKLOAD_BIN")]
     workload_bin: Option<PathBuf>,
@@ -82,6 +87,23 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The labels of a `--labels-file`: `key=value` per line; an error names the file and line.
+fn read_labels_file(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--labels-file: cannot read {}", path.display()))?;
+    let mut labels = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (k, v) =
+            parse_label(line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))?;
+        labels.insert(k, v);
+    }
+    Ok(labels)
+}
+
 /// Resolves on the first SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -101,7 +123,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = isolab_agent::telemetry::init("isolab-agent", "RUST_LOG", "info")?;
+    let telemetry = isolab_agent::telemetry::init("isolab-agent", "ISOLAB_LOG", "info")?;
     let cli = Cli::parse();
     let default_listen = cli.listen.to_string() == DEFAULT_LISTEN;
     isolab_tls::check_listen(
@@ -120,9 +142,14 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut labels = match &cli.labels_file {
+        Some(path) => read_labels_file(path)?,
+        None => BTreeMap::new(),
+    };
+    labels.extend(cli.labels);
     let config = AgentConfig {
         workload_bin: cli.workload_bin,
-        labels: cli.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        labels,
         ceiling_pids: cli.ceiling_pids,
         ceiling_memory_bytes: cli.ceiling_memory.map(Bytes::get),
         grace: cli.grace.0,
@@ -192,4 +219,101 @@ async fn main() -> anyhow::Result<()> {
     telemetry.shutdown();
     served?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `command: [isolab-agent, …]` (with its `args`) in the YAML files under `k8s/`, with
+    /// `$(VAR)` references expanded the way the kubelet does, to sample values.
+    fn manifest_invocations() -> Vec<(PathBuf, Vec<String>)> {
+        fn walk(
+            v: &serde_yaml::Value,
+            file: &std::path::Path,
+            out: &mut Vec<(PathBuf, Vec<String>)>,
+        ) {
+            match v {
+                serde_yaml::Value::Mapping(m) => {
+                    let cmd = m.get("command").and_then(|c| c.as_sequence());
+                    if let Some(cmd) =
+                        cmd.filter(|c| c.first().and_then(|c| c.as_str()) == Some("isolab-agent"))
+                    {
+                        let args = m
+                            .get("args")
+                            .and_then(|a| a.as_sequence())
+                            .cloned()
+                            .unwrap_or_default();
+                        let argv = cmd
+                            .iter()
+                            .chain(&args)
+                            .map(|a| expand(a.as_str().expect("string argument")))
+                            .collect();
+                        out.push((file.to_owned(), argv));
+                    }
+                    m.values().for_each(|v| walk(v, file, out));
+                }
+                serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(v, file, out)),
+                _ => {}
+            }
+        }
+        fn expand(arg: &str) -> String {
+            let mut s = arg.to_owned();
+            for (var, sample) in [
+                ("POD_IP", "10.244.1.7"),
+                ("NODE_NAME", "node-1"),
+                ("POD_NAME", "isolab-agent-x7k2p"),
+            ] {
+                s = s.replace(&format!("$({var})"), sample);
+            }
+            assert!(!s.contains("$("), "unknown variable in `{arg}`");
+            s
+        }
+        let mut out = Vec::new();
+        let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k8s")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("read k8s/") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "yaml") {
+                    let text = std::fs::read_to_string(&p).expect("read manifest");
+                    for doc in serde_yaml::Deserializer::from_str(&text) {
+                        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                        walk(&v, &p, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_agent_command_line_in_the_manifests_parses() {
+        let found = manifest_invocations();
+        assert!(!found.is_empty(), "no isolab-agent command under k8s/");
+        for (file, argv) in &found {
+            let cli = Cli::try_parse_from(argv)
+                .unwrap_or_else(|e| panic!("{}: {argv:?}: {e}", file.display()));
+            assert!(
+                cli.announce.is_some(),
+                "{}: the DaemonSet's agents announce themselves",
+                file.display()
+            );
+        }
+    }
+
+    #[test]
+    fn labels_file_lines_and_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("labels");
+        std::fs::write(&path, "# from the node\nrack=r1\n\nzone = z1\n").expect("write");
+        let labels = read_labels_file(&path).expect("labels");
+        assert_eq!(labels.get("rack").map(String::as_str), Some("r1"));
+        assert_eq!(labels.get("zone").map(String::as_str), Some("z1"));
+        std::fs::write(&path, "rack=r1\nzone\n").expect("write");
+        let e = read_labels_file(&path).expect_err("bad line").to_string();
+        assert!(e.contains(&format!("{}:2:", path.display())), "{e}");
+    }
 }

@@ -485,3 +485,92 @@ fn print_plan(
     println!();
     println!("{summary}");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `command: [isolab, …]` (with its `args`) in the YAML files under `k8s/`, with
+    /// `$(VAR)` references expanded the way the kubelet does, to sample values.
+    fn manifest_invocations() -> Vec<(PathBuf, Vec<String>)> {
+        fn walk(
+            v: &serde_yaml::Value,
+            file: &std::path::Path,
+            out: &mut Vec<(PathBuf, Vec<String>)>,
+        ) {
+            match v {
+                serde_yaml::Value::Mapping(m) => {
+                    let cmd = m.get("command").and_then(|c| c.as_sequence());
+                    if let Some(cmd) =
+                        cmd.filter(|c| c.first().and_then(|c| c.as_str()) == Some("isolab"))
+                    {
+                        let args = m
+                            .get("args")
+                            .and_then(|a| a.as_sequence())
+                            .cloned()
+                            .unwrap_or_default();
+                        let argv = cmd
+                            .iter()
+                            .chain(&args)
+                            .map(|a| expand(a.as_str().expect("string argument")))
+                            .collect();
+                        out.push((file.to_owned(), argv));
+                    }
+                    m.values().for_each(|v| walk(v, file, out));
+                }
+                serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(v, file, out)),
+                _ => {}
+            }
+        }
+        fn expand(arg: &str) -> String {
+            let mut s = arg.to_owned();
+            for (var, sample) in [
+                ("POD_IP", "10.244.1.7"),
+                ("NODE_NAME", "node-1"),
+                ("POD_NAME", "isolab-coordinator-x7k2p"),
+            ] {
+                s = s.replace(&format!("$({var})"), sample);
+            }
+            assert!(!s.contains("$("), "unknown variable in `{arg}`");
+            s
+        }
+        let mut out = Vec::new();
+        let mut dirs = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../k8s")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).expect("read k8s/") {
+                let p = e.expect("entry").path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "yaml") {
+                    let text = std::fs::read_to_string(&p).expect("read manifest");
+                    for doc in serde_yaml::Deserializer::from_str(&text) {
+                        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
+                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                        walk(&v, &p, &mut out);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn every_isolab_command_line_in_the_manifests_parses() {
+        let mut commands = Vec::new();
+        for (file, argv) in manifest_invocations() {
+            let cli = Cli::try_parse_from(&argv)
+                .unwrap_or_else(|e| panic!("{}: {argv:?}: {e}", file.display()));
+            commands.push(match cli.command {
+                Command::Serve(_) => "serve",
+                Command::Submit(_) => "submit",
+                _ => "other",
+            });
+        }
+        commands.sort_unstable();
+        assert_eq!(
+            commands,
+            ["serve", "submit"],
+            "the coordinator and the submit Job"
+        );
+    }
+}

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use isolab_coordinator::client::ClientTls;
 use isolab_coordinator::events::{EventBus, EventKind, NatsWatch, Render, RunEvent};
-use isolab_coordinator::service::client::{DEFAULT_SERVER, ServiceClient};
+use isolab_coordinator::service::client::{DEFAULT_SERVER, ServiceClient, ServiceClientError};
 use isolab_coordinator::service::core::{ServiceConfig, ServiceCore, SubmitRequest};
 use isolab_model::manifest::RunStatus;
 use isolab_model::units::HumanDuration;
@@ -49,10 +49,21 @@ pub(crate) struct ServeArgs {
     /// Agents with labels for placement.
     #[arg(long, value_name = "FILE")]
     inventory: Option<PathBuf>,
+    /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://nats:4222:
+    /// each run uses the agents alive when it starts.
+    #[arg(long, value_name = "URL")]
+    discover: Option<String>,
+    /// Heartbeats an announced agent may miss before it is dropped.
+    #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
+    missed_heartbeats: u32,
     /// Mutual TLS with the `coordinator` identity of this directory, towards clients and
     /// agents; clients must present a certificate of the same CA.
     #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
+    /// The name the agents' certificates must carry (default: the host of each address), e.g.
+    /// the one name all agent pods share when they are dialled at their pod IPs.
+    #[arg(long, value_name = "NAME", requires = "tls_dir")]
+    tls_domain: Option<String>,
     /// Allow plain text on a loopback address other than the default one.
     #[arg(long)]
     allow_plaintext: bool,
@@ -106,7 +117,11 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         results: a.results,
         agents: a.agents,
         inventory: a.inventory,
-        tls: a.tls_dir.map(ClientTls::coordinator),
+        discover: a.discover,
+        missed_heartbeats: a.missed_heartbeats,
+        tls: a
+            .tls_dir
+            .map(|d| ClientTls::coordinator(d).with_domain(a.tls_domain)),
         bus,
     });
     let listener = tokio::net::TcpListener::bind(a.listen)
@@ -150,14 +165,39 @@ pub(crate) struct SubmitArgs {
     /// Then watch the run until it finishes (exit 1 unless it finished ok).
     #[arg(long)]
     watch: bool,
+    /// Keep trying to reach the service this long (e.g. while it starts), then give up.
+    #[arg(long, default_value = "0s")]
+    wait: HumanDuration,
     #[command(flatten)]
     render: RenderArgs,
+}
+
+/// Connects to the service at `server`, retrying every second for `wait` while it cannot be
+/// reached (a Job started beside a coordinator that is still starting).
+async fn connect_waiting(
+    server: &str,
+    tls: Option<&ClientTls>,
+    wait: std::time::Duration,
+) -> anyhow::Result<ServiceClient> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match ServiceClient::connect(server, tls).await {
+            Ok(c) => return Ok(c),
+            Err(e @ ServiceClientError::Connect { .. })
+                if tokio::time::Instant::now() < deadline =>
+            {
+                eprintln!("{e}; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 pub(crate) async fn submit(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let client = ServiceClient::connect(&a.server, client_tls(a.tls_dir).as_ref()).await?;
+    let client = connect_waiting(&a.server, client_tls(a.tls_dir).as_ref(), a.wait.0).await?;
     let submitted = match client
         .submit(&SubmitRequest {
             pipeline_yaml: text,

@@ -217,19 +217,31 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     assert_eq!(tls["mountPath"], "/etc/isolab/tls");
     assert!(is_true(&tls["readOnly"]));
 
-    // The command line.
-    let script = strs(&agent["args"]).join("\n");
+    // The command line: the agent itself (no shell), announcing its pod IP and node's labels.
+    assert_eq!(strs(&agent["command"]), ["isolab-agent"], "{build}");
+    let args = strs(&agent["args"]).join(" ");
     for want in [
         "--listen 0.0.0.0:7411",
         "--tls-dir /etc/isolab/tls",
-        "--labels \"rack=${RACK},zone=${ZONE}\"",
-        "exec isolab-agent",
+        "--labels-file /run/isolab/node/labels",
+        "--announce nats://nats:4222",
+        "--name $(NODE_NAME)",
+        "--advertise https://$(POD_IP):7411",
     ] {
         assert!(
-            script.contains(want),
-            "{build}: agent command lacks {want}: {script}"
+            args.contains(want),
+            "{build}: agent command lacks {want}: {args}"
         );
     }
+    let env = agent["env"].as_sequence().unwrap();
+    for (var, field) in [("POD_IP", "status.podIP"), ("NODE_NAME", "spec.nodeName")] {
+        assert!(
+            env.iter()
+                .any(|e| e["name"] == var && e["valueFrom"]["fieldRef"]["fieldPath"] == field),
+            "{build}: {var} from {field}"
+        );
+    }
+    assert!(env.iter().any(|e| e["name"] == "ISOLAB_LOG"), "{build}");
     let port = agent["ports"].as_sequence().unwrap();
     assert!(
         port.iter()
@@ -289,7 +301,9 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     assert!(init_mounts.contains(&"kube-api"), "{build}");
     let script = strs(&init["args"]).join("\n");
     assert!(
-        script.contains("isolab.dev/rack") && script.contains("topology.kubernetes.io/zone"),
+        script.contains("topology.isolab.io/rack")
+            && script.contains("topology.kubernetes.io/zone")
+            && script.contains("/run/isolab/node/labels"),
         "{build}"
     );
     let env = init["env"].as_sequence().unwrap();
@@ -328,7 +342,8 @@ fn check_control_plane(docs: &[Value], build: &str) {
         [0];
     assert_eq!(
         strs(&coordinator["args"]).join(" "),
-        "serve --listen 0.0.0.0:7400 --tls-dir /etc/isolab/tls --results /results --events nats://nats:4222",
+        "serve --listen 0.0.0.0:7400 --tls-dir /etc/isolab/tls --results /results --events nats://nats:4222 \
+         --discover nats://nats:4222 --tls-domain agent.isolab.svc",
         "{build}"
     );
     let nats = &find(docs, "StatefulSet", "nats")["spec"];
@@ -337,11 +352,19 @@ fn check_control_plane(docs: &[Value], build: &str) {
         "{build}"
     );
     assert_eq!(nats["volumeClaimTemplates"][0]["metadata"]["name"], "data");
-    let job = &find(docs, "Job", "isolab-submit-quickstart")["spec"]["template"]["spec"];
+    let job = &find(docs, "Job", "isolab-submit")["spec"]["template"]["spec"];
     let args = strs(&job["containers"][0]["args"]);
+    let pipeline = if build == "local" {
+        "racks"
+    } else {
+        "quickstart"
+    };
     assert_eq!(
-        args[..2],
-        ["submit".to_owned(), "/pipelines/quickstart.yaml".to_owned()],
+        args.join(" "),
+        format!(
+            "submit /pipelines/{pipeline}.yaml --server https://coordinator.isolab.svc:7400 \
+             --tls-dir /etc/isolab/tls --wait 5m --watch"
+        ),
         "{build}"
     );
     let config_map_name = job["volumes"]
@@ -362,6 +385,7 @@ fn check_control_plane(docs: &[Value], build: &str) {
         Some(quickstart.as_str()),
         "{build}"
     );
+    assert!(pipelines["data"]["racks.yaml"].is_string(), "{build}");
 }
 
 /// Each TLS Secret holds the CA certificate and one identity, never the CA key; every reference

@@ -25,6 +25,10 @@ pub struct ServiceConfig {
     pub agents: Vec<String>,
     /// Inventory file.
     pub inventory: Option<PathBuf>,
+    /// NATS server whose announced agents each run uses (`--discover`).
+    pub discover: Option<String>,
+    /// Heartbeats an announced agent may miss; 0 → the default.
+    pub missed_heartbeats: u32,
     /// Mutual TLS towards the agents.
     pub tls: Option<ClientTls>,
     /// Where events go; must have an in-process bus for `watch`.
@@ -238,6 +242,8 @@ impl ServiceCore {
             profile: req.profile,
             tls: self.config.tls.clone(),
             inventory: self.config.inventory.clone(),
+            discover: self.config.discover.clone(),
+            missed_heartbeats: self.config.missed_heartbeats,
             events: Some(self.config.bus.clone()),
             run_id: Some(run_id.clone()),
             drain: Some(self.drain.subscribe()),

@@ -20,13 +20,11 @@
 
 mod common;
 
-use common::{BIN, agent_cgroup_dirs, processes_in_agent_cgroups, strings};
+use common::netlab::{Network, connect_from, in_netns, remove_agent_cgroups, skip_reason};
+use common::{BIN, processes_in_agent_cgroups, strings};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io;
-use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -49,147 +47,16 @@ fn on_ci() -> bool {
     std::env::var_os("CI").is_some()
 }
 
-/// `Some(reason)` when this machine cannot run the test and it is not CI.
-fn skip_reason() -> Option<String> {
-    if on_ci() {
-        return None;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("needs root for network namespaces and cgroups (CI runs it as root)".into());
-    }
-    if isolab_agent::workload_bin::locate().is_err() {
-        return Some("no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)".into());
-    }
-    match Command::new("ip").args(["netns", "list"]).output() {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(format!(
-            "`ip netns list` failed: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        )),
-        Err(e) => Some(format!("no `ip` (iproute2): {e}")),
-    }
-}
-
-/// Runs `ip ARGS`; `Err` with its stderr when it fails.
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn netns_fd(ns: &str) -> io::Result<OwnedFd> {
-    File::open(format!("/run/netns/{ns}")).map(OwnedFd::from)
-}
-
-/// `program` set to run in network namespace `ns` (joined between fork and exec; the child's pid
-/// is the program's own).
-fn in_netns(ns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let fd = netns_fd(ns).unwrap_or_else(|e| panic!("open namespace {ns}: {e}"));
-    let mut cmd = Command::new(program);
-    // SAFETY: the hook only calls setns(2), which is async-signal-safe, on a descriptor that the
-    // closure owns (opened with O_CLOEXEC, so it does not leak into the program).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        });
-    }
-    cmd
-}
-
-/// A TCP connection attempt to `addr` made from inside namespace `ns` (by a thread that joins it).
-fn connect_from(ns: &str, addr: SocketAddr) -> io::Result<()> {
-    let fd = netns_fd(ns)?;
-    std::thread::spawn(move || {
-        // SAFETY: setns on this thread only (CLONE_NEWNET may be joined per thread); the thread
-        // ends right after, so nothing else runs in the namespace.
-        if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop)
-    })
-    .join()
-    .expect("connect thread")
-}
-
-/// The namespaces and processes of one test run; all removed (processes by pid) on drop.
+/// The network and processes of one test run; all removed (processes by pid) on drop.
 struct Lab {
-    /// Name prefix, unique to this test process.
-    prefix: String,
-    /// Namespaces created, in creation order (the hub first).
-    namespaces: Vec<String>,
     /// Agent processes by name (taken out when killed on purpose).
     agents: BTreeMap<String, Child>,
     /// Pids of every agent started (for their cgroups).
     agent_pids: Vec<u32>,
     /// Other processes (the coordinator).
     others: Vec<Child>,
-}
-
-impl Lab {
-    fn new() -> Self {
-        Self {
-            prefix: format!("isolab-t{}", std::process::id()),
-            namespaces: Vec::new(),
-            agents: BTreeMap::new(),
-            agent_pids: Vec::new(),
-            others: Vec::new(),
-        }
-    }
-
-    fn ns(&self, name: &str) -> String {
-        format!("{}-{name}", self.prefix)
-    }
-
-    fn add_netns(&mut self, name: &str) -> Result<String, String> {
-        let ns = self.ns(name);
-        if Path::new("/run/netns").join(&ns).exists() {
-            // Left by an aborted run of a process that had our pid: ours to remove.
-            let _ = ip(&["netns", "del", &ns]);
-        }
-        ip(&["netns", "add", &ns])?;
-        self.namespaces.push(ns.clone());
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// The hub with its bridge, then `members` each with a veth to the bridge and `SUBNET.i/24`
-    /// (`i` = position + 1). Returns the members' namespace names.
-    fn build_network(&mut self, members: &[&str]) -> Result<Vec<String>, String> {
-        let hub = self.add_netns("hub")?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        let mut out = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let ns = self.add_netns(m)?;
-            let peer = format!("v{}", i + 1);
-            ip(&[
-                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &peer, "netns",
-                &hub,
-            ])?;
-            ip(&["-n", &hub, "link", "set", &peer, "master", "br0"])?;
-            ip(&["-n", &hub, "link", "set", &peer, "up"])?;
-            let addr = format!("{SUBNET}.{}/24", i + 1);
-            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-            out.push(ns);
-        }
-        Ok(out)
-    }
+    /// Dropped after the processes (fields drop after `Drop::drop`).
+    _network: Network,
 }
 
 impl Drop for Lab {
@@ -215,45 +82,6 @@ impl Drop for Lab {
         }
         for pid in &self.agent_pids {
             remove_agent_cgroups(*pid);
-        }
-        for ns in self.namespaces.iter().rev() {
-            if let Err(e) = ip(&["netns", "del", ns]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-    }
-}
-
-/// Kills what is left in the cgroups of the (dead) agent `pid` and removes them, deepest first.
-fn remove_agent_cgroups(pid: u32) {
-    for p in processes_in_agent_cgroups(pid) {
-        if let Ok(p) = i32::try_from(p) {
-            // SAFETY: kill has no memory preconditions; the process is in our agent's cgroup.
-            unsafe { libc::kill(p, libc::SIGKILL) };
-        }
-    }
-    let end = Instant::now() + Duration::from_secs(10);
-    while !processes_in_agent_cgroups(pid).is_empty() && Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for top in agent_cgroup_dirs(pid) {
-        let mut dirs = Vec::new();
-        let mut stack = vec![top];
-        while let Some(d) = stack.pop() {
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                stack.extend(
-                    entries
-                        .flatten()
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir() && !p.is_symlink()),
-                );
-            }
-            dirs.push(d);
-        }
-        for d in dirs.iter().rev() {
-            if let Err(e) = std::fs::remove_dir(d) {
-                eprintln!("cleanup: rmdir {}: {e}", d.display());
-            }
         }
     }
 }
@@ -383,16 +211,30 @@ fn agents_in_network_namespaces_spread_by_rack_survive_a_killed_agent() {
         agent_bin.display()
     );
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut lab = Lab::new();
     let mut members: Vec<&str> = AGENTS.to_vec();
     members.push("co");
-    let nses = match lab.build_network(&members) {
+    let addrs: Vec<String> = (1..=members.len())
+        .map(|i| format!("{SUBNET}.{i}/24"))
+        .collect();
+    let plan: Vec<(&str, &str)> = members
+        .iter()
+        .copied()
+        .zip(addrs.iter().map(String::as_str))
+        .collect();
+    let network = match Network::build(&plan) {
         Ok(n) => n,
         Err(e) if !on_ci() => {
             eprintln!("skipping: cannot build the test network: {e}");
             return;
         }
         Err(e) => panic!("cannot build the test network: {e}"),
+    };
+    let nses: Vec<String> = members.iter().map(|m| network.ns(m)).collect();
+    let mut lab = Lab {
+        agents: BTreeMap::new(),
+        agent_pids: Vec::new(),
+        others: Vec::new(),
+        _network: network,
     };
     let coord_ns = nses[3].clone();
     let agent_addr =

@@ -1,5 +1,6 @@
 //! The gRPC edge of the coordinator service: `isolab.v1.Coordinator` over tonic, with mutual TLS
-//! (or plaintext on loopback), one shutdown future and a bounded drain.
+//! (or plaintext on loopback) and the standard `grpc.health.v1` service for probes, one shutdown
+//! future and a bounded drain.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -161,16 +162,28 @@ pub async fn serve(
         let core = core.clone();
         tokio::spawn(async move { core.run_queue().await })
     };
+    // The standard health service, for probes (`isolab-health-probe` in the Kubernetes manifests).
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_core = core.clone();
     let signal = async move {
         shutdown.await;
-        tracing::info!(%addr, "shutting down: refusing submissions, draining running trials");
+        tracing::info!(%addr, "shutting down: health NOT_SERVING, refusing submissions, draining running trials");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<CoordinatorServer<CoordinatorService>>()
+            .await;
         drain_core.shutdown(drain_timeout).await;
         let _ = drained_tx.send(());
     };
     tracing::info!(%addr, "isolab coordinator serving");
     let server = builder
+        .add_service(health)
         .add_service(CoordinatorServer::new(CoordinatorService::new(core)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     let linger = async {

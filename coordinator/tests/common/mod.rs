@@ -1,8 +1,11 @@
 //! Helpers shared by the coordinator's integration tests: skip rules, a small native pipeline,
 //! child processes killed on drop, a `nats-server -js` on a free loopback port, what a killed
-//! agent left in the cgroup tree, and the strings of a Parquet column.
+//! agent left in the cgroup tree, and the strings of a Parquet column; [`netlab`]: virtual
+//! networks of namespaces.
 
 #![allow(dead_code, unreachable_pub)]
+
+pub mod netlab;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};

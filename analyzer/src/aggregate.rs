@@ -14,7 +14,7 @@ use crate::read::Run;
 use crate::repetitions::StopReasons;
 use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
 use crate::table::{SampleTable, Sym, TrialKey};
-use crate::{fairness, isolation, overhead, scaling, stats};
+use crate::{fairness, isolation, overhead, ratio, scaling, stats};
 
 /// One repetition's value of one series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -261,6 +261,36 @@ fn group(t: &SampleTable, reps: &[RepValue]) -> (Grouped, GroupTrials) {
     (g, trials)
 }
 
+/// What a trial measured: experiment, platform, workload, parameters, instances, adversary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CellKey(Sym, Sym, Sym, Sym, i32, Option<Sym>);
+
+impl CellKey {
+    fn new(experiment: Sym, platform: Sym, k: &MetricKey) -> Self {
+        Self(
+            experiment,
+            platform,
+            k.workload,
+            k.params,
+            k.n_instances,
+            k.adversary,
+        )
+    }
+}
+
+/// The `ok` trials that reported any summary value of each cell: a metric with fewer values
+/// than its cell has trials is missing from some of them.
+fn cell_trials(t: &SampleTable, reps: &[RepValue]) -> HashMap<CellKey, BTreeSet<Sym>> {
+    let mut out: HashMap<CellKey, BTreeSet<Sym>> = HashMap::new();
+    for r in reps {
+        let key = MetricKey::of(t, r);
+        out.entry(CellKey::new(r.trial.experiment, r.trial.platform, &key))
+            .or_default()
+            .insert(r.trial.trial_id);
+    }
+    out
+}
+
 /// Order of metrics in a report: by workload, metric, parameters, instance count (numerically),
 /// adversary, role and group.
 #[allow(clippy::type_complexity)]
@@ -342,6 +372,7 @@ pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
     let t = &run.table;
     let reps = repetition_values(t);
     let (mut grouped, group_trials) = group(t, &reps);
+    let cells = cell_trials(t, &reps);
     let stops = StopReasons::new(&run.manifest);
     let backends = backends(run);
     let mut out = IndexMap::new();
@@ -393,7 +424,12 @@ pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
                 let mut summary =
                     metric_summary(t, key, &metrics[key], &platforms, baseline.as_deref());
                 for (p, stats) in &mut summary.platforms {
-                    stats.stop_reason = t.strings.get(p).and_then(stop_of);
+                    let sym = t.strings.get(p);
+                    stats.stop_reason = sym.and_then(stop_of);
+                    let cell = exp_sym.zip(sym).map(|(e, p)| CellKey::new(e, p, key));
+                    stats.trials = cell
+                        .and_then(|c| cells.get(&c))
+                        .map_or(stats.n, |ids| ids.len().max(stats.n));
                 }
                 (labels[key].clone(), summary)
             })
@@ -443,23 +479,16 @@ fn metric_summary(
         let is_host = !is_headline(t.str(key.metric));
         let is_baseline = Some(p.as_str()) == baseline;
         // The baseline against itself is exactly 1, with no interval.
-        let ratio = if is_baseline {
-            Some(stats::RatioEstimate {
-                ratio: 1.0,
-                ci_low: 1.0,
-                ci_high: 1.0,
-            })
-        } else {
-            base.and_then(|b| stats::ratio_of_medians(values, b))
-        };
-        let ratio_ci = ratio
+        let ratio = base
             .filter(|_| !is_baseline)
-            .map(|r| [r.ci_low, r.ci_high]);
+            .and_then(|b| ratio::ratio(values, b));
+        let ratio_ci = ratio.map(|r| [r.ci_low, r.ci_high]);
         let overhead_ci = ratio_ci.map(|ci| overhead::overhead_interval(ci, hib));
         platforms.insert(
             p.clone(),
             PlatformStats {
                 n: e.n,
+                trials: e.n,
                 stop_reason: None,
                 median: e.median,
                 ci_low: e.ci_low,
@@ -467,14 +496,23 @@ fn metric_summary(
                 unit: unit.clone(),
                 higher_is_better: hib,
                 outliers: e.outliers.len(),
-                ratio_to_native: ratio.map(|r| r.ratio),
+                ratio_to_baseline: if is_baseline {
+                    Some(1.0)
+                } else {
+                    ratio.map(|r| r.ratio)
+                },
                 ratio_ci,
-                overhead_pct: ratio
-                    .filter(|_| !is_baseline)
-                    .map(|r| 100.0 * overhead::overhead(r.ratio, hib)),
+                ratio_method: ratio.map(|_| ratio::METHOD.to_owned()),
+                ratio_ci_level: ratio.map(|r| r.level),
+                p_value: ratio.map(|r| r.p_value),
+                n_baseline: ratio.map(|r| r.n_denominator),
+                overhead_pct: ratio.map(|r| 100.0 * overhead::overhead(r.ratio, hib)),
                 overhead_ci_pct: overhead_ci.map(|[lo, hi]| [100.0 * lo, 100.0 * hi]),
                 // Host accounting and bookkeeping have no better or worse, only different.
-                verdict: overhead_ci.filter(|_| !is_host).map(overhead::verdict),
+                verdict: ratio
+                    .zip(overhead_ci)
+                    .filter(|_| !is_host)
+                    .map(|(r, ci)| overhead::verdict(ci, r.reaches_confidence, r.p_value)),
                 values: values.clone(),
             },
         );

@@ -132,7 +132,8 @@ pub fn experiment_charts(e: &ExperimentSummary) -> Vec<Result<Chart, ChartError>
     out
 }
 
-/// Horizontal bars: each workload metric × non-baseline platform, ratio to native with its CI.
+/// Horizontal bars: each workload metric × non-baseline platform, ratio to the baseline with its
+/// CI.
 fn overhead(e: &ExperimentSummary) -> Option<Result<Chart, ChartError>> {
     let mut rows = Vec::new();
     let platforms: Vec<&String> = e
@@ -142,7 +143,7 @@ fn overhead(e: &ExperimentSummary) -> Option<Result<Chart, ChartError>> {
         .collect();
     for (label, m) in e.metrics.iter().filter(|(_, m)| is_headline(&m.metric)) {
         for (p, s) in &m.platforms {
-            if let (Some(r), Some(ci)) = (s.ratio_to_native, s.ratio_ci) {
+            if let (Some(r), Some(ci)) = (s.ratio_to_baseline, s.ratio_ci) {
                 let c = platforms.iter().position(|x| *x == p).unwrap_or(0);
                 rows.push((format!("{label} · {p}"), r, ci, c));
             }
@@ -155,47 +156,43 @@ fn overhead(e: &ExperimentSummary) -> Option<Result<Chart, ChartError>> {
     let n = rows.len() as f64;
     let (lo, hi) = span(rows.iter().flat_map(|r| [r.1, r.2[0], r.2[1]]).chain([1.0]));
     let height = 70 + 24 * count_u32(rows.len());
-    Some(render(
-        "overhead",
-        "Ratio to native with 95% CI",
-        (WIDTH, height),
-        |root| {
-            let mut chart = ChartBuilder::on(root)
-                .margin(10)
-                .x_label_area_size(35)
-                .y_label_area_size(330)
-                .build_cartesian_2d(lo..hi, (n - 0.5)..-0.5)?;
-            chart
-                .configure_mesh()
-                .disable_y_mesh()
-                .y_labels(rows.len())
-                .y_label_formatter(&|v| category(&labels, *v))
-                .x_desc("× native (1 = same as native)")
-                .label_style((FONT, 12))
-                .draw()?;
-            for (i, (_, r, ci, c)) in rows.iter().enumerate() {
-                let y = i as f64;
-                let col = color(*c);
-                chart.draw_series([Rectangle::new(
-                    [(1.0, y - 0.32), (*r, y + 0.32)],
-                    col.mix(0.7).filled(),
-                )])?;
-                let whisker = [(ci[0], y), (ci[1], y)];
-                chart.draw_series([PathElement::new(whisker.to_vec(), BLACK.stroke_width(2))])?;
-                for x in *ci {
-                    chart.draw_series([PathElement::new(
-                        vec![(x, y - 0.15), (x, y + 0.15)],
-                        BLACK,
-                    )])?;
-                }
-            }
-            chart.draw_series([PathElement::new(
-                vec![(1.0, -0.5), (1.0, n - 0.5)],
-                BLACK.mix(0.6),
+    let baseline = e.baseline.as_deref().unwrap_or("baseline");
+    let title =
+        format!("Ratio to {baseline} with 95% CI (the widest CI where 95% is out of reach)");
+    let x_desc = format!("× {baseline} (1 = same as {baseline})");
+    Some(render("overhead", &title, (WIDTH, height), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(330)
+            .build_cartesian_2d(lo..hi, (n - 0.5)..-0.5)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(rows.len())
+            .y_label_formatter(&|v| category(&labels, *v))
+            .x_desc(x_desc.as_str())
+            .label_style((FONT, 12))
+            .draw()?;
+        for (i, (_, r, ci, c)) in rows.iter().enumerate() {
+            let y = i as f64;
+            let col = color(*c);
+            chart.draw_series([Rectangle::new(
+                [(1.0, y - 0.32), (*r, y + 0.32)],
+                col.mix(0.7).filled(),
             )])?;
-            Ok(())
-        },
-    ))
+            let whisker = [(ci[0], y), (ci[1], y)];
+            chart.draw_series([PathElement::new(whisker.to_vec(), BLACK.stroke_width(2))])?;
+            for x in *ci {
+                chart.draw_series([PathElement::new(vec![(x, y - 0.15), (x, y + 0.15)], BLACK)])?;
+            }
+        }
+        chart.draw_series([PathElement::new(
+            vec![(1.0, -0.5), (1.0, n - 0.5)],
+            BLACK.mix(0.6),
+        )])?;
+        Ok(())
+    }))
 }
 
 fn log2_label(v: f64) -> String {

@@ -3,7 +3,8 @@
 //!
 //! Degradation is the overhead of the victim's median under the adversary against its median in
 //! the baseline on the same platform, in percent, positive when worse (see
-//! [`crate::overhead::overhead`]), with the bootstrap CI of the ratio. The adversary's outcome
+//! [`crate::overhead::overhead`]), from the Hodges–Lehmann ratio and its exact interval
+//! ([`crate::ratio`]; with too few repetitions for 95% the widest interval, of lower level). The adversary's outcome
 //! comes from its own rows (`oom_kills` or `adversary_killed`, and [`LIMIT_METRICS`] such as `pids_limit_hits`,
 //! `refused`, `full`) and from the manifest (trial status, teardown leaks).
 
@@ -12,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use crate::aggregate::{Experiment, MetricKey, labels};
 use crate::metrics::{ADVERSARY_KILLED, LIMIT_METRICS, OOM_KILLS, is_headline};
 use crate::overhead::{overhead, overhead_interval};
-use crate::stats;
 use crate::summary::{AdversaryOutcome, IsolationCell, IsolationMetric, IsolationSummary};
+use crate::{ratio, stats};
 
 /// The adversary value of baseline trials (a missing adversary counts as this too).
 pub const BASELINE_ADVERSARY: &str = "none";
@@ -88,7 +89,7 @@ pub(crate) fn isolation(e: &Experiment<'_>) -> Option<IsolationSummary> {
                     let Some(v) = values.get(&(*key, p.clone(), a.clone())) else {
                         continue;
                     };
-                    let Some(r) = stats::ratio_of_medians(v, base) else {
+                    let Some(r) = ratio::ratio(v, base) else {
                         continue;
                     };
                     let ci = overhead_interval([r.ci_low, r.ci_high], hib);

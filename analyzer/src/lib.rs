@@ -30,6 +30,7 @@ pub mod isolation;
 pub mod markdown;
 pub mod metrics;
 pub mod overhead;
+pub mod ratio;
 pub mod read;
 mod repetitions;
 pub mod report;

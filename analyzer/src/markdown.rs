@@ -3,11 +3,11 @@
 use std::fmt::Write as _;
 
 use crate::metrics::{is_bookkeeping, is_headline, is_host_metric};
-use crate::overhead;
 use crate::summary::{
     ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, PlatformStats,
     ScalingSummary, Stat, StopReason, Summary,
 };
+use crate::{overhead, stats};
 
 /// A number with about four significant digits; scientific notation only when very large or
 /// very small.
@@ -58,28 +58,38 @@ fn median_cell(p: &PlatformStats) -> String {
 
 fn verdict_cell(p: &PlatformStats) -> String {
     match (p.verdict, p.overhead_pct, p.ratio_ci) {
-        (Some(v), Some(o), _) => overhead::describe(v, o),
-        (None, _, None) if p.ratio_to_native.is_some() => "baseline".to_owned(),
+        (Some(v), Some(o), _) => overhead::describe(v, o, p.n, p.n_baseline.unwrap_or(0)),
+        (None, _, None) if p.ratio_to_baseline.is_some() => "baseline".to_owned(),
         _ => "–".to_owned(),
     }
 }
 
 fn ratio_cell(p: &PlatformStats) -> String {
-    match (p.ratio_to_native, p.ratio_ci) {
+    match (p.ratio_to_baseline, p.ratio_ci) {
         (Some(r), Some([lo, hi])) => {
-            format!("{} [{}, {}]", fmt_ratio(r), fmt_ratio(lo), fmt_ratio(hi))
+            let mut s = format!("{} [{}, {}]", fmt_ratio(r), fmt_ratio(lo), fmt_ratio(hi));
+            // An interval that is not a 95% one says what it is.
+            if let Some(level) = p.ratio_ci_level.filter(|l| *l < stats::CONFIDENCE) {
+                let _ = write!(s, " ({:.0}% CI)", 100.0 * level);
+            }
+            s
         }
         (Some(r), None) => fmt_ratio(r),
         _ => "–".to_owned(),
     }
 }
 
-/// Repetitions and why they stopped there: `5 (fixed)`, `12 (CI met)`, `30 (max)`.
+/// Repetitions and why they stopped there: `5 (fixed)`, `12 (CI met)`, `30 (max)`, and
+/// `missing in 1 of 6 trials` when some `ok` trials have no value of the metric.
 fn n_cell(p: &PlatformStats) -> String {
-    match p.stop_reason {
+    let mut s = match p.stop_reason {
         Some(r) => format!("{} ({})", p.n, stop_label(r)),
         None => p.n.to_string(),
+    };
+    if p.trials > p.n {
+        let _ = write!(s, ", missing in {} of {} trials", p.trials - p.n, p.trials);
     }
+    s
 }
 
 /// Short name of a stop reason in tables.
@@ -226,8 +236,11 @@ fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
         Some(b) => {
             let _ = writeln!(
                 out,
-                "Median across repetitions with its 95% bootstrap CI; ratio to `{b}`; verdict \
-                 from the ratio's CI (within ±{}% counts as the same).",
+                "Median across repetitions with its 95% bootstrap CI (a description of the spread, \
+                 not a test); ratio to `{b}`: Hodges–Lehmann estimate on log values with its exact \
+                 distribution-free 95% CI (Moses); verdict from that CI (within ±{}% counts as the \
+                 same; too few repetitions when no 95% CI exists, e.g. 3 against 3, and the widest \
+                 CI is shown with its real level).",
                 overhead::EQUIVALENCE_MARGIN * 100.0
             );
         }
@@ -263,7 +276,8 @@ fn experiment(out: &mut String, name: &str, e: &ExperimentSummary) {
         if e.baseline.is_some() {
             let _ = writeln!(
                 out,
-                "| metric | unit | platform | n | median [95% CI] | × native [95% CI] | verdict |"
+                "| metric | unit | platform | n | median [95% CI] | × {} [95% CI] | verdict |",
+                e.baseline.as_deref().unwrap_or_default()
             );
             let _ = writeln!(out, "|---|---|---|---:|---:|---:|---|");
         } else {

@@ -23,7 +23,7 @@
 //!   "experiments": {
 //!     "<experiment>": {
 //!       "analysis": "overhead",
-//!       "baseline": "native"|null,             // overhead experiments: the native platform
+//!       "baseline": "native"|null,             // overhead experiments: the platform ratios are to
 //!       "metrics": {
 //!         "<label>": {                         // e.g. "syscall/ns_per_call", "oltp/tps [n=4]"
 //!           "workload": "syscall", "metric": "ns_per_call", "unit": "ns",
@@ -33,15 +33,20 @@
 //!           "platforms": {
 //!             "<platform>": {
 //!               "n": 5,                        // repetitions (trials) with a value
+//!               "trials": 5,                   // ok trials of the cell; > n: missing in some
 //!               "stop_reason": "fixed"|"ci_within_target"|"max_repetitions"|"no_values"|null,
-//!               "median": 110.0, "ci_low": 109.5, "ci_high": 110.5,   // 95% bootstrap CI
+//!               "median": 110.0, "ci_low": 109.5, "ci_high": 110.5,   // percentile bootstrap
 //!               "unit": "ns", "higher_is_better": false,
 //!               "outliers": 0,                 // repetitions with |modified Z| > 3.5
-//!               "ratio_to_native": 1.1|null,   // median / baseline median
-//!               "ratio_ci": [1.09, 1.11]|null, // its 95% bootstrap CI (null for the baseline)
+//!               "ratio_to_baseline": 1.1|null, // Hodges–Lehmann ratio (1 for the baseline)
+//!               "ratio_ci": [1.09, 1.11]|null, // its CI (null for the baseline)
+//!               "ratio_method": "hodges_lehmann_log_moses"|null,
+//!               "ratio_ci_level": 0.95|null,   // < 0.95: too few repetitions, widest CI
+//!               "p_value": 0.008|null,         // exact two-sided Mann–Whitney
+//!               "n_baseline": 5|null,          // repetitions of the baseline
 //!               "overhead_pct": 10.0|null,     // positive = worse than the baseline
 //!               "overhead_ci_pct": [9.0, 11.0]|null,
-//!               "verdict": "within"|"worse"|"better"|"inconclusive"|null,
+//!               "verdict": "within"|"worse"|"better"|"inconclusive"|"too_few_repetitions"|null,
 //!               "values": [110.0, …]           // per repetition, in repetition order
 //!             }
 //!           }
@@ -203,6 +208,9 @@ pub struct MetricSummary {
 pub struct PlatformStats {
     /// Repetitions with a value.
     pub n: usize,
+    /// Trials of this platform and workload that finished `ok`; more than `n` when the metric
+    /// is missing from some of them (a statistic that could not be read is missing, never 0).
+    pub trials: usize,
     /// Why the repetitions stopped where they did (`fixed`, `ci_within_target`,
     /// `max_repetitions`, `no_values`), from the manifest's repetition groups; `None` when the
     /// run does not say (an older manifest of an `until_stable` pipeline, a group still open).
@@ -220,10 +228,20 @@ pub struct PlatformStats {
     pub higher_is_better: bool,
     /// Repetitions flagged as outliers (modified Z-score).
     pub outliers: usize,
-    /// Median relative to the baseline platform's median.
-    pub ratio_to_native: Option<f64>,
-    /// 95% bootstrap CI of that ratio, `[low, high]`; `None` for the baseline itself.
+    /// Ratio to the baseline platform: the Hodges–Lehmann estimate `exp(median of ln x_i −
+    /// ln y_j)` (see [`crate::ratio`]); exactly 1 for the baseline itself.
+    pub ratio_to_baseline: Option<f64>,
+    /// Confidence interval of that ratio, `[low, high]`; `None` for the baseline itself.
     pub ratio_ci: Option<[f64; 2]>,
+    /// How the ratio and its interval were computed ([`crate::ratio::METHOD`]).
+    pub ratio_method: Option<String>,
+    /// Confidence level of `ratio_ci`: 0.95, or less when the repetitions allow no 95%
+    /// interval (then the interval is the widest one and the verdict "too few repetitions").
+    pub ratio_ci_level: Option<f64>,
+    /// Exact two-sided Mann–Whitney p-value of the platform against the baseline.
+    pub p_value: Option<f64>,
+    /// Repetitions of the baseline the ratio was computed against.
+    pub n_baseline: Option<usize>,
     /// Cost relative to the baseline in percent, positive when worse (slower, less throughput).
     pub overhead_pct: Option<f64>,
     /// 95% CI of the overhead in percent.
@@ -246,6 +264,8 @@ pub enum Verdict {
     Better,
     /// Neither equivalent nor significantly different: more repetitions needed.
     Inconclusive,
+    /// The repetitions allow no 95% interval (3 against 3): no difference can be claimed.
+    TooFewRepetitions,
 }
 
 /// A median across repetitions with its 95% bootstrap CI.

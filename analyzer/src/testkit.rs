@@ -17,7 +17,7 @@
 //! assert_eq!(run.files.len(), 6);
 //! let summary = isolab_analyzer::analyze(dir.path()).unwrap();
 //! let m = &summary.experiments["micro"].metrics["syscall/ns_per_call"];
-//! assert!((m.platforms["container"].ratio_to_native.unwrap() - 1.1).abs() < 1e-9);
+//! assert!((m.platforms["container"].ratio_to_baseline.unwrap() - 1.1).abs() < 1e-9);
 //! ```
 
 use std::path::{Path, PathBuf};

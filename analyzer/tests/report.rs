@@ -65,7 +65,7 @@ fn planted_ten_percent_overhead_is_reported_as_1_10() {
     let m = &micro.metrics["syscall/ns_per_call"];
     let c = &m.platforms["container"];
     assert_eq!(c.n, 5);
-    let ratio = c.ratio_to_native.unwrap();
+    let ratio = c.ratio_to_baseline.unwrap();
     assert!((ratio - 1.10).abs() < 0.005, "ratio {ratio}");
     let [lo, hi] = c.ratio_ci.unwrap();
     assert!(
@@ -75,7 +75,7 @@ fn planted_ten_percent_overhead_is_reported_as_1_10() {
     assert!(lo > 1.0, "a 10% overhead with 1% noise is significant");
     assert!((c.median - 110.0).abs() < 1e-9);
     let n = &m.platforms["native"];
-    assert_eq!(n.ratio_to_native, Some(1.0));
+    assert_eq!(n.ratio_to_baseline, Some(1.0));
     assert_eq!(summary.trials.planned, 21);
     assert_eq!(summary.trials.ok, 20);
     assert_eq!(summary.trials.failed, 1);
@@ -238,7 +238,7 @@ fn repetitions_average_instances_and_ignore_time_series() {
     let m = &e.metrics["cpu_spin/units_per_s"];
     let p = &m.platforms["container"];
     assert_eq!((p.n, p.median), (3, 101.0));
-    assert_eq!(p.ratio_to_native, None);
+    assert_eq!(p.ratio_to_baseline, None);
     assert!(p.higher_is_better);
 }
 
@@ -331,7 +331,7 @@ fn generated_runs_read_back_completely() {
     assert!(summaries.table.t_offset_s.iter().all(|t| t.is_nan()));
     let summary = analyze(dir.path()).unwrap();
     let m = &summary.experiments["load"].metrics["cpu_spin/m0"];
-    let r = m.platforms["container"].ratio_to_native.unwrap();
+    let r = m.platforms["container"].ratio_to_baseline.unwrap();
     assert!((r - 1.1).abs() < 0.02, "planted 1.1, got {r}");
 }
 

@@ -130,7 +130,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Per-metric deltas between two runs with 95% CIs; significant changes marked.
+    /// Per-metric changes between two runs with 95% CIs; a change counts when significant after
+    /// Benjamini–Hochberg control across all metrics (q ≤ 0.05) and at least the threshold.
     Compare {
         /// The baseline run directory.
         run_a: PathBuf,
@@ -139,7 +140,10 @@ enum Command {
         /// Print JSON instead of a Markdown table.
         #[arg(long)]
         json: bool,
-        /// Exit 1 when a metric regressed significantly.
+        /// Smallest relative change that counts, in percent (`2`, `2%` or `0.5%`).
+        #[arg(long, default_value = "2%", value_parser = parse_threshold)]
+        threshold: f64,
+        /// Exit 1 when a metric regressed significantly and by at least the threshold.
         #[arg(long)]
         fail_on_regression: bool,
     },
@@ -162,6 +166,17 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// `--threshold`: a percentage, `2`, `2%` or `0.5%`, as a fraction.
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    let number = s.trim().trim_end_matches('%').trim();
+    match number.parse::<f64>() {
+        Ok(pct) if pct.is_finite() && (0.0..100.0).contains(&pct) => Ok(pct / 100.0),
+        _ => Err(format!(
+            "expected a percentage from 0 to 100 such as `2%` or `0.5`, got `{s}`"
+        )),
+    }
 }
 
 fn print_load_error(e: &LoadError) {
@@ -394,15 +409,17 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             run_a,
             run_b,
             json,
+            threshold,
             fail_on_regression,
         } => {
-            let cmp = isolab_analyzer::compare::compare(&run_a, &run_b).with_context(|| {
-                format!(
-                    "cannot compare {} with {}",
-                    run_a.display(),
-                    run_b.display()
-                )
-            })?;
+            let cmp = isolab_analyzer::compare::compare_with(&run_a, &run_b, threshold)
+                .with_context(|| {
+                    format!(
+                        "cannot compare {} with {}",
+                        run_a.display(),
+                        run_b.display()
+                    )
+                })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&cmp)?);
             } else {

@@ -440,6 +440,27 @@ fn compare_flags_a_planted_regression() {
         "{}",
         text(&worse.stdout)
     );
+    // A 20% change below a 25% threshold does not count.
+    let (a_str, b_str) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let args = |threshold: &'static str| {
+        [
+            "compare",
+            a_str,
+            b_str,
+            "--fail-on-regression",
+            "--threshold",
+            threshold,
+        ]
+    };
+    let above = isolab(&args("25%"), dir.path());
+    assert_eq!(above.status.code(), Some(0), "{}", text(&above.stderr));
+    let bad = isolab(&args("lots"), dir.path());
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("--threshold") && text(&bad.stderr).contains("percentage"),
+        "{}",
+        text(&bad.stderr)
+    );
 }
 
 /// A pipeline of the native platform's `syscall` with `until_stable`.

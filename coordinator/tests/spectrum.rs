@@ -57,7 +57,7 @@ fn every_platform_of_the_spectrum_reaches_the_overhead_chart() {
         for p in PLATFORMS {
             let with_ratio = metrics
                 .values()
-                .filter(|m| m["platforms"][p]["ratio_to_native"].as_f64().is_some())
+                .filter(|m| m["platforms"][p]["ratio_to_baseline"].as_f64().is_some())
                 .count();
             assert!(with_ratio > 0, "{exp}: no ratio to native for {p}");
         }

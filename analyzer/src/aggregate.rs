@@ -12,9 +12,9 @@ use indexmap::IndexMap;
 use crate::metrics::is_headline;
 use crate::read::Run;
 use crate::repetitions::StopReasons;
-use crate::summary::{ExperimentSummary, MetricSummary, PlatformStats};
+use crate::summary::{ExperimentSummary, MetricSummary, NoiseSummary, PlatformStats};
 use crate::table::{SampleTable, Sym, TrialKey};
-use crate::{fairness, isolation, overhead, ratio, scaling, stats};
+use crate::{fairness, isolation, noise, overhead, ratio, scaling, stats};
 
 /// One repetition's value of one series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -369,8 +369,17 @@ impl Experiment<'_> {
 
 /// Per-experiment, per-metric, per-platform statistics of a run.
 pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
+    summaries(run).0
+}
+
+/// The experiments' statistics and the host noise: the agent's host rows
+/// ([`noise::HOST_ROLE`]) describe the host, never a workload, so they are kept apart.
+pub(crate) fn summaries(run: &Run) -> (IndexMap<String, ExperimentSummary>, NoiseSummary) {
     let t = &run.table;
-    let reps = repetition_values(t);
+    let (host, reps): (Vec<RepValue>, Vec<RepValue>) = repetition_values(t)
+        .into_iter()
+        .partition(|r| noise::is_host_row(run, r));
+    let noise = noise::noise(run, &host);
     let (mut grouped, group_trials) = group(t, &reps);
     let cells = cell_trials(t, &reps);
     let stops = StopReasons::new(&run.manifest);
@@ -456,7 +465,7 @@ pub fn experiment_summaries(run: &Run) -> IndexMap<String, ExperimentSummary> {
         };
         out.insert(name, summary);
     }
-    out
+    (out, noise)
 }
 
 fn metric_summary(

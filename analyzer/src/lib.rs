@@ -29,6 +29,7 @@ pub mod html;
 pub mod isolation;
 pub mod markdown;
 pub mod metrics;
+pub mod noise;
 pub mod overhead;
 pub mod ratio;
 pub mod read;

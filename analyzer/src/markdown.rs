@@ -4,8 +4,8 @@ use std::fmt::Write as _;
 
 use crate::metrics::{is_bookkeeping, is_headline, is_host_metric};
 use crate::summary::{
-    ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, PlatformStats,
-    ScalingSummary, Stat, StopReason, Summary,
+    ExperimentSummary, FairnessSummary, IsolationSummary, MetricSummary, NoiseSummary,
+    PlatformStats, ScalingSummary, Stat, StopReason, Summary,
 };
 use crate::{overhead, stats};
 
@@ -199,7 +199,76 @@ pub fn header(summary: &Summary) -> String {
         }
         out.push('\n');
     }
+    noise(&mut out, &s.noise);
     out
+}
+
+/// Optional fraction as a percentage, `–` when absent.
+fn opt_pct(x: Option<f64>) -> String {
+    x.map_or_else(|| "–".to_owned(), pct)
+}
+
+/// The noise section: host steal and background CPU per experiment and platform, and the
+/// trials that ran on a busy host.
+fn noise(out: &mut String, n: &NoiseSummary) {
+    let _ = writeln!(out, "## Noise\n");
+    if !n.recorded {
+        let _ = writeln!(
+            out,
+            "Host steal and background CPU: not recorded (the agent that ran this run did not \
+             report them).\n"
+        );
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "Share of the host's CPU capacity during each trial that the hypervisor stole (steal) \
+         or that ran outside the trial's cgroups (background), median over the trials. Trials \
+         above {} background or {} steal ran on a busy host and are listed below.\n",
+        pct(n.background_threshold),
+        pct(n.steal_threshold)
+    );
+    let _ = writeln!(
+        out,
+        "| experiment | platform | trials | steal | background |"
+    );
+    let _ = writeln!(out, "|---|---|---:|---:|---:|");
+    for p in &n.platforms {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            cell(&p.experiment),
+            cell(&p.platform),
+            p.trials,
+            opt_pct(p.steal_median),
+            opt_pct(p.background_median)
+        );
+    }
+    out.push('\n');
+    if n.flagged.is_empty() {
+        let _ = writeln!(out, "No trial ran on a busy host.\n");
+        return;
+    }
+    let _ = writeln!(out, "Trials on a busy host:\n");
+    let _ = writeln!(
+        out,
+        "| trial | experiment | platform | workload | repetition | steal | background |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---:|---:|---:|");
+    for t in &n.flagged {
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {} | {} | {} | {} |",
+            t.trial,
+            cell(&t.experiment),
+            cell(&t.platform),
+            cell(&t.workload),
+            t.repetition,
+            opt_pct(t.steal),
+            opt_pct(t.background)
+        );
+    }
+    out.push('\n');
 }
 
 /// One experiment's section: heading, analysis tables, per-metric table.

@@ -126,6 +126,7 @@ pub fn summarize(run: &Run) -> Summary {
             .iter()
             .map(|s| table.str(s.key.host).to_owned()),
     );
+    let (experiments, noise) = aggregate::summaries(run);
     Summary {
         format_version: SUMMARY_FORMAT_VERSION,
         run_id: m.run_id.clone(),
@@ -139,7 +140,8 @@ pub fn summarize(run: &Run) -> Summary {
         trials: counts,
         failed_trials,
         missing_files: run.missing_files.clone(),
-        experiments: aggregate::experiment_summaries(run),
+        noise,
+        experiments,
     }
 }
 

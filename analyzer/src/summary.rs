@@ -20,6 +20,14 @@
 //!   "failed_trials": [ { "id", "experiment", "platform", "workload", "repetition", "status",
 //!                        "reason" } ],
 //!   "missing_files": [],                       // files of ok trials not found on disk
+//!   "noise": {                                 // host steal and background CPU per trial
+//!     "recorded": true,                        // false: the agent recorded none
+//!     "steal_threshold": 0.05, "background_threshold": 0.1,
+//!     "platforms": [ { "experiment", "platform", "trials",
+//!                      "steal_median": 0.0|null, "background_median": 0.02|null } ],
+//!     "flagged": [ { "trial", "experiment", "platform", "workload", "repetition",
+//!                    "steal": 0.0|null, "background": 0.14|null } ]   // above a threshold
+//!   },
 //!   "experiments": {
 //!     "<experiment>": {
 //!       "analysis": "overhead",
@@ -116,8 +124,59 @@ pub struct Summary {
     pub failed_trials: Vec<FailedTrial>,
     /// Files the manifest lists for `ok` trials that are missing.
     pub missing_files: Vec<String>,
+    /// How busy the host was during the trials (see [`crate::noise`]).
+    pub noise: NoiseSummary,
     /// Per experiment, in pipeline order.
     pub experiments: IndexMap<String, ExperimentSummary>,
+}
+
+/// Host steal and background CPU during the trials (see [`crate::noise`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoiseSummary {
+    /// Whether the agent recorded any host values (runs by older agents have none).
+    pub recorded: bool,
+    /// Trials whose steal fraction exceeds this are listed.
+    pub steal_threshold: f64,
+    /// Trials whose background CPU fraction exceeds this are listed.
+    pub background_threshold: f64,
+    /// Per experiment and platform, in report order.
+    pub platforms: Vec<NoisePlatform>,
+    /// Trials that ran on a busy host.
+    pub flagged: Vec<NoisyTrial>,
+}
+
+/// Host noise over one experiment's trials on one platform.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisePlatform {
+    /// Experiment.
+    pub experiment: String,
+    /// Platform.
+    pub platform: String,
+    /// Trials with host values.
+    pub trials: usize,
+    /// Median fraction of the host's CPU stolen by the hypervisor.
+    pub steal_median: Option<f64>,
+    /// Median fraction of the host's CPU used outside the trial's cgroups.
+    pub background_median: Option<f64>,
+}
+
+/// A trial that ran on a busy host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoisyTrial {
+    /// Trial id.
+    pub trial: String,
+    /// Experiment.
+    pub experiment: String,
+    /// Platform.
+    pub platform: String,
+    /// Workload.
+    pub workload: String,
+    /// Repetition index.
+    pub repetition: i32,
+    /// Fraction of the host's CPU stolen by the hypervisor.
+    pub steal: Option<f64>,
+    /// Fraction of the host's CPU used outside the trial's cgroups.
+    pub background: Option<f64>,
 }
 
 /// Counts of measured (non-warm-up) trials by state.

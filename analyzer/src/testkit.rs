@@ -105,6 +105,15 @@ impl RowSpec {
         }
     }
 
+    /// One of the agent's host rows (role `host`, written with instance −1, unit `fraction`):
+    /// `metric` is [`crate::noise::STEAL_METRIC`] or [`crate::noise::BACKGROUND_METRIC`].
+    pub fn host(metric: &str, value: f64) -> Self {
+        Self {
+            role: crate::noise::HOST_ROLE.into(),
+            ..Self::summary(0, metric, value, "fraction", false)
+        }
+    }
+
     /// A time-series point of a peer instance.
     pub fn point(instance: u32, metric: &str, value: f64, unit: &str, t_offset_s: f64) -> Self {
         Self {
@@ -242,6 +251,41 @@ impl ExperimentSpec {
         self
     }
 
+    /// The agent's host rows per repetition (`steal[i]` and `background[i]` for repetition
+    /// `i`), joining the `ok` trials of `platform` and `workload`.
+    pub fn host_noise(
+        &mut self,
+        platform: &str,
+        workload: &str,
+        steal: &[f64],
+        background: &[f64],
+    ) -> &mut Self {
+        for (rep, (&s, &b)) in (0u32..).zip(steal.iter().zip(background)) {
+            let rows = [
+                RowSpec::host(crate::noise::STEAL_METRIC, s),
+                RowSpec::host(crate::noise::BACKGROUND_METRIC, b),
+            ];
+            let existing = self.trials.iter_mut().find(|t| {
+                t.platform == platform
+                    && t.workload == workload
+                    && t.repetition == rep
+                    && matches!(t.outcome, Outcome::Ok(_))
+            });
+            match existing {
+                Some(TrialSpec {
+                    outcome: Outcome::Ok(existing),
+                    ..
+                }) => existing.extend(rows),
+                _ => {
+                    let mut t = TrialSpec::new(platform, workload, rep);
+                    t.outcome = Outcome::Ok(rows.to_vec());
+                    self.trials.push(t);
+                }
+            }
+        }
+        self
+    }
+
     /// Records why the repetitions of `platform` × `workload` stopped (a repetition group in
     /// the manifest).
     pub fn stop_reason(&mut self, platform: &str, workload: &str, reason: StopReason) -> &mut Self {
@@ -365,7 +409,12 @@ pub fn write_synthetic_run(run_dir: &Path, spec: &RunSpec) -> Result<SyntheticRu
                     let refs: Vec<RowRef<'_>> = rows
                         .iter()
                         .map(|r| RowRef {
-                            instance: i32::try_from(r.instance).unwrap_or(i32::MAX),
+                            // The agent's host rows belong to no instance.
+                            instance: if r.role == crate::noise::HOST_ROLE {
+                                -1
+                            } else {
+                                i32::try_from(r.instance).unwrap_or(i32::MAX)
+                            },
                             role: &r.role,
                             group: r.group.as_deref(),
                             workload: r.workload.as_deref().unwrap_or(&t.workload),

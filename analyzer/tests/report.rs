@@ -369,3 +369,69 @@ fn summary_only_reads_prune_pages_without_losing_rows() {
     };
     assert_eq!(summaries(&none.table), summaries(&all.table));
 }
+
+#[test]
+fn host_noise_is_reported_apart_from_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = RunSpec::new("noisy", "noisy");
+    spec.experiment(
+        "micro",
+        "overhead",
+        &[("native", "native"), ("container", "container")],
+    )
+    .summary_metric(
+        "native",
+        "syscall",
+        "ns_per_call",
+        "ns",
+        false,
+        &[100.0, 101.0, 99.0],
+    )
+    .summary_metric(
+        "container",
+        "syscall",
+        "ns_per_call",
+        "ns",
+        false,
+        &[110.0, 111.0, 109.0],
+    )
+    // Repetition 1 of native ran beside a busy neighbour; repetition 2 of container on a
+    // hypervisor that stole 8% of the host.
+    .host_noise("native", "syscall", &[0.0, 0.0, 0.0], &[0.02, 0.31, 0.03])
+    .host_noise(
+        "container",
+        "syscall",
+        &[0.01, 0.0, 0.08],
+        &[0.02, 0.01, 0.02],
+    );
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let s = analyze(dir.path()).unwrap();
+    // Host rows are not workload metrics.
+    let metrics: Vec<&String> = s.experiments["micro"].metrics.keys().collect();
+    assert_eq!(metrics, ["syscall/ns_per_call"]);
+    let n = &s.noise;
+    assert!(n.recorded);
+    assert_eq!(n.platforms.len(), 2);
+    assert_eq!(n.platforms[0].platform, "native");
+    assert_eq!(n.platforms[0].trials, 3);
+    assert_eq!(n.platforms[0].background_median, Some(0.03));
+    assert_eq!(n.platforms[1].steal_median, Some(0.01));
+    let flagged: Vec<(&str, i32)> = n
+        .flagged
+        .iter()
+        .map(|t| (t.platform.as_str(), t.repetition))
+        .collect();
+    assert_eq!(flagged, [("native", 1), ("container", 2)]);
+    let md = isolab_analyzer::markdown::render(&s);
+    assert!(md.contains("## Noise"), "{md}");
+    assert!(md.contains("| micro | native | 3 | 0.0% | 3.0% |"), "{md}");
+    assert!(md.contains("31.0%") && md.contains("8.0%"), "{md}");
+
+    // A run whose agent recorded no host rows says so.
+    let quiet = tempfile::tempdir().unwrap();
+    write_synthetic_run(quiet.path(), &planted_overhead()).unwrap();
+    let s = analyze(quiet.path()).unwrap();
+    assert!(!s.noise.recorded);
+    let md = isolab_analyzer::markdown::render(&s);
+    assert!(md.contains("not recorded"), "{md}");
+}

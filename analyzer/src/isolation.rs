@@ -101,6 +101,7 @@ pub(crate) fn isolation(e: &Experiment<'_>) -> Option<IsolationSummary> {
                         baseline_median: stats::median(base).unwrap_or(f64::NAN),
                         degradation_pct: 100.0 * overhead(r.ratio, hib),
                         degradation_ci_pct: Some([100.0 * ci[0], 100.0 * ci[1]]),
+                        degradation_ci_level: Some(r.level),
                     });
                 }
             }

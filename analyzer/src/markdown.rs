@@ -483,7 +483,8 @@ fn fairness(out: &mut String, f: &FairnessSummary) {
 fn isolation(out: &mut String, iso: &IsolationSummary) {
     let _ = writeln!(
         out,
-        "Victim degradation vs `{}` on the same platform (positive = worse), with 95% CI.\n",
+        "Victim degradation vs `{}` on the same platform (positive = worse), with 95% CI \
+         (Hodges–Lehmann ratio; with too few repetitions for 95% the widest CI and its level).\n",
         iso.baseline
     );
     for m in &iso.metrics {
@@ -510,7 +511,14 @@ fn isolation(out: &mut String, iso: &IsolationSummary) {
                             || "–".to_owned(),
                             |c| match c.degradation_ci_pct {
                                 Some([lo, hi]) => {
-                                    format!("{:.1}% [{:.1}, {:.1}]", c.degradation_pct, lo, hi)
+                                    let mut s =
+                                        format!("{:.1}% [{:.1}, {:.1}]", c.degradation_pct, lo, hi);
+                                    if let Some(l) =
+                                        c.degradation_ci_level.filter(|l| *l < stats::CONFIDENCE)
+                                    {
+                                        let _ = write!(s, " ({:.0}% CI)", 100.0 * l);
+                                    }
+                                    s
                                 }
                                 None => format!("{:.1}%", c.degradation_pct),
                             },

@@ -78,7 +78,8 @@
 //!         "baseline": "none", "adversaries": ["fork_bomb", …],
 //!         "metrics": [ { "label", "unit", "higher_is_better",
 //!                        "cells": [ { "platform", "adversary", "n", "median", "baseline_median",
-//!                                     "degradation_pct", "degradation_ci_pct" } ] } ],
+//!                                     "degradation_pct", "degradation_ci_pct",
+//!                                     "degradation_ci_level" } ] } ],   // < 0.95: widest CI
 //!         "outcomes": [ { "platform", "adversary", "trials", "failed", "killed", "limit_hit",
 //!                         "leaks", "contained" } ]
 //!       }
@@ -500,8 +501,10 @@ pub struct IsolationCell {
     pub baseline_median: f64,
     /// Degradation in percent (positive: worse than the baseline).
     pub degradation_pct: f64,
-    /// Its 95% CI.
+    /// Its CI.
     pub degradation_ci_pct: Option<[f64; 2]>,
+    /// Level of that CI: 0.95, or less with too few repetitions for a 95% one (then the widest).
+    pub degradation_ci_level: Option<f64>,
 }
 
 /// How one adversary ended on one platform, over its repetitions.

@@ -21,9 +21,9 @@
 //! Ties (quantized values, such as CPU time in 10 ms steps) break the method's assumption of
 //! continuous data and can make many differences exactly equal, even the whole interval one
 //! point. They are handled conservatively: the p-value breaks the ties the way least favourable
-//! to a difference, and when either sample has tied values the interval is widened on each side
-//! by the log-width of one quantization step (the smallest gap between distinct values)
-//! at the smallest value.
+//! to a difference, and when any two values are equal the interval is widened on each side by
+//! the log-width of one quantization step (the smallest gap between distinct values) at the
+//! smallest value.
 //!
 //! Everything here is deterministic: no resampling.
 //!
@@ -260,19 +260,14 @@ impl RankTest {
     }
 }
 
-/// Log-width of one quantization step at the smallest value when either sample has tied
-/// values, else 0.
+/// Log-width of one quantization step at the smallest value when any two values (within a
+/// sample or across the two) are equal, else 0.
 fn tie_widening(a: &[f64], b: &[f64]) -> f64 {
-    let has_ties = |s: &[f64]| {
-        let mut v = s.to_vec();
-        v.sort_unstable_by(f64::total_cmp);
-        v.windows(2).any(|w| w[0] == w[1])
-    };
-    if !has_ties(a) && !has_ties(b) {
-        return 0.0;
-    }
     let mut pooled: Vec<f64> = a.iter().chain(b).copied().collect();
     pooled.sort_unstable_by(f64::total_cmp);
+    if !pooled.windows(2).any(|w| w[0] == w[1]) {
+        return 0.0;
+    }
     let step = pooled
         .windows(2)
         .map(|w| w[1] - w[0])

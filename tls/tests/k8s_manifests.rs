@@ -175,7 +175,6 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
         })
         .collect();
     let want: BTreeMap<String, (String, String)> = [
-        ("cgroup", "/sys/fs/cgroup", "Directory"),
         ("kvm", "/dev/kvm", "CharDevice"),
         ("tun", "/dev/net/tun", "CharDevice"),
     ]
@@ -184,7 +183,8 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     .collect();
     assert_eq!(host_paths, want, "{build}: hostPath volumes");
 
-    // One container, privileged, mounting each hostPath where it belongs (cgroupfs read-write).
+    // One container, privileged, mounting each hostPath where it belongs. No cgroupfs from the
+    // host: the runtime's own (read-write for a privileged container) keeps instances in the pod.
     let containers = pod["containers"].as_sequence().unwrap();
     assert_eq!(containers.len(), 1, "{build}: one container");
     let agent = &containers[0];
@@ -212,6 +212,10 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     assert!(
         !mounts.iter().any(|m| m["name"] == "kube-api"),
         "{build}: the agent gets no API token"
+    );
+    assert!(
+        !mounts.iter().any(|m| m["mountPath"] == "/sys/fs/cgroup"),
+        "{build}: the host's cgroupfs would put instances outside the pod's cgroup"
     );
     let tls = mounts.iter().find(|m| m["name"] == "tls").unwrap();
     assert_eq!(tls["mountPath"], "/etc/isolab/tls");

@@ -142,7 +142,27 @@ impl CgroupManager {
         let mounts = fsutil::read_optional(Path::new("/proc/self/mountinfo"))?
             .map_or_else(|| fsutil::read(Path::new("/proc/mounts")), Ok)?;
         let own = fsutil::read(Path::new("/proc/self/cgroup"))?;
-        Self::from_tables(&mounts, &own)
+        let m = Self::from_tables(&mounts, &own)?;
+        match m.layout {
+            Layout::V2(dir, _) => {
+                // At the root of our cgroup namespace: a container's own cgroup.
+                let in_container = parse_proc_cgroup(&own).get("").is_some_and(|p| p == "/");
+                Self::v2_with_leaf(dir, std::process::id(), in_container)
+            }
+            Layout::V1(_) => Ok(m),
+        }
+    }
+
+    /// v2 with the agent (`pid`) itself inside `own`: it moves into its leaf when it must, and
+    /// trial cgroups go beside the leaf (see [`super::leaf`]).
+    pub(crate) fn v2_with_leaf(
+        own: PathBuf,
+        pid: u32,
+        in_container: bool,
+    ) -> Result<Self, CgroupError> {
+        let own = super::leaf::own_for_trials(&own)?;
+        super::leaf::make_room(&own, pid, in_container)?;
+        Self::v2(own)
     }
 
     /// As [`Self::detect`], from the text of the mount table and of `/proc/self/cgroup`.
@@ -225,7 +245,7 @@ impl CgroupManager {
         let text = fsutil::read_optional(&own.join("cgroup.subtree_control"))?.unwrap_or_default();
         let controllers = text
             .split_whitespace()
-            .filter_map(|n| Controller::from_name(n, CgroupVersion::V2))
+            .filter_map(|n| Controller::from_name(n.trim_start_matches('+'), CgroupVersion::V2))
             .collect();
         Ok(Self {
             layout: Layout::V2(own, controllers),

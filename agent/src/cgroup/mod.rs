@@ -13,7 +13,10 @@
 //! # Rules
 //!
 //! - Never move our own processes: a new child joins its cgroup itself, between fork and exec, by
-//!   writing `0` into every file of [`Cgroup::procs_files`] (see [`JoinTarget`]).
+//!   writing `0` into every file of [`Cgroup::procs_files`] (see [`JoinTarget`]). The one
+//!   exception is at start-up on v2, when the agent sits in the cgroup it must hand controllers
+//!   down from (a container's own cgroup): it moves into a leaf `agent` of it and makes trial
+//!   cgroups beside that leaf, so that the pod's limits bound every instance (`leaf.rs`).
 //! - Never touch a cgroup we did not create: writes go only below our own cgroup, into the `rel`
 //!   paths the caller named. `rel` is checked (no `..`, no absolute path, not empty).
 //! - v1 uses cpu, cpuacct, cpuset, memory, pids, blkio and freezer, whichever are mounted; they
@@ -40,6 +43,7 @@ mod factory;
 mod fsutil;
 mod join;
 mod kill;
+mod leaf;
 mod limits;
 pub mod stats;
 mod v1;

@@ -1,7 +1,8 @@
 //! The coordinator service end to end over loopback: `isolab serve` runs a submitted pipeline
 //! (Parquet in its results directory, listed by ListRuns, watched with history), CancelRun stops
 //! a long run and a queued one, SIGTERM drains the running trial and records the rest as not run,
-//! and with `--tls-dir` only clients of the same CA get in.
+//! with `--tls-dir` only clients of the same CA get in, `submit --wait` outlasts a service still
+//! starting, and the service answers the standard health check.
 //!
 //! Needs root (cgroups) and the `isolab-workload` binary; off CI, skipped with a printed reason.
 
@@ -21,11 +22,19 @@ use isolab_model::manifest::{RunStatus, TrialState};
 
 const HANG_GUARD: Duration = Duration::from_secs(300);
 
-/// `isolab serve` on a free loopback port; its address. Its stderr goes to `dir/serve.log`.
+/// `isolab serve` on a free loopback port (unless `extra` has a `--listen`); its address. Its
+/// stderr goes to `dir/serve.log`.
 fn start_serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let log = std::fs::File::create(dir.join("serve.log")).expect("log");
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--results"])
+        .arg("serve")
+        .args(listen)
+        .arg("--results")
         .arg(dir.join("results"))
         .args(extra)
         .current_dir(dir)
@@ -319,5 +328,70 @@ async fn serve_with_tls_admits_only_clients_of_its_ca() {
     assert!(
         refused(ServiceClient::connect(&addr, Some(&client_of(&foreign))).await).await,
         "client of a foreign CA admitted"
+    );
+}
+
+/// `isolab submit --wait` keeps trying while the service starts (the Kubernetes Job starts beside
+/// a coordinator that is not up yet); without it, an unreachable service is an error at once. The
+/// service answers the standard health check (the manifests' probes call it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_waits_for_a_starting_service_which_answers_health_checks() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let pipeline = write_pipeline(tmp.path(), "late", "syscall", 1, "200ms");
+    let addr = format!("127.0.0.1:{}", free_port());
+
+    let out = Command::new(BIN)
+        .args(["submit", pipeline.to_str().unwrap(), "--server", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "no service, no --wait: an error"
+    );
+
+    let mut sub = spawn_isolab(
+        &[
+            "submit",
+            pipeline.to_str().unwrap(),
+            "--server",
+            &addr,
+            "--wait",
+            "2m",
+            "--watch",
+        ],
+        tmp.path(),
+    );
+    // Still trying after two refused connections.
+    assert!(
+        sub.wait_exit(Duration::from_millis(2500)).is_none(),
+        "{}",
+        stderr_text(&mut sub)
+    );
+    let (_serve, served) = start_serve(tmp.path(), &["--listen", &addr, "--allow-plaintext"]);
+    assert_eq!(served, addr);
+    let status = sub.wait_exit(HANG_GUARD).expect("submit --watch exits");
+    let err = stderr_text(&mut sub);
+    assert!(status.success(), "{err}\n{}", serve_log(tmp.path()));
+    assert!(err.contains("retrying"), "{err}");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect");
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
 }

@@ -21,7 +21,7 @@ build-workload:
 
 # Everything a user runs.
 build: build-workload
-    cargo build --release --locked -p isolab-coordinator -p isolab-agent
+    cargo build --release --locked -p isolab-coordinator -p isolab-agent -p isolab-bench
 
 # Run the quick-start pipeline end to end and write its report.
 demo: bootstrap build

@@ -34,7 +34,7 @@ pub enum CgroupSource {
 /// Everything the agent is configured with. `Default` gives a loopback-ready local agent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
-    /// The `isolab-workload` binary; `None` means [`crate::workload_bin::locate`] at start.
+    /// The `isolab-workload` binary; `None` means [`isolab_host::workload_bin::locate`] at start.
     pub workload_bin: Option<PathBuf>,
     /// Labels reported in capabilities (rack, zone…), used by placement.
     pub labels: BTreeMap<String, String>,

@@ -3,8 +3,9 @@
 //! The agent's [`core`] knows nothing of gRPC: [`core::AgentCore`] answers capabilities, runs a
 //! trial on a [`backend::Backend`] through the [`runner`] and streams [`core::TrialEvent`]s, and
 //! cancels trials. The [`service`] translates the `isolab.v1` gRPC API to and from the core with
-//! the conversions in [`convert`] (public, because the coordinator speaks the same types), and
-//! [`serve`] runs it with the standard health service and a bounded drain on shutdown.
+//! the conversions of `isolab-wire` (shared with the coordinator), and [`serve`] runs it with the
+//! standard health service and a bounded drain on shutdown. The conformance suite and benchmark
+//! drivers are test support behind the `testing` feature.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), isolab_agent::serve::ServeError> {
@@ -16,11 +17,11 @@
 
 pub mod announce;
 pub mod backend;
+#[cfg(any(test, feature = "testing"))]
 pub mod bench;
 pub mod cgroup;
 pub mod config;
 pub mod container;
-pub mod convert;
 pub mod core;
 pub mod docker;
 pub mod host;
@@ -28,6 +29,4 @@ pub mod lxc;
 pub mod runner;
 pub mod serve;
 pub mod service;
-pub mod telemetry;
 pub mod vm;
-pub mod workload_bin;

@@ -123,7 +123,7 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = isolab_agent::telemetry::init("isolab-agent", "ISOLAB_LOG", "info")?;
+    let telemetry = isolab_telemetry::init("isolab-agent", "ISOLAB_LOG", "info")?;
     let cli = Cli::parse();
     let default_listen = cli.listen.to_string() == DEFAULT_LISTEN;
     isolab_tls::check_listen(

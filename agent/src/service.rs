@@ -8,8 +8,8 @@ use isolab_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{self, ConvertError};
 use crate::core::{AgentCore, RunTrialError};
+use isolab_wire::convert::{self, ConvertError};
 
 /// Everything a gRPC call can fail with before its stream starts.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +88,7 @@ impl pb::agent_server::Agent for AgentService {
                 attempt = req.attempt,
                 run = %req.run_id,
             );
-            crate::telemetry::set_parent_from(&span, &metadata);
+            isolab_telemetry::set_parent_from(&span, &metadata);
             span.in_scope(|| {
                 tracing::info!(trial = %req.trial.id, attempt = req.attempt, run = %req.run_id, "RunTrial");
                 Ok(self.core.run_trial(req)?)

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use isolab_agent::backend::conformance;
-use isolab_agent::convert::{capabilities_from_proto, event_from_proto, trial_to_proto};
 use isolab_agent::core::{TrialEvent, TrialState};
 use isolab_agent::serve::{LocalAgent, spawn_local};
 use isolab_model::plan::Trial;
 use isolab_proto::v1 as pb;
 use isolab_proto::v1::agent_client::AgentClient;
+use isolab_wire::convert::{capabilities_from_proto, event_from_proto, trial_to_proto};
 use tonic::transport::Channel;
 
 async fn start(test: &str) -> (LocalAgent, AgentClient<Channel>) {

@@ -32,7 +32,7 @@ const CEILINGS: Ceilings = Ceilings {
 
 /// The static workload binary, if there is one (CI must have it).
 fn static_workload() -> Option<PathBuf> {
-    let bin = isolab_agent::workload_bin::locate().ok();
+    let bin = isolab_host::workload_bin::locate().ok();
     let head = bin.as_ref().and_then(|b| std::fs::read(b).ok());
     if let (Some(bin), Some(head)) = (bin, head)
         && initramfs::is_static_elf(&head)

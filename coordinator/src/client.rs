@@ -7,6 +7,7 @@ use std::time::Duration;
 use isolab_model::plan::Trial;
 use isolab_model::sample::Sample;
 use isolab_proto::v1 as pb;
+use isolab_wire::{InstanceStats, TrialEvent, TrialState};
 use pb::agent_client::AgentClient;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
@@ -274,14 +275,10 @@ impl Agent {
         mut on_event: impl FnMut(AgentEvent),
     ) -> Result<(), ClientError> {
         let mut c = self.client.clone();
-        let mut req = tonic::Request::new(isolab_agent::convert::trial_to_proto(
-            run_id, trial, attempt,
-        ));
+        let mut req =
+            tonic::Request::new(isolab_wire::convert::trial_to_proto(run_id, trial, attempt));
         // The agent parents its spans of this trial on ours (W3C `traceparent`).
-        isolab_agent::telemetry::inject_trace_context(
-            &tracing::Span::current(),
-            req.metadata_mut(),
-        );
+        isolab_telemetry::inject_trace_context(&tracing::Span::current(), req.metadata_mut());
         let rpc = |s: tonic::Status| ClientError::Rpc {
             addr: self.addr.clone(),
             status: Box::new(s),
@@ -296,92 +293,86 @@ impl Agent {
         Ok(())
     }
 
+    /// One agent event, decoded by the wire's decoder (the agent's own), in the coordinator's
+    /// terms.
     fn translate(&self, ev: pb::TrialEvent) -> Result<Option<AgentEvent>, ClientError> {
-        use pb::trial_event::Event;
-        let malformed = |what: &str| ClientError::Malformed {
+        let malformed = |what: String| ClientError::Malformed {
             addr: self.addr.clone(),
-            what: what.to_owned(),
+            what,
         };
-        let Some(ev) = ev.event else {
-            return Err(malformed("empty event"));
-        };
+        let ev =
+            isolab_wire::convert::event_from_proto(ev).map_err(|e| malformed(e.to_string()))?;
         Ok(Some(match ev {
-            Event::Status(s) => {
-                let state = pb::TrialState::try_from(s.state)
-                    .map_err(|_| malformed("unknown trial state"))?;
+            TrialEvent::Status(s) => {
                 let fin = |state| AgentEvent::Finished {
                     state,
                     message: s.message.clone(),
                     host: s.host.clone(),
-                    accel: (!s.accel.is_empty()).then(|| s.accel.clone()),
+                    accel: s.accel.clone(),
                     leaks: s.leaks.clone(),
                 };
-                match state {
-                    pb::TrialState::Unspecified => {
-                        return Err(malformed("unspecified trial state"));
-                    }
-                    pb::TrialState::Preparing => AgentEvent::Progress {
+                match s.state {
+                    TrialState::Preparing => AgentEvent::Progress {
                         phase: "preparing",
                         host: s.host,
                     },
-                    pb::TrialState::Running => AgentEvent::Progress {
+                    TrialState::Running => AgentEvent::Progress {
                         phase: "running",
                         host: s.host,
                     },
-                    pb::TrialState::Ok => fin(FinalState::Ok),
-                    pb::TrialState::Failed => fin(FinalState::Failed),
-                    pb::TrialState::Cancelled => fin(FinalState::Cancelled),
-                    pb::TrialState::TimedOut => fin(FinalState::TimedOut),
+                    TrialState::Ok => fin(FinalState::Ok),
+                    TrialState::Failed => fin(FinalState::Failed),
+                    TrialState::Cancelled => fin(FinalState::Cancelled),
+                    TrialState::TimedOut => fin(FinalState::TimedOut),
                 }
             }
-            Event::Sample(s) => {
-                if !s.value.is_finite() {
-                    return Err(malformed("non-finite sample value"));
+            TrialEvent::Sample { instance, sample } => {
+                if !sample.value.is_finite() {
+                    return Err(malformed("non-finite sample value".into()));
                 }
-                AgentEvent::Sample {
-                    instance: s.instance,
-                    sample: Sample {
-                        metric: s.metric,
-                        value: s.value,
-                        unit: s.unit,
-                        higher_is_better: s.higher_is_better,
-                        t_offset_s: s.t_offset_s,
-                    },
-                }
+                AgentEvent::Sample { instance, sample }
             }
-            Event::Stats(st) => {
-                #[allow(clippy::cast_precision_loss)]
-                let f = |v: u64| v as f64;
-                AgentEvent::Stats {
-                    instance: st.instance,
-                    t_offset_s: st.t_offset_s,
-                    final_: st.r#final,
-                    values: vec![
-                        (
-                            "cpu_usage_ns",
-                            "ns",
-                            f(st.cpu_user_ns.saturating_add(st.cpu_system_ns)),
-                        ),
-                        ("cpu_user_ns", "ns", f(st.cpu_user_ns)),
-                        ("cpu_system_ns", "ns", f(st.cpu_system_ns)),
-                        ("memory_current_bytes", "bytes", f(st.memory_current_bytes)),
-                        ("memory_peak_bytes", "bytes", f(st.memory_peak_bytes)),
-                        ("oom_events", "count", f(st.oom_events)),
-                        ("oom_kills", "count", f(st.oom_kills)),
-                        ("pids_current", "count", f(st.pids_current)),
-                        ("pids_limit_hits", "count", f(st.pids_limit_hits)),
-                        ("io_read_bytes", "bytes", f(st.io_read_bytes)),
-                        ("io_write_bytes", "bytes", f(st.io_write_bytes)),
-                    ],
-                }
-            }
-            Event::Log(l) => AgentEvent::Log {
-                instance: l.instance,
-                stream: l.stream,
-                text: l.text,
+            TrialEvent::Stats {
+                instance,
+                t_offset_s,
+                stats,
+                final_,
+            } => AgentEvent::Stats {
+                instance,
+                t_offset_s,
+                final_,
+                values: stat_values(&stats),
+            },
+            TrialEvent::Log {
+                instance,
+                stream,
+                text,
+            } => AgentEvent::Log {
+                instance,
+                stream: stream.as_str().to_owned(),
+                text,
             },
         }))
     }
+}
+
+/// An instance's statistics as the named metrics of the results table.
+fn stat_values(st: &InstanceStats) -> StatValues {
+    #[allow(clippy::cast_precision_loss)]
+    let f = |v: u64| v as f64;
+    vec![
+        ("cpu_usage_ns", "ns", f(st.cpu_usage_ns)),
+        ("cpu_user_ns", "ns", f(st.cpu_user_ns)),
+        ("cpu_system_ns", "ns", f(st.cpu_system_ns)),
+        ("memory_current_bytes", "bytes", f(st.memory_current_bytes)),
+        ("memory_peak_bytes", "bytes", f(st.memory_peak_bytes)),
+        ("oom_events", "count", f(st.oom_events)),
+        ("oom_kills", "count", f(st.oom_kills)),
+        ("pids_current", "count", f(st.pids_current)),
+        ("pids_limit_hits", "count", f(st.pids_limit_hits)),
+        ("io_read_bytes", "bytes", f(st.io_read_bytes)),
+        ("io_write_bytes", "bytes", f(st.io_write_bytes)),
+    ]
 }
 
 #[cfg(test)]

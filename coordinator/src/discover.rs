@@ -1,6 +1,6 @@
 //! Finding agents by their heartbeats (`isolab run|plan --discover nats://HOST:PORT`).
 //!
-//! Agents started with `--announce` publish an [`isolab_agent::announce::Heartbeat`] every few
+//! Agents started with `--announce` publish an [`isolab_wire::heartbeat::Heartbeat`] every few
 //! seconds; [`Discovery`] subscribes to all of them, keeps the live set and drops an agent once it
 //! missed `missed` heartbeats in a row (judged by the interval the agent itself announces). The
 //! live set becomes [`Target`]s for the existing inventory and placement code.
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use isolab_agent::announce::{HEARTBEAT_SUBJECTS, Heartbeat};
+use isolab_wire::heartbeat::{HEARTBEAT_SUBJECTS, Heartbeat};
 use tokio::task::JoinHandle;
 
 use crate::inventory::{AgentSlot, Target};

@@ -197,7 +197,7 @@ fn main() -> ExitCode {
     // The OTLP exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set) needs the runtime.
     let telemetry = {
         let _enter = rt.enter();
-        isolab_agent::telemetry::init("isolab", "ISOLAB_LOG", "warn")
+        isolab_telemetry::init("isolab", "ISOLAB_LOG", "warn")
     };
     let telemetry = match telemetry {
         Ok(t) => t,

@@ -302,7 +302,7 @@ fn garbage_printing_workload_fails_its_trial_and_the_run_goes_on_then_resume() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let real = isolab_agent::workload_bin::locate().expect("workload binary");
+    let real = isolab_host::workload_bin::locate().expect("workload binary");
     // A wrapper that prints garbage for `mmap` and defers to the real binary otherwise.
     let wrapper = dir.path().join("isolab-workload");
     std::fs::write(

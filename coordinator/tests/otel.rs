@@ -36,9 +36,9 @@ async fn agent_spans_are_children_of_the_coordinators_trial_span() {
     let provider = SdkTracerProvider::builder()
         .with_simple_exporter(exporter.clone())
         .build();
-    tracing::subscriber::set_global_default(tracing_subscriber::registry().with(
-        isolab_agent::telemetry::otel_layer(&provider, "isolab-test"),
-    ))
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::registry().with(isolab_telemetry::otel_layer(&provider, "isolab-test")),
+    )
     .expect("the only subscriber of this test binary");
 
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -5,7 +5,7 @@
 //! and asserts the outcome and that nothing is left: the final status lists no leak, the
 //! backend's [`Backend::leftovers`] scan is clean, and no process of the trial is alive. The last
 //! check relies on a convention every backend follows: each process it starts for a trial has
-//! `ISOLAB_TRIAL=<slug>` in its environment ([`TRIAL_ENV`]). They panic on failure, like asserts.
+//! `ISOLAB_TRIAL=<slug>` in its environment ([`TRIAL_ENV`](crate::backend::TRIAL_ENV)). They panic on failure, like asserts.
 //!
 //! ```no_run
 //! # async fn demo(backend: &isolab_agent::backend::AnyBackend, platform: isolab_model::pipeline::Platform) {
@@ -23,13 +23,9 @@ use isolab_model::units::HumanDuration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, TrialContext};
+use super::{Backend, TRIAL_ENV, TrialContext};
 use crate::core::{TrialEvent, TrialState, TrialStatus};
 use crate::runner::{RunnerOptions, run_trial};
-
-/// Environment variable naming the trial attempt (`<id>-a<attempt>`) in every process a backend
-/// starts for it.
-pub const TRIAL_ENV: &str = "ISOLAB_TRIAL";
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 

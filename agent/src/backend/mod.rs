@@ -7,7 +7,7 @@
 //! hands back one [`InstanceHandle`] each (line streams of stdout and stderr, a pid, the exit) →
 //! [`Backend::stats`] while they run → [`Backend::stop`] on deadline or cancel →
 //! [`Backend::teardown`], always, which removes everything and reports what it could not in a
-//! [`LeakReport`]. [`conformance`] holds the checks that every backend's tests run.
+//! [`LeakReport`]. `conformance` (feature `testing`) holds the checks that every backend's tests run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ mod agent_dir;
 mod any;
 pub mod args;
 pub mod catalog;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod envelope;
 mod handle;
@@ -35,6 +36,10 @@ pub use handle::{
     ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, lines,
 };
 pub use leaks::{Leak, LeakReport, process_alive, process_start_time};
+
+/// Environment variable naming the trial attempt (`<id>-a<attempt>`) in every process a backend
+/// starts for it, so that leftovers can be found without any backend's own state.
+pub const TRIAL_ENV: &str = "ISOLAB_TRIAL";
 
 /// What a backend is told about the trial it prepares.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,36 +60,12 @@ impl TrialContext {
     }
 }
 
-/// Whether a backend works on this host, and why not.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BackendStatus {
-    /// Backend name (`native`, `container`, `vm`).
-    pub name: String,
-    /// Whether trials can run on it here.
-    pub available: bool,
-    /// Version of what implements it (agent, runtime, QEMU).
-    pub version: String,
-    /// Why it is not available (empty when it is).
-    pub reason: String,
-    /// Accelerator a VM backend would use (`kvm`, `tcg`), empty otherwise.
-    pub accel: String,
-}
-
-impl BackendStatus {
-    /// An unavailable backend with its reason.
-    pub fn unavailable(name: &str, reason: impl Into<String>) -> Self {
-        Self {
-            name: name.to_owned(),
-            reason: reason.into(),
-            ..Self::default()
-        }
-    }
-}
+pub use isolab_wire::BackendStatus;
 
 /// One way of isolating instances. See the module documentation for the life of a trial.
 ///
 /// Every process a backend starts for a trial carries `ISOLAB_TRIAL=<slug>` in its environment
-/// ([`conformance::TRIAL_ENV`]), so that leftover processes can be found independently.
+/// ([`TRIAL_ENV`]), so that leftover processes can be found independently.
 ///
 /// Implementations must be cancel-safe in one sense only: the runner never drops a future of
 /// [`Backend::prepare`], [`Backend::start`], [`Backend::stop`] or [`Backend::teardown`]

@@ -158,34 +158,9 @@ pub struct CgroupLimits {
     pub io_bps: Option<(u64, Vec<(u64, u64)>)>,
 }
 
-/// Version-neutral statistics of one cgroup (hierarchical: children included).
-#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
-pub struct CgroupStats {
-    /// User CPU time.
-    pub cpu_user_ns: u64,
-    /// System CPU time.
-    pub cpu_system_ns: u64,
-    /// Total CPU time (v1 cpuacct.usage; v2 usage_usec).
-    pub cpu_usage_ns: u64,
-    /// Memory in use now.
-    pub memory_current_bytes: u64,
-    /// Highest memory use seen (0 when the kernel does not track it).
-    pub memory_peak_bytes: u64,
-    /// Times the memory limit was hit (v1 failcnt / v2 `max` events).
-    pub memory_limit_hits: u64,
-    /// OOM events (v1: `oom_kill` of memory.oom_control, or `under_oom` on old kernels).
-    pub oom_events: u64,
-    /// Processes killed by the OOM killer.
-    pub oom_kills: u64,
-    /// Tasks now.
-    pub pids_current: u64,
-    /// Times a fork was refused by pids.max.
-    pub pids_limit_hits: u64,
-    /// Bytes read from block devices.
-    pub io_read_bytes: u64,
-    /// Bytes written to block devices.
-    pub io_write_bytes: u64,
-}
+/// Version-neutral statistics of one cgroup: the wire's [`isolab_wire::InstanceStats`], filled
+/// here and sent as they are.
+pub use isolab_wire::InstanceStats as CgroupStats;
 
 /// One cgroup (in every controller it spans). All methods block; call them from
 /// `spawn_blocking` in async code.

@@ -15,7 +15,7 @@ use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::netns::TrialNetwork;
 use super::runtime::{Runtime, RuntimeError};
 use super::{ContainerConfig, ContainerError, DEFAULT_RUNTIME, leftovers, probe, rootfs, stale};
-use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::TRIAL_ENV;
 use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,

@@ -87,7 +87,7 @@ pub struct BundleInput<'a> {
     /// Instance index (in the environment as `ISOLAB_INSTANCE`).
     pub instance: u32,
     /// Trial attempt slug (in the environment as `ISOLAB_TRIAL`, see
-    /// [`crate::backend::conformance::TRIAL_ENV`]).
+    /// [`crate::backend::TRIAL_ENV`]).
     pub trial: &'a str,
     /// Host name inside the container.
     pub hostname: &'a str,
@@ -119,7 +119,7 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
             "LANG=C".to_owned(),
             "TMPDIR=/tmp".to_owned(),
             format!("ISOLAB_INSTANCE={}", input.instance),
-            format!("{}={}", crate::backend::conformance::TRIAL_ENV, input.trial),
+            format!("{}={}", crate::backend::TRIAL_ENV, input.trial),
         ])
         .cwd("/")
         .capabilities(

@@ -31,6 +31,7 @@
 //! [`crate::backend::Leak`] and fails the trial.
 
 mod backend;
+#[cfg(any(test, feature = "testing"))]
 pub mod bench;
 pub mod bundle;
 mod config;

@@ -156,7 +156,7 @@ async fn run_container(
     running: &mut Vec<Running>,
 ) -> Result<(), String> {
     let mut cmd = runtime.run_command(&instance.bundle, &instance.id);
-    cmd.env(crate::backend::conformance::TRIAL_ENV, slug);
+    cmd.env(crate::backend::TRIAL_ENV, slug);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", runtime.program().display()))?;

@@ -85,7 +85,7 @@ async fn runsc_runs_without_keep_and_crun_says_why_it_cannot() {
 /// A fake OCI runtime that runs the workload directly (in the caller's cgroup, not the one
 /// `cgroupsPath` names), like a runtime that ignores or misreads it.
 fn misplacing_runtime(dir: &std::path::Path) -> std::path::PathBuf {
-    let bin = crate::workload_bin::locate().expect("workload binary");
+    let bin = isolab_host::workload_bin::locate().expect("workload binary");
     let path = dir.join("misplacing-runtime");
     let mut f = std::fs::File::create(&path).expect("create");
     write!(

@@ -45,7 +45,7 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     if super::runtime::resolve("runc").is_err() {
         return missing("runc is not installed".into());
     }
-    let bin = match crate::workload_bin::locate() {
+    let bin = match isolab_host::workload_bin::locate() {
         Ok(b) => b,
         Err(e) => return missing(e.to_string()),
     };
@@ -451,7 +451,7 @@ async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
 
 /// Whether the workload binary under test knows `workload` (newer workloads land separately).
 fn knows(workload: &str) -> bool {
-    let bin = crate::workload_bin::locate().expect("workload");
+    let bin = isolab_host::workload_bin::locate().expect("workload");
     let list = std::process::Command::new(&bin)
         .arg("--list")
         .output()

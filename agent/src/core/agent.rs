@@ -131,7 +131,7 @@ impl AgentCore {
                 Some(p) if p.is_file() => std::path::absolute(p)
                     .map_err(|e| format!("workload binary {}: {e}", p.display())),
                 Some(p) => Err(format!("workload binary {} does not exist", p.display())),
-                None => crate::workload_bin::locate().map_err(|e| e.to_string()),
+                None => isolab_host::workload_bin::locate().map_err(|e| e.to_string()),
             };
             (facts, dir, bin)
         })

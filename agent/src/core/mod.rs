@@ -1,10 +1,10 @@
-//! The agent's core, free of gRPC: its own request, event and capability types, and
-//! [`AgentCore`], which runs trials on backends and cancels them.
+//! The agent's core, free of gRPC: [`AgentCore`], which runs trials on backends and cancels
+//! them. Its request, event and capability types are the wire's (`isolab-wire`), re-exported
+//! here.
 
 mod agent;
-mod types;
 
 pub use agent::{AgentCore, MAX_INSTANCES, RunTrialError, ShutdownReport};
-pub use types::{
+pub use isolab_wire::{
     Capabilities, HostInfo, LogStream, TrialEvent, TrialRequest, TrialState, TrialStatus,
 };

@@ -23,7 +23,7 @@ use std::path::Path;
 
 use isolab_model::pipeline::NetworkMode;
 
-use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::TRIAL_ENV;
 use crate::container::rootfs::{HostBind, WORKLOAD_PATH};
 
 /// `PATH` inside the container.

@@ -47,7 +47,7 @@ async fn setup(test: &str) -> Option<Setup> {
         );
         return None;
     }
-    let bin = match crate::workload_bin::locate() {
+    let bin = match isolab_host::workload_bin::locate() {
         Ok(b) => b,
         Err(e) => {
             skip_or_fail(test, &e.to_string());

@@ -20,7 +20,7 @@ use isolab_model::pipeline::{NetworkMode, RootfsKind};
 use super::LxcError;
 use super::backend::Inner;
 use super::conf::{self, ConfSpec};
-use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::TRIAL_ENV;
 use crate::backend::{Leak, LeakReport, process_alive};
 use crate::cgroup::{Cgroup, CgroupLimits};
 use crate::container::netns::{self, TrialNetwork};

@@ -23,7 +23,7 @@ use super::plan::{self, Shape};
 use super::probe;
 use super::qemu::{AccelKind, VmSpec};
 use super::setup::{self, MadeVm, Ready, VmConfig};
-use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::TRIAL_ENV;
 use crate::backend::envelope::Ceilings;
 use crate::backend::{
     AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext, process_alive,

@@ -38,6 +38,7 @@
 
 pub mod accel;
 pub mod backend;
+#[cfg(any(test, feature = "testing"))]
 pub mod bench;
 pub mod cmdline;
 pub mod console;

@@ -29,7 +29,7 @@ pub fn privileged(test: &str) -> bool {
 pub fn workload_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        if let Ok(p) = isolab_agent::workload_bin::locate() {
+        if let Ok(p) = isolab_host::workload_bin::locate() {
             return p;
         }
         let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");

@@ -26,7 +26,7 @@ pub fn can_run() -> bool {
         eprintln!("skipping: needs root for cgroups (CI runs it as root)");
         return false;
     }
-    if isolab_agent::workload_bin::locate().is_err() && !ci {
+    if isolab_host::workload_bin::locate().is_err() && !ci {
         eprintln!("skipping: no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)");
         return false;
     }

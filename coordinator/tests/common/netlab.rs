@@ -29,7 +29,7 @@ pub fn skip_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root for network namespaces and cgroups (CI runs it as root)".into());
     }
-    if isolab_agent::workload_bin::locate().is_err() {
+    if isolab_host::workload_bin::locate().is_err() {
         return Some("no isolab-workload binary (set ISOLAB_WORKLOAD_BIN)".into());
     }
     match Command::new("ip").args(["netns", "list"]).output() {

@@ -12,7 +12,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backend::conformance::TRIAL_ENV;
+use crate::backend::TRIAL_ENV;
 use crate::backend::reap;
 use crate::backend::{InstanceExit, InstanceHandle, LineStream, lines};
 use crate::cgroup::JoinTarget;

@@ -5,8 +5,7 @@ use isolab_proto::v1 as pb;
 
 use super::ConvertError;
 use super::trial::non_empty;
-use crate::cgroup::CgroupStats;
-use crate::core::{LogStream, TrialEvent, TrialState, TrialStatus};
+use crate::types::{InstanceStats, LogStream, TrialEvent, TrialState, TrialStatus};
 
 fn state_to_proto(s: TrialState) -> pb::TrialState {
     match s {
@@ -118,7 +117,7 @@ pub fn event_from_proto(event: pb::TrialEvent) -> Result<TrialEvent, ConvertErro
                 instance: s.instance,
                 t_offset_s: s.t_offset_s,
                 final_: s.r#final,
-                stats: CgroupStats {
+                stats: InstanceStats {
                     cpu_user_ns: s.cpu_user_ns,
                     cpu_system_ns: s.cpu_system_ns,
                     cpu_usage_ns: s.cpu_user_ns.saturating_add(s.cpu_system_ns),

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ConvertError;
-use crate::core::TrialRequest;
+use crate::types::TrialRequest;
 
 /// The serde spelling of a unit-like enum (`host-ro`, `bridge`, `kvm`).
 fn spelling<T: Serialize>(value: &T) -> String {

@@ -48,11 +48,10 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use isolab_agent::bench::median;
 
-#[path = "bench_support/agent_benches.rs"]
 mod agent_benches;
 
 fn workload_bin() -> anyhow::Result<PathBuf> {
-    isolab_agent::workload_bin::locate().map_err(|e| anyhow::anyhow!("{e}"))
+    isolab_host::workload_bin::locate().map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Runs the workload directly and returns its headline metric.

@@ -8,7 +8,7 @@
 //!
 //! ```no_run
 //! # async fn demo() {
-//! let telemetry = isolab_agent::telemetry::init("isolab-agent", "ISOLAB_LOG", "info")
+//! let telemetry = isolab_telemetry::init("isolab-agent", "ISOLAB_LOG", "info")
 //!     .expect("telemetry");
 //! tracing::info!("hello");
 //! telemetry.shutdown();

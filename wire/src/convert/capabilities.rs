@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use isolab_proto::v1 as pb;
 
 use super::ConvertError;
-use crate::backend::BackendStatus;
-use crate::core::{Capabilities, HostInfo};
+use crate::types::{BackendStatus, Capabilities, HostInfo};
 
 /// Capabilities as the protobuf response.
 pub fn capabilities_to_proto(c: &Capabilities) -> pb::CapabilitiesResponse {

@@ -1,13 +1,11 @@
-//! The agent's own request, event and capability types, free of protobuf.
+//! The agent API's request, event and capability types, free of protobuf: what the agent's core
+//! produces and what the coordinator reads, on both sides of the wire.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use isolab_model::plan::Trial;
 use isolab_model::sample::Sample;
-
-use crate::backend::BackendStatus;
-use crate::cgroup::CgroupStats;
 
 /// One trial to run: what the coordinator sends in `RunTrial`.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,7 +123,7 @@ pub enum TrialEvent {
         /// Seconds since the instances were started.
         t_offset_s: f64,
         /// The counters.
-        stats: CgroupStats,
+        stats: InstanceStats,
         /// True for the last statistics, taken after the instance stopped.
         final_: bool,
     },
@@ -195,4 +193,59 @@ impl Capabilities {
     pub fn backend(&self, name: &str) -> Option<&BackendStatus> {
         self.backends.iter().find(|b| b.name == name)
     }
+}
+
+/// Whether a backend works on this host, and why not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackendStatus {
+    /// Backend name (`native`, `container`, `vm`).
+    pub name: String,
+    /// Whether trials can run on it here.
+    pub available: bool,
+    /// Version of what implements it (agent, runtime, QEMU).
+    pub version: String,
+    /// Why it is not available (empty when it is).
+    pub reason: String,
+    /// Accelerator a VM backend would use (`kvm`, `tcg`), empty otherwise.
+    pub accel: String,
+}
+
+impl BackendStatus {
+    /// An unavailable backend with its reason.
+    pub fn unavailable(name: &str, reason: impl Into<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            reason: reason.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Version-neutral statistics of one instance's cgroup (hierarchical: children included).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct InstanceStats {
+    /// User CPU time.
+    pub cpu_user_ns: u64,
+    /// System CPU time.
+    pub cpu_system_ns: u64,
+    /// Total CPU time (v1 cpuacct.usage; v2 usage_usec).
+    pub cpu_usage_ns: u64,
+    /// Memory in use now.
+    pub memory_current_bytes: u64,
+    /// Highest memory use seen (0 when the kernel does not track it).
+    pub memory_peak_bytes: u64,
+    /// Times the memory limit was hit (v1 failcnt / v2 `max` events).
+    pub memory_limit_hits: u64,
+    /// OOM events (v1: `oom_kill` of memory.oom_control, or `under_oom` on old kernels).
+    pub oom_events: u64,
+    /// Processes killed by the OOM killer.
+    pub oom_kills: u64,
+    /// Tasks now.
+    pub pids_current: u64,
+    /// Times a fork was refused by pids.max.
+    pub pids_limit_hits: u64,
+    /// Bytes read from block devices.
+    pub io_read_bytes: u64,
+    /// Bytes written to block devices.
+    pub io_write_bytes: u64,
 }

@@ -11,9 +11,10 @@ use proptest::prelude::*;
 
 use super::trial::param_from_text;
 use super::*;
-use crate::backend::BackendStatus;
-use crate::cgroup::CgroupStats;
-use crate::core::{Capabilities, HostInfo, LogStream, TrialEvent, TrialState, TrialStatus};
+use crate::types::{
+    BackendStatus, Capabilities, HostInfo, InstanceStats, LogStream, TrialEvent, TrialState,
+    TrialStatus,
+};
 
 fn trial() -> Trial {
     let mut params = Params::new();
@@ -152,8 +153,8 @@ fn bad_requests_name_the_field() {
     );
 }
 
-fn stats() -> CgroupStats {
-    CgroupStats {
+fn stats() -> InstanceStats {
+    InstanceStats {
         cpu_user_ns: 1,
         cpu_system_ns: 2,
         cpu_usage_ns: 3,

@@ -66,7 +66,7 @@ async fn every_instance_gets_the_ceilings_and_the_pipeline_can_only_tighten_them
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(trial),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&trial)),
         attempt: 0,
     };
     let prepared = b.prepare(&ctx).await.expect("prepare");

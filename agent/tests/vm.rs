@@ -309,7 +309,7 @@ async fn two_vms_talk_tcp_over_the_trial_bridge_and_the_network_is_removed() {
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t.clone()),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let prefix = format!("{}-{}", dir.name(), ctx.slug());
@@ -480,7 +480,7 @@ async fn a_missing_kernel_makes_the_backend_unavailable_naming_the_path() {
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let err = b.prepare(&ctx).await.unwrap_err();

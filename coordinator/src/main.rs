@@ -278,11 +278,20 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             }
             let placed = (inventory.is_some() || discover.is_some())
                 .then(|| placement(&slots, &loaded.pipeline, &trials));
+            // Each platform as the agent receives it: every default applied, units typed.
+            let platforms: BTreeMap<&str, &isolab_model::resolve::ResolvedPlatform> = trials
+                .iter()
+                .map(|t| (t.platform.as_str(), &t.resolved))
+                .collect();
             if json {
-                let out = serde_json::json!({ "trials": trials, "summary": summary, "placement": placed });
+                let out = serde_json::json!({ "trials": trials, "platforms": platforms, "summary": summary, "placement": placed });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 print_plan(&trials, &summary, placed.as_ref());
+                println!();
+                for (name, resolved) in &platforms {
+                    println!("platform {name}: {}", serde_json::to_string(resolved)?);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -198,6 +198,15 @@ fn plan_and_schema() {
         .platforms
         .len();
     assert_eq!(trials.len(), 36 * platforms);
+    // Every platform resolved, defaults applied (a container names its runtime).
+    let resolved = v["platforms"].as_object().unwrap();
+    assert_eq!(resolved.len(), platforms, "{resolved:?}");
+    for (name, p) in resolved {
+        assert!(p["backend"].is_string(), "{name}: {p}");
+        if p["backend"] == "container" {
+            assert!(p["runtime"].is_string(), "{name}: {p}");
+        }
+    }
     let again = isolab(&["plan", good.to_str().unwrap(), "--json"], dir.path());
     assert_eq!(out.stdout, again.stdout, "plans are deterministic");
     let out = isolab(&["schema"], dir.path());

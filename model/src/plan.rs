@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{AnalysisKind, Params, Platform};
+use crate::resolve::ResolvedPlatform;
 use crate::units::{HumanDuration, Percent};
 
 /// What an instance does in its trial.
@@ -62,8 +63,10 @@ pub struct Trial {
     pub analysis: AnalysisKind,
     /// Platform name.
     pub platform: String,
-    /// The platform's settings, copied so that the trial is self-contained.
+    /// The platform's settings as written: what the trial id is derived from, and recorded.
     pub platform_spec: Platform,
+    /// The same platform with every default applied and units typed: what the wire carries.
+    pub resolved: ResolvedPlatform,
     /// Measured repetition index (0-based); warm-ups count separately.
     pub repetition: u32,
     /// Whether this is a warm-up (run, not recorded).

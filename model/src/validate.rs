@@ -264,6 +264,11 @@ impl Checker {
         }
         if pl.memory.is_some_and(|m| m.get() == 0) {
             self.push(child(path, "memory"), At::Value, "must be larger than 0");
+        } else if b == Vm
+            && let Err(e) = crate::resolve::guest_memory_mib(pl.memory.map(|m| m.get()))
+        {
+            // What the agent would otherwise find only when the guest fails to boot.
+            self.push(child(path, "memory"), At::Value, e.reason);
         }
         if let Some(m) = &pl.machine
             && !MACHINES.contains(&m.as_str())

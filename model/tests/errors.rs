@@ -393,3 +393,23 @@ fn a_reservation_weights_cannot_express_is_refused() {
     );
     assert!(shown.contains("above 10000"), "{shown}");
 }
+
+#[test]
+fn vm_guest_memory_the_kernel_cannot_boot_with() {
+    // What the agent would otherwise find only when the guest dies in early boot.
+    let text = format!(
+        "{HEAD}  - {{ name: micro, analysis: overhead, platforms: [vm], workloads: [syscall] }}\n"
+    )
+    .replace("vm: { backend: vm }", "vm: { backend: vm, memory: 64MiB }");
+    let out = errors(&text);
+    assert!(out.starts_with("p.yaml:"), "{out}");
+    assert!(out.contains("platforms.vm.memory"), "{out}");
+    assert!(
+        out.contains("64 MiB is below the 80 MiB a guest needs to boot"),
+        "{out}"
+    );
+    let text = text.replace("memory: 64MiB", "memory: 100000KiB");
+    assert!(errors(&text).contains("not a whole number of MiB"));
+    let text = text.replace("memory: 100000KiB", "memory: 80MiB");
+    load_str("p.yaml", &text).unwrap();
+}

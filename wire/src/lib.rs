@@ -27,5 +27,5 @@ pub mod types;
 pub use convert::ConvertError;
 pub use types::{
     BackendStatus, Capabilities, HostInfo, InstanceStats, LogStream, TrialEvent, TrialRequest,
-    TrialState, TrialStatus,
+    TrialSpec, TrialState, TrialStatus,
 };

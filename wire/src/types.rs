@@ -4,8 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use isolab_model::plan::Trial;
+use isolab_model::pipeline::AnalysisKind;
+use isolab_model::plan::{InstanceSpec, Trial};
+use isolab_model::resolve::ResolvedPlatform;
 use isolab_model::sample::Sample;
+use isolab_model::units::HumanDuration;
 
 /// One trial to run: what the coordinator sends in `RunTrial`.
 #[derive(Debug, Clone, PartialEq)]
@@ -13,9 +16,59 @@ pub struct TrialRequest {
     /// The run the trial belongs to.
     pub run_id: String,
     /// The trial, self-contained.
-    pub trial: Trial,
+    pub trial: TrialSpec,
     /// Attempt number, 0 for the first try (retries count up).
     pub attempt: u32,
+}
+
+/// A trial as an agent runs it: the planner's [`Trial`] with its platform resolved, without
+/// what only the coordinator needs (the platform as written, the matrix point, retries).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrialSpec {
+    /// Content-derived id.
+    pub id: String,
+    /// Experiment name.
+    pub experiment: String,
+    /// How the experiment is analysed.
+    pub analysis: AnalysisKind,
+    /// Platform name.
+    pub platform: String,
+    /// The platform, every default applied: what the backends read.
+    pub platform_spec: ResolvedPlatform,
+    /// Measured repetition index.
+    pub repetition: u32,
+    /// Whether this is a warm-up.
+    pub warmup: bool,
+    /// The workload that names the trial.
+    pub workload: String,
+    /// The adversary of an isolation trial.
+    pub adversary: Option<String>,
+    /// Instances, started together.
+    pub instances: Vec<InstanceSpec>,
+    /// How long the workloads run.
+    pub duration: HumanDuration,
+    /// Wall-clock deadline for the whole trial.
+    pub timeout: HumanDuration,
+}
+
+impl From<&Trial> for TrialSpec {
+    /// What the agent would read from the wire for `trial` (in-process callers skip the wire).
+    fn from(t: &Trial) -> Self {
+        Self {
+            id: t.id.clone(),
+            experiment: t.experiment.clone(),
+            analysis: t.analysis,
+            platform: t.platform.clone(),
+            platform_spec: t.resolved.clone(),
+            repetition: t.repetition,
+            warmup: t.warmup,
+            workload: t.workload.clone(),
+            adversary: t.adversary.clone(),
+            instances: t.instances.clone(),
+            duration: t.duration,
+            timeout: t.timeout,
+        }
+    }
 }
 
 /// Where a trial is in its life.

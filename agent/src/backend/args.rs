@@ -92,7 +92,7 @@ mod tests {
         );
         TrialContext {
             run_id: "r".into(),
-            trial: Arc::new(t),
+            trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
             attempt: 0,
         }
     }

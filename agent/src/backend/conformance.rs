@@ -54,6 +54,8 @@ pub fn trial(
         analysis: AnalysisKind::Overhead,
         platform: platform.backend.as_str().into(),
         platform_spec: platform.clone(),
+        resolved: isolab_model::resolve::resolve(platform)
+            .unwrap_or_else(|e| panic!("a conformance platform must resolve: {e}")),
         repetition: 0,
         warmup: false,
         workload: workload.into(),
@@ -133,7 +135,7 @@ pub async fn run<B: Backend>(
 ) -> Observed {
     let ctx = TrialContext {
         run_id: "conformance".into(),
-        trial: Arc::new(trial),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&trial)),
         attempt: 0,
     };
     let (tx, mut rx) = mpsc::channel(1024);

@@ -5,8 +5,8 @@
 //! quota, cpuset and I/O settings come from the pipeline alone. A CPU reservation is a share
 //! guarantee, not a cap: planning expresses it through weights, so it adds no limit here.
 
-use isolab_model::pipeline::Limits;
 use isolab_model::plan::InstanceSpec;
+use isolab_model::resolve::InstanceLimits;
 
 use crate::cgroup::CgroupLimits;
 
@@ -23,22 +23,22 @@ pub struct Ceilings {
 /// own CPU weight. `io_device` is the block device (major, minor) an `io_bps` cap applies to.
 pub fn instance_limits(
     ceilings: Ceilings,
-    platform: &Limits,
+    platform: &InstanceLimits,
     instance: &InstanceSpec,
     io_device: Option<(u64, u64)>,
 ) -> CgroupLimits {
     let min = |ceiling: u64, asked: Option<u64>| Some(asked.map_or(ceiling, |a| a.min(ceiling)));
     CgroupLimits {
-        memory_bytes: min(ceilings.memory_bytes, platform.memory.map(|b| b.get())),
-        pids_max: min(ceilings.pids, platform.pids),
+        memory_bytes: min(ceilings.memory_bytes, platform.memory_bytes),
+        pids_max: min(ceilings.pids, platform.pids_max),
         cpu_weight: instance.cpu_weight.or(platform.cpu_weight),
-        cpu_quota: platform.cpu_quota.map(|p| p.fraction()),
+        cpu_quota: platform.cpu_quota_cpus,
         cpu_period_us: None,
-        cpuset_cpus: platform.cpuset.clone(),
+        cpuset_cpus: platform.cpuset_cpus.clone(),
         io_weight: platform.io_weight,
         io_bps: platform
             .io_bps
-            .map(|b| (b.get(), io_device.into_iter().collect())),
+            .map(|b| (b, io_device.into_iter().collect())),
     }
 }
 
@@ -65,6 +65,7 @@ pub fn block_device_of(path: &std::path::Path) -> Option<(u64, u64)> {
 
 #[cfg(test)]
 mod tests {
+    use isolab_model::pipeline::Limits;
     use isolab_model::plan::Role;
     use isolab_model::units::{Bytes, Percent};
 
@@ -89,7 +90,7 @@ mod tests {
 
     #[test]
     fn ceilings_apply_when_the_pipeline_sets_nothing() {
-        let l = instance_limits(CEIL, &Limits::default(), &instance(None), None);
+        let l = instance_limits(CEIL, &InstanceLimits::default(), &instance(None), None);
         assert_eq!(l.pids_max, Some(4096));
         assert_eq!(l.memory_bytes, Some(1 << 30));
         assert_eq!(l.cpu_weight, None);
@@ -98,7 +99,7 @@ mod tests {
 
     #[test]
     fn the_smaller_of_ceiling_and_pipeline_wins() {
-        let platform = Limits {
+        let platform = InstanceLimits::from(&Limits {
             memory: Some(Bytes(4 << 30)),
             pids: Some(64),
             cpu_weight: Some(100),
@@ -106,7 +107,7 @@ mod tests {
             cpuset: Some("0".into()),
             io_weight: None,
             io_bps: Some(Bytes(1 << 20)),
-        };
+        });
         let l = instance_limits(CEIL, &platform, &instance(Some(300)), Some((8, 0)));
         assert_eq!(
             l.memory_bytes,

@@ -12,7 +12,9 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use isolab_model::plan::Trial;
+use isolab_model::pipeline::BackendKind;
+use isolab_model::resolve::ResolvedPlatform;
+use isolab_wire::TrialSpec;
 
 use crate::cgroup::CgroupStats;
 
@@ -47,12 +49,39 @@ pub struct TrialContext {
     /// The run the trial belongs to.
     pub run_id: String,
     /// The trial.
-    pub trial: Arc<Trial>,
+    pub trial: Arc<TrialSpec>,
     /// Attempt number.
     pub attempt: u32,
 }
 
+/// A trial handed to a backend whose platform is another backend's (the core dispatches by the
+/// platform's backend, so only a direct caller can get this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("trial {trial}: its platform is for the {got} backend, not {expected}")]
+pub struct PlatformMismatch {
+    /// The trial attempt.
+    pub trial: String,
+    /// The backend it was handed to.
+    pub expected: &'static str,
+    /// The backend its platform is for.
+    pub got: &'static str,
+}
+
 impl TrialContext {
+    /// The trial's resolved platform as backend `expected` reads it, e.g.
+    /// `ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)`.
+    pub fn platform<'a, T>(
+        &'a self,
+        expected: BackendKind,
+        pick: impl FnOnce(&'a ResolvedPlatform) -> Option<&'a T>,
+    ) -> Result<&'a T, PlatformMismatch> {
+        pick(&self.trial.platform_spec).ok_or_else(|| PlatformMismatch {
+            trial: self.slug(),
+            expected: expected.as_str(),
+            got: self.trial.platform_spec.backend().as_str(),
+        })
+    }
+
     /// A name unique to this attempt of this trial: `<trial id>-a<attempt>`, usable in paths,
     /// cgroup names and network namespace names.
     pub fn slug(&self) -> String {

@@ -61,7 +61,7 @@ pub async fn timed<B: Backend>(
 ) -> Timed {
     let ctx = TrialContext {
         run_id: "bench".into(),
-        trial: Arc::new(trial),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&trial)),
         attempt: 0,
     };
     let (tx, mut rx) = mpsc::channel(4096);

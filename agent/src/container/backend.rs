@@ -7,14 +7,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::pipeline::{NetworkMode, RootfsKind};
+use isolab_model::pipeline::{BackendKind, NetworkMode, RootfsKind};
+use isolab_model::resolve::ResolvedPlatform;
 
 use super::bundle::HostFeatures;
 use super::hierarchy::Hierarchies;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::netns::TrialNetwork;
 use super::runtime::{Runtime, RuntimeError};
-use super::{ContainerConfig, ContainerError, DEFAULT_RUNTIME, leftovers, probe, rootfs, stale};
+use super::{ContainerConfig, ContainerError, leftovers, probe, rootfs, stale};
 use crate::backend::TRIAL_ENV;
 use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{
@@ -250,22 +251,22 @@ impl Backend for ContainerBackend {
 
     async fn prepare(&self, ctx: &TrialContext) -> Result<ContainerPrepared, ContainerError> {
         let inner = Arc::clone(self.inner()?);
-        let platform = &ctx.trial.platform_spec;
-        let runtime_name = platform.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME);
+        let platform = ctx.platform(BackendKind::Container, ResolvedPlatform::as_container)?;
+        let runtime_name = platform.runtime.as_str();
         if let Some(st) = self.probed(runtime_name).filter(|s| !s.available) {
             return Err(ContainerError::RuntimeUnavailable {
                 runtime: runtime_name.to_owned(),
                 reason: st.reason,
             });
         }
-        let network = platform.network.unwrap_or_default();
+        let network = platform.network;
         let runtime = inner
             .runtime(runtime_name, &platform.runtime_args, network)
             .map_err(|e| ContainerError::RuntimeUnavailable {
                 runtime: runtime_name.to_owned(),
                 reason: e.to_string(),
             })?;
-        let kind = platform.rootfs.unwrap_or_default();
+        let kind = platform.rootfs;
         if kind == RootfsKind::Minimal && !inner.workload_static {
             return Err(ContainerError::NotStatic {
                 path: inner.workload_bin.clone(),
@@ -452,10 +453,10 @@ impl Backend for ContainerBackend {
         let Ok(inner) = self.inner() else {
             return LeakReport::default();
         };
-        let platform = &ctx.trial.platform_spec;
-        let name = platform.runtime.as_deref().unwrap_or(DEFAULT_RUNTIME);
-        let network = platform.network.unwrap_or_default();
-        let runtime = inner.runtime(name, &platform.runtime_args, network).ok();
+        let runtime = ctx
+            .platform(BackendKind::Container, ResolvedPlatform::as_container)
+            .ok()
+            .and_then(|p| inner.runtime(&p.runtime, &p.runtime_args, p.network).ok());
         leftovers::find(inner, &inner.names(&ctx.slug()), runtime.as_ref())
     }
 }

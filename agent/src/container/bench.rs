@@ -88,7 +88,7 @@ pub async fn start_times(
     );
     let ctx = TrialContext {
         run_id: "bench".into(),
-        trial: Arc::new(bare_trial),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&bare_trial)),
         attempt: 0,
     };
     let prepared = backend.prepare(&ctx).await.map_err(|e| e.to_string())?;

@@ -3,8 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The runtime a platform gets when it names none.
-pub const DEFAULT_RUNTIME: &str = "runc";
 /// The runtimes probed at agent start and reported in capabilities.
 pub const DEFAULT_RUNTIMES: [&str; 4] = ["runc", "crun", "youki", "runsc"];
 

@@ -13,6 +13,9 @@ use crate::cgroup::CgroupError;
 /// What went wrong in the container backend.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
+    /// The trial's platform is another backend's.
+    #[error(transparent)]
+    Platform(#[from] crate::backend::PlatformMismatch),
     /// The backend cannot run here at all.
     #[error("container backend unavailable: {reason}")]
     Unavailable {

@@ -53,5 +53,5 @@ mod probe_tests;
 mod real_tests;
 
 pub use backend::{ContainerBackend, ContainerPrepared};
-pub use config::{ContainerConfig, DEFAULT_RUNTIME, DEFAULT_RUNTIMES};
+pub use config::{ContainerConfig, DEFAULT_RUNTIMES};
 pub use error::ContainerError;

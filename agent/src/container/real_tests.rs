@@ -310,7 +310,7 @@ async fn bridge_instances_reach_each_other_and_the_network_is_removed() {
     let t = conformance::trial(&p, "syscall", 2, &[], secs(0.2), secs(60.0));
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let prepared = s.backend.prepare(&ctx).await.expect("prepare");
@@ -376,7 +376,7 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");
@@ -479,7 +479,7 @@ async fn tcp_between_two_containers_on_the_bridge() {
     let mut t = conformance::trial(&p, "tcp_rr", 2, &[], secs(0.5), secs(60.0));
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t.clone()),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let prefix = format!("{}-{}", s.dir.name(), ctx.slug());

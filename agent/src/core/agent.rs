@@ -265,7 +265,7 @@ impl AgentCore {
             return Err(RunTrialError::ShuttingDown { trial: id });
         }
         validate(&req)?;
-        let backend_name = req.trial.platform_spec.backend.as_str();
+        let backend_name = req.trial.platform_spec.backend().as_str();
         let Some(backend_index) = inner.backends.iter().position(|b| b.name() == backend_name)
         else {
             return Err(RunTrialError::BackendNotImplemented {
@@ -456,7 +456,7 @@ mod tests {
         );
         TrialRequest {
             run_id: "r".into(),
-            trial: t,
+            trial: isolab_wire::TrialSpec::from(&t),
             attempt: 0,
         }
     }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use isolab_model::pipeline::RootfsKind;
+use isolab_model::pipeline::{BackendKind, RootfsKind};
+use isolab_model::resolve::ResolvedPlatform;
 use tokio::sync::OnceCell;
 
 use super::cgroups::{self, TrialCgroups};
@@ -252,14 +253,14 @@ impl Backend for DockerBackend {
 
     async fn prepare(&self, ctx: &TrialContext) -> Result<DockerPrepared, DockerError> {
         let inner = Arc::clone(self.inner()?);
-        let platform = &ctx.trial.platform_spec;
-        let kind = platform.rootfs.unwrap_or_default();
+        let platform = ctx.platform(BackendKind::Docker, ResolvedPlatform::as_docker)?;
+        let kind = platform.rootfs;
         if kind == RootfsKind::Minimal && !inner.workload_static {
             return Err(DockerError::NotStatic {
                 path: inner.workload_bin.clone(),
             });
         }
-        let mode = platform.network.unwrap_or_default();
+        let mode = platform.network;
         let mut plans: Vec<Plan> = Vec::with_capacity(ctx.trial.instances.len());
         for spec in &ctx.trial.instances {
             let limits = instance_limits(self.ceilings, &platform.limits, spec, inner.io_device);
@@ -345,8 +346,8 @@ impl Backend for DockerBackend {
                         .ctx
                         .trial
                         .platform_spec
-                        .runtime
-                        .clone()
+                        .as_docker()
+                        .and_then(|p| p.runtime.clone())
                         .unwrap_or_default(),
                 });
             }

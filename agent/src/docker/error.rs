@@ -10,6 +10,9 @@ use crate::container::netns::NetnsError;
 /// What went wrong in the Docker backend.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
+    /// The trial's platform is another backend's.
+    #[error(transparent)]
+    Platform(#[from] crate::backend::PlatformMismatch),
     /// The backend cannot run here.
     #[error("docker backend unavailable: {reason}")]
     Unavailable {

@@ -203,7 +203,7 @@ async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::pipeline::RootfsKind;
+use isolab_model::pipeline::{BackendKind, RootfsKind};
+use isolab_model::resolve::ResolvedPlatform;
 
 use super::trial::{self, Made, Plan};
 use super::{LxcConfig, LxcError};
@@ -215,14 +216,14 @@ impl Backend for LxcBackend {
 
     async fn prepare(&self, ctx: &TrialContext) -> Result<LxcPrepared, LxcError> {
         let inner = Arc::clone(self.inner()?);
-        let platform = &ctx.trial.platform_spec;
-        let kind = platform.rootfs.unwrap_or_default();
+        let platform = ctx.platform(BackendKind::Lxc, ResolvedPlatform::as_lxc)?;
+        let kind = platform.rootfs;
         if kind == RootfsKind::Minimal && !inner.workload_static {
             return Err(LxcError::NotStatic {
                 path: inner.workload_bin.clone(),
             });
         }
-        let network = platform.network.unwrap_or_default();
+        let network = platform.network;
         let mut plans: Vec<Plan> = Vec::with_capacity(ctx.trial.instances.len());
         for spec in &ctx.trial.instances {
             let limits = instance_limits(self.ceilings, &platform.limits, spec, inner.io_device);

@@ -10,6 +10,9 @@ use crate::container::rootfs::RootfsError;
 /// What went wrong in the LXC backend.
 #[derive(Debug, thiserror::Error)]
 pub enum LxcError {
+    /// The trial's platform is another backend's.
+    #[error(transparent)]
+    Platform(#[from] crate::backend::PlatformMismatch),
     /// The backend cannot run here.
     #[error("lxc backend unavailable: {reason}")]
     Unavailable {

@@ -184,7 +184,7 @@ async fn bridge_instances_run_in_their_trial_namespaces() {
     );
     let ctx = TrialContext {
         run_id: "r".into(),
-        trial: Arc::new(t),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
     let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use isolab_model::pipeline::Accel;
+use isolab_model::pipeline::{Accel, BackendKind};
+use isolab_model::resolve::ResolvedPlatform;
 
 use super::accel::{self, AccelChoice, KVM_DEVICE, KvmCheck, KvmVerdict};
 use super::error::VmError;
@@ -239,8 +240,8 @@ impl Backend for VmBackend {
 
     async fn prepare(&self, ctx: &TrialContext) -> Result<VmPrepared, VmError> {
         let (dir, ready) = self.parts()?;
-        let platform = &ctx.trial.platform_spec;
-        let requested = platform.accel.unwrap_or_default();
+        let platform = ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)?;
+        let requested = platform.accel;
         let check = match requested {
             Accel::Tcg => KvmCheck::Unusable {
                 reason: "not asked".into(),
@@ -248,7 +249,7 @@ impl Backend for VmBackend {
             _ => self.kvm_check().await,
         };
         let accel = accel::decide(requested, &check)?;
-        let shape = Shape::of(platform, ready.default_machine, accel.accel)?;
+        let shape = Shape::of(platform, ready.default_machine, accel.accel);
         let qemu_bytes = setup::qemu_memory_bytes(shape.memory_mib, accel.accel);
         if qemu_bytes > self.ceilings.memory_bytes {
             return Err(VmError::BadSetting {

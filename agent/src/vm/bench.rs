@@ -61,7 +61,7 @@ async fn run(
     let trial = conformance::trial(platform, "syscall", n, &[], duration, BOOT_TIMEOUT);
     let ctx = TrialContext {
         run_id: "bench".into(),
-        trial: Arc::new(trial),
+        trial: Arc::new(isolab_wire::TrialSpec::from(&trial)),
         attempt: 0,
     };
     let (tx, mut rx) = mpsc::channel(4096);

@@ -10,6 +10,9 @@ use crate::cgroup::CgroupError;
 /// What went wrong in the vm backend.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// The trial's platform is another backend's.
+    #[error(transparent)]
+    Platform(#[from] crate::backend::PlatformMismatch),
     /// The backend cannot run here (no kernel, no QEMU, no static workload binary, no cgroups).
     #[error("vm backend unavailable: {reason}")]
     Unavailable {

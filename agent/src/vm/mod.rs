@@ -22,7 +22,7 @@
 //!    and cancel kill QEMU by pid, teardown removes cgroups and files, and the leftover scan
 //!    ([`setup::vm_processes`]) looks for any QEMU process carrying the trial's name.
 //!
-//! [`mod@bench`] holds the measurements `just bench` reports.
+//! `bench` (feature `testing`) holds the measurements `just bench` reports.
 //!
 //! # Measured here (QEMU 7.2, TCG, Debian 6.1 cloud kernel, 2 cores)
 //!

@@ -10,8 +10,9 @@
 use std::path::{Path, PathBuf};
 
 use isolab_model::catalog;
-use isolab_model::pipeline::{NetworkMode, Platform};
+use isolab_model::pipeline::{BackendKind, NetworkMode};
 use isolab_model::plan::InstanceSpec;
+use isolab_model::resolve::{ResolvedPlatform, VmPlatform};
 
 use super::cmdline::GuestCmdline;
 use super::error::VmError;
@@ -41,27 +42,15 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// The platform's machine, vCPUs and memory (defaults: the QEMU's default machine, 1 vCPU,
-    /// [`setup::DEFAULT_GUEST_MIB`]), checked.
-    pub fn of(
-        platform: &Platform,
-        default_machine: Machine,
-        accel: AccelKind,
-    ) -> Result<Self, VmError> {
-        let machine = match platform.machine.as_deref() {
-            None => default_machine,
-            Some(name) => Machine::parse(name).ok_or_else(|| VmError::BadSetting {
-                setting: "machine",
-                reason: format!("unknown machine `{name}` (microvm or q35)"),
-            })?,
-        };
-        let memory_mib = setup::guest_memory_mib(platform.memory.map(|b| b.get()))?;
-        Ok(Self {
-            machine,
-            vcpus: platform.vcpus.unwrap_or(1),
-            memory_mib,
+    /// The resolved platform's machine (unset: the QEMU's default machine), vCPUs and guest
+    /// memory; the planner applied every other default and checked them.
+    pub fn of(platform: &VmPlatform, default_machine: Machine, accel: AccelKind) -> Self {
+        Self {
+            machine: platform.machine.map_or(default_machine, Machine::from),
+            vcpus: platform.vcpus,
+            memory_mib: platform.guest_memory_mib,
             accel,
-        })
+        }
     }
 }
 
@@ -122,9 +111,9 @@ pub fn plan_trial(
     qemu_bytes: u64,
     io_device: Option<(u64, u64)>,
 ) -> Result<TrialPlan, VmError> {
-    let platform = &ctx.trial.platform_spec;
+    let platform = ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)?;
     let any_disk = ctx.trial.instances.iter().any(wants_disk);
-    let bridge = platform.network == Some(NetworkMode::Bridge);
+    let bridge = platform.network == NetworkMode::Bridge;
     let modules = modules(ready, shape, any_disk, bridge)?;
     let mut vms = Vec::with_capacity(ctx.trial.instances.len());
     let mut nics = Vec::new();
@@ -167,8 +156,8 @@ pub fn plan_trial(
         limits.memory_bytes = Some(
             platform
                 .limits
-                .memory
-                .map_or(qemu_bytes, |m| m.get().min(ceilings.memory_bytes)),
+                .memory_bytes
+                .map_or(qemu_bytes, |m| m.min(ceilings.memory_bytes)),
         );
         let vm = VmSpec {
             name: format!("{vm_prefix}-i{}", spec.index),

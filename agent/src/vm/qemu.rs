@@ -39,6 +39,15 @@ pub enum Machine {
     Q35,
 }
 
+impl From<isolab_model::resolve::VmMachine> for Machine {
+    fn from(m: isolab_model::resolve::VmMachine) -> Self {
+        match m {
+            isolab_model::resolve::VmMachine::Microvm => Self::Microvm,
+            isolab_model::resolve::VmMachine::Q35 => Self::Q35,
+        }
+    }
+}
+
 impl Machine {
     /// From a pipeline's `machine:` value.
     pub fn parse(name: &str) -> Option<Self> {

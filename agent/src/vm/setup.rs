@@ -23,12 +23,9 @@ use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
 
 /// The initramfs's file name in a trial directory.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
-/// Guest memory when the platform sets none.
-pub const DEFAULT_GUEST_MIB: u64 = 256;
-/// Smallest guest memory that boots: Debian's cloud kernel reserves about 48 MiB for itself
-/// (33 MiB image, memory map, initramfs), and at 72 MiB it dies of memory deadlock in early
-/// initcalls; 80 MiB boots (measured on QEMU 7.2, microvm, TCG and PVH alike).
-pub const MIN_GUEST_MIB: u64 = 80;
+/// Smallest guest memory that boots (checked by the planner, see
+/// [`isolab_model::resolve::MIN_GUEST_MEMORY_MIB`]).
+pub const MIN_GUEST_MIB: u64 = isolab_model::resolve::MIN_GUEST_MEMORY_MIB;
 /// Host memory QEMU needs beyond the guest's (device model, TCG's code cache, page tables);
 /// measured: a `-m 128` microvm costs about 200 MB of RSS under TCG.
 pub const QEMU_OVERHEAD_MIB: u64 = 160;
@@ -176,28 +173,6 @@ fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     std::fs::File::open(path)?.take(n).read_to_end(&mut head)?;
     Ok(head)
-}
-
-/// Guest memory in MiB from the platform's `memory` (bytes): a whole number of MiB, at least
-/// [`MIN_GUEST_MIB`].
-pub fn guest_memory_mib(memory_bytes: Option<u64>) -> Result<u64, VmError> {
-    let Some(bytes) = memory_bytes else {
-        return Ok(DEFAULT_GUEST_MIB);
-    };
-    let bad = |reason: String| VmError::BadSetting {
-        setting: "memory",
-        reason,
-    };
-    if bytes % (1 << 20) != 0 {
-        return Err(bad(format!("{bytes} bytes is not a whole number of MiB")));
-    }
-    let mib = bytes >> 20;
-    if mib < MIN_GUEST_MIB {
-        return Err(bad(format!(
-            "{mib} MiB is below the {MIN_GUEST_MIB} MiB a guest needs to boot"
-        )));
-    }
-    Ok(mib)
 }
 
 /// Host memory ceiling of one QEMU process: guest memory, QEMU's overhead, TCG's code cache.

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use isolab_agent::backend::TrialContext;
 use isolab_agent::cgroup::CgroupManager;
@@ -88,7 +88,7 @@ pub fn trial_cgroups(prefix: &str) -> Vec<String> {
 pub fn processes(trial: &isolab_model::plan::Trial, attempt: u32) -> Vec<u32> {
     let ctx = TrialContext {
         run_id: String::new(),
-        trial: trial.clone().into(),
+        trial: Arc::new(isolab_wire::TrialSpec::from(trial)),
         attempt,
     };
     isolab_agent::backend::conformance::processes_of(&ctx)

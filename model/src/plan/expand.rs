@@ -37,6 +37,9 @@ pub fn plan(p: &Pipeline) -> Vec<Trial> {
             let Some(spec) = p.platforms.get(name) else {
                 continue;
             };
+            let Ok(resolved) = crate::resolve::resolve(spec) else {
+                continue;
+            };
             for point in &points {
                 let runs = (0..warmup)
                     .map(|r| (r, true))
@@ -48,6 +51,7 @@ pub fn plan(p: &Pipeline) -> Vec<Trial> {
                         analysis: e.analysis,
                         platform: name.clone(),
                         platform_spec: spec.clone(),
+                        resolved: resolved.clone(),
                         repetition,
                         warmup: is_warmup,
                         workload: point.workload.clone(),

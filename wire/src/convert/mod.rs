@@ -2,8 +2,9 @@
 //! Public because the coordinator speaks the same messages: it builds requests with
 //! [`trial_to_proto`] and reads events with [`event_from_proto`].
 //!
-//! What the wire does not carry: a trial's `params` (the matrix point; each instance carries its
-//! own parameters) and `retries` arrive empty and 0; parameter values arrive as text and are read
+//! What the wire does not carry: the platform as written (the resolved one travels instead, a
+//! `oneof` per backend), a trial's `params` (the matrix point; each instance carries its own
+//! parameters) and `retries`; parameter values arrive as text and are read
 //! back as integer, boolean, real or text, which gives the same `--param` spelling; statistics
 //! carry user and system CPU time, so `cpu_usage_ns` arrives as their sum and
 //! `memory_limit_hits` as 0. Enumerations in text fields use the pipeline file's spelling.
@@ -24,6 +25,16 @@ pub enum ConvertError {
     MissingField {
         /// Dotted field path.
         field: &'static str,
+    },
+    /// A number outside what the agent accepts.
+    #[error("field `{field}`: {value} is out of range (expected {expected})")]
+    OutOfRange {
+        /// Dotted field path.
+        field: &'static str,
+        /// The value received.
+        value: String,
+        /// What is accepted.
+        expected: String,
     },
     /// An enumeration holds a value this version does not know (or `UNSPECIFIED`).
     #[error("field `{field}`: unknown value {value}")]

@@ -4,6 +4,7 @@ use isolab_model::pipeline::{
     Accel, AnalysisKind, BackendKind, Limits, NetworkMode, ParamValue, Params, Platform, RootfsKind,
 };
 use isolab_model::plan::{InstanceSpec, Role, Trial};
+use isolab_model::resolve::{ResolvedPlatform, resolve};
 use isolab_model::sample::Sample;
 use isolab_model::units::{Bytes, HumanDuration, Percent};
 use isolab_proto::v1 as pb;
@@ -12,9 +13,24 @@ use proptest::prelude::*;
 use super::trial::param_from_text;
 use super::*;
 use crate::types::{
-    BackendStatus, Capabilities, HostInfo, InstanceStats, LogStream, TrialEvent, TrialState,
-    TrialStatus,
+    BackendStatus, Capabilities, HostInfo, InstanceStats, LogStream, TrialEvent, TrialSpec,
+    TrialState, TrialStatus,
 };
+
+fn platform(backend: BackendKind) -> Platform {
+    Platform {
+        backend,
+        runtime: None,
+        runtime_args: vec![],
+        rootfs: None,
+        network: None,
+        limits: Limits::default(),
+        vcpus: None,
+        memory: None,
+        accel: None,
+        machine: None,
+    }
+}
 
 fn trial() -> Trial {
     let mut params = Params::new();
@@ -22,31 +38,29 @@ fn trial() -> Trial {
     params.insert("iterations".into(), ParamValue::Int(1000));
     params.insert("ratio".into(), ParamValue::Float(0.25));
     params.insert("pin".into(), ParamValue::Bool(true));
+    let platform_spec = Platform {
+        runtime: Some("runc".into()),
+        runtime_args: vec!["--debug".into()],
+        rootfs: Some(RootfsKind::HostRo),
+        network: Some(NetworkMode::Bridge),
+        limits: Limits {
+            memory: Some(Bytes(512 << 20)),
+            pids: Some(64),
+            cpu_weight: Some(100),
+            cpu_quota: Some(Percent(0.5)),
+            cpuset: Some("0-1".into()),
+            io_weight: None,
+            io_bps: Some(Bytes(1 << 20)),
+        },
+        ..platform(BackendKind::Container)
+    };
     Trial {
         id: "0123456789abcdef".into(),
         experiment: "fair".into(),
         analysis: AnalysisKind::Fairness,
         platform: "container".into(),
-        platform_spec: Platform {
-            backend: BackendKind::Container,
-            runtime: Some("runc".into()),
-            runtime_args: vec!["--debug".into()],
-            rootfs: Some(RootfsKind::HostRo),
-            network: Some(NetworkMode::Bridge),
-            limits: Limits {
-                memory: Some(Bytes(512 << 20)),
-                pids: Some(64),
-                cpu_weight: Some(100),
-                cpu_quota: Some(Percent(0.5)),
-                cpuset: Some("0-1".into()),
-                io_weight: None,
-                io_bps: Some(Bytes(1 << 20)),
-            },
-            vcpus: Some(2),
-            memory: Some(Bytes(256 << 20)),
-            accel: Some(Accel::Tcg),
-            machine: Some("microvm".into()),
-        },
+        resolved: resolve(&platform_spec).unwrap(),
+        platform_spec,
         repetition: 2,
         warmup: false,
         workload: "cpu_spin".into(),
@@ -84,68 +98,89 @@ fn trial_round_trips() {
     let back = trial_from_proto(trial_to_proto("run-1", &t, 3)).unwrap();
     assert_eq!(back.run_id, "run-1");
     assert_eq!(back.attempt, 3);
-    assert_eq!(back.trial, t);
+    assert_eq!(back.trial, TrialSpec::from(&t));
+    let ResolvedPlatform::Container(c) = &back.trial.platform_spec else {
+        panic!("not a container: {:?}", back.trial.platform_spec);
+    };
+    assert_eq!(c.limits.memory_bytes, Some(512 << 20));
+    assert_eq!(c.runtime_args, ["--debug"]);
 }
 
 #[test]
-fn minimal_platform_round_trips() {
-    let mut t = trial();
-    t.platform_spec = Platform {
-        backend: BackendKind::Native,
-        runtime: None,
-        runtime_args: vec![],
-        rootfs: None,
-        network: None,
-        limits: Limits::default(),
-        vcpus: None,
-        memory: None,
-        accel: None,
-        machine: None,
+fn every_backend_round_trips_resolved() {
+    let vm = Platform {
+        vcpus: Some(2),
+        memory: Some(Bytes(128 << 20)),
+        accel: Some(Accel::Tcg),
+        machine: Some("q35".into()),
+        ..platform(BackendKind::Vm)
     };
-    t.adversary = None;
-    assert_eq!(
-        trial_from_proto(trial_to_proto("r", &t, 0)).unwrap().trial,
-        t
-    );
+    let docker = Platform {
+        runtime: Some("runsc".into()),
+        ..platform(BackendKind::Docker)
+    };
+    for p in [
+        platform(BackendKind::Native),
+        platform(BackendKind::Container),
+        platform(BackendKind::Docker),
+        platform(BackendKind::Lxc),
+        platform(BackendKind::Vm),
+        vm,
+        docker,
+    ] {
+        let mut t = trial();
+        t.resolved = resolve(&p).unwrap();
+        t.platform_spec = p;
+        t.adversary = None;
+        let back = trial_from_proto(trial_to_proto("r", &t, 0)).unwrap().trial;
+        assert_eq!(back, TrialSpec::from(&t));
+        assert_eq!(back.platform_spec.backend(), t.platform_spec.backend);
+    }
 }
 
 #[test]
 fn bad_requests_name_the_field() {
-    let mut req = trial_to_proto("r", &trial(), 0);
-    req.trial
-        .as_mut()
-        .unwrap()
-        .platform
-        .as_mut()
-        .unwrap()
-        .backend = 0;
+    use pb::platform_spec::Backend;
+    let good = trial_to_proto("r", &trial(), 0);
+    let with_platform = |f: &dyn Fn(&mut pb::PlatformSpec)| {
+        let mut req = good.clone();
+        f(req.trial.as_mut().unwrap().platform.as_mut().unwrap());
+        trial_from_proto(req)
+    };
     assert_eq!(
-        trial_from_proto(req.clone()).unwrap_err(),
-        ConvertError::UnknownEnum {
-            field: "trial.platform.backend",
-            value: "0".into()
+        with_platform(&|p| p.backend = None).unwrap_err(),
+        ConvertError::MissingField {
+            field: "trial.platform.backend"
         }
     );
-    req.trial
-        .as_mut()
-        .unwrap()
-        .platform
-        .as_mut()
-        .unwrap()
-        .rootfs = "fancy".into();
-    req.trial
-        .as_mut()
-        .unwrap()
-        .platform
-        .as_mut()
-        .unwrap()
-        .backend = 1;
+    let err = with_platform(&|p| {
+        if let Some(Backend::Container(c)) = p.backend.as_mut() {
+            c.rootfs = "fancy".into();
+        }
+    })
+    .unwrap_err();
     assert!(
-        trial_from_proto(req.clone())
-            .unwrap_err()
-            .to_string()
-            .contains("trial.platform.rootfs")
+        err.to_string().contains("trial.platform.container.rootfs"),
+        "{err}"
     );
+    let small_vm = |p: &mut pb::PlatformSpec| {
+        p.backend = Some(Backend::Vm(pb::VmPlatform {
+            vcpus: 1,
+            guest_memory_mib: 64,
+            accel: "auto".into(),
+            machine: None,
+            network: "none".into(),
+            limits: None,
+        }));
+    };
+    assert!(matches!(
+        with_platform(&small_vm).unwrap_err(),
+        ConvertError::OutOfRange {
+            field: "trial.platform.vm.guest_memory_mib",
+            ..
+        }
+    ));
+    let mut req = good;
     req.trial = None;
     assert_eq!(
         trial_from_proto(req).unwrap_err(),

@@ -1,14 +1,19 @@
-//! Trials: `RunTrialRequest` ↔ [`TrialRequest`].
+//! Trials: a planned [`Trial`] → `RunTrialRequest` → [`TrialRequest`] (the agent's
+//! [`TrialSpec`], its platform resolved).
 
-use isolab_model::pipeline::{AnalysisKind, BackendKind, Limits, ParamValue, Params, Platform};
+use isolab_model::pipeline::{AnalysisKind, ParamValue, Params};
 use isolab_model::plan::{InstanceSpec, Role, Trial};
-use isolab_model::units::{Bytes, HumanDuration, Percent};
+use isolab_model::resolve::{
+    ContainerPlatform, DockerPlatform, InstanceLimits, LxcPlatform, MIN_GUEST_MEMORY_MIB,
+    NativePlatform, ResolvedPlatform, VmMachine, VmPlatform,
+};
+use isolab_model::units::{HumanDuration, Percent};
 use isolab_proto::v1 as pb;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ConvertError;
-use crate::types::TrialRequest;
+use crate::types::{TrialRequest, TrialSpec};
 
 /// The serde spelling of a unit-like enum (`host-ro`, `bridge`, `kvm`).
 fn spelling<T: Serialize>(value: &T) -> String {
@@ -71,31 +76,6 @@ fn params_from_proto(params: std::collections::HashMap<String, String>) -> Param
         .collect()
 }
 
-fn backend_to_proto(kind: BackendKind) -> pb::Backend {
-    match kind {
-        BackendKind::Native => pb::Backend::Native,
-        BackendKind::Container => pb::Backend::Container,
-        BackendKind::Vm => pb::Backend::Vm,
-        BackendKind::Docker => pb::Backend::Docker,
-        BackendKind::Lxc => pb::Backend::Lxc,
-    }
-}
-
-fn backend_from_proto(value: i32) -> Result<BackendKind, ConvertError> {
-    let unknown = || ConvertError::UnknownEnum {
-        field: "trial.platform.backend",
-        value: value.to_string(),
-    };
-    Ok(match pb::Backend::try_from(value).map_err(|_| unknown())? {
-        pb::Backend::Native => BackendKind::Native,
-        pb::Backend::Container => BackendKind::Container,
-        pb::Backend::Vm => BackendKind::Vm,
-        pb::Backend::Docker => BackendKind::Docker,
-        pb::Backend::Lxc => BackendKind::Lxc,
-        pb::Backend::Unspecified => return Err(unknown()),
-    })
-}
-
 fn role_to_proto(role: Role) -> pb::Role {
     match role {
         Role::Victim => pb::Role::Victim,
@@ -117,58 +97,131 @@ fn role_from_proto(value: i32) -> Result<Role, ConvertError> {
     })
 }
 
-fn limits_to_proto(l: &Limits) -> pb::Limits {
+fn limits_to_proto(l: &InstanceLimits) -> pb::Limits {
     pb::Limits {
-        memory_bytes: l.memory.map(Bytes::get),
-        pids: l.pids,
+        memory_bytes: l.memory_bytes,
+        pids: l.pids_max,
         cpu_weight: l.cpu_weight,
-        cpu_quota: l.cpu_quota.map(Percent::fraction),
-        cpuset: l.cpuset.clone(),
+        cpu_quota: l.cpu_quota_cpus,
+        cpuset: l.cpuset_cpus.clone(),
         io_weight: l.io_weight,
-        io_bps: l.io_bps.map(Bytes::get),
+        io_bps: l.io_bps,
     }
 }
 
-fn limits_from_proto(l: pb::Limits) -> Limits {
-    Limits {
-        memory: l.memory_bytes.map(Bytes),
-        pids: l.pids,
+fn limits_from_proto(l: Option<pb::Limits>) -> InstanceLimits {
+    let l = l.unwrap_or_default();
+    InstanceLimits {
+        memory_bytes: l.memory_bytes,
+        pids_max: l.pids,
         cpu_weight: l.cpu_weight,
-        cpu_quota: l.cpu_quota.map(Percent),
-        cpuset: l.cpuset,
+        cpu_quota_cpus: l.cpu_quota,
+        cpuset_cpus: l.cpuset,
         io_weight: l.io_weight,
-        io_bps: l.io_bps.map(Bytes),
+        io_bps: l.io_bps,
     }
 }
 
-fn platform_to_proto(name: &str, p: &Platform) -> pb::PlatformSpec {
+fn platform_to_proto(name: &str, p: &ResolvedPlatform) -> pb::PlatformSpec {
+    use pb::platform_spec::Backend;
+    let backend = match p {
+        ResolvedPlatform::Native(n) => Backend::Native(pb::NativePlatform {
+            network: spelling(&n.network),
+            limits: Some(limits_to_proto(&n.limits)),
+        }),
+        ResolvedPlatform::Container(c) => Backend::Container(pb::ContainerPlatform {
+            runtime: c.runtime.clone(),
+            runtime_args: c.runtime_args.clone(),
+            rootfs: spelling(&c.rootfs),
+            network: spelling(&c.network),
+            limits: Some(limits_to_proto(&c.limits)),
+        }),
+        ResolvedPlatform::Docker(d) => Backend::Docker(pb::DockerPlatform {
+            runtime: d.runtime.clone(),
+            rootfs: spelling(&d.rootfs),
+            network: spelling(&d.network),
+            limits: Some(limits_to_proto(&d.limits)),
+        }),
+        ResolvedPlatform::Lxc(l) => Backend::Lxc(pb::LxcPlatform {
+            rootfs: spelling(&l.rootfs),
+            network: spelling(&l.network),
+            limits: Some(limits_to_proto(&l.limits)),
+        }),
+        ResolvedPlatform::Vm(v) => Backend::Vm(pb::VmPlatform {
+            vcpus: v.vcpus,
+            guest_memory_mib: v.guest_memory_mib,
+            accel: spelling(&v.accel),
+            machine: v.machine.map(|m| m.as_str().to_owned()),
+            network: spelling(&v.network),
+            limits: Some(limits_to_proto(&v.limits)),
+        }),
+    };
     pb::PlatformSpec {
         name: name.to_owned(),
-        backend: backend_to_proto(p.backend).into(),
-        runtime: p.runtime.clone().unwrap_or_default(),
-        runtime_args: p.runtime_args.clone(),
-        rootfs: p.rootfs.as_ref().map(spelling).unwrap_or_default(),
-        network: p.network.as_ref().map(spelling).unwrap_or_default(),
-        limits: Some(limits_to_proto(&p.limits)),
-        vcpus: p.vcpus.unwrap_or(0),
-        memory_bytes: p.memory.map_or(0, Bytes::get),
-        accel: p.accel.as_ref().map(spelling).unwrap_or_default(),
-        machine: p.machine.clone().unwrap_or_default(),
+        backend: Some(backend),
     }
 }
 
-fn platform_from_proto(p: pb::PlatformSpec) -> Result<(String, Platform), ConvertError> {
-    let platform = Platform {
-        backend: backend_from_proto(p.backend)?,
-        runtime: non_empty(p.runtime),
-        runtime_args: p.runtime_args,
-        rootfs: from_spelling("trial.platform.rootfs", &p.rootfs)?,
-        network: from_spelling("trial.platform.network", &p.network)?,
-        limits: p.limits.map(limits_from_proto).unwrap_or_default(),
-        vcpus: (p.vcpus != 0).then_some(p.vcpus),
-        memory: (p.memory_bytes != 0).then_some(Bytes(p.memory_bytes)),
-        accel: from_spelling("trial.platform.accel", &p.accel)?,
-        machine: non_empty(p.machine),
+/// An enum field the resolved form always sets.
+fn required<T: DeserializeOwned>(field: &'static str, text: &str) -> Result<T, ConvertError> {
+    from_spelling(field, text)?.ok_or(ConvertError::MissingField { field })
+}
+
+fn platform_from_proto(p: pb::PlatformSpec) -> Result<(String, ResolvedPlatform), ConvertError> {
+    use pb::platform_spec::Backend;
+    let backend = p.backend.ok_or(ConvertError::MissingField {
+        field: "trial.platform.backend",
+    })?;
+    let platform = match backend {
+        Backend::Native(n) => ResolvedPlatform::Native(NativePlatform {
+            network: required("trial.platform.native.network", &n.network)?,
+            limits: limits_from_proto(n.limits),
+        }),
+        Backend::Container(c) => ResolvedPlatform::Container(ContainerPlatform {
+            runtime: non_empty(c.runtime).ok_or(ConvertError::MissingField {
+                field: "trial.platform.container.runtime",
+            })?,
+            runtime_args: c.runtime_args,
+            rootfs: required("trial.platform.container.rootfs", &c.rootfs)?,
+            network: required("trial.platform.container.network", &c.network)?,
+            limits: limits_from_proto(c.limits),
+        }),
+        Backend::Docker(d) => ResolvedPlatform::Docker(DockerPlatform {
+            runtime: d.runtime,
+            rootfs: required("trial.platform.docker.rootfs", &d.rootfs)?,
+            network: required("trial.platform.docker.network", &d.network)?,
+            limits: limits_from_proto(d.limits),
+        }),
+        Backend::Lxc(l) => ResolvedPlatform::Lxc(LxcPlatform {
+            rootfs: required("trial.platform.lxc.rootfs", &l.rootfs)?,
+            network: required("trial.platform.lxc.network", &l.network)?,
+            limits: limits_from_proto(l.limits),
+        }),
+        Backend::Vm(v) => {
+            // The planner checked it; a hostile or older sender is refused here, not by a guest
+            // that fails to boot.
+            if v.guest_memory_mib < MIN_GUEST_MEMORY_MIB {
+                return Err(ConvertError::OutOfRange {
+                    field: "trial.platform.vm.guest_memory_mib",
+                    value: v.guest_memory_mib.to_string(),
+                    expected: format!("at least {MIN_GUEST_MEMORY_MIB}"),
+                });
+            }
+            ResolvedPlatform::Vm(VmPlatform {
+                vcpus: v.vcpus.max(1),
+                guest_memory_mib: v.guest_memory_mib,
+                accel: required("trial.platform.vm.accel", &v.accel)?,
+                machine: match v.machine {
+                    None => None,
+                    Some(m) => Some(VmMachine::parse(&m).ok_or(ConvertError::UnknownEnum {
+                        field: "trial.platform.vm.machine",
+                        value: m,
+                    })?),
+                },
+                network: required("trial.platform.vm.network", &v.network)?,
+                limits: limits_from_proto(v.limits),
+            })
+        }
     };
     Ok((p.name, platform))
 }
@@ -206,7 +259,7 @@ pub fn trial_to_proto(run_id: &str, trial: &Trial, attempt: u32) -> pb::RunTrial
             id: trial.id.clone(),
             experiment: trial.experiment.clone(),
             analysis: trial.analysis.as_str().to_owned(),
-            platform: Some(platform_to_proto(&trial.platform, &trial.platform_spec)),
+            platform: Some(platform_to_proto(&trial.platform, &trial.resolved)),
             repetition: trial.repetition,
             warmup: trial.warmup,
             duration_ms: trial.duration.as_millis_u64(),
@@ -239,7 +292,7 @@ pub fn trial_from_proto(req: pb::RunTrialRequest) -> Result<TrialRequest, Conver
     Ok(TrialRequest {
         run_id: req.run_id,
         attempt: req.attempt,
-        trial: Trial {
+        trial: TrialSpec {
             id: t.id,
             experiment: t.experiment,
             analysis,
@@ -249,11 +302,9 @@ pub fn trial_from_proto(req: pb::RunTrialRequest) -> Result<TrialRequest, Conver
             warmup: t.warmup,
             workload: t.workload,
             adversary: t.adversary,
-            params: Params::new(),
             instances,
             duration: HumanDuration::from_millis(t.duration_ms),
             timeout: HumanDuration::from_millis(t.timeout_ms),
-            retries: 0,
         },
     })
 }

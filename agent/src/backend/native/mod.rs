@@ -2,6 +2,8 @@
 //! in its own cgroup `<agent dir>/<trial id>-a<attempt>/i<index>`, which it joins between fork and
 //! exec. The cgroup accounts for it and holds the safety envelope ([`super::envelope`]).
 
+use isolab_model::pipeline::BackendKind;
+use isolab_model::resolve::ResolvedPlatform;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +29,9 @@ const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
 /// What went wrong in the native backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
+    /// The trial's platform is another backend's.
+    #[error(transparent)]
+    Platform(#[from] crate::backend::PlatformMismatch),
     /// The backend cannot run here.
     #[error("native backend unavailable: {reason}")]
     Unavailable {
@@ -227,15 +232,11 @@ impl Backend for NativeBackend {
 
     async fn prepare(&self, ctx: &TrialContext) -> Result<NativePrepared, NativeError> {
         let (dir, _) = self.parts()?;
+        let platform = ctx.platform(BackendKind::Native, ResolvedPlatform::as_native)?;
         let mut specs = Vec::with_capacity(ctx.trial.instances.len());
         for spec in &ctx.trial.instances {
             let args = super::args::workload_args(ctx, spec)?;
-            let limits = instance_limits(
-                self.ceilings,
-                &ctx.trial.platform_spec.limits,
-                spec,
-                self.io_device,
-            );
+            let limits = instance_limits(self.ceilings, &platform.limits, spec, self.io_device);
             specs.push((spec.index, args, limits));
         }
         let dir = Arc::clone(dir);

@@ -104,12 +104,15 @@ impl ContainerPrepared {
         self.instances.iter().map(|i| i.bundle.clone()).collect()
     }
 
-    /// The runtime its instances run with.
+    /// The runtime its instances run with (for the bench driver).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
     }
 
-    /// A container id of this trial's (removed with it at teardown) that no instance uses.
+    /// A container id of this trial's (removed with it at teardown) that no instance uses (for
+    /// the bench driver).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn spare_id(&self, n: u32) -> String {
         format!("{}0x{n}", self.names.id_prefix())
     }

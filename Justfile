@@ -33,6 +33,34 @@ demo: bootstrap build
     echo "run directory: $run_dir"
     echo "report:        $run_dir/report.md"
 
+# A/A calibration: identical platforms under two names; prints the false-difference rate (<= 5%).
+calibrate *ARGS: bootstrap build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    export ISOLAB_WORKLOAD_BIN={{workload_bin}}
+    run_dir="$(./target/release/isolab run pipelines/calibrate.yaml {{ARGS}})"
+    ./target/release/isolab report "$run_dir" >/dev/null
+    python3 - "$run_dir/summary.json" <<'PY'
+    import json, sys
+    s = json.load(open(sys.argv[1]))
+    total, false = 0, []
+    for name, e in s["experiments"].items():
+        if e.get("analysis") != "overhead":
+            continue
+        for label, m in e["metrics"].items():
+            for platform, p in m["platforms"].items():
+                if platform == e.get("baseline") or p.get("verdict") is None:
+                    continue
+                total += 1
+                if p["verdict"] in ("worse", "better"):
+                    false.append(f"{name}: {label} on {platform}: {p['verdict']}")
+    rate = len(false) / total if total else float("nan")
+    print(f"A/A calibration {s['run_id']}: {len(false)} false differences among {total} metrics ({rate:.1%})")
+    for f in false:
+        print("  " + f)
+    sys.exit(0 if total and rate <= 0.05 else 1)
+    PY
+
 # Lint, then all tests (unit, integration, privileged, DuckDB/pyarrow read-back).
 test: bootstrap lint build-workload
     #!/usr/bin/env bash

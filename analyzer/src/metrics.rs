@@ -20,6 +20,9 @@ pub const HOST_METRICS: &[&str] = &[
     "pids_limit_hits",
     "io_read_bytes",
     "io_write_bytes",
+    "host_steal_fraction",
+    "host_background_cpu_fraction",
+    "agent_cpu_fraction",
 ];
 
 /// CPU time an instance used, cumulative, nanoseconds (cgroup accounting).
@@ -36,7 +39,7 @@ pub const ADVERSARY_KILLED: &str = "adversary_killed";
 pub const LIMIT_METRICS: &[&str] = &["pids_limit_hits", "memory_limit_hits", "refused", "full"];
 
 /// Counts and durations every workload prints next to its headline figure.
-pub const BOOKKEEPING_METRICS: &[&str] = &["ops", "elapsed_s", "setup_s"];
+pub const BOOKKEEPING_METRICS: &[&str] = &["ops", "elapsed_s", "setup_s", "process_cpu_ns"];
 
 /// Whether a metric is the agent's accounting rather than a workload's own figure.
 pub fn is_host_metric(metric: &str) -> bool {

@@ -125,6 +125,11 @@ pub enum AgentEvent {
         /// The text.
         text: String,
     },
+    /// How busy the host was besides the trial (fractions of its CPU capacity) as named metrics.
+    Noise {
+        /// (metric, unit, value).
+        values: StatValues,
+    },
 }
 
 /// Mutual TLS towards agents (`isolab run --tls-dir DIR [--tls-domain NAME]`).
@@ -342,6 +347,17 @@ impl Agent {
                 t_offset_s,
                 final_,
                 values: stat_values(&stats),
+            },
+            TrialEvent::Noise(n) => AgentEvent::Noise {
+                values: [
+                    Some(("host_steal_fraction", "fraction", n.steal_fraction)),
+                    n.background_cpu_fraction
+                        .map(|v| ("host_background_cpu_fraction", "fraction", v)),
+                    Some(("agent_cpu_fraction", "fraction", n.agent_cpu_fraction)),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
             },
             TrialEvent::Log {
                 instance,

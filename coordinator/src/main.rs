@@ -66,6 +66,10 @@ enum Command {
         /// Heartbeats an announced agent may miss before it is dropped.
         #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
         missed_heartbeats: u32,
+        /// Seed of the random trial order to show (default: the pipeline's `defaults.seed`, else
+        /// one drawn now; `isolab run` draws its own unless the pipeline pins one).
+        #[arg(long, value_name = "N")]
+        seed: Option<u64>,
     },
     /// Print the JSON Schema of the pipeline format.
     Schema,
@@ -253,6 +257,7 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             inventory,
             discover,
             missed_heartbeats,
+            seed,
         } => {
             let loaded =
                 match isolab_model::load::load_file_profile(&file, profile.as_deref(), &set) {
@@ -267,6 +272,22 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 let f = Filter::parse(expr).map_err(|e| anyhow::anyhow!("--only: {e}"))?;
                 trials.retain(|t| f.matches(t));
             }
+            let (seed, seed_from) = match (seed, loaded.pipeline.defaults.seed) {
+                (Some(s), _) => (s, "--seed"),
+                (None, Some(s)) => (s, "defaults.seed"),
+                (None, None) => (rand::random(), "drawn now"),
+            };
+            let trials = plan::arrange(&loaded.pipeline, trials, seed);
+            let rounds: Vec<u32> = trials
+                .iter()
+                .map(|t| plan::round_of(&loaded.pipeline, t))
+                .collect();
+            let orders: BTreeMap<&str, &str> = loaded
+                .pipeline
+                .experiments
+                .iter()
+                .map(|e| (e.name.as_str(), e.trial_order(&loaded.pipeline).as_str()))
+                .collect();
             let summary = plan::summarize(&trials);
             let mut slots = Vec::new();
             if let Some(path) = &inventory {
@@ -284,10 +305,24 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 .map(|t| (t.platform.as_str(), &t.resolved))
                 .collect();
             if json {
-                let out = serde_json::json!({ "trials": trials, "platforms": platforms, "summary": summary, "placement": placed });
+                let out = serde_json::json!({
+                    "order": { "seed": seed, "seed_from": seed_from, "experiments": orders },
+                    "trials": trials,
+                    "rounds": rounds,
+                    "platforms": platforms,
+                    "summary": summary,
+                    "placement": placed,
+                });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                print_plan(&trials, &summary, placed.as_ref());
+                let modes: Vec<String> = orders.iter().map(|(e, o)| format!("{e}: {o}")).collect();
+                println!("order: {} (seed {seed}, {seed_from})", modes.join(", "));
+                if seed_from == "drawn now" && orders.values().any(|o| *o == "random") {
+                    println!(
+                        "       `isolab run` draws its own seed and records it in the manifest; pin one with `--set defaults.seed=N`"
+                    );
+                }
+                print_plan(&trials, &rounds, &summary, placed.as_ref());
                 println!();
                 for (name, resolved) in &platforms {
                     println!("platform {name}: {}", serde_json::to_string(resolved)?);
@@ -476,15 +511,16 @@ fn placement(
 
 fn print_plan(
     trials: &[plan::Trial],
+    rounds: &[u32],
     summary: &plan::PlanSummary,
     placed: Option<&BTreeMap<String, String>>,
 ) {
     print!(
-        "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}",
-        "TRIAL", "EXPERIMENT", "PLATFORM", "WORKLOAD", "N", "REP"
+        "{:<16}  {:<14} {:>5} {:<12} {:<14} {:>4} {:>4}",
+        "TRIAL", "EXPERIMENT", "ROUND", "PLATFORM", "WORKLOAD", "N", "REP"
     );
     println!("{}", if placed.is_some() { "  AGENT" } else { "" });
-    for t in trials {
+    for (t, round) in trials.iter().zip(rounds) {
         let rep = if t.warmup {
             "w".to_owned()
         } else {
@@ -499,9 +535,10 @@ fn print_plan(
             .map(|a| format!("  {a}"))
             .unwrap_or_default();
         println!(
-            "{:<16}  {:<14} {:<12} {:<14} {:>4} {:>4}{agent}",
+            "{:<16}  {:<14} {:>5} {:<12} {:<14} {:>4} {:>4}{agent}",
             t.id,
             t.experiment,
+            round,
             t.platform,
             workload,
             t.instances.len(),

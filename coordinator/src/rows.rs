@@ -3,6 +3,8 @@
 //! Samples become rows as they are; cgroup statistics become rows too (`cpu_usage_ns`,
 //! `memory_current_bytes` as time series while the trial runs, and every counter once at the end),
 //! so data scientists can relate what a workload reported to what the host accounted for it.
+//! How busy the host was besides the trial becomes summary rows of instance −1 with role `host`
+//! (`host_steal_fraction`, `host_background_cpu_fraction`, `agent_cpu_fraction`).
 
 use isolab_model::plan::Trial;
 use isolab_model::results::ResultRow;
@@ -22,6 +24,11 @@ pub struct RowContext<'a> {
     /// Accelerator used, if a VM.
     pub accel: Option<&'a str>,
 }
+
+/// The `instance` of rows that describe the host rather than one instance.
+pub const HOST_INSTANCE: i32 = -1;
+/// The `role` of rows that describe the host rather than one instance.
+pub const HOST_ROLE: &str = "host";
 
 /// Cgroup counters as named metrics: (metric, unit, value).
 pub type StatValues = Vec<(&'static str, &'static str, f64)>;
@@ -68,6 +75,25 @@ impl RowContext<'_> {
             t_offset_s: s.t_offset_s,
             ..self.base(instance)
         }
+    }
+
+    /// Rows of the host's noise during the trial: instance −1, role `host`, summary values; the
+    /// workload and parameters are instance 0's (the victim of an isolation trial).
+    pub fn noise_rows(&self, values: &StatValues) -> Vec<ResultRow> {
+        values
+            .iter()
+            .map(|(metric, unit, value)| ResultRow {
+                instance: HOST_INSTANCE,
+                role: HOST_ROLE.to_owned(),
+                group: None,
+                metric: (*metric).to_owned(),
+                value: *value,
+                unit: (*unit).to_owned(),
+                higher_is_better: false,
+                t_offset_s: None,
+                ..self.base(0)
+            })
+            .collect()
     }
 
     /// Rows of one statistics snapshot: the time-series subset while running, all counters at the end.

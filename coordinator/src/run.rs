@@ -190,6 +190,13 @@ pub async fn run(
         }
     }
 
+    // The seed of the random order: the pipeline's (`defaults.seed`), else a fresh one; a
+    // resumed run reads its own from the manifest below.
+    let seed = pipeline.defaults.seed.unwrap_or_else(rand::random);
+    let arranged = match &opts.resume {
+        Some(_) => Vec::new(),
+        None => plan::arrange(pipeline, trials.clone(), seed),
+    };
     let mut dir = match &opts.resume {
         Some(run_id) => {
             let d = RunDir::open(&opts.results.join(run_id))?;
@@ -219,9 +226,16 @@ pub async fn run(
                 &loaded.sha256,
                 &opts.overrides,
                 opts.only.as_deref(),
-                &trials,
+                Some(seed),
+                &arranged,
             )?
         }
+    };
+    // A resumed run keeps the order it started with; one from before orders existed ran, and
+    // goes on, in file order.
+    let mut trials = match dir.manifest.seed {
+        Some(seed) => plan::arrange(pipeline, trials, seed),
+        None => trials,
     };
     let done: BTreeSet<String> = dir
         .manifest

@@ -55,7 +55,8 @@ pub fn new_run_id(pipeline: &str) -> String {
 }
 
 /// The manifest record of a planned trial.
-pub fn trial_record(t: &Trial) -> TrialRecord {
+/// A pending trial record; `round` is the trial's round in its experiment's execution order.
+pub fn trial_record(t: &Trial, round: Option<u32>) -> TrialRecord {
     TrialRecord {
         id: t.id.clone(),
         experiment: t.experiment.clone(),
@@ -75,6 +76,9 @@ pub fn trial_record(t: &Trial) -> TrialRecord {
         rows: 0,
         duration_ms: 0,
         leaks: Vec::new(),
+        round,
+        started_at: None,
+        finished_at: None,
     }
 }
 
@@ -99,6 +103,7 @@ impl RunDir {
         sha256: &str,
         overrides: &[String],
         only: Option<&str>,
+        seed: Option<u64>,
         trials: &[Trial],
     ) -> Result<Self, RunDirError> {
         let path = results_dir.join(run_id);
@@ -127,9 +132,15 @@ impl RunDir {
                     name: e.name.clone(),
                     analysis: e.analysis.as_str().to_owned(),
                     platforms: e.platforms.clone(),
+                    baseline: e.baseline_platform(pipeline).map(str::to_owned),
+                    order: Some(e.trial_order(pipeline).as_str().to_owned()),
                 })
                 .collect(),
-            trials: trials.iter().map(trial_record).collect(),
+            seed,
+            trials: trials
+                .iter()
+                .map(|t| trial_record(t, Some(isolab_model::plan::round_of(pipeline, t))))
+                .collect(),
             repetition_groups: Vec::new(),
             events: None,
         };
@@ -199,7 +210,7 @@ impl RunDir {
         let pos = match self.manifest.trials.iter().position(|r| r.id == trial.id) {
             Some(p) => p,
             None => {
-                self.manifest.trials.push(trial_record(trial));
+                self.manifest.trials.push(trial_record(trial, None));
                 self.manifest.trials.len() - 1
             }
         };
@@ -282,6 +293,7 @@ mod tests {
             text,
             "sha",
             &[],
+            None,
             None,
             &trials,
         )

@@ -193,11 +193,11 @@ fn plan_and_schema() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let trials = v["trials"].as_array().unwrap();
-    // 9 workloads × (1 warm-up + 3 measured) on every platform of the quick start.
+    // 9 workloads × (1 warm-up + 5 measured) on every platform of the quick start.
     let platforms = isolab_model::load_file(&good).unwrap().experiments[0]
         .platforms
         .len();
-    assert_eq!(trials.len(), 36 * platforms);
+    assert_eq!(trials.len(), 54 * platforms);
     // Every platform resolved, defaults applied (a container names its runtime).
     let resolved = v["platforms"].as_object().unwrap();
     assert_eq!(resolved.len(), platforms, "{resolved:?}");
@@ -207,8 +207,43 @@ fn plan_and_schema() {
             assert!(p["runtime"].is_string(), "{name}: {p}");
         }
     }
-    let again = isolab(&["plan", good.to_str().unwrap(), "--json"], dir.path());
-    assert_eq!(out.stdout, again.stdout, "plans are deterministic");
+    // A seed drawn now is shown with the order; the same seed gives the same plan.
+    let seed = v["order"]["seed"].as_u64().expect("seed");
+    assert_eq!(v["order"]["seed_from"], "drawn now");
+    assert_eq!(v["order"]["experiments"]["micro"], "random");
+    let again = isolab(
+        &[
+            "plan",
+            good.to_str().unwrap(),
+            "--json",
+            "--seed",
+            &seed.to_string(),
+        ],
+        dir.path(),
+    );
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        again["trials"], v["trials"],
+        "plans are deterministic given the seed"
+    );
+    assert_eq!(again["order"]["seed_from"], "--seed");
+    // Round 0 holds the warm-up of every cell, then one repetition of every cell per round.
+    let rounds: Vec<u64> = v["rounds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap())
+        .collect();
+    let cells = 9 * platforms;
+    for (i, r) in rounds.iter().enumerate() {
+        assert_eq!(*r, (i / cells) as u64, "trial {i}");
+    }
+    let out = isolab(&["plan", good.to_str().unwrap(), "--seed", "5"], dir.path());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.starts_with("order: micro: random (seed 5, --seed)"),
+        "{shown}"
+    );
     let out = isolab(&["schema"], dir.path());
     let schema: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(schema["properties"]["experiments"].is_object(), "{schema}");

@@ -66,7 +66,8 @@ fn plan_quick_profile_is_small_and_valid() {
             .unwrap()
     };
     assert_eq!(max_instances(&full), 128);
-    assert!(max_instances(&quick) <= 4, "{}", max_instances(&quick));
+    // fair_reserved: one reserved instance against four (a natural 20%, below its 25%).
+    assert!(max_instances(&quick) <= 5, "{}", max_instances(&quick));
 
     let out = Command::new(BIN)
         .args(["plan", pipeline.to_str().unwrap(), "--profile", "nope"])

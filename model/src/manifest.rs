@@ -139,6 +139,12 @@ pub struct ExperimentRecord {
     pub analysis: String,
     /// Platform names.
     pub platforms: Vec<String>,
+    /// The platform the others are compared with (overhead experiments), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// The order the experiment's trials ran in (`random`, `interleaved`, `blocked`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
 }
 
 /// One trial as recorded in the manifest.
@@ -189,6 +195,15 @@ pub struct TrialRecord {
     /// What teardown found left behind.
     #[serde(default)]
     pub leaks: Vec<String>,
+    /// Round of the trial in its experiment's execution order (warm-ups first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
+    /// RFC 3339 time (UTC, milliseconds) the last attempt was dispatched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// RFC 3339 time (UTC, milliseconds) the last attempt ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
 }
 
 /// The whole manifest.
@@ -225,9 +240,13 @@ pub struct Manifest {
     pub finished_at: Option<String>,
     /// Run state.
     pub status: RunStatus,
+    /// Seed of the `random` trial order (absent in manifests written before it existed, whose
+    /// trials ran in file order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Experiments in file order.
     pub experiments: Vec<ExperimentRecord>,
-    /// Every planned trial.
+    /// Every planned trial, in execution order.
     pub trials: Vec<TrialRecord>,
     /// Measured repetitions per (experiment, platform, workload, matrix point) and why they
     /// stopped where they did (absent in manifests written before it existed).

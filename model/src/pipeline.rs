@@ -71,6 +71,44 @@ pub struct Defaults {
     /// How often a failed trial is retried before it counts as failed.
     #[serde(default)]
     pub retries: u32,
+    /// The order trials run in (default `random`: randomized multiple interleaved trials).
+    #[serde(default)]
+    pub order: TrialOrder,
+    /// Seed of the `random` order; absent: `isolab run` draws one and records it in the
+    /// manifest, so `--resume` and a re-run can keep the same order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+}
+
+/// The order in which the trials of an experiment run. Experiments always run in file order.
+///
+/// Execution order is part of the method: on a shared host, drift over minutes (a neighbour's
+/// load, CPU frequency, page cache) becomes a platform effect when one platform's trials all run
+/// before another's. Randomized multiple interleaved trials (Abedi and Brecht, ICPE 2017) remove
+/// it: round r runs repetition r of every cell (platform × workload × parameters × instances).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialOrder {
+    /// Round r runs repetition r of every cell, in an order shuffled anew for each round by a
+    /// seeded generator; warm-ups form the first rounds.
+    #[default]
+    Random,
+    /// Rounds as in `random`, each round in the same fixed order (the file's).
+    Interleaved,
+    /// Every repetition of one cell back to back, cells in file order (for the rare experiment
+    /// that needs it; drift then shows up as a platform effect).
+    Blocked,
+}
+
+impl TrialOrder {
+    /// The lower-case name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::Interleaved => "interleaved",
+            Self::Blocked => "blocked",
+        }
+    }
 }
 
 fn default_repetitions() -> u32 {
@@ -89,6 +127,8 @@ impl Default for Defaults {
             timeout: None,
             until_stable: None,
             retries: 0,
+            order: TrialOrder::default(),
+            seed: None,
         }
     }
 }
@@ -438,4 +478,34 @@ pub struct Experiment {
     /// Where trials may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<Placement>,
+    /// Overrides `defaults.order`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<TrialOrder>,
+    /// The platform every other is compared with (overhead); default: the first listed platform
+    /// whose backend is `native`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+impl Experiment {
+    /// The baseline platform: `baseline` when set, else the first listed platform whose backend
+    /// is `native`; `None` when there is neither.
+    pub fn baseline_platform<'a>(&'a self, p: &'a Pipeline) -> Option<&'a str> {
+        if let Some(b) = &self.baseline {
+            return Some(b);
+        }
+        self.platforms
+            .iter()
+            .find(|name| {
+                p.platforms
+                    .get(*name)
+                    .is_some_and(|spec| spec.backend == BackendKind::Native)
+            })
+            .map(String::as_str)
+    }
+
+    /// The order this experiment's trials run in.
+    pub fn trial_order(&self, p: &Pipeline) -> TrialOrder {
+        self.order.unwrap_or(p.defaults.order)
+    }
 }

@@ -89,10 +89,12 @@ pub struct Trial {
 
 mod expand;
 mod filter;
+mod order;
 mod summary;
 
 pub use expand::{
     MAX_CPU_WEIGHT, extra_repetition, plan, reserved_share, reserved_weight, trial_id,
 };
 pub use filter::{Filter, FilterError, FilterKey, glob_match};
+pub use order::{arrange, order_of, round_of};
 pub use summary::{PlanSummary, start_cost, summarize};

@@ -413,3 +413,43 @@ fn vm_guest_memory_the_kernel_cannot_boot_with() {
     let text = text.replace("memory: 100000KiB", "memory: 80MiB");
     load_str("p.yaml", &text).unwrap();
 }
+
+#[test]
+fn baseline_and_order() {
+    let ok = edit(
+        "workloads: [syscall, fork_exit] }",
+        "workloads: [syscall, fork_exit], baseline: container, order: interleaved }",
+    );
+    let p = load_str("p.yaml", &ok).unwrap();
+    assert_eq!(p.experiments[0].baseline_platform(&p), Some("container"));
+    assert_eq!(
+        p.experiments[0].trial_order(&p),
+        isolab_model::pipeline::TrialOrder::Interleaved
+    );
+    // The default baseline is the first native-backend platform; the default order random.
+    let p = load_str("p.yaml", FULL).unwrap();
+    assert_eq!(p.experiments[0].baseline_platform(&p), Some("native"));
+    assert_eq!(p.experiments[1].baseline_platform(&p), None);
+    assert_eq!(
+        p.experiments[1].trial_order(&p),
+        isolab_model::pipeline::TrialOrder::Random
+    );
+    assert_snapshot!(
+        errors(&edit(
+            "workloads: [syscall, fork_exit] }",
+            "workloads: [syscall, fork_exit], baseline: containr }",
+        )),
+        @"p.yaml:10:119: experiments[0].baseline: baseline `containr` is not one of this experiment's platforms (native, container, vm); did you mean `container`?"
+    );
+    assert_snapshot!(
+        errors(&edit(
+            "    workload: cpu_spin\n  - name: fair",
+            "    workload: cpu_spin\n    baseline: vm\n  - name: fair",
+        )),
+        @"p.yaml:16:5: experiments[1].baseline: does not apply to scaling experiments (only to overhead)"
+    );
+    assert_snapshot!(
+        errors(&edit("duration: 1s }", "duration: 1s, order: shuffled }")),
+        @"p.yaml:4:61: defaults.order: unknown variant `shuffled`, expected one of `random`, `interleaved`, `blocked`"
+    );
+}

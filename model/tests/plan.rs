@@ -51,8 +51,8 @@ fn expansion_counts() {
         (s.total_trials, s.measured_trials, s.warmup_trials),
         (45, 30, 15)
     );
-    // 6 native × (1s + 50ms) + 21 container × (1s + 300ms) + 18 vm × (1s + 3s).
-    assert_eq!(s.estimated_duration_ms, 6 * 1050 + 21 * 1300 + 18 * 4000);
+    // 6 native × (1s + 100ms) + 21 container × (1s + 200ms) + 18 vm × (1s + 2s).
+    assert_eq!(s.estimated_duration_ms, 6 * 1100 + 21 * 1200 + 18 * 3000);
     let shown = s.to_string();
     assert!(
         shown.starts_with("trials: 45 (30 measured, 15 warm-up)"),

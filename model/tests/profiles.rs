@@ -90,5 +90,6 @@ fn soltesz2007_loads_with_and_without_quick() {
     assert!(quick_trials.len() < full_trials.len());
     let max = |t: &[isolab_model::plan::Trial]| t.iter().map(|t| t.instances.len()).max().unwrap();
     assert_eq!(max(&full_trials), 128);
-    assert!(max(&quick_trials) <= 4);
+    // fair_reserved: one reserved instance against four (a natural 20%, below its 25%).
+    assert!(max(&quick_trials) <= 5);
 }

@@ -189,6 +189,22 @@ pub enum TrialEvent {
         /// The line, without its newline.
         text: String,
     },
+    /// How busy the host was besides the trial while its instances ran.
+    Noise(HostNoise),
+}
+
+/// The host's activity besides the trial while the trial's instances ran, as fractions of the
+/// host's whole CPU capacity (all cores) over that span.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HostNoise {
+    /// Seconds from the instances' start to the end of the last one.
+    pub span_s: f64,
+    /// CPU time stolen by the hypervisor (`steal` in `/proc/stat`).
+    pub steal_fraction: f64,
+    /// CPU time used outside the trial's cgroups; `None` when an instance's CPU time is unknown.
+    pub background_cpu_fraction: Option<f64>,
+    /// CPU time of the agent's own process.
+    pub agent_cpu_fraction: f64,
 }
 
 impl TrialEvent {

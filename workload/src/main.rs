@@ -30,7 +30,7 @@
 //! | `mmap` | `mmap` + `munmap` of `size` (1MiB), untouched | `us_per_op` (us), `ops_per_s` |
 //! | `file_ops` | create, write `size` (0) bytes, close, unlink, in a fresh directory | `us_per_file` (us), `ops_per_s` |
 //! | `mem_bw` | one pass over a `size` (64MiB) buffer: sum of u64s, fill, copy of one half onto the other | `read_gb_s`, `write_gb_s`, `copy_gb_s` (GB/s = 1e9 bytes/s, bytes copied) |
-//! | `cpu_spin` | a fixed unit of integer hashing, on `threads` (1) threads | `units_per_s` every `interval` (100ms) with `t_offset_s`, then a summary `units_per_s` and `total_units` |
+//! | `cpu_spin` | a fixed unit of integer hashing, on `threads` (1) threads | `units_per_s` every `interval` (100ms) with `t_offset_s`, then a summary `units_per_s`, `total_units` and `process_cpu_ns` (the process's own CPU time) |
 //! | `tcp_stream` | bulk TCP transfer for the duration (`role` loopback/server/client, `connections`, `size` 128KiB per write) | receiver: `gbit_s`, `receiver_cpu_pct`, `system_cpu_pct`, `bytes`; client: `gbit_s`, `bytes` |
 //! | `tcp_rr` | one `size` (1 byte) request and its echo, per connection | `p50_us`, `p99_us`, `transactions_per_s` (server: `transactions_per_s`) |
 //! | `oltp` | one TPC-B-like SQLite transaction (`scale` branches of 10 000 accounts) | `tps`, `p50_ms`, `p99_ms`, `setup_s` |

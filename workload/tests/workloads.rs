@@ -77,6 +77,7 @@ fn expectations(name: &str) -> Option<(&'static [&'static str], &'static [Metric
             &[
                 ("units_per_s", "units/s", true, 1.0, 1e10),
                 ("total_units", "units", true, 1.0, 1e12),
+                ("process_cpu_ns", "ns", false, 1.0, 1e13),
             ],
         ),
         "idle" => (&[], &[("awake", "bool", true, 1.0, 1.0)]),

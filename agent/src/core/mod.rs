@@ -6,5 +6,5 @@ mod agent;
 
 pub use agent::{AgentCore, MAX_INSTANCES, RunTrialError, ShutdownReport};
 pub use isolab_wire::{
-    Capabilities, HostInfo, LogStream, TrialEvent, TrialRequest, TrialState, TrialStatus,
+    Capabilities, HostInfo, HostNoise, LogStream, TrialEvent, TrialRequest, TrialState, TrialStatus,
 };

@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::RunnerOptions;
 use super::collect::{self, StdoutSummary};
+use super::noise;
 use super::outcome::{InstanceReport, Interrupt, Outcome};
 use crate::backend::InstanceExit;
 use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
@@ -180,6 +181,7 @@ impl<B: Backend> RunLoop<'_, B> {
             }
         };
         let started = Instant::now();
+        let cpu_at_start = noise::CpuSnapshot::now();
         accel.clone_from(&launch.accel);
         let ids: Vec<ProcessId> = launch
             .instances
@@ -243,6 +245,8 @@ impl<B: Backend> RunLoop<'_, B> {
                 }
             }
         }
+        let cpu_at_end = noise::CpuSnapshot::now();
+        let span = started.elapsed();
         // Instances that ended on their own (or by the kernel), before the agent stopped anything.
         let ended_alone: BTreeSet<u32> = reports
             .values()
@@ -277,7 +281,12 @@ impl<B: Backend> RunLoop<'_, B> {
             }
         }
         let all: Vec<u32> = reports.keys().copied().collect();
-        self.send_stats(&all, started, true).await;
+        let trial_cpu_ns = self.send_stats(&all, started, true).await;
+        if let (Some(a), Some(b)) = (cpu_at_start, cpu_at_end)
+            && let Some(n) = noise::noise(a, b, span, trial_cpu_ns)
+        {
+            let _ = self.events.send(TrialEvent::Noise(n)).await;
+        }
         self.outcome.instances = reports.into_values().collect();
         ids
     }
@@ -330,12 +339,32 @@ impl<B: Backend> RunLoop<'_, B> {
         }
     }
 
-    async fn send_stats(&mut self, indices: &[u32], started: Instant, final_: bool) {
+    /// Sends one statistics event per instance; for the final statistics, returns the CPU time
+    /// of all `indices` together (`None` when one could not be read).
+    ///
+    /// A final reading must be a real one: an instance that ran used some CPU, so a reading of
+    /// zero CPU time (a cgroup the runtime recreated or reset as the instance ended, seen with
+    /// runsc) is no reading. Then, as when the cgroup is gone, the last periodic reading that saw
+    /// CPU time stands in; without one the instance has no final statistics: a missing sample,
+    /// never a silent zero.
+    async fn send_stats(&mut self, indices: &[u32], started: Instant, final_: bool) -> Option<u64> {
         let t_offset_s = started.elapsed().as_secs_f64();
+        let mut cpu_total = Some(0u64);
         for &instance in indices {
-            let (t_offset_s, stats) = match self.backend.stats(self.prepared, instance) {
+            let reading = self
+                .backend
+                .stats(self.prepared, instance)
+                .map_err(|e| e.to_string())
+                .and_then(|stats| {
+                    if final_ && stats.cpu_usage_ns == 0 {
+                        Err(format!("the reading shows no CPU time at all: {stats:?}"))
+                    } else {
+                        Ok(stats)
+                    }
+                });
+            let (t_offset_s, stats) = match reading {
                 Ok(stats) => {
-                    if !final_ {
+                    if !final_ && stats.cpu_usage_ns > 0 {
                         self.last_stats.insert(instance, (t_offset_s, stats));
                     }
                     (t_offset_s, stats)
@@ -349,7 +378,8 @@ impl<B: Backend> RunLoop<'_, B> {
                         (t, stats)
                     }
                     None => {
-                        tracing::warn!(instance, "final statistics: {e}");
+                        tracing::warn!(instance, "no final statistics: {e}");
+                        cpu_total = None;
                         continue;
                     }
                 },
@@ -358,6 +388,7 @@ impl<B: Backend> RunLoop<'_, B> {
                     continue;
                 }
             };
+            cpu_total = cpu_total.map(|c| c.saturating_add(stats.cpu_usage_ns));
             let ev = TrialEvent::Stats {
                 instance,
                 t_offset_s,
@@ -366,6 +397,7 @@ impl<B: Backend> RunLoop<'_, B> {
             };
             let _ = self.events.send(ev).await;
         }
+        cpu_total
     }
 }
 

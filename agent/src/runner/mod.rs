@@ -9,6 +9,7 @@
 
 mod collect;
 mod drive;
+mod noise;
 mod outcome;
 
 use std::time::Duration;

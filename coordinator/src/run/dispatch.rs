@@ -26,6 +26,10 @@ pub(super) struct Attempt {
     pub(super) leaks: Vec<String>,
     pub(super) events: Vec<AgentEvent>,
     pub(super) elapsed: Duration,
+    /// RFC 3339 time the attempt was dispatched.
+    pub(super) started_at: String,
+    /// RFC 3339 time the attempt ended.
+    pub(super) finished_at: String,
 }
 
 #[derive(Debug, Default)]
@@ -132,6 +136,7 @@ pub(super) async fn worker(
             ),
         );
         let started = Instant::now();
+        let started_at = crate::rundir::now_rfc3339();
         let trial_span = tracing::info_span!(
             parent: experiment_spans.get(&trial.experiment).and_then(tracing::Span::id),
             "trial",
@@ -228,6 +233,8 @@ pub(super) async fn worker(
             leaks,
             events,
             elapsed: started.elapsed(),
+            started_at,
+            finished_at: crate::rundir::now_rfc3339(),
         };
         if gone {
             tracing::warn!(agent = %agent.addr, "agent lost; its trials go to the other agents");

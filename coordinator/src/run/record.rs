@@ -68,6 +68,8 @@ pub(super) fn handle_attempt(
         rec.accel.clone_from(&a.accel);
         rec.leaks.clone_from(&a.leaks);
         rec.duration_ms = u64::try_from(a.elapsed.as_millis()).unwrap_or(u64::MAX);
+        rec.started_at = Some(a.started_at.clone());
+        rec.finished_at = Some(a.finished_at.clone());
         rec.status = match state {
             FinalState::Ok => TrialState::Ok,
             FinalState::Failed => TrialState::Failed,
@@ -117,7 +119,14 @@ pub(super) fn handle_attempt(
             .push_front((t.clone(), a.attempt + 1, Some(a.agent.clone())));
     } else if let Some(extra) = extra {
         progress.add(1);
-        dir.manifest.trials.push(rundir::trial_record(&extra));
+        // The extra repetition continues its cell's rounds: one round per repetition.
+        let round = dir.record_mut(t).round.map(|r| {
+            r.saturating_add(extra.repetition)
+                .saturating_sub(t.repetition)
+        });
+        dir.manifest
+            .trials
+            .push(rundir::trial_record(&extra, round));
         q.items.push_back((extra, 1, None));
     }
     drop(q);
@@ -175,6 +184,7 @@ pub(super) fn build_rows(ctx: &RowContext<'_>, events: &[AgentEvent]) -> Vec<Res
             } => {
                 rows.extend(ctx.stats_rows(*instance, *t_offset_s, values, *final_));
             }
+            AgentEvent::Noise { values } => rows.extend(ctx.noise_rows(values)),
             _ => {}
         }
     }

@@ -47,6 +47,7 @@ const ANALYSIS_KEYS: &[(&str, &[AnalysisKind], bool, &str)] = &[
     ),
     ("adversaries", &[Isolation], true, "e.g. `[none, cpu_hog]`"),
     ("instances", &[Overhead], false, ""),
+    ("baseline", &[Overhead], false, ""),
 ];
 
 /// Whether the experiment sets `key` (one of [`ANALYSIS_KEYS`]).
@@ -60,6 +61,7 @@ fn present(e: &Experiment, key: &str) -> bool {
         "victim" => e.victim.is_some(),
         "adversaries" => !e.adversaries.is_empty(),
         "instances" => e.instances.is_some(),
+        "baseline" => e.baseline.is_some(),
         _ => false,
     }
 }
@@ -160,6 +162,19 @@ impl Checker {
                     format!("platform `{name}` is listed twice"),
                 );
             }
+        }
+        if let Some(b) = &e.baseline
+            && !e.platforms.contains(b)
+        {
+            self.push(
+                child(path, "baseline"),
+                At::Value,
+                format!(
+                    "baseline `{b}` is not one of this experiment's platforms ({}){}",
+                    e.platforms.join(", "),
+                    suggest::hint(b, e.platforms.iter().map(String::as_str))
+                ),
+            );
         }
     }
 

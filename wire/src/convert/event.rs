@@ -5,7 +5,7 @@ use isolab_proto::v1 as pb;
 
 use super::ConvertError;
 use super::trial::non_empty;
-use crate::types::{InstanceStats, LogStream, TrialEvent, TrialState, TrialStatus};
+use crate::types::{HostNoise, InstanceStats, LogStream, TrialEvent, TrialState, TrialStatus};
 
 fn state_to_proto(s: TrialState) -> pb::TrialState {
     match s {
@@ -74,6 +74,13 @@ pub fn event_to_proto(event: TrialEvent) -> pb::TrialEvent {
             io_read_bytes: stats.io_read_bytes,
             io_write_bytes: stats.io_write_bytes,
             r#final: final_,
+            cpu_usage_ns: Some(stats.cpu_usage_ns),
+        }),
+        TrialEvent::Noise(n) => Event::Noise(pb::HostNoise {
+            span_s: n.span_s,
+            steal_fraction: n.steal_fraction,
+            background_cpu_fraction: n.background_cpu_fraction,
+            agent_cpu_fraction: n.agent_cpu_fraction,
         }),
         TrialEvent::Log {
             instance,
@@ -120,7 +127,11 @@ pub fn event_from_proto(event: pb::TrialEvent) -> Result<TrialEvent, ConvertErro
                 stats: InstanceStats {
                     cpu_user_ns: s.cpu_user_ns,
                     cpu_system_ns: s.cpu_system_ns,
-                    cpu_usage_ns: s.cpu_user_ns.saturating_add(s.cpu_system_ns),
+                    // An agent that could not read it sends none: the tick-based sum is
+                    // the closest figure (10 ms steps), never a zero.
+                    cpu_usage_ns: s
+                        .cpu_usage_ns
+                        .unwrap_or_else(|| s.cpu_user_ns.saturating_add(s.cpu_system_ns)),
                     memory_current_bytes: s.memory_current_bytes,
                     memory_peak_bytes: s.memory_peak_bytes,
                     memory_limit_hits: 0,
@@ -132,6 +143,12 @@ pub fn event_from_proto(event: pb::TrialEvent) -> Result<TrialEvent, ConvertErro
                     io_write_bytes: s.io_write_bytes,
                 },
             },
+            Event::Noise(n) => TrialEvent::Noise(HostNoise {
+                span_s: n.span_s,
+                steal_fraction: n.steal_fraction,
+                background_cpu_fraction: n.background_cpu_fraction,
+                agent_cpu_fraction: n.agent_cpu_fraction,
+            }),
             Event::Log(l) => TrialEvent::Log {
                 instance: l.instance,
                 stream: LogStream::from_name(&l.stream).ok_or(ConvertError::UnknownEnum {

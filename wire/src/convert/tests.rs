@@ -192,7 +192,9 @@ fn stats() -> InstanceStats {
     InstanceStats {
         cpu_user_ns: 1,
         cpu_system_ns: 2,
-        cpu_usage_ns: 3,
+        // Exact (cpuacct.usage), not the sum of the tick-based user and system times: the wire
+        // once carried only those, and every CPU time arrived in 10 ms steps.
+        cpu_usage_ns: 123_456_789,
         memory_current_bytes: 4,
         memory_peak_bytes: 5,
         memory_limit_hits: 0,
@@ -243,6 +245,18 @@ fn events_round_trip() {
             stream: LogStream::Stderr,
             text: "oops".into(),
         },
+        TrialEvent::Noise(crate::types::HostNoise {
+            span_s: 0.5,
+            steal_fraction: 0.01,
+            background_cpu_fraction: Some(0.2),
+            agent_cpu_fraction: 0.003,
+        }),
+        TrialEvent::Noise(crate::types::HostNoise {
+            span_s: 0.5,
+            steal_fraction: 0.0,
+            background_cpu_fraction: None,
+            agent_cpu_fraction: 0.0,
+        }),
     ];
     for e in events {
         assert_eq!(event_from_proto(event_to_proto(e.clone())).unwrap(), e);

@@ -48,7 +48,15 @@ pub(super) fn cpu_spin(params: &Params, em: &mut Emitter<'_>) -> Result<(), Work
     check_stop()?;
     em.summary("units_per_s", total.ops_per_s(), "units/s", true)?;
     em.summary("total_units", to_f64(total.ops), "units", true)?;
-    report_totals(em, &total)
+    report_totals(em, &total)?;
+    // Last, so that it covers (almost) the whole process: a cross-check of the cgroup's CPU time.
+    let cpu_ns = super::cpu_time::process_cpu().as_nanos();
+    em.summary(
+        "process_cpu_ns",
+        to_f64(u64::try_from(cpu_ns).unwrap_or(u64::MAX)),
+        "ns",
+        false,
+    )
 }
 
 /// Runs `threads` spinning threads for `duration`, printing the rate as the time series

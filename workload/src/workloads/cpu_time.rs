@@ -17,6 +17,18 @@ pub(crate) fn thread_cpu() -> Duration {
     }
 }
 
+/// User plus system CPU time the whole process has used so far (zero if unavailable): the
+/// figure its cgroup's exact accounting (`cpuacct.usage`, `cpu.stat`) must agree with.
+pub(crate) fn process_cpu() -> Duration {
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let micros = u.user_time().num_microseconds() + u.system_time().num_microseconds();
+            Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+        }
+        Err(_) => Duration::ZERO,
+    }
+}
+
 /// Busy and total jiffies of all CPUs, from the first line of `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SystemCpu {

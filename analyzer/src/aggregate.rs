@@ -3,7 +3,8 @@
 //! A repetition's value of a metric is the mean, over the trial's summary rows of that series
 //! (one per instance, `t_offset_s` null), of the value; the statistics of a metric on a platform
 //! are then taken across repetitions: median, bootstrap CI, outliers, and the ratio to the
-//! experiment's baseline (native) platform.
+//! experiment's baseline platform (the one its `baseline:` names; for manifests without it, the
+//! first platform with the native backend).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -409,12 +410,23 @@ pub(crate) fn summaries(run: &Run) -> (IndexMap<String, ExperimentSummary>, Nois
             .flat_map(|p| p.keys().map(|s| t.str(*s)))
             .collect();
         let platforms = platform_order(run, &name, &found);
-        // Ratios to native are what an overhead experiment is about; elsewhere they mislead.
-        let baseline = platforms
+        // Ratios to a baseline are what an overhead experiment is about; elsewhere they
+        // mislead. The baseline is the one the experiment names, else (older manifests) its
+        // first native-backend platform.
+        let named = run
+            .manifest
+            .experiments
             .iter()
-            .filter(|_| analysis == "overhead")
-            .find(|p| backends.get(*p).is_some_and(|b| b == "native"))
-            .cloned();
+            .find(|e| e.name == name)
+            .and_then(|e| e.baseline.clone());
+        let baseline = named
+            .or_else(|| {
+                platforms
+                    .iter()
+                    .find(|p| backends.get(*p).is_some_and(|b| b == "native"))
+                    .cloned()
+            })
+            .filter(|_| analysis == "overhead");
         let keys: Vec<MetricKey> = metrics.keys().copied().collect();
         let labels = labels(t, &keys);
         let mut keys = keys;

@@ -31,7 +31,8 @@
 //!   "experiments": {
 //!     "<experiment>": {
 //!       "analysis": "overhead",
-//!       "baseline": "native"|null,             // overhead experiments: the platform ratios are to
+//!       "baseline": "native_a"|null,           // overhead experiments: the platform ratios are to
+//!                                              // (the pipeline's `baseline:`, else the native one)
 //!       "metrics": {
 //!         "<label>": {                         // e.g. "syscall/ns_per_call", "oltp/tps [n=4]"
 //!           "workload": "syscall", "metric": "ns_per_call", "unit": "ns",
@@ -223,7 +224,8 @@ pub struct FailedTrial {
 pub struct ExperimentSummary {
     /// Analysis kind.
     pub analysis: String,
-    /// The platform ratios are relative to (the experiment's native-backend platform).
+    /// The platform ratios are relative to: the one the experiment names (`baseline:`), else
+    /// its first native-backend platform; `None` outside overhead experiments.
     pub baseline: Option<String>,
     /// Per metric label, sorted.
     pub metrics: IndexMap<String, MetricSummary>,

@@ -203,6 +203,9 @@ pub struct ExperimentSpec {
     pub platforms: Vec<(String, String)>,
     /// Trials.
     pub trials: Vec<TrialSpec>,
+    /// The platform ratios are taken against, as the pipeline's `baseline:` names it (`None`:
+    /// the manifest says nothing, as before baselines were named).
+    pub baseline: Option<String>,
     /// Planted stop reasons of repetition groups: `(platform, workload, reason)`; the group
     /// holds every trial of that platform and workload (see
     /// [`isolab_model::manifest::RepetitionGroup`]).
@@ -210,6 +213,12 @@ pub struct ExperimentSpec {
 }
 
 impl ExperimentSpec {
+    /// Names the baseline platform (recorded in the manifest).
+    pub fn baseline(&mut self, platform: &str) -> &mut Self {
+        self.baseline = Some(platform.into());
+        self
+    }
+
     /// Adds a trial.
     pub fn trial(&mut self, trial: TrialSpec) -> &mut Self {
         self.trials.push(trial);
@@ -354,6 +363,7 @@ impl RunSpec {
                 .map(|(p, b)| ((*p).into(), (*b).into()))
                 .collect(),
             trials: Vec::new(),
+            baseline: None,
             stop_reasons: Vec::new(),
         });
         let last = self.experiments.len() - 1;

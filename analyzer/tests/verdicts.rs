@@ -234,3 +234,45 @@ fn a_metric_missing_from_some_trials_says_so() {
     let md = isolab_analyzer::markdown::render(&s);
     assert!(md.contains("missing in 3 of 5 trials"), "{md}");
 }
+
+#[test]
+fn the_named_baseline_is_the_one_ratios_are_taken_against() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Sim::new(21);
+    let mut spec = RunSpec::new("named", "synthetic");
+    let exp = spec.experiment(
+        "micro",
+        "overhead",
+        &[
+            ("native", "native"),
+            ("runc", "container"),
+            ("runsc", "container"),
+        ],
+    );
+    exp.baseline("runc");
+    for (p, effect) in [("native", 0.8), ("runc", 1.0), ("runsc", 1.5)] {
+        let values = sim.sample(Shape::Tight, 6, effect);
+        exp.summary_metric(p, "syscall", "ns_per_call", "ns", false, &values);
+    }
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let s = analyze(dir.path()).unwrap();
+    let e = &s.experiments["micro"];
+    assert_eq!(e.baseline.as_deref(), Some("runc"));
+    let m = &e.metrics["syscall/ns_per_call"];
+    assert_eq!(m.platforms["runc"].ratio_to_baseline, Some(1.0));
+    assert_eq!(m.platforms["runc"].verdict, None);
+    let runsc = &m.platforms["runsc"];
+    assert!(
+        (runsc.ratio_to_baseline.unwrap() - 1.5).abs() < 0.05,
+        "{runsc:?}"
+    );
+    assert_eq!(runsc.verdict, Some(Verdict::Worse));
+    assert_eq!(m.platforms["native"].verdict, Some(Verdict::Better));
+    let md = isolab_analyzer::markdown::render(&s);
+    assert!(md.contains("× runc [95% CI]"), "{md}");
+    let (html, _) = isolab_analyzer::html::render(&s);
+    assert!(
+        html.contains("Ratio to runc"),
+        "the chart names the baseline"
+    );
+}

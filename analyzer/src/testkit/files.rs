@@ -176,7 +176,12 @@ pub(super) fn manifest(spec: &RunSpec, trials: Vec<TrialRecord>) -> Result<Manif
         .iter()
         .map(|e| {
             let platforms: Vec<&str> = e.platforms.iter().map(|(p, _)| p.as_str()).collect();
-            json!({ "name": e.name, "analysis": e.analysis, "platforms": platforms })
+            let mut record =
+                json!({ "name": e.name, "analysis": e.analysis, "platforms": platforms });
+            if let Some(b) = &e.baseline {
+                record["baseline"] = json!(b);
+            }
+            record
         })
         .collect();
     let value = json!({

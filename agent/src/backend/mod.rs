@@ -26,10 +26,9 @@ pub mod catalog;
 pub mod conformance;
 pub mod envelope;
 mod handle;
-mod leaks;
-pub(crate) mod mounts;
+pub(crate) use isolab_host::mounts;
 pub mod native;
-pub mod reap;
+pub use isolab_host::reap;
 pub mod scratch;
 
 pub use agent_dir::{AgentDir, remove_stale_runtime};
@@ -37,7 +36,7 @@ pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
 pub use handle::{
     ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, lines,
 };
-pub use leaks::{Leak, LeakReport, process_alive, process_start_time};
+pub use isolab_host::leaks::{Leak, LeakReport, process_alive, process_start_time};
 
 /// Environment variable naming the trial attempt (`<id>-a<attempt>`) in every process a backend
 /// starts for it, so that leftovers can be found without any backend's own state.

@@ -13,7 +13,6 @@ use isolab_model::resolve::ResolvedPlatform;
 use super::bundle::HostFeatures;
 use super::hierarchy::Hierarchies;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
-use super::netns::TrialNetwork;
 use super::runtime::{Runtime, RuntimeError};
 use super::{ContainerConfig, ContainerError, leftovers, probe, rootfs, stale};
 use crate::backend::TRIAL_ENV;
@@ -23,6 +22,7 @@ use crate::backend::{
     TrialContext, lines, process_start_time,
 };
 use crate::cgroup::{AnyCgroup, Cgroup, CgroupStats};
+use isolab_host::netns::TrialNetwork;
 
 /// What every trial of this backend shares; `Arc`ed into blocking tasks.
 #[derive(Debug)]

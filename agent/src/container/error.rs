@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use super::bundle::BundleError;
 use super::hierarchy::HierarchyError;
-use super::netns::NetnsError;
 use super::rootfs::RootfsError;
 use super::runtime::RuntimeError;
 use crate::cgroup::CgroupError;
+use isolab_host::netns::NetnsError;
 
 /// What went wrong in the container backend.
 #[derive(Debug, thiserror::Error)]

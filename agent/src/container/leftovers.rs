@@ -3,10 +3,10 @@
 
 use super::backend::Inner;
 use super::lifecycle::TrialNames;
-use super::netns;
 use super::runtime::Runtime;
-use crate::backend::mounts::mounts_under;
 use crate::backend::{Leak, LeakReport, process_alive};
+use isolab_host::mounts::mounts_under;
+use isolab_host::netns;
 
 /// Looks for processes in the trial's cgroups (in every hierarchy), the cgroups themselves,
 /// containers the runtime still knows (any state named after them under its `--root`, which is

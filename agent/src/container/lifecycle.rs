@@ -10,12 +10,12 @@ use isolab_model::pipeline::{NetworkMode, RootfsKind};
 use super::ContainerError;
 use super::backend::Inner;
 use super::bundle::{self, BundleInput, NetAttach};
-use super::netns::{self, TrialNetwork};
 use super::rootfs;
 use super::runtime::Runtime;
-use crate::backend::mounts::{mounts_under, unmount_detach};
 use crate::backend::process_alive;
 use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
+use isolab_host::mounts::{mounts_under, unmount_detach};
+use isolab_host::netns::{self, TrialNetwork};
 
 /// Pause between rounds of the stop loop.
 const STOP_ROUND: Duration = Duration::from_millis(10);

@@ -40,7 +40,6 @@ mod flavor;
 pub mod hierarchy;
 mod leftovers;
 mod lifecycle;
-pub mod netns;
 mod probe;
 pub mod rootfs;
 pub mod runtime;

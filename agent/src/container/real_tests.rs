@@ -351,7 +351,7 @@ async fn bridge_instances_reach_each_other_and_the_network_is_removed() {
     let report = s.backend.teardown(prepared).await;
     assert!(report.is_clean(), "{:?}", report.lines());
     assert!(
-        super::netns::existing(&net.trial_ns).is_empty(),
+        isolab_host::netns::existing(&net.trial_ns).is_empty(),
         "namespaces left"
     );
 
@@ -483,7 +483,8 @@ async fn tcp_between_two_containers_on_the_bridge() {
         attempt: 0,
     };
     let prefix = format!("{}-{}", s.dir.name(), ctx.slug());
-    let server = super::netns::instance_addr(super::netns::subnet_octet(&prefix), 0).expect("addr");
+    let server = isolab_host::netns::instance_addr(isolab_host::netns::subnet_octet(&prefix), 0)
+        .expect("addr");
     let param = |k: &str, v: &str| {
         (
             k.to_owned(),

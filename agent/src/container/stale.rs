@@ -10,10 +10,10 @@
 use std::path::Path;
 
 use super::backend::Inner;
-use super::netns;
 use super::runtime::Runtime;
-use crate::backend::mounts::mounts_under;
 use crate::backend::process_alive;
+use isolab_host::mounts::mounts_under;
+use isolab_host::netns;
 
 /// `<prefix>-<pid>-<n>` → (`prefix`, `pid`), also when followed by `-<more>`.
 fn parse_agent_name<'a>(prefix: &str, name: &'a str) -> Option<(u32, &'a str)> {

@@ -19,8 +19,8 @@ use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
 use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
 use crate::cgroup::{CgroupLimits, CgroupStats};
 use crate::container::hierarchy::Hierarchies;
-use crate::container::netns::TrialNetwork;
 use crate::container::rootfs::is_static_elf;
+use isolab_host::netns::TrialNetwork;
 
 /// The Docker backend.
 #[derive(Debug)]

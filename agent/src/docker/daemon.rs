@@ -22,8 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::mounts::{detach, mounts_under};
 use crate::backend::process_alive;
+use isolab_host::mounts::{detach, mounts_under};
 
 /// `PATH` used to find `dockerd` and for the daemon (which finds `containerd` and `runc` on it).
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

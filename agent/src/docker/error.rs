@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::daemon::DaemonError;
 use crate::backend::args::ArgsError;
 use crate::cgroup::CgroupError;
-use crate::container::netns::NetnsError;
+use isolab_host::netns::NetnsError;
 
 /// What went wrong in the Docker backend.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@
 //! - prepare: the workload image ([`image`]: imported from a tar stream holding the static
 //!   `isolab-workload`, tagged with the binary's hash, reused when present); the trial and
 //!   instance cgroups with every limit ([`cgroups`]); for network `bridge` the trial's network
-//!   namespaces ([`crate::container::netns`]); one created, not started, container per instance
+//!   namespaces ([`isolab_host::netns`]); one created, not started, container per instance
 //!   ([`spec`]: `cgroup_parent` = the instance cgroup, network `none`, read-only root, `/tmp`
 //!   tmpfs, labels naming agent and trial).
 //! - start: attach to every container's output, start them together, read their pids, and for
@@ -40,7 +40,6 @@ mod probe;
 pub mod spec;
 mod trial;
 
-pub(crate) use crate::backend::mounts::{detach, mounts_under};
 pub(crate) use attach::exit_of as exit_code;
 pub use backend::{DockerBackend, DockerPrepared};
 pub use config::{DEFAULT_SOCKET, DaemonMode, DockerConfig};

@@ -1,6 +1,6 @@
 //! Network `bridge` for Docker containers, which Docker itself cannot join to a namespace it did
 //! not make. The trial's network is made exactly as for the container backend
-//! ([`crate::container::netns`]: a bridge in the trial's namespace `P`, one namespace `P-i<i>`
+//! ([`isolab_host::netns`]: a bridge in the trial's namespace `P`, one namespace `P-i<i>`
 //! per instance holding `eth0`, the far end of a veth on that bridge). The container starts with
 //! network `none`; right after its start, `eth0` moves from `P-i<i>` into the container's
 //! network namespace (found by its pid), the name `P-i<i>` is re-pointed at that namespace, and
@@ -12,7 +12,7 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::container::netns::{InstanceNet, NetnsError, PREFIX_LEN};
+use isolab_host::netns::{InstanceNet, NetnsError, PREFIX_LEN};
 
 /// `PATH` used to find `ip`.
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -246,8 +246,7 @@ async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
     let leaks = s.backend.teardown(prepared).await;
     assert!(leaks.is_clean(), "{:?}", leaks.lines());
     assert!(
-        crate::container::netns::existing(&format!("{}-dk-{}", s.dir.name(), ctx.slug()))
-            .is_empty()
+        isolab_host::netns::existing(&format!("{}-dk-{}", s.dir.name(), ctx.slug())).is_empty()
     );
 }
 
@@ -299,7 +298,7 @@ async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
         "private daemon state left: {daemon_dirs:?}"
     );
     assert!(
-        crate::backend::mounts::mounts_under(&state).is_empty(),
+        isolab_host::mounts::mounts_under(&state).is_empty(),
         "mounts left under {}",
         state.display()
     );

@@ -15,7 +15,7 @@ use super::spec::{self, InstanceSpec};
 use crate::backend::{AgentDir, Leak, LeakReport};
 use crate::cgroup::CgroupLimits;
 use crate::container::hierarchy::Hierarchies;
-use crate::container::netns::{self, TrialNetwork};
+use isolab_host::netns::{self, TrialNetwork};
 
 /// What every trial of this backend shares.
 #[derive(Debug)]

@@ -70,7 +70,7 @@ pub struct LxcPrepared {
 
 impl LxcPrepared {
     /// The bridge network, when the platform asked for one.
-    pub fn network(&self) -> Option<&crate::container::netns::TrialNetwork> {
+    pub fn network(&self) -> Option<&isolab_host::netns::TrialNetwork> {
         self.made.network.as_ref()
     }
 

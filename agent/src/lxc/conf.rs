@@ -13,7 +13,7 @@
 //!   refused-fork counters the final statistics need.
 //! - Network: `empty` (only loopback); `none` (share the network namespace `lxc-execute` runs in)
 //!   for `host`, and for `bridge`, where the agent starts `lxc-execute` inside the instance's
-//!   namespace of the trial network ([`crate::container::netns`]).
+//!   namespace of the trial network ([`isolab_host::netns`]).
 //! - `lxc.console.path = none`, so the workload writes to the pipes `lxc-execute` was given.
 //! - A stop hook ([`stop_hook`]) that copies the event counters of LXC's level (OOM kills and
 //!   refused forks are booked there on cgroup v1) to a file before LXC removes the level.

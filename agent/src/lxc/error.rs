@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use crate::backend::args::ArgsError;
 use crate::cgroup::CgroupError;
-use crate::container::netns::NetnsError;
 use crate::container::rootfs::RootfsError;
+use isolab_host::netns::NetnsError;
 
 /// What went wrong in the LXC backend.
 #[derive(Debug, thiserror::Error)]

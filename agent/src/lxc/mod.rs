@@ -6,7 +6,7 @@
 //! - prepare: the trial and instance cgroups with every limit
 //!   ([`crate::docker::cgroups`], shared with the Docker backend), a read-only directory root
 //!   holding mount points and a placeholder for the workload ([`crate::container::rootfs`]),
-//!   for `bridge` the trial's network namespaces ([`crate::container::netns`]), and one
+//!   for `bridge` the trial's network namespaces ([`isolab_host::netns`]), and one
 //!   configuration file per instance.
 //! - start: `lxc-execute -P <own LXC path> -n <slug>-i<i> -f <conf> -- /isolab-workload …`
 //!   per instance, with stdout and stderr piped (the console is off, so the workload writes to

@@ -23,10 +23,10 @@ use super::conf::{self, ConfSpec};
 use crate::backend::TRIAL_ENV;
 use crate::backend::{Leak, LeakReport, process_alive};
 use crate::cgroup::{Cgroup, CgroupLimits};
-use crate::container::netns::{self, TrialNetwork};
 use crate::container::rootfs::{self, WORKLOAD_PATH};
 use crate::docker::cgroups::{self, TrialCgroups};
-use crate::docker::{detach, mounts_under};
+use isolab_host::mounts::{detach, mounts_under};
+use isolab_host::netns::{self, TrialNetwork};
 
 /// `PATH` for `lxc-execute`.
 const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

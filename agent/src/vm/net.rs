@@ -8,7 +8,7 @@
 //! ```
 //!
 //! `P` and the addresses follow the container backend's scheme
-//! ([`crate::container::netns`]): `P` is `<agent dir>-<trial slug>` and instance `i` has the same
+//! ([`isolab_host::netns`]): `P` is `<agent dir>-<trial slug>` and instance `i` has the same
 //! address on every backend. Teardown deletes `P`, which takes the taps and the bridge along.
 
 use std::net::Ipv4Addr;
@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use super::error::VmError;
 use super::qemu::TapNic;
 use crate::backend::Leak;
-use crate::container::netns;
+use isolab_host::netns;
 
 /// One VM's place on the trial's bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]

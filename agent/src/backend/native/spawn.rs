@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backend::TRIAL_ENV;
-use crate::backend::reap;
 use crate::backend::{InstanceExit, InstanceHandle, LineStream, lines};
 use crate::cgroup::JoinTarget;
+use isolab_host::reap;
 
 /// `PATH` given to workloads (their environment is otherwise empty, for reproducibility).
 const WORKLOAD_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

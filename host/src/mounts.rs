@@ -6,7 +6,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 /// Mount points at or below `dir` in our mount namespace, deepest first, each once.
-pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
@@ -42,7 +42,7 @@ fn unescape(s: &str) -> PathBuf {
 }
 
 /// `umount2(path, MNT_DETACH)`.
-pub(crate) fn unmount_detach(path: &Path) -> std::io::Result<()> {
+pub fn unmount_detach(path: &Path) -> std::io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call; umount2 reads it only.
@@ -55,7 +55,7 @@ pub(crate) fn unmount_detach(path: &Path) -> std::io::Result<()> {
 }
 
 /// Lazily unmounts `path` (`MNT_DETACH`), logging a failure.
-pub(crate) fn detach(path: &Path) {
+pub fn detach(path: &Path) {
     if let Err(e) = unmount_detach(path) {
         tracing::warn!(path = %path.display(), "umount: {e}");
     }

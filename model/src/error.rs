@@ -57,6 +57,18 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
+    /// The file (or submitted text) is larger than [`crate::load::MAX_PIPELINE_BYTES`].
+    #[error(
+        "{file}:1:1: pipeline is {size_bytes} bytes, more than the limit of {limit_bytes} bytes (1 MiB); split it into several pipelines"
+    )]
+    TooLarge {
+        /// The file.
+        file: String,
+        /// Its size.
+        size_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// The file is not UTF-8.
     #[error(
         "{file}:{line}:{col}: not valid UTF-8 (invalid byte 0x{byte:02x}); pipeline files must be UTF-8 text"
@@ -117,6 +129,19 @@ impl LoadError {
                 1,
                 1,
                 format!("cannot read file: {}", lower_first(&source.to_string())),
+            )],
+            Self::TooLarge {
+                file,
+                size_bytes,
+                limit_bytes,
+            } => vec![Diagnostic::new(
+                file,
+                1,
+                1,
+                format!(
+                    "pipeline is {size_bytes} bytes, more than the limit of {limit_bytes} bytes \
+                     (1 MiB); split it into several pipelines"
+                ),
             )],
             Self::NotUtf8 {
                 file,

@@ -20,6 +20,10 @@ mod profiles;
 
 use overrides::Override;
 
+/// Largest pipeline file (or submitted text) accepted: 1 MiB. Larger input is refused before
+/// it is read or parsed, so that a huge file cannot exhaust memory.
+pub const MAX_PIPELINE_BYTES: u64 = 1024 * 1024;
+
 /// A loaded pipeline with the exact text it came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Loaded {
@@ -60,11 +64,24 @@ pub fn load_file_profile(
     profile: Option<&str>,
     overrides: &[String],
 ) -> Result<Loaded, LoadError> {
-    let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+    use std::io::Read as _;
+    let file = path.display().to_string();
+    let read_error = |source| LoadError::Read {
         path: path.to_path_buf(),
         source,
-    })?;
-    let file = path.display().to_string();
+    };
+    let f = std::fs::File::open(path).map_err(read_error)?;
+    // Read at most one byte more than the limit: the size is checked on what was read, so a
+    // growing file or a pipe cannot slip past a stale metadata length.
+    let mut bytes = Vec::new();
+    f.take(MAX_PIPELINE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let size_bytes = bytes.len() as u64;
+    if size_bytes > MAX_PIPELINE_BYTES {
+        let size_bytes = std::fs::metadata(path).map_or(size_bytes, |m| m.len().max(size_bytes));
+        return Err(too_large(&file, size_bytes));
+    }
     let text = decode(&file, bytes)?;
     load_str_profile(&file, &text, profile, overrides)
 }
@@ -81,6 +98,9 @@ pub fn load_str_profile(
     profile: Option<&str>,
     overrides: &[String],
 ) -> Result<Loaded, LoadError> {
+    if text.len() as u64 > MAX_PIPELINE_BYTES {
+        return Err(too_large(file, text.len() as u64));
+    }
     let index = LocationIndex::build(text);
     let mut value: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(file, &index, e))?;
     if value.is_null() {
@@ -183,6 +203,14 @@ pub fn load_str_profile(
         text: effective,
         sha256,
     })
+}
+
+fn too_large(file: &str, size_bytes: u64) -> LoadError {
+    LoadError::TooLarge {
+        file: file.to_owned(),
+        size_bytes,
+        limit_bytes: MAX_PIPELINE_BYTES,
+    }
 }
 
 /// UTF-8 text of `bytes`, or the position of the first invalid byte.

@@ -7,6 +7,9 @@
 //! platform rules.
 
 mod experiment;
+mod limits;
+
+pub use limits::{MAX_INSTANCE_STARTS, MAX_TRIALS, Size, size};
 
 use std::collections::HashMap;
 
@@ -171,6 +174,7 @@ impl Checker {
             }
             self.experiment(&path, e, p);
         }
+        self.plan_size(p);
     }
 
     fn defaults(&mut self, p: &Pipeline) {

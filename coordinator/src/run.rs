@@ -213,22 +213,25 @@ pub async fn run(
             d
         }
         None => {
-            let run_id = opts
-                .run_id
-                .clone()
-                .unwrap_or_else(|| rundir::new_run_id(&pipeline.name));
-            RunDir::create(
-                &opts.results,
-                &run_id,
-                pipeline,
-                &opts.pipeline,
-                &loaded.text,
-                &loaded.sha256,
-                &opts.overrides,
-                opts.only.as_deref(),
-                Some(seed),
-                &arranged,
-            )?
+            let create = |run_id: &str| {
+                RunDir::create(
+                    &opts.results,
+                    run_id,
+                    pipeline,
+                    &opts.pipeline,
+                    &loaded.text,
+                    &loaded.sha256,
+                    &opts.overrides,
+                    opts.only.as_deref(),
+                    Some(seed),
+                    &arranged,
+                )
+            };
+            // A given id (the service's) must be new; a drawn one is drawn again on collision.
+            match &opts.run_id {
+                Some(run_id) => create(run_id)?,
+                None => rundir::with_fresh_id(|| rundir::new_run_id(&pipeline.name), create)?,
+            }
         }
     };
     // A resumed run keeps the order it started with; one from before orders existed ran, and

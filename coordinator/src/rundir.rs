@@ -36,6 +36,82 @@ pub enum RunDirError {
     /// Writing failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// A run directory with this id already exists; it is never reused for a new run.
+    #[error("{path}: a run directory with this id already exists")]
+    Exists {
+        /// The existing directory.
+        path: PathBuf,
+    },
+    /// Another process holds the run's lock (`<run dir>/.lock`).
+    #[error("run {run_id} is already running (pid {})", pid.map_or_else(|| "unknown".to_owned(), |p| p.to_string()))]
+    Locked {
+        /// The run.
+        run_id: String,
+        /// The process holding the lock, as it wrote into the lock file.
+        pid: Option<u32>,
+    },
+}
+
+/// The lock file of a run directory; an exclusive `flock` on it is held for as long as a
+/// [`RunDir`] is open, and released by the kernel when the process exits or crashes.
+pub const LOCK_FILE: &str = ".lock";
+
+/// How many fresh ids [`with_fresh_id`] tries before giving up.
+pub const FRESH_ID_ATTEMPTS: usize = 16;
+
+/// Calls `create` with ids from `next_id` until one does not collide with an existing run
+/// directory ([`RunDirError::Exists`]), at most [`FRESH_ID_ATTEMPTS`] times.
+pub fn with_fresh_id<T>(
+    mut next_id: impl FnMut() -> String,
+    mut create: impl FnMut(&str) -> Result<T, RunDirError>,
+) -> Result<T, RunDirError> {
+    let mut attempt = 1;
+    loop {
+        match create(&next_id()) {
+            Err(RunDirError::Exists { path }) if attempt < FRESH_ID_ATTEMPTS => {
+                tracing::info!(existing = %path.display(), "run id collided; drawing another");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Takes the exclusive lock of the run directory `path` without waiting and records this
+/// process's pid in it; a lock held by another process is [`RunDirError::Locked`].
+fn lock(path: &Path) -> Result<std::fs::File, RunDirError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let file = path.join(LOCK_FILE);
+    let io = |source| RunDirError::Io {
+        path: file.clone(),
+        source,
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&file)
+        .map_err(io)?;
+    match f.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = f.read_to_string(&mut text);
+            return Err(RunDirError::Locked {
+                run_id: path
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                pid: text.trim().parse().ok(),
+            });
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+    }
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| writeln!(f, "{}", std::process::id()))
+        .map_err(io)?;
+    Ok(f)
 }
 
 /// UTC now as RFC 3339.
@@ -89,10 +165,13 @@ pub struct RunDir {
     pub path: PathBuf,
     /// The manifest as last written.
     pub manifest: Manifest,
+    /// The open `.lock` file holding the run's exclusive lock (released when dropped).
+    _lock: std::fs::File,
 }
 
 impl RunDir {
-    /// Creates `results_dir/<run_id>` and writes the first manifest.
+    /// Creates `results_dir/<run_id>`, takes its lock and writes the first manifest. An existing
+    /// directory is never reused: it is [`RunDirError::Exists`] (see [`with_fresh_id`]).
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         results_dir: &Path,
@@ -107,10 +186,20 @@ impl RunDir {
         trials: &[Trial],
     ) -> Result<Self, RunDirError> {
         let path = results_dir.join(run_id);
-        std::fs::create_dir_all(path.join("env")).map_err(|source| RunDirError::Io {
+        let io = |source| RunDirError::Io {
             path: path.clone(),
             source,
-        })?;
+        };
+        std::fs::create_dir_all(results_dir).map_err(io)?;
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RunDirError::Exists { path });
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let lock = lock(&path)?;
+        std::fs::create_dir(path.join("env")).map_err(io)?;
         let manifest = Manifest {
             format_version: MANIFEST_VERSION,
             run_id: run_id.to_owned(),
@@ -144,14 +233,26 @@ impl RunDir {
             repetition_groups: Vec::new(),
             events: None,
         };
-        let dir = Self { path, manifest };
+        let dir = Self {
+            path,
+            manifest,
+            _lock: lock,
+        };
         dir.save()?;
         Ok(dir)
     }
 
-    /// Opens an existing run directory.
+    /// Opens an existing run directory to go on with it: takes its lock (a run being run by
+    /// another process is [`RunDirError::Locked`]), reads the manifest and removes staging files.
     pub fn open(path: &Path) -> Result<Self, RunDirError> {
         let file = path.join("manifest.json");
+        if !file.is_file() {
+            return Err(RunDirError::Io {
+                path: file,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let lock = lock(path)?;
         let text = std::fs::read_to_string(&file).map_err(|source| RunDirError::Io {
             path: file.clone(),
             source,
@@ -163,6 +264,7 @@ impl RunDir {
         let dir = Self {
             path: path.to_path_buf(),
             manifest,
+            _lock: lock,
         };
         for staged in dir.remove_staging() {
             tracing::info!(file = %staged.display(), "removed a staging file of an interrupted write");
@@ -279,25 +381,90 @@ impl RunDir {
 mod tests {
     use super::*;
 
-    #[test]
-    fn open_removes_staging_files_of_an_interrupted_run() {
-        let text = "apiVersion: isolab/v1\nkind: Pipeline\nname: p\ndefaults: { repetitions: 1, warmup: 0, duration: 100ms }\nplatforms:\n  native: { backend: native }\nexperiments:\n  - name: e\n    analysis: overhead\n    platforms: [native]\n    workloads: [syscall]\n";
-        let p = isolab_model::load::load_str("p.yaml", text).expect("pipeline");
+    const TEXT: &str = "apiVersion: isolab/v1\nkind: Pipeline\nname: p\ndefaults: { repetitions: 1, warmup: 0, duration: 100ms }\nplatforms:\n  native: { backend: native }\nexperiments:\n  - name: e\n    analysis: overhead\n    platforms: [native]\n    workloads: [syscall]\n";
+
+    fn create(results: &Path, run_id: &str) -> Result<RunDir, RunDirError> {
+        let p = isolab_model::load::load_str("p.yaml", TEXT).expect("pipeline");
         let trials = isolab_model::plan::plan(&p);
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = RunDir::create(
-            tmp.path(),
-            "r1",
+        RunDir::create(
+            results,
+            run_id,
             &p,
             Path::new("p.yaml"),
-            text,
+            TEXT,
             "sha",
             &[],
             None,
             None,
             &trials,
         )
-        .unwrap();
+    }
+
+    #[test]
+    fn create_never_reuses_an_existing_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = create(tmp.path(), "r1").unwrap();
+        drop(first);
+        std::fs::write(tmp.path().join("r1/marker"), b"old run").unwrap();
+        let manifest = std::fs::read(tmp.path().join("r1/manifest.json")).unwrap();
+        match create(tmp.path(), "r1") {
+            Err(RunDirError::Exists { path }) => assert_eq!(path, tmp.path().join("r1")),
+            other => panic!("expected Exists, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read(tmp.path().join("r1/manifest.json")).unwrap(),
+            manifest
+        );
+        assert!(tmp.path().join("r1/marker").exists());
+    }
+
+    #[test]
+    fn a_colliding_drawn_id_is_drawn_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("p-1")).unwrap();
+        std::fs::create_dir(tmp.path().join("p-2")).unwrap();
+        let mut ids = (1..).map(|n| format!("p-{n}"));
+        let dir = with_fresh_id(|| ids.next().unwrap(), |id| create(tmp.path(), id)).unwrap();
+        assert_eq!(dir.manifest.run_id, "p-3");
+        assert_eq!(dir.path, tmp.path().join("p-3"));
+        // A directory that keeps colliding ends in Exists rather than a loop or a reuse.
+        let e = with_fresh_id(|| "p-1".to_owned(), |id| create(tmp.path(), id)).unwrap_err();
+        assert!(matches!(e, RunDirError::Exists { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_run_that_is_open_cannot_be_opened_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = create(tmp.path(), "r1").unwrap();
+        let e = RunDir::open(&dir.path).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("run r1 is already running (pid {})", std::process::id())
+        );
+        drop(dir);
+        let again = RunDir::open(&tmp.path().join("r1")).unwrap();
+        assert!(matches!(
+            RunDir::open(&again.path),
+            Err(RunDirError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn open_of_a_missing_run_does_not_create_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            RunDir::open(&tmp.path().join("nope")),
+            Err(RunDirError::Io { .. })
+        ));
+        assert!(!tmp.path().join("nope").exists());
+    }
+
+    #[test]
+    fn open_removes_staging_files_of_an_interrupted_run() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = isolab_model::load::load_str("p.yaml", TEXT).expect("pipeline");
+        let trials = isolab_model::plan::plan(&p);
+        let dir = create(tmp.path(), "r1").unwrap();
         let part = dir.path.join("samples/experiment=e/platform=native");
         std::fs::create_dir_all(&part).unwrap();
         let staged = part.join(".trial-x.parquet.tmp");
@@ -305,7 +472,11 @@ mod tests {
         std::fs::write(&staged, b"half").unwrap();
         std::fs::write(&kept, b"whole").unwrap();
         std::fs::write(dir.path.join(".manifest.json.tmp"), b"{").unwrap();
-        let reopened = RunDir::open(&dir.path).unwrap();
+        let path = dir.path.clone();
+        drop(dir);
+        let reopened = RunDir::open(&path).unwrap();
+        let dir = reopened;
+        let reopened = &dir;
         assert!(!staged.exists());
         assert!(!dir.path.join(".manifest.json.tmp").exists());
         assert!(kept.exists());

@@ -589,3 +589,75 @@ fn until_stable_adds_repetitions_and_reports_why_they_stopped() {
         assert_eq!(p["n"], reps);
     }
 }
+
+/// 200000 repetitions × instances [64] (once 27 s and 10 GB in `plan`) is refused by validation.
+const OVERSIZED: &str = "apiVersion: isolab/v1\nkind: Pipeline\nname: big\nplatforms:\n  native: { backend: native }\nexperiments:\n  - name: scale\n    analysis: scaling\n    platforms: [native]\n    workload: cpu_spin\n    repetitions: 200000\n    matrix:\n      instances: [64]\n";
+
+#[test]
+fn an_oversized_plan_is_refused_by_validate_plan_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, OVERSIZED).unwrap();
+    let results = dir.path().join("results");
+    for args in [
+        vec!["validate", big.to_str().unwrap()],
+        vec!["plan", big.to_str().unwrap()],
+        vec![
+            "run",
+            big.to_str().unwrap(),
+            "--results",
+            results.to_str().unwrap(),
+        ],
+    ] {
+        let out = isolab(&args, dir.path());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("big.yaml:11:5: experiments[0].repetitions: the plan would have 200000 trials, more than the limit of 100000"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!results.exists());
+}
+
+#[test]
+fn resume_of_a_run_that_is_running_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = workspace().join("pipelines/quickstart.yaml");
+    let run = dir.path().join("results/r1");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("manifest.json"), "{}").unwrap();
+    // The test plays the running `isolab run`: it holds the lock and wrote its pid.
+    let lock = std::fs::File::create(run.join(".lock")).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(run.join(".lock"), format!("{}\n", std::process::id())).unwrap();
+    let resume = || {
+        isolab(
+            &[
+                "run",
+                pipeline.to_str().unwrap(),
+                "--results",
+                dir.path().join("results").to_str().unwrap(),
+                "--resume",
+                "r1",
+            ],
+            dir.path(),
+        )
+    };
+    let out = resume();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "run r1 is already running (pid {})",
+            std::process::id()
+        )),
+        "{err}"
+    );
+    // Once the holder is gone the lock is free: the same command gets past it (and fails on the
+    // manifest, which is not a real one).
+    drop(lock);
+    let err = text(&resume().stderr);
+    assert!(!err.contains("already running"), "{err}");
+    assert!(err.contains("manifest"), "{err}");
+}

@@ -24,6 +24,9 @@ const HANG_GUARD: Duration = Duration::from_secs(300);
 
 /// `isolab serve` on a free loopback port (unless `extra` has a `--listen`); its address. Its
 /// stderr goes to `dir/serve.log`.
+/// 200000 repetitions × instances [64] (once 27 s and 10 GB to expand).
+const OVERSIZED: &str = "apiVersion: isolab/v1\nkind: Pipeline\nname: big\nplatforms:\n  native: { backend: native }\nexperiments:\n  - name: scale\n    analysis: scaling\n    platforms: [native]\n    workload: cpu_spin\n    repetitions: 200000\n    matrix:\n      instances: [64]\n";
+
 fn start_serve(dir: &Path, extra: &[&str]) -> (Proc, String) {
     let log = std::fs::File::create(dir.join("serve.log")).expect("log");
     let listen: &[&str] = if extra.contains(&"--listen") {
@@ -109,6 +112,19 @@ async fn submitted_run_completes_with_parquet_in_the_results_dir_and_is_listed()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("bad.yaml:") && err.contains("experimentz"),
+        "{err}"
+    );
+    // So is a plan too large to expand (200000 repetitions × instances [64]), quickly.
+    let big = tmp.path().join("big.yaml");
+    std::fs::write(&big, OVERSIZED).unwrap();
+    let out = Command::new(BIN)
+        .args(["submit", big.to_str().unwrap(), "--server", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("experiments[0].repetitions: the plan would have 200000 trials"),
         "{err}"
     );
 

@@ -860,7 +860,10 @@ fn the_rendered_manifests_run_a_pipeline_over_three_agents_in_two_racks() {
     let racks: Vec<&str> = ["r1", "r2"].to_vec();
     let mut turn = [0usize; 2];
     let mut expected = Vec::new();
-    for n in 0..planned.len() {
+    // Placement deals trials in execution order (the run's seeded, interleaved order), which the
+    // manifest's trial list is.
+    let order: Vec<&str> = manifest.trials.iter().map(|t| t.id.as_str()).collect();
+    for n in 0..order.len() {
         let g = n % racks.len();
         let members: Vec<&str> = NODES
             .iter()
@@ -870,10 +873,10 @@ fn the_rendered_manifests_run_a_pipeline_over_three_agents_in_two_racks() {
         expected.push(members[turn[g] % members.len()]);
         turn[g] += 1;
     }
-    let actual: Vec<&str> = planned.iter().map(|id| host_of[id.as_str()]).collect();
+    let actual: Vec<&str> = order.iter().map(|id| host_of[id]).collect();
     assert_eq!(
         actual, expected,
-        "trials placed by rack (plan order: {planned:?})"
+        "trials placed by rack (execution order: {order:?})"
     );
     assert_eq!(
         actual.iter().copied().collect::<BTreeSet<_>>(),

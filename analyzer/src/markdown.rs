@@ -132,7 +132,8 @@ pub fn render(summary: &Summary) -> String {
     out
 }
 
-/// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files.
+/// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files, the
+/// paper's findings (soltesz2007), the environment and the noise.
 pub fn header(summary: &Summary) -> String {
     let mut out = String::new();
     let s = summary;
@@ -199,6 +200,10 @@ pub fn header(summary: &Summary) -> String {
         }
         out.push('\n');
     }
+    if let Some(paper) = &s.paper {
+        out.push_str(&crate::findings::markdown(paper));
+    }
+    out.push_str(&crate::environment::markdown(&s.environment));
     noise(&mut out, &s.noise);
     out
 }

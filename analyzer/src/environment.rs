@@ -152,8 +152,7 @@ pub fn markdown(hosts: &[HostEnvironment]) -> String {
     }
     for h in hosts {
         let dash = |x: &Option<String>| x.clone().unwrap_or_else(|| "not recorded".to_owned());
-        let _ = writeln!(out, "Host `{}`:\n", h.host);
-        let _ = writeln!(out, "| | |\n|---|---|");
+        let _ = writeln!(out, "| host | `{}` |\n|---|---|", h.host);
         let mut kernel = dash(&h.kernel);
         if let Some(os) = &h.os {
             let _ = write!(kernel, " ({os})");

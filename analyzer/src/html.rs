@@ -86,7 +86,11 @@ pub fn render(summary: &Summary) -> (String, usize) {
         out.push_str(&markdown_to_html(rest));
         out.push_str("</section>\n");
     }
-    out.push_str("</body>\n</html>\n");
+    let _ = writeln!(out, "<section id=\"environment\">");
+    out.push_str(&markdown_to_html(&crate::environment::markdown(
+        &summary.environment,
+    )));
+    out.push_str("</section>\n</body>\n</html>\n");
     (out, n)
 }
 

@@ -129,11 +129,12 @@ pub fn render(summary: &Summary) -> String {
     for (name, e) in &summary.experiments {
         out.push_str(&experiment_section(name, e));
     }
+    out.push_str(&crate::environment::markdown(&summary.environment));
     out
 }
 
 /// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files, the
-/// paper's findings (soltesz2007), the environment and the noise.
+/// paper's findings (soltesz2007) and the noise. The environment closes the report.
 pub fn header(summary: &Summary) -> String {
     let mut out = String::new();
     let s = summary;
@@ -203,7 +204,6 @@ pub fn header(summary: &Summary) -> String {
     if let Some(paper) = &s.paper {
         out.push_str(&crate::findings::markdown(paper));
     }
-    out.push_str(&crate::environment::markdown(&s.environment));
     noise(&mut out, &s.noise);
     out
 }

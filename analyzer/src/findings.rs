@@ -74,13 +74,13 @@ pub enum Status {
 }
 
 impl Status {
-    /// Words in the report.
+    /// Words in `report.md` (Markdown).
     pub fn label(self) -> &'static str {
         match self {
-            Self::Reproduced => "✅ reproduced",
-            Self::NotReproduced => "❌ not reproduced",
-            Self::Inconclusive => "❔ inconclusive",
-            Self::NotMeasured => "➖ not measured",
+            Self::Reproduced => "✓ reproduced",
+            Self::NotReproduced => "✗ **not reproduced**",
+            Self::Inconclusive => "? inconclusive",
+            Self::NotMeasured => "– not measured",
         }
     }
 }

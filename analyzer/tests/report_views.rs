@@ -273,12 +273,12 @@ fn the_checklist_appears_in_both_reports() {
     let md = fs::read_to_string(&paths.report_md).unwrap();
     assert!(md.contains("## The paper's findings"), "{md}");
     assert!(
-        md.contains("✅ reproduced") && md.contains("❌ not reproduced"),
+        md.contains("✓ reproduced") && md.contains("✗ **not reproduced**"),
         "{md}"
     );
     let html = fs::read_to_string(&paths.report_html).unwrap();
     assert!(html.contains("<h2>The paper's findings</h2>"));
-    assert!(html.contains("❔ inconclusive"));
+    assert!(html.contains("? inconclusive") && html.contains("✗ <strong>not reproduced</strong>"));
     let json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&paths.summary_json).unwrap()).unwrap();
     assert!(json["paper"]["findings"].as_array().unwrap().len() >= 10);

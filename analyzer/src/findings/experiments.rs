@@ -6,6 +6,7 @@ use indexmap::IndexMap;
 use super::{
     Backends, CHECK_MARGIN_PCT, CONTAINER_BACKENDS, Finding, JAIN_FAIR, Status, not_measured,
 };
+use crate::markdown::fmt_num;
 use crate::stats::CONFIDENCE;
 use crate::summary::ExperimentSummary;
 
@@ -36,19 +37,18 @@ pub(super) fn scaling(
                 out.push(not_measured(&finding, "only one instance count"));
                 continue;
             };
-            let measured = format!(
-                "aggregate {:.4} [{:.4}, {:.4}] at N={} vs {:.4} [{:.4}, {:.4}] at N={} ({} and {} repetitions)",
-                top.aggregate.median,
-                top.aggregate.ci_low,
-                top.aggregate.ci_high,
-                top.n_instances,
-                first.aggregate.median,
-                first.aggregate.ci_low,
-                first.aggregate.ci_high,
-                first.n_instances,
-                top.n,
-                first.n
-            );
+            let stat = |p: &crate::summary::ScalingPoint| {
+                format!(
+                    "{} [{}, {}] at N={} ({} repetition{})",
+                    fmt_num(p.aggregate.median),
+                    fmt_num(p.aggregate.ci_low),
+                    fmt_num(p.aggregate.ci_high),
+                    p.n_instances,
+                    p.n,
+                    if p.n == 1 { "" } else { "s" }
+                )
+            };
+            let measured = format!("aggregate {} vs {}", stat(top), stat(first));
             let status = if top.n < 2 || first.n < 2 {
                 Status::Inconclusive
             } else if top.aggregate.ci_low > first.aggregate.ci_high {

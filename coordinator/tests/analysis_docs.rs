@@ -204,6 +204,16 @@ fn the_analysis_docs_and_the_readme_query_run_on_a_real_run_and_skip_stray_files
     assert!(syscall > 0.0);
     let pq = isolab(&["export", run, "--format", "parquet"], dir.path());
     assert!(pq.stdout.starts_with(b"PAR1") && pq.stdout.ends_with(b"PAR1"));
+    // A reader that went away (`| head`): the export ends quietly, no panic, no error.
+    let mut child = Command::new(BIN)
+        .args(["export", run, "--format", "csv"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let closed = child.wait_with_output().unwrap();
+    assert!(closed.stderr.is_empty(), "{}", text(&closed.stderr));
     let trials_csv = dir.path().join("trials.csv");
     isolab(
         &[

@@ -154,7 +154,8 @@ pub struct Run {
     pub env: BTreeMap<String, serde_json::Value>,
     /// Every row of every trial file.
     pub table: SampleTable,
-    /// Files the manifest lists for `ok` trials that are not on disk, relative to `dir`.
+    /// Files the manifest lists for `ok` trials that are not on disk, or not inside `dir` (an
+    /// absolute path or one with `..`: never read), as the manifest gives them.
     pub missing_files: Vec<String>,
 }
 
@@ -237,7 +238,7 @@ pub fn read_run_with(run_dir: &Path, options: &ReadOptions) -> Result<Run, ReadE
         .iter()
         .filter(|t| t.status == TrialState::Ok && !t.warmup)
         .filter_map(|t| t.file.as_ref())
-        .filter(|f| !run_dir.join(f).is_file())
+        .filter(|f| !is_inside_run(f) || !run_dir.join(f).is_file())
         .cloned()
         .collect();
     Ok(Run {

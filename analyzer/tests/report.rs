@@ -271,6 +271,35 @@ fn a_failed_trials_stray_parquet_is_never_read_as_data() {
 }
 
 #[test]
+fn a_manifest_path_outside_the_run_is_never_read_and_reported_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    write_synthetic_run(&run_dir, &planted_overhead()).unwrap();
+    let listed = listed_file(&run_dir);
+    let rel = listed
+        .strip_prefix(&run_dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // The file moves out of the run directory and the manifest points at it with `..`.
+    fs::rename(&listed, dir.path().join("outside.parquet")).unwrap();
+    let manifest = run_dir.join("manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(&rel));
+    fs::write(&manifest, text.replace(&rel, "../outside.parquet")).unwrap();
+    let run = read_run(&run_dir).unwrap();
+    assert!(
+        run.table
+            .files
+            .iter()
+            .all(|f| !f.ends_with("outside.parquet")),
+        "{:?}",
+        run.table.files
+    );
+    assert_eq!(run.missing_files, ["../outside.parquet"]);
+}
+
+#[test]
 fn staging_and_hidden_files_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let run = write_synthetic_run(dir.path(), &planted_overhead()).unwrap();

@@ -231,6 +231,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
         "--announce nats://nats:4222",
         "--name $(NODE_NAME)",
         "--advertise https://$(POD_IP):7411",
+        "--metrics-listen 0.0.0.0:9464",
     ] {
         assert!(
             args.contains(want),
@@ -252,6 +253,15 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
             .any(|p| p["containerPort"].as_u64() == Some(7411) && p["name"] == "grpc"),
         "{build}"
     );
+    // Prometheus: the metrics port is declared and annotated for scraping.
+    assert!(
+        port.iter()
+            .any(|p| p["containerPort"].as_u64() == Some(9464) && p["name"] == "metrics"),
+        "{build}"
+    );
+    let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/port"], "9464", "{build}");
+    assert_eq!(annotations["prometheus.io/scrape"], "true", "{build}");
 
     // Probes: the gRPC health service on 7411 over mutual TLS.
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
@@ -347,7 +357,7 @@ fn check_control_plane(docs: &[Value], build: &str) {
     assert_eq!(
         strs(&coordinator["args"]).join(" "),
         "serve --listen 0.0.0.0:7400 --tls-dir /etc/isolab/tls --results /results --events nats://nats:4222 \
-         --discover nats://nats:4222 --tls-domain agent.isolab.svc",
+         --discover nats://nats:4222 --tls-domain agent.isolab.svc --metrics-listen 0.0.0.0:9464",
         "{build}"
     );
     let nats = &find(docs, "StatefulSet", "nats")["spec"];

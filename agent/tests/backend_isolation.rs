@@ -146,8 +146,7 @@ fn first_module(path: &str) -> String {
     if first == "backend"
         && let Some(rest) = path.strip_prefix("backend::")
     {
-        if rest.starts_with('{') {
-            let group = &rest[1..];
+        if let Some(group) = rest.strip_prefix('{') {
             let end = matching_brace(group);
             if split_top(&group[..end]).any(|i| seg(i) == "native") {
                 return "native".into();

@@ -6,8 +6,9 @@
 //! statistics (every `stats_interval`) until every instance ended, the deadline (the trial's
 //! timeout, counted from the start of preparation) passed, or the trial was cancelled → on
 //! deadline or cancel kill everything → final statistics → teardown, always → leak check (the
-//! backend's report, its independent leftover scan, and every instance's main process) → one
-//! final status. A leak fails the trial, whatever else happened.
+//! leftover scan of the trial's cgroups and of the backend's own resources, taken after
+//! teardown, and every instance's main process) → one final status. A leak fails the trial,
+//! whatever else happened.
 
 mod collect;
 mod drive;

@@ -2,7 +2,8 @@
 //! `--listen` until SIGINT or SIGTERM, then drains. With `--tls-dir` it serves mutual TLS on any
 //! address (its identity is the one `agent-<name>` certificate in the directory); without, plain
 //! text on loopback only. With `--announce nats://…` it publishes heartbeats for coordinators
-//! that discover agents (see `isolab_agent::announce`).
+//! that discover agents (see `isolab_agent::announce`). With `--metrics-listen ADDR` it serves
+//! Prometheus metrics on `GET /metrics`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -78,6 +79,11 @@ struct Cli {
     /// of an unspecified address).
     #[arg(long, value_name = "URL", requires = "announce")]
     advertise: Option<String>,
+    /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
+    /// `0.0.0.0:9464`: trials running, finished by status, trial durations, instances running,
+    /// memory limits committed, events dropped for slow clients. Counts only, no names.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -174,6 +180,20 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let core = AgentCore::new(config).await;
+    let metrics = match cli.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen: bind {addr}"))?;
+            tracing::info!(%addr, "serving metrics on /metrics");
+            Some(tokio::spawn(isolab_telemetry::metrics::serve(
+                listener,
+                core.metrics().clone(),
+                stop.clone().cancelled_owned(),
+            )))
+        }
+        None => None,
+    };
     let announcer = match &cli.announce {
         Some(url) => {
             let caps = core.capabilities().await;
@@ -214,6 +234,13 @@ async fn main() -> anyhow::Result<()> {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("{e}"),
             Err(e) => tracing::warn!("announcer task: {e}"),
+        }
+    }
+    if let Some(m) = metrics {
+        match m.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(e) => tracing::warn!("metrics task: {e}"),
         }
     }
     telemetry.shutdown();

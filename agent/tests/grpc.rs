@@ -456,3 +456,71 @@ async fn shutdown_cancels_running_trials_and_kills_them() {
     shutdown.await.expect("shutdown task");
     assert_nothing_left("shutdown", &trial);
 }
+
+/// Issue 15 item 6: a client that stops reading (a paused coordinator, a half-open connection)
+/// must not hold up the trial's deadline. A workload floods samples; the client reads until the
+/// trial runs, then reads nothing for longer than the trial's timeout. The instances must be
+/// gone by then although nobody read; the final status says the trial timed out and that events
+/// were dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
+    if !common::privileged("slowclient") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let script = dir.path().join("sample-flood");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nwhile :; do echo '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'; done\n",
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mut config = common::config("slowclient");
+    config.workload_bin = Some(script);
+    let (agent, mut client) = start_with(config).await;
+    let trial = conformance::trial(
+        &common::native(),
+        "syscall",
+        1,
+        &[],
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+    );
+    let mut stream = client
+        .run_trial(trial_to_proto("r", &trial, 0))
+        .await
+        .expect("RunTrial")
+        .into_inner();
+    loop {
+        let event =
+            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
+        if matches!(event, TrialEvent::Sample { .. }) {
+            break;
+        }
+    }
+    // Read nothing for three times the timeout; the agent's buffers fill within milliseconds.
+    let mut alive = common::processes(&trial, 0);
+    for _ in 0..60 {
+        if alive.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        alive = common::processes(&trial, 0);
+    }
+    assert!(
+        alive.is_empty(),
+        "the trial's processes outlived its 2 s timeout while the client did not read: {alive:?}"
+    );
+    let mut last = None;
+    while let Some(Ok(event)) = stream.next().await {
+        if let TrialEvent::Status(s) = event_from_proto(event).expect("event") {
+            last = Some(s);
+        }
+    }
+    let last = last.expect("a final status");
+    assert_eq!(last.state, TrialState::TimedOut, "{}", last.message);
+    assert!(last.message.contains("dropped"), "{}", last.message);
+    assert_nothing_left("slowclient", &trial);
+    agent.shutdown().await;
+}

@@ -1,12 +1,13 @@
-//! SVG charts for `report.html`, drawn with `plotters`' SVG backend: ratio bars with CI whiskers
-//! (overhead), throughput and efficiency lines (scaling), share time series (fairness) and a
+//! SVG charts for `report.html`, drawn with `plotters`' SVG backend: cost factors on a log axis
+//! with CI whiskers and repetitions (overhead, [`overhead`]), throughput and efficiency lines (scaling), share time series (fairness) and a
 //! degradation heat map (isolation). Text is laid out with plotters' built-in estimate, so no
 //! font files are needed; the browser renders the `<text>` elements with its own fonts.
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::metrics::is_headline;
+pub mod overhead;
+
 use crate::summary::{ExperimentSummary, FairnessPlatform, IsolationMetric, ScalingSummary};
 
 /// Why a chart could not be drawn.
@@ -108,7 +109,7 @@ fn count_u32(n: usize) -> u32 {
 pub fn experiment_charts(e: &ExperimentSummary) -> Vec<Result<Chart, ChartError>> {
     let mut out = Vec::new();
     if e.analysis == "overhead"
-        && let Some(c) = overhead(e)
+        && let Some(c) = overhead::overhead(e)
     {
         out.push(c);
     }
@@ -130,69 +131,6 @@ pub fn experiment_charts(e: &ExperimentSummary) -> Vec<Result<Chart, ChartError>
         }
     }
     out
-}
-
-/// Horizontal bars: each workload metric × non-baseline platform, ratio to the baseline with its
-/// CI.
-fn overhead(e: &ExperimentSummary) -> Option<Result<Chart, ChartError>> {
-    let mut rows = Vec::new();
-    let platforms: Vec<&String> = e
-        .metrics
-        .values()
-        .flat_map(|m| m.platforms.keys())
-        .collect();
-    for (label, m) in e.metrics.iter().filter(|(_, m)| is_headline(&m.metric)) {
-        for (p, s) in &m.platforms {
-            if let (Some(r), Some(ci)) = (s.ratio_to_baseline, s.ratio_ci) {
-                let c = platforms.iter().position(|x| *x == p).unwrap_or(0);
-                rows.push((format!("{label} · {p}"), r, ci, c));
-            }
-        }
-    }
-    if rows.is_empty() {
-        return None;
-    }
-    let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
-    let n = rows.len() as f64;
-    let (lo, hi) = span(rows.iter().flat_map(|r| [r.1, r.2[0], r.2[1]]).chain([1.0]));
-    let height = 70 + 24 * count_u32(rows.len());
-    let baseline = e.baseline.as_deref().unwrap_or("baseline");
-    let title =
-        format!("Ratio to {baseline} with 95% CI (the widest CI where 95% is out of reach)");
-    let x_desc = format!("× {baseline} (1 = same as {baseline})");
-    Some(render("overhead", &title, (WIDTH, height), |root| {
-        let mut chart = ChartBuilder::on(root)
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(330)
-            .build_cartesian_2d(lo..hi, (n - 0.5)..-0.5)?;
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(rows.len())
-            .y_label_formatter(&|v| category(&labels, *v))
-            .x_desc(x_desc.as_str())
-            .label_style((FONT, 12))
-            .draw()?;
-        for (i, (_, r, ci, c)) in rows.iter().enumerate() {
-            let y = i as f64;
-            let col = color(*c);
-            chart.draw_series([Rectangle::new(
-                [(1.0, y - 0.32), (*r, y + 0.32)],
-                col.mix(0.7).filled(),
-            )])?;
-            let whisker = [(ci[0], y), (ci[1], y)];
-            chart.draw_series([PathElement::new(whisker.to_vec(), BLACK.stroke_width(2))])?;
-            for x in *ci {
-                chart.draw_series([PathElement::new(vec![(x, y - 0.15), (x, y + 0.15)], BLACK)])?;
-            }
-        }
-        chart.draw_series([PathElement::new(
-            vec![(1.0, -0.5), (1.0, n - 0.5)],
-            BLACK.mix(0.6),
-        )])?;
-        Ok(())
-    }))
 }
 
 fn log2_label(v: f64) -> String {
@@ -218,13 +156,15 @@ fn scaling(s: &ScalingSummary) -> Vec<Result<Chart, ChartError>> {
     let ticks = ticks as usize + 1;
     let aggregate = {
         let (y0, y1) = span(s.series.iter().flat_map(|x| {
-            x.points
-                .iter()
-                .flat_map(|p| [p.aggregate.ci_low, p.aggregate.ci_high])
+            x.points.iter().flat_map(|p| {
+                [p.aggregate.ci_low, p.aggregate.ci_high]
+                    .into_iter()
+                    .chain(p.aggregate_values.iter().copied())
+            })
         }));
         render(
             "scaling-aggregate",
-            "Aggregate throughput vs instances (median, 95% CI)",
+            "Aggregate throughput vs instances (median with 95% CI; hollow dots: repetitions)",
             (WIDTH, 420),
             |root| {
                 let mut chart = ChartBuilder::on(root)
@@ -257,6 +197,12 @@ fn scaling(s: &ScalingSummary) -> Vec<Result<Chart, ChartError>> {
                         let x = f64::from(p.n_instances).log2();
                         let w = vec![(x, p.aggregate.ci_low), (x, p.aggregate.ci_high)];
                         chart.draw_series([PathElement::new(w, col)])?;
+                        // Each repetition, beside the median.
+                        chart.draw_series(
+                            p.aggregate_values
+                                .iter()
+                                .map(|v| Circle::new((x + 0.06, *v), 2, col.stroke_width(1))),
+                        )?;
                     }
                 }
                 chart

@@ -129,10 +129,12 @@ pub fn render(summary: &Summary) -> String {
     for (name, e) in &summary.experiments {
         out.push_str(&experiment_section(name, e));
     }
+    out.push_str(&crate::environment::markdown(&summary.environment));
     out
 }
 
-/// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files.
+/// The run's header: id, pipeline, hosts, trial counts, failed trials, missing files, the
+/// paper's findings (soltesz2007) and the noise. The environment closes the report.
 pub fn header(summary: &Summary) -> String {
     let mut out = String::new();
     let s = summary;
@@ -198,6 +200,9 @@ pub fn header(summary: &Summary) -> String {
             let _ = writeln!(out, "- `{f}`");
         }
         out.push('\n');
+    }
+    if let Some(paper) = &s.paper {
+        out.push_str(&crate::findings::markdown(paper));
     }
     noise(&mut out, &s.noise);
     out

@@ -1,9 +1,10 @@
 //! Reading a run directory: the manifest, the host descriptions and every trial's Parquet file.
 //!
 //! Layout (see the design's "Results"): `manifest.json`, `env/<host>.json` and
-//! `samples/experiment=<e>/platform=<p>/trial-<id>.parquet`. Every non-hidden `*.parquet` file
-//! under `samples/` is read (hidden staging files such as `.trial-<id>.parquet.tmp` are skipped),
-//! and each is checked against [`isolab_model::results::schema`] first: a foreign file is an error
+//! `samples/experiment=<e>/platform=<p>/trial-<id>.parquet`. Only the files the manifest lists
+//! for trials that finished `ok` are read ([`manifest_sample_files`]): a file left by a trial
+//! that failed, a hidden staging file or anything else copied under `samples/` is never read as
+//! data. Each file is checked against [`isolab_model::results::schema`] first: a foreign file is an error
 //! naming both schemas, never silently mixed in.
 //!
 //! Files are decoded in parallel (one worker per core), string columns as Arrow dictionaries so
@@ -153,7 +154,8 @@ pub struct Run {
     pub env: BTreeMap<String, serde_json::Value>,
     /// Every row of every trial file.
     pub table: SampleTable,
-    /// Files the manifest lists for `ok` trials that are not on disk, relative to `dir`.
+    /// Files the manifest lists for `ok` trials that are not on disk, or not inside `dir` (an
+    /// absolute path or one with `..`: never read), as the manifest gives them.
     pub missing_files: Vec<String>,
 }
 
@@ -225,7 +227,7 @@ pub fn read_run(run_dir: &Path) -> Result<Run, ReadError> {
 pub fn read_run_with(run_dir: &Path, options: &ReadOptions) -> Result<Run, ReadError> {
     let manifest = read_manifest(run_dir)?;
     let env = read_env(run_dir)?;
-    let files = list_sample_files(run_dir)?;
+    let files = manifest_sample_files(&manifest, run_dir);
     let keep: Vec<bool> = files
         .iter()
         .map(|f| keeps_time_series(&manifest, options, f))
@@ -236,7 +238,7 @@ pub fn read_run_with(run_dir: &Path, options: &ReadOptions) -> Result<Run, ReadE
         .iter()
         .filter(|t| t.status == TrialState::Ok && !t.warmup)
         .filter_map(|t| t.file.as_ref())
-        .filter(|f| !run_dir.join(f).is_file())
+        .filter(|f| !is_inside_run(f) || !run_dir.join(f).is_file())
         .cloned()
         .collect();
     Ok(Run {
@@ -289,7 +291,34 @@ pub fn read_env(run_dir: &Path) -> Result<BTreeMap<String, serde_json::Value>, R
     Ok(out)
 }
 
-/// Every non-hidden `*.parquet` file under `samples/`, in sorted path order.
+/// The files of the manifest's `ok` trials that are on disk, as paths under `run_dir`, in sorted
+/// path order (the same order a sorted directory walk gives). Listed files that are missing are
+/// reported separately ([`Run::missing_files`]); files under `samples/` that the manifest does
+/// not list as `ok` are not data.
+pub fn manifest_sample_files(manifest: &Manifest, run_dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = manifest
+        .trials
+        .iter()
+        .filter(|t| t.status == TrialState::Ok)
+        .filter_map(|t| t.file.as_deref())
+        .filter(|f| is_inside_run(f))
+        .map(|f| run_dir.join(f))
+        .filter(|p| p.is_file())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether a manifest path is relative and stays inside the run directory.
+fn is_inside_run(file: &str) -> bool {
+    let path = Path::new(file);
+    path.components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Every non-hidden `*.parquet` file under `samples/`, in sorted path order, listed or not (for
+/// tools that check a directory; the analysis reads [`manifest_sample_files`]).
 pub fn list_sample_files(run_dir: &Path) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
     let root = run_dir.join(SAMPLES_DIR);

@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 
 use isolab_model::manifest::{RunStatus, TrialState};
 
-use crate::aggregate;
 use crate::fsutil::write_atomic;
 use crate::read::{ReadError, ReadOptions, Run, TimeSeries, read_run_with};
 use crate::summary::{FailedTrial, SUMMARY_FORMAT_VERSION, Summary, TrialCounts};
+use crate::{aggregate, environment, findings};
 use crate::{html, markdown};
 
 /// File name of the JSON summary.
@@ -127,6 +127,14 @@ pub fn summarize(run: &Run) -> Summary {
             .map(|s| table.str(s.key.host).to_owned()),
     );
     let (experiments, noise) = aggregate::summaries(run);
+    let environment = environment::environment(run);
+    let backends: findings::Backends = m
+        .trials
+        .iter()
+        .map(|t| (t.platform.clone(), t.backend.clone()))
+        .collect();
+    let cores = environment.iter().filter_map(|h| h.cores).min();
+    let paper = findings::checklist(&m.pipeline_name, &experiments, &backends, cores);
     Summary {
         format_version: SUMMARY_FORMAT_VERSION,
         run_id: m.run_id.clone(),
@@ -141,6 +149,8 @@ pub fn summarize(run: &Run) -> Summary {
         failed_trials,
         missing_files: run.missing_files.clone(),
         noise,
+        environment,
+        paper,
         experiments,
     }
 }

@@ -94,6 +94,7 @@ fn build_series(
             aggregate,
             per_instance,
             efficiency,
+            aggregate_values: aggs,
         });
     }
     ScalingSeries {

@@ -28,6 +28,13 @@
 //!     "flagged": [ { "trial", "experiment", "platform", "workload", "repetition",
 //!                    "steal": 0.0|null, "background": 0.14|null } ]   // above a threshold
 //!   },
+//!   "environment": [ { "host", "kernel", "os", "arch", "cpu_model", "cores", "memory_bytes",
+//!                      "cgroup_version", "clock_source", "agent_version",   // null: not recorded
+//!                      "backends": [ { "name", "available", "version", "accel", "reason",
+//!                                      "used_by": ["<platform>"] } ] } ],
+//!   "paper": { "paper": "Soltesz et al. …",  // runs of soltesz2007 only
+//!              "findings": [ { "finding", "measured",
+//!                              "status": "reproduced"|"not_reproduced"|"inconclusive"|"not_measured" } ] },
 //!   "experiments": {
 //!     "<experiment>": {
 //!       "analysis": "overhead",
@@ -65,7 +72,8 @@
 //!         "knee_efficiency": 0.8,
 //!         "series": [ { "label", "metric", "unit", "platform", "knee": 16|null,
 //!                       "points": [ { "n_instances", "n", "aggregate": {median, ci_low, ci_high},
-//!                                     "per_instance": {…}, "efficiency" } ] } ]
+//!                                     "per_instance": {…}, "efficiency",
+//!                                     "aggregate_values": [800.0, …] } ] } ]
 //!       },
 //!       "fairness": {                          // analysis fairness only
 //!         "source": "cpu_usage_ns", "timeline_source": "units_per_s"|null, "interval_s": 0.5,
@@ -92,6 +100,8 @@
 //! A repetition's value is the mean over the trial's instances of the summary rows
 //! (`t_offset_s` null) of that metric; the median and its CI are taken across repetitions.
 
+pub use crate::environment::{BackendEnvironment, HostEnvironment};
+pub use crate::findings::{Finding, PaperChecklist};
 use indexmap::IndexMap;
 pub use isolab_model::manifest::StopReason;
 use serde::{Deserialize, Serialize};
@@ -128,6 +138,13 @@ pub struct Summary {
     pub missing_files: Vec<String>,
     /// How busy the host was during the trials (see [`crate::noise`]).
     pub noise: NoiseSummary,
+    /// What each host said about itself (see [`crate::environment`]).
+    #[serde(default)]
+    pub environment: Vec<HostEnvironment>,
+    /// The paper's findings next to this run's, for the paper's pipeline (see
+    /// [`crate::findings`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paper: Option<PaperChecklist>,
     /// Per experiment, in pipeline order.
     pub experiments: IndexMap<String, ExperimentSummary>,
 }
@@ -394,6 +411,9 @@ pub struct ScalingPoint {
     /// `aggregate(N) / ((N / N0) · aggregate(N0))`, N0 the smallest instance count; `None`
     /// when the aggregate at N0 is zero.
     pub efficiency: Option<f64>,
+    /// The aggregate of each repetition, in the order the trials were read.
+    #[serde(default)]
+    pub aggregate_values: Vec<f64>,
 }
 
 /// Fairness: CPU share received versus entitled.

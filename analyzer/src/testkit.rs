@@ -448,7 +448,25 @@ pub fn write_synthetic_run(run_dir: &Path, spec: &RunSpec) -> Result<SyntheticRu
         }
     }
     write_json(&run_dir.join("manifest.json"), &manifest(spec, records)?)?;
-    let env = serde_json::json!({ "host": spec.host, "kernel": "synthetic", "cores": 2, "cgroup_version": 1 });
+    let env = serde_json::json!({
+        "hostname": spec.host,
+        "agent_version": "0.1.0",
+        "kernel": "6.1.0-synthetic",
+        "os": "Synthetic Linux",
+        "arch": "x86_64",
+        "cpu_model": "Synthetic CPU @ 2.0GHz",
+        "cores": 2,
+        "memory_bytes": 8u64 << 30,
+        "cgroup_version": "v2",
+        "clock_source": "tsc",
+        "backends": [
+            { "name": "native", "available": true, "version": "0.1.0", "reason": "", "accel": "" },
+            { "name": "container", "available": true, "version": "runc 1.1.5", "reason": "", "accel": "" },
+            { "name": "vm", "available": true, "version": "QEMU 7.2.0", "reason": "", "accel": "tcg" },
+            { "name": "xen", "available": false, "version": "",
+              "reason": "requires another kernel: the host must boot under the Xen hypervisor", "accel": "" }
+        ]
+    });
     write_json(
         &run_dir.join("env").join(format!("{}.json", spec.host)),
         &env,

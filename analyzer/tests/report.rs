@@ -169,13 +169,23 @@ fn write_foreign_parquet(path: &Path) {
     w.close().unwrap();
 }
 
+/// The file the manifest lists for the `ok` container fork_exit trial of repetition 0.
+fn listed_file(dir: &Path) -> std::path::PathBuf {
+    let t = TrialSpec::new("container", "fork_exit", 0);
+    let id = isolab_analyzer::testkit::trial_id("micro", &t);
+    dir.join(isolab_analyzer::testkit::trial_path(
+        "micro",
+        "container",
+        &id,
+    ))
+}
+
 #[test]
-fn a_foreign_parquet_file_is_a_clear_error() {
+fn a_foreign_parquet_file_the_manifest_lists_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     write_synthetic_run(dir.path(), &planted_overhead()).unwrap();
-    let foreign = dir
-        .path()
-        .join("samples/experiment=micro/platform=native/other.parquet");
+    let foreign = listed_file(dir.path());
+    assert!(foreign.is_file(), "the test replaces a listed file");
     write_foreign_parquet(&foreign);
     let err = analyze(dir.path()).unwrap_err();
     let AnalyzeError::Read(ReadError::SchemaMismatch {
@@ -192,9 +202,101 @@ fn a_foreign_parquet_file_is_a_clear_error() {
     assert!(found.contains("count: Int64"), "{found}");
     let msg = err.to_string();
     assert!(
-        msg.contains("other.parquet") && msg.contains("column 0 is `name: Utf8"),
+        msg.contains(&foreign.file_name().unwrap().to_string_lossy().into_owned())
+            && msg.contains("column 0 is `name: Utf8"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_failed_trials_stray_parquet_is_never_read_as_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = planted_overhead();
+    write_synthetic_run(dir.path(), &spec).unwrap();
+    let before = analyze(dir.path()).unwrap();
+    // The same run in which the failed trial (container fork_exit, repetition 5) "finished" with
+    // a value 1000 times the others: its file, at the failed trial's path, is planted in the
+    // real run as a failed attempt might have left it.
+    let mut ok_spec = spec.clone();
+    let micro = &mut ok_spec.experiments[0];
+    micro
+        .trials
+        .retain(|t| !(t.platform == "container" && t.workload == "fork_exit" && t.repetition == 5));
+    micro.summary_metric(
+        "container",
+        "fork_exit",
+        "us_per_process",
+        "us",
+        false,
+        &[50_000.0],
+    );
+    let mut stray_trial = micro.trials.pop().unwrap();
+    stray_trial.repetition = 5;
+    micro.trial(stray_trial.clone());
+    let other = tempfile::tempdir().unwrap();
+    write_synthetic_run(other.path(), &ok_spec).unwrap();
+    let id = isolab_analyzer::testkit::trial_id("micro", &stray_trial);
+    let rel = isolab_analyzer::testkit::trial_path("micro", "container", &id);
+    fs::create_dir_all(dir.path().join(&rel).parent().unwrap()).unwrap();
+    fs::copy(other.path().join(&rel), dir.path().join(&rel)).unwrap();
+    // Also a valid results file under a name nobody listed.
+    fs::copy(
+        other.path().join(&rel),
+        dir.path()
+            .join(rel.with_file_name("copied-by-hand.parquet")),
+    )
+    .unwrap();
+
+    let run = read_run(dir.path()).unwrap();
+    let read: Vec<_> = run
+        .table
+        .files
+        .iter()
+        .map(|f| f.to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !read
+            .iter()
+            .any(|f| f.contains(&id) || f.contains("copied-by-hand")),
+        "a file the manifest does not list as ok was read: {read:?}"
+    );
+    let after = analyze(dir.path()).unwrap();
+    let fork = |s: &isolab_analyzer::Summary| {
+        s.experiments["micro"].metrics["fork_exit/us_per_process"].platforms["container"].clone()
+    };
+    assert_eq!(fork(&after).n, 5, "the failed repetition adds no value");
+    assert_eq!(fork(&after).values, fork(&before).values);
+    assert!(fork(&after).values.iter().all(|v| *v < 1000.0));
+    assert_eq!(after, before);
+}
+
+#[test]
+fn a_manifest_path_outside_the_run_is_never_read_and_reported_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path().join("run");
+    write_synthetic_run(&run_dir, &planted_overhead()).unwrap();
+    let listed = listed_file(&run_dir);
+    let rel = listed
+        .strip_prefix(&run_dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // The file moves out of the run directory and the manifest points at it with `..`.
+    fs::rename(&listed, dir.path().join("outside.parquet")).unwrap();
+    let manifest = run_dir.join("manifest.json");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains(&rel));
+    fs::write(&manifest, text.replace(&rel, "../outside.parquet")).unwrap();
+    let run = read_run(&run_dir).unwrap();
+    assert!(
+        run.table
+            .files
+            .iter()
+            .all(|f| !f.ends_with("outside.parquet")),
+        "{:?}",
+        run.table.files
+    );
+    assert_eq!(run.missing_files, ["../outside.parquet"]);
 }
 
 #[test]

@@ -272,7 +272,7 @@ fn the_named_baseline_is_the_one_ratios_are_taken_against() {
     assert!(md.contains("× runc [95% CI]"), "{md}");
     let (html, _) = isolab_analyzer::html::render(&s);
     assert!(
-        html.contains("Ratio to runc"),
+        html.contains("Cost relative to runc") && html.contains("worse than runc"),
         "the chart names the baseline"
     );
 }

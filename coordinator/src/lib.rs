@@ -9,6 +9,7 @@ pub mod client;
 pub mod discover;
 pub mod events;
 pub mod inventory;
+pub mod metrics;
 pub mod progress;
 pub mod report_bench;
 pub mod rows;

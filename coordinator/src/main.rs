@@ -20,6 +20,7 @@ use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
 
+mod export_cmd;
 mod service_cmd;
 
 #[derive(Debug, Parser)]
@@ -134,6 +135,8 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// A run's summary statistics or its trial list as CSV, Parquet or JSON.
+    Export(export_cmd::ExportArgs),
     /// Per-metric changes between two runs with 95% CIs; a change counts when significant after
     /// Benjamini–Hochberg control across all metrics (q ≤ 0.05) and at least the threshold.
     Compare {
@@ -449,6 +452,7 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             println!("{}", paths.report_md.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export(args) => export_cmd::export(args),
         Command::Compare {
             run_a,
             run_b,

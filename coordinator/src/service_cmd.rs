@@ -70,6 +70,10 @@ pub(crate) struct ServeArgs {
     /// On SIGTERM/SIGINT, how long running trials get to finish before they are cancelled.
     #[arg(long, default_value = "60s")]
     drain_timeout: HumanDuration,
+    /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
+    /// `0.0.0.0:9464`: trial attempts running, finished by status, durations, events dropped.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// How `isolab submit --watch` and `isolab watch` print events.
@@ -122,12 +126,33 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         tls: a
             .tls_dir
             .map(|d| ClientTls::coordinator(d).with_domain(a.tls_domain)),
-        bus,
+        bus: bus.clone(),
     });
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("bind {}", a.listen))?;
     let addr = listener.local_addr()?;
+    // Ends the metrics endpoint when the service has drained (dropped at return).
+    let (_metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(maddr), Some(memory)) = (a.metrics_listen, bus.memory()) {
+        let mlistener = tokio::net::TcpListener::bind(maddr)
+            .await
+            .with_context(|| format!("--metrics-listen: bind {maddr}"))?;
+        tracing::info!(addr = %maddr, "serving metrics on /metrics");
+        let metrics = isolab_telemetry::metrics::Metrics::new("isolab_coordinator");
+        tokio::spawn(isolab_coordinator::metrics::count(
+            memory.subscribe_live(),
+            metrics.clone(),
+        ));
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = metrics_stopped.await;
+            };
+            if let Err(e) = isolab_telemetry::metrics::serve(mlistener, metrics, stopped).await {
+                tracing::warn!("{e}");
+            }
+        });
+    }
     // Scripts and tests read the address (the port may have been 0) from this line.
     println!("listening on {addr}");
     isolab_coordinator::service::grpc::serve(

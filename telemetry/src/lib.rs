@@ -6,6 +6,9 @@
 //! The OTLP exporter uses tonic, so [`init`] must run inside a Tokio runtime, and
 //! [`Telemetry::shutdown`] (flush) before that runtime ends.
 //!
+//!
+//! [`metrics`] is the Prometheus side: counters and histograms of trials, served on `/metrics`.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! let telemetry = isolab_telemetry::init("isolab-agent", "ISOLAB_LOG", "info")
@@ -14,6 +17,8 @@
 //! telemetry.shutdown();
 //! # }
 //! ```
+
+pub mod metrics;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;

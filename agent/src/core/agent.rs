@@ -11,7 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument as _;
 
-use super::{Capabilities, HostInfo, TrialEvent, TrialRequest};
+use isolab_telemetry::metrics::Metrics;
+
+use super::{Capabilities, HostInfo, TrialEvent, TrialRequest, relay};
 use crate::backend::envelope::Ceilings;
 use crate::backend::native::NativeBackend;
 use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
@@ -23,7 +25,7 @@ use crate::lxc::{LxcBackend, LxcConfig};
 use crate::runner::{self, RunnerOptions};
 use crate::vm::VmBackend;
 
-/// Events buffered per trial before the runner waits for the reader.
+/// Events buffered per trial towards the client; beyond it the relay drops (see [`relay`]).
 const EVENT_BUFFER: usize = 1024;
 /// Most instances one trial may ask for.
 pub const MAX_INSTANCES: usize = 4096;
@@ -98,6 +100,7 @@ struct Inner {
     tracker: TaskTracker,
     runner: RunnerOptions,
     dir: Option<Arc<AgentDir>>,
+    metrics: Metrics,
 }
 
 /// Removes a trial from the registry when its task ends, also on panic.
@@ -193,8 +196,14 @@ impl AgentCore {
                 tracker: TaskTracker::new(),
                 runner,
                 dir: dir.ok(),
+                metrics: Metrics::new("isolab_agent"),
             }),
         }
+    }
+
+    /// Its Prometheus metrics (served by `isolab-agent --metrics-listen`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// Its backends (for `isolab-bench`, which measures them directly).
@@ -287,6 +296,14 @@ impl AgentCore {
             id,
         };
         let (tx, rx) = mpsc::channel(EVENT_BUFFER);
+        let instances = u32::try_from(req.trial.instances.len()).unwrap_or(u32::MAX);
+        let memory_limits_bytes = req
+            .trial
+            .platform_spec
+            .limits()
+            .memory_bytes
+            .unwrap_or(0)
+            .saturating_mul(u64::from(instances));
         let ctx = TrialContext {
             run_id: req.run_id,
             trial: Arc::new(req.trial),
@@ -296,7 +313,19 @@ impl AgentCore {
             async move {
                 let inner = Arc::clone(&registered.inner);
                 let backend = &inner.backends[backend_index];
-                runner::run_trial(backend, ctx, tx, token, &inner.runner).await;
+                // The runner sends into the relay, which never lets it wait on the client.
+                let (runner_tx, runner_rx) = mpsc::channel(EVENT_BUFFER);
+                let relay = relay::forward(
+                    runner_rx,
+                    tx,
+                    inner.metrics.clone(),
+                    instances,
+                    memory_limits_bytes,
+                );
+                tokio::join!(
+                    runner::run_trial(backend, ctx, runner_tx, token, &inner.runner),
+                    relay
+                );
                 drop(registered);
             }
             .in_current_span(),

@@ -3,6 +3,7 @@
 //! here.
 
 mod agent;
+pub mod relay;
 
 pub use agent::{AgentCore, MAX_INSTANCES, RunTrialError, ShutdownReport};
 pub use isolab_wire::{

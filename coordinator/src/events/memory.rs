@@ -60,6 +60,11 @@ impl MemoryBus {
         let _ = self.inner.tx.send(ev);
     }
 
+    /// Live events of every run from now on (no history), for counters such as the metrics.
+    pub fn subscribe_live(&self) -> broadcast::Receiver<RunEvent> {
+        self.inner.tx.subscribe()
+    }
+
     /// The events of `run_id` so far, then live ones. `None`: the newest run in the history
     /// (the last one that started), or the next run to start when the history has none.
     pub fn subscribe(&self, run_id: Option<&str>) -> Subscription {

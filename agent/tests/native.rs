@@ -11,6 +11,7 @@ use isolab_agent::backend::envelope::Ceilings;
 use isolab_agent::backend::native::NativeBackend;
 use isolab_agent::backend::{AgentDir, Backend, TrialContext};
 use isolab_agent::cgroup::CgroupManager;
+use isolab_agent::runner::lifecycle::Lifecycle;
 
 fn backend(prefix: &str, ceilings: Ceilings) -> (NativeBackend, Arc<AgentDir>) {
     let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
@@ -69,7 +70,7 @@ async fn every_instance_gets_the_ceilings_and_the_pipeline_can_only_tighten_them
         trial: Arc::new(isolab_wire::TrialSpec::from(&trial)),
         attempt: 0,
     };
-    let prepared = b.prepare(&ctx).await.expect("prepare");
+    let prepared = Lifecycle(&b).prepare(&ctx).await.expect("prepare");
     let m = dir.manager();
     for i in 0..2 {
         let rel = dir.rel(&format!("{}/i{i}", ctx.slug()));
@@ -86,7 +87,7 @@ async fn every_instance_gets_the_ceilings_and_the_pipeline_can_only_tighten_them
             "memory ceiling below the pipeline's 8GiB"
         );
     }
-    let leaks = b.teardown(prepared).await;
+    let leaks = Lifecycle(&b).teardown(prepared).await;
     assert!(leaks.is_clean(), "{:?}", leaks.lines());
     assert!(!m.exists(&dir.rel(&ctx.slug())));
 }

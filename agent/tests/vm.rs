@@ -14,6 +14,7 @@ use isolab_agent::backend::envelope::Ceilings;
 use isolab_agent::backend::{AgentDir, Backend, TrialContext};
 use isolab_agent::cgroup::CgroupManager;
 use isolab_agent::core::TrialState;
+use isolab_agent::runner::lifecycle::{Lifecycle, LifecycleError};
 use isolab_agent::vm::cmdline::GuestCmdline;
 use isolab_agent::vm::initramfs;
 use isolab_agent::vm::kernel::{self, DEFAULT_KERNEL_DIR};
@@ -483,9 +484,10 @@ async fn a_missing_kernel_makes_the_backend_unavailable_naming_the_path() {
         trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
-    let err = b.prepare(&ctx).await.unwrap_err();
+    let err = Lifecycle(&b).prepare(&ctx).await.unwrap_err();
     assert!(
-        matches!(err, VmError::Unavailable { .. }) && err.to_string().contains("vmlinuz"),
+        matches!(err, LifecycleError::Backend(VmError::Unavailable { .. }))
+            && err.to_string().contains("vmlinuz"),
         "{err}"
     );
 }

@@ -29,8 +29,7 @@ use std::process::{Command, Stdio};
 pub const NETNS_DIR: &str = "/run/netns";
 /// Prefix length of the instance addresses.
 pub const PREFIX_LEN: u8 = 16;
-/// `PATH` used to find `ip`.
-const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::which::SEARCH_PATH;
 
 /// What went wrong making or removing network namespaces.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +202,7 @@ pub fn belongs(prefix: &str, name: &str) -> bool {
 
 /// veth interfaces inside namespace `ns`, for leak reports.
 pub fn veths_in(ns: &str) -> Vec<String> {
-    let Ok(out) = ip_output(&["-n", ns, "-o", "link", "show", "type", "veth"]) else {
+    let Ok(out) = ip_text(&["-n", ns, "-o", "link", "show", "type", "veth"]) else {
         return Vec::new();
     };
     // `3: v0@if2: <…>`: the name is the second field up to `@` or `:`.
@@ -218,6 +217,43 @@ pub fn veths_in(ns: &str) -> Vec<String> {
         })
         .filter(|n| !n.is_empty())
         .collect()
+}
+
+/// The three `ip` batches that move `net`'s `eth0` into the namespace of process `pid`: in the
+/// instance's namespace (move the link out), in the default one (re-point the name), in the
+/// re-pointed name (address, up).
+pub fn attach_batches(net: &InstanceNet, pid: u32) -> [String; 3] {
+    let ns = &net.ns;
+    [
+        format!("link set eth0 netns {pid}\n"),
+        format!("netns del {ns}\nnetns attach {ns} {pid}\n"),
+        format!(
+            "addr add {}/{PREFIX_LEN} dev eth0\nlink set eth0 up\n",
+            net.addr
+        ),
+    ]
+}
+
+/// For an engine that cannot join a namespace it did not make (Docker): moves `net`'s `eth0`
+/// into the network namespace of process `pid` (the started container's), re-points the name
+/// `net.ns` at that namespace, and gives `eth0` its address back (moving a link drops it) and
+/// brings it up. No link ever exists in the host's network namespace.
+pub fn attach_to_process(net: &InstanceNet, pid: u32) -> Result<(), NetnsError> {
+    let [out, rename, inside] = attach_batches(net, pid);
+    ip(&["-n", &net.ns], &out)?;
+    ip(&[], &rename)?;
+    ip(&["-n", &net.ns], &inside)
+}
+
+/// Runs `ip <args> -batch -` with `commands` on stdin (for other network layouts, such as the vm
+/// backend's taps).
+pub fn ip_batch(args: &[&str], commands: &str) -> Result<(), NetnsError> {
+    ip(args, commands)
+}
+
+/// What `ip <args>` prints.
+pub fn ip_output(args: &[&str]) -> Result<String, NetnsError> {
+    ip_text(args)
 }
 
 /// Runs `ip <args> -batch -` with `commands` on stdin.
@@ -250,7 +286,7 @@ fn ip(args: &[&str], commands: &str) -> Result<(), NetnsError> {
     })
 }
 
-fn ip_output(args: &[&str]) -> Result<String, NetnsError> {
+fn ip_text(args: &[&str]) -> Result<String, NetnsError> {
     let out = ip_command()
         .args(args)
         .stdin(Stdio::null())
@@ -281,6 +317,22 @@ fn ip_command() -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_link_moves_by_pid_and_the_name_follows_it() {
+        let net = InstanceNet {
+            index: 1,
+            ns: "P-i1".into(),
+            addr: Ipv4Addr::new(10, 100, 0, 3),
+        };
+        let [out, rename, inside] = attach_batches(&net, 4242);
+        assert_eq!(out, "link set eth0 netns 4242\n");
+        assert_eq!(rename, "netns del P-i1\nnetns attach P-i1 4242\n");
+        assert_eq!(
+            inside,
+            "addr add 10.100.0.3/16 dev eth0\nlink set eth0 up\n"
+        );
+    }
 
     #[test]
     fn addresses_skip_network_and_bridge_and_fill_a_slash_16() {

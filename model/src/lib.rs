@@ -20,6 +20,7 @@ pub mod location;
 pub mod manifest;
 pub mod pipeline;
 pub mod plan;
+pub mod procstat;
 pub mod resolve;
 #[cfg(feature = "arrow")]
 pub mod results;

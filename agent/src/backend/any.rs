@@ -2,8 +2,10 @@
 //! agent holds a plain list. A new backend adds a variant to each enum here.
 
 use super::native::{NativeBackend, NativeError, NativePrepared};
-use super::{Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
-use crate::cgroup::CgroupStats;
+use std::sync::Arc;
+
+use super::{Backend, BackendStatus, Launch, LeakReport, TrialContext};
+use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 use crate::container::{ContainerBackend, ContainerError, ContainerPrepared};
 use crate::docker::{DockerBackend, DockerError, DockerPrepared};
 use crate::lxc::{LxcBackend, LxcError, LxcPrepared};
@@ -91,13 +93,37 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn prepare(&self, trial: &TrialContext) -> Result<AnyPrepared, AnyBackendError> {
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, AnyBackendError> {
         match self {
-            Self::Native(b) => Ok(AnyPrepared::Native(b.prepare(trial).await?)),
-            Self::Container(b) => Ok(AnyPrepared::Container(b.prepare(trial).await?)),
-            Self::Vm(b) => Ok(AnyPrepared::Vm(b.prepare(trial).await?)),
-            Self::Docker(b) => Ok(AnyPrepared::Docker(b.prepare(trial).await?)),
-            Self::Lxc(b) => Ok(AnyPrepared::Lxc(b.prepare(trial).await?)),
+            Self::Native(b) => Ok(b.cgroup_engine()?),
+            Self::Container(b) => Ok(b.cgroup_engine()?),
+            Self::Vm(b) => Ok(b.cgroup_engine()?),
+            Self::Docker(b) => Ok(b.cgroup_engine()?),
+            Self::Lxc(b) => Ok(b.cgroup_engine()?),
+        }
+    }
+
+    async fn cgroup_plan(&self, trial: &TrialContext) -> Result<CgroupPlan, AnyBackendError> {
+        match self {
+            Self::Native(b) => Ok(b.cgroup_plan(trial).await?),
+            Self::Container(b) => Ok(b.cgroup_plan(trial).await?),
+            Self::Vm(b) => Ok(b.cgroup_plan(trial).await?),
+            Self::Docker(b) => Ok(b.cgroup_plan(trial).await?),
+            Self::Lxc(b) => Ok(b.cgroup_plan(trial).await?),
+        }
+    }
+
+    async fn prepare(
+        &self,
+        trial: &TrialContext,
+        cgroups: &TrialCgroups,
+    ) -> Result<AnyPrepared, AnyBackendError> {
+        match self {
+            Self::Native(b) => Ok(AnyPrepared::Native(b.prepare(trial, cgroups).await?)),
+            Self::Container(b) => Ok(AnyPrepared::Container(b.prepare(trial, cgroups).await?)),
+            Self::Vm(b) => Ok(AnyPrepared::Vm(b.prepare(trial, cgroups).await?)),
+            Self::Docker(b) => Ok(AnyPrepared::Docker(b.prepare(trial, cgroups).await?)),
+            Self::Lxc(b) => Ok(AnyPrepared::Lxc(b.prepare(trial, cgroups).await?)),
         }
     }
 
@@ -108,19 +134,6 @@ impl Backend for AnyBackend {
             (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.start(p).await?),
             (Self::Docker(b), AnyPrepared::Docker(p)) => Ok(b.start(p).await?),
             (Self::Lxc(b), AnyPrepared::Lxc(p)) => Ok(b.start(p).await?),
-            _ => Err(AnyBackendError::Mismatch {
-                backend: self.name(),
-            }),
-        }
-    }
-
-    fn stats(&self, prepared: &AnyPrepared, instance: u32) -> Result<CgroupStats, AnyBackendError> {
-        match (self, prepared) {
-            (Self::Native(b), AnyPrepared::Native(p)) => Ok(b.stats(p, instance)?),
-            (Self::Container(b), AnyPrepared::Container(p)) => Ok(b.stats(p, instance)?),
-            (Self::Vm(b), AnyPrepared::Vm(p)) => Ok(b.stats(p, instance)?),
-            (Self::Docker(b), AnyPrepared::Docker(p)) => Ok(b.stats(p, instance)?),
-            (Self::Lxc(b), AnyPrepared::Lxc(p)) => Ok(b.stats(p, instance)?),
             _ => Err(AnyBackendError::Mismatch {
                 backend: self.name(),
             }),
@@ -140,20 +153,14 @@ impl Backend for AnyBackend {
         }
     }
 
-    async fn teardown(&self, prepared: AnyPrepared) -> LeakReport {
+    async fn teardown(&self, prepared: AnyPrepared) -> Vec<String> {
         match (self, prepared) {
             (Self::Native(b), AnyPrepared::Native(p)) => b.teardown(p).await,
             (Self::Container(b), AnyPrepared::Container(p)) => b.teardown(p).await,
             (Self::Vm(b), AnyPrepared::Vm(p)) => b.teardown(p).await,
             (Self::Docker(b), AnyPrepared::Docker(p)) => b.teardown(p).await,
             (Self::Lxc(b), AnyPrepared::Lxc(p)) => b.teardown(p).await,
-            (b, _) => {
-                let mut report = LeakReport::default();
-                report.push(Leak::Other {
-                    what: AnyBackendError::Mismatch { backend: b.name() }.to_string(),
-                });
-                report
-            }
+            (b, _) => vec![AnyBackendError::Mismatch { backend: b.name() }.to_string()],
         }
     }
 

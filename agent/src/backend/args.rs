@@ -32,6 +32,15 @@ pub enum ArgsError {
     },
 }
 
+/// Every instance of the trial with its arguments: `(index, NAME [--param k=v]…)`.
+pub fn trial_args(ctx: &TrialContext) -> Result<Vec<(u32, Vec<String>)>, ArgsError> {
+    ctx.trial
+        .instances
+        .iter()
+        .map(|spec| Ok((spec.index, workload_args(ctx, spec)?)))
+        .collect()
+}
+
 /// The arguments after the program name: `NAME [--param k=v]…`.
 pub fn workload_args(ctx: &TrialContext, spec: &InstanceSpec) -> Result<Vec<String>, ArgsError> {
     let info = catalog::find(&spec.workload).ok_or_else(|| ArgsError::UnknownWorkload {

@@ -3,7 +3,7 @@
 //! Each `check_*` drives the backend through [`crate::runner::run_trial`] (as the agent does) with
 //! a platform the caller gives (so a container test passes its runtime, a VM test its machine)
 //! and asserts the outcome and that nothing is left: the final status lists no leak, the
-//! backend's [`Backend::leftovers`] scan is clean, and no process of the trial is alive. The last
+//! leftover scan of the trial's cgroups and of the backend ([`Lifecycle::leftovers`]) is clean, and no process of the trial is alive. The last
 //! check relies on a convention every backend follows: each process it starts for a trial has
 //! `ISOLAB_TRIAL=<slug>` in its environment ([`TRIAL_ENV`](crate::backend::TRIAL_ENV)). They panic on failure, like asserts.
 //!
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Backend, TRIAL_ENV, TrialContext};
 use crate::core::{TrialEvent, TrialState, TrialStatus};
+use crate::runner::lifecycle::Lifecycle;
 use crate::runner::{RunnerOptions, run_trial};
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
@@ -187,7 +188,7 @@ pub fn assert_clean<B: Backend>(backend: &B, o: &Observed) {
         "trial reported leaks: {:?}",
         o.status.leaks
     );
-    let left = backend.leftovers(&o.ctx);
+    let left = Lifecycle(backend).leftovers(&o.ctx);
     assert!(
         left.is_clean(),
         "leftovers after the trial: {:?}",

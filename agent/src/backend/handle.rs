@@ -43,6 +43,25 @@ impl InstanceExit {
             (None, None) => Self::Lost(format!("unknown exit status {status:?}")),
         }
     }
+
+    /// A container's exit code as the workload's end: runtimes (runc, `lxc-execute`, Docker)
+    /// exit with 128 + n when process 1 was killed by signal n (the workload itself only exits
+    /// with 0, 1 or 2).
+    pub fn from_runtime_code(code: i64) -> Self {
+        match i32::try_from(code) {
+            Ok(c) if (129..=128 + 64).contains(&c) => Self::Signaled(c - 128),
+            Ok(c) => Self::Exited(c),
+            Err(_) => Self::Lost(format!("exit code {code} out of range")),
+        }
+    }
+
+    /// A runtime process's exit status as the workload's ([`Self::from_runtime_code`]).
+    pub fn from_runtime_status(status: std::process::ExitStatus) -> Self {
+        match Self::from_status(status) {
+            Self::Exited(code) => Self::from_runtime_code(i64::from(code)),
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for InstanceExit {
@@ -122,6 +141,30 @@ pub fn lines<R: AsyncRead + Send + Unpin + 'static>(reader: R) -> LineStream {
     }))
 }
 
+/// The last `n` non-empty lines of `text`, joined with `; `, without runc's log decoration.
+pub fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<String> = text
+        .lines()
+        .map(clean_log_line)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("; ")
+}
+
+/// `time="…" level=error msg="container does not exist"` → `container does not exist`.
+pub fn clean_log_line(line: &str) -> String {
+    let line = line.trim();
+    match line.find("msg=\"") {
+        Some(i) => {
+            let rest = &line[i + 5..];
+            rest.rfind('"')
+                .map_or(rest, |end| &rest[..end])
+                .replace("\\\"", "\"")
+        }
+        None => line.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use futures::StreamExt;
@@ -145,9 +188,39 @@ mod tests {
     }
 
     #[test]
+    fn runtime_exit_codes_above_128_are_signals() {
+        use std::os::unix::process::ExitStatusExt;
+        let code = InstanceExit::from_runtime_code;
+        assert_eq!(code(0), InstanceExit::Exited(0));
+        assert_eq!(code(2), InstanceExit::Exited(2));
+        assert_eq!(code(137), InstanceExit::Signaled(9));
+        assert_eq!(code(128), InstanceExit::Exited(128));
+        assert!(matches!(code(i64::MAX), InstanceExit::Lost(_)));
+        let st = |c: i32| std::process::ExitStatus::from_raw(c << 8);
+        let status = InstanceExit::from_runtime_status;
+        assert_eq!(status(st(2)), InstanceExit::Exited(2));
+        assert_eq!(status(st(137)), InstanceExit::Signaled(9));
+        assert_eq!(
+            status(std::process::ExitStatus::from_raw(9)),
+            InstanceExit::Signaled(9)
+        );
+    }
+
+    #[test]
     fn exit_descriptions() {
         assert!(InstanceExit::Exited(0).success());
         assert!(!InstanceExit::Signaled(9).success());
         assert_eq!(InstanceExit::Exited(2).to_string(), "exited with code 2");
+    }
+    #[test]
+    fn runc_log_lines_are_cleaned() {
+        assert_eq!(
+            clean_log_line(
+                r#"time="2026-11-25T19:47:30Z" level=error msg="container does not exist""#
+            ),
+            "container does not exist"
+        );
+        assert_eq!(clean_log_line("plain text"), "plain text");
+        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b; c");
     }
 }

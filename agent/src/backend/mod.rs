@@ -1,13 +1,16 @@
 //! Backends: how an instance is isolated (a plain process, a container, a virtual machine).
 //!
 //! Every backend implements [`Backend`] with its own error type and per-trial state, and
-//! [`AnyBackend`] dispatches over them so the agent holds one list. The life of one trial, driven
-//! by [`crate::runner`]: [`Backend::prepare`] makes the trial's resources (cgroups, bundle
-//! directories, network namespaces) → [`Backend::start`] starts every instance together and
-//! hands back one [`InstanceHandle`] each (line streams of stdout and stderr, a pid, the exit) →
-//! [`Backend::stats`] while they run → [`Backend::stop`] on deadline or cancel →
-//! [`Backend::teardown`], always, which removes everything and reports what it could not in a
-//! [`LeakReport`]. `conformance` (feature `testing`) holds the checks that every backend's tests run.
+//! [`AnyBackend`] dispatches over them so the agent holds one list. A backend implements only
+//! what differs; the life of one trial is the runner's ([`crate::runner::lifecycle`]):
+//! [`Backend::cgroup_plan`] → the cgroup engine makes the trial and instance cgroups with their
+//! final limits ([`crate::cgroup::CgroupEngine`]) → [`Backend::prepare`] makes the backend's own
+//! resources (bundle, rootfs, image, VM files, network namespaces) → [`Backend::start`] starts
+//! every instance in its instance cgroup and hands back one [`InstanceHandle`] each (line
+//! streams of stdout and stderr, a pid, the exit) → statistics from the engine while they run →
+//! [`Backend::stop`] and the engine's kill on deadline or cancel → [`Backend::teardown`] and the
+//! engine's removal, always → the leftover scan of both, reported as a [`LeakReport`].
+//! `conformance` (feature `testing`) holds the checks that every backend's tests run.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,25 +19,28 @@ use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
 use isolab_wire::TrialSpec;
 
-use crate::cgroup::CgroupStats;
+use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 
-mod agent_dir;
 mod any;
 pub mod args;
+pub mod base;
 pub mod catalog;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
-pub mod envelope;
+pub use crate::cgroup::envelope;
 mod handle;
 pub(crate) use isolab_host::mounts;
 pub mod native;
 pub use isolab_host::reap;
+pub mod rootfs;
 pub mod scratch;
+pub mod spawner;
 
-pub use agent_dir::{AgentDir, remove_stale_runtime};
+pub use crate::cgroup::agent_dir::{AgentDir, remove_stale_runtime};
 pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
 pub use handle::{
-    ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, lines,
+    ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, clean_log_line,
+    last_lines, lines,
 };
 pub use isolab_host::leaks::{Leak, LeakReport, process_alive, process_start_time};
 
@@ -90,7 +96,9 @@ impl TrialContext {
 
 pub use isolab_wire::BackendStatus;
 
-/// One way of isolating instances. See the module documentation for the life of a trial.
+/// One way of isolating instances: only what differs between backends. See the module
+/// documentation for the life of a trial; the runner drives it through
+/// [`crate::runner::lifecycle::Lifecycle`], which owns the trial's cgroups.
 ///
 /// Every process a backend starts for a trial carries `ISOLAB_TRIAL=<slug>` in its environment
 /// ([`TRIAL_ENV`]), so that leftover processes can be found independently.
@@ -110,34 +118,50 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the backend works here (binaries present, cgroups writable, a probe VM boots).
     fn probe(&self) -> impl Future<Output = BackendStatus> + Send;
 
-    /// Checks the trial and makes its resources. On error it removes what it made itself.
+    /// The cgroup engine its trials' cgroups are made by; the error says why there is none.
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, Self::Error>;
+
+    /// Checks what can be checked before anything is made, and says how the engine makes the
+    /// trial's cgroups (the default: every instance cgroup made and limited by the engine).
+    fn cgroup_plan(
+        &self,
+        _trial: &TrialContext,
+    ) -> impl Future<Output = Result<CgroupPlan, Self::Error>> + Send {
+        async { Ok(CgroupPlan::default()) }
+    }
+
+    /// Checks the trial and makes its own resources (bundle, rootfs, image, containers, VM
+    /// files, network namespaces) around the cgroups the engine made. On error it removes
+    /// what it made itself (the runner removes the cgroups).
     fn prepare(
         &self,
         trial: &TrialContext,
+        cgroups: &TrialCgroups,
     ) -> impl Future<Output = Result<Self::Prepared, Self::Error>> + Send;
 
-    /// Starts every instance of the prepared trial, as close together as it can. On error the
-    /// instances already started are still torn down by [`Backend::teardown`].
+    /// Starts every instance of the prepared trial in its instance cgroup, as close together
+    /// as it can. On error the instances already started are still stopped and torn down.
     fn start(
         &self,
         prepared: &mut Self::Prepared,
     ) -> impl Future<Output = Result<Launch, Self::Error>> + Send;
 
-    /// Statistics of instance `instance`'s accounting cgroup now.
-    fn stats(&self, prepared: &Self::Prepared, instance: u32) -> Result<CgroupStats, Self::Error>;
-
-    /// Kills whatever of the trial still runs and returns when it is gone (or could not be
-    /// killed: then the error says what). A no-op when nothing runs.
+    /// Stops what only the backend knows how to stop (a QEMU by pid, a runtime process that
+    /// must end, orphans to reap), right after the runner killed everything in the instance
+    /// cgroups. A no-op when nothing of the backend's runs.
     fn stop(
         &self,
-        prepared: &Self::Prepared,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+        _prepared: &Self::Prepared,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        async { Ok(()) }
+    }
 
-    /// Removes everything the trial made and reports anything that is still there.
-    fn teardown(&self, prepared: Self::Prepared) -> impl Future<Output = LeakReport> + Send;
+    /// Removes what [`Backend::prepare`] made (not the cgroups: the runner removes them after
+    /// this) and returns what it could not remove, one line each.
+    fn teardown(&self, prepared: Self::Prepared) -> impl Future<Output = Vec<String>> + Send;
 
     /// Looks at the system, independently of any prepared state, for anything of this trial
-    /// attempt that still exists (processes, cgroups, mounts, network namespaces, veth, tap,
-    /// QEMU). The runner calls it after teardown; the conformance suite too.
+    /// attempt that the backend made and that still exists (containers, mounts, network
+    /// namespaces, veth, tap, QEMU, files). The runner adds the cgroups' own scan.
     fn leftovers(&self, trial: &TrialContext) -> LeakReport;
 }

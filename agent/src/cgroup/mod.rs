@@ -1,4 +1,15 @@
-//! Control groups behind one interface, for cgroup v1 (legacy/hybrid) and v2 (unified).
+//! Control groups behind one interface, for cgroup v1 (legacy/hybrid) and v2 (unified), and the
+//! one engine that makes, limits, reads, kills and removes every trial's cgroups.
+//!
+//! # Where things are
+//!
+//! - How a cgroup limit is written: [`envelope`] computes an instance's final limits (platform
+//!   limits under the agent's ceilings), [`CgroupEngine::create`] (`engine.rs`) makes the
+//!   instance cgroup and calls [`Cgroup::apply`], which writes the kernel files (`v1.rs`,
+//!   `v2.rs`; checks and unit conversions in `limits.rs`).
+//! - A trial's cgroups from creation to removal: [`TrialCgroups`] (`trial.rs`); the agent's
+//!   own directory that holds them: [`AgentDir`] (`agent_dir.rs`); every mounted hierarchy, for
+//!   what runtimes make beyond ours: [`Hierarchies`] (`hierarchy.rs`).
 //!
 //! # Layout
 //!
@@ -38,14 +49,19 @@
 //! `/sys/fs/cgroup/memory/process_api/<hash>/<rel>` and `/sys/fs/cgroup/<ctrl>/<rel>`. The sandbox's
 //! PID 1 does not reap orphans: whoever kills processes should be a child subreaper and reap them.
 
+pub mod agent_dir;
+pub mod engine;
+pub mod envelope;
 mod error;
 mod factory;
 mod fsutil;
+pub mod hierarchy;
 mod join;
 mod kill;
 mod leaf;
 mod limits;
 pub mod stats;
+mod trial;
 mod v1;
 mod v2;
 
@@ -57,9 +73,13 @@ mod real_tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use agent_dir::AgentDir;
+pub use engine::{CgroupEngine, CgroupPlan, InstanceLevel};
 pub use error::CgroupError;
 pub use factory::CgroupManager;
+pub use hierarchy::{Hierarchies, HostFeatures};
 pub use join::JoinTarget;
+pub use trial::{InstanceCgroup, TrialCgroupError, TrialCgroups};
 pub use v1::V1Cgroup;
 pub use v2::V2Cgroup;
 

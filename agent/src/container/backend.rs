@@ -7,41 +7,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::pipeline::{BackendKind, NetworkMode, RootfsKind};
+use isolab_model::pipeline::{BackendKind, NetworkMode};
 use isolab_model::resolve::ResolvedPlatform;
 
 use super::bundle::HostFeatures;
-use super::hierarchy::Hierarchies;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::runtime::{Runtime, RuntimeError};
-use super::{ContainerConfig, ContainerError, leftovers, probe, rootfs, stale};
+use super::{ContainerConfig, ContainerError, leftovers, probe, stale};
 use crate::backend::TRIAL_ENV;
-use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
+use crate::backend::base::ContainerBase;
+use crate::backend::envelope::Ceilings;
 use crate::backend::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
     TrialContext, lines, process_start_time,
 };
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupStats};
+use crate::cgroup::{AnyCgroup, Cgroup, CgroupEngine, CgroupPlan, InstanceLevel, TrialCgroups};
 use isolab_host::netns::TrialNetwork;
 
 /// What every trial of this backend shares; `Arc`ed into blocking tasks.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// The agent's cgroup directory (and through it the cgroup manager).
-    pub(crate) dir: Arc<AgentDir>,
-    /// The workload binary on the host.
-    pub(crate) workload_bin: PathBuf,
-    /// Whether it is statically linked (required by the `minimal` rootfs).
-    pub(crate) workload_static: bool,
+    /// The cgroup engine and the workload binary.
+    pub(crate) base: ContainerBase,
     /// This agent's state directory: `<state_dir>/<agent dir name>`.
     pub(crate) state: PathBuf,
-    /// Every cgroup hierarchy mounted here.
-    pub(crate) hierarchies: Hierarchies,
     /// What this host's cgroups support.
     pub(crate) features: HostFeatures,
-    /// Block device an `io_bps` cap applies to.
-    pub(crate) io_device: Option<(u64, u64)>,
 }
+
+crate::backend::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Names and places of a trial attempt (or a probe) called `slug`.
@@ -49,7 +43,6 @@ impl Inner {
         TrialNames {
             slug: slug.to_owned(),
             dir: self.state.join("trials").join(slug),
-            cgroup_rel: self.dir.rel(slug),
             net_prefix: format!("{}-{slug}", self.dir.name()),
         }
     }
@@ -76,7 +69,6 @@ impl Inner {
 pub struct ContainerBackend {
     inner: Result<Arc<Inner>, String>,
     config: ContainerConfig,
-    ceilings: Ceilings,
     /// Per-runtime results of the last probe, by runtime name.
     statuses: Mutex<BTreeMap<String, BackendStatus>>,
     probes: AtomicU64,
@@ -85,7 +77,6 @@ pub struct ContainerBackend {
 /// A prepared container trial: bundles, network, and the runtime processes once started.
 #[derive(Debug)]
 pub struct ContainerPrepared {
-    ctx: TrialContext,
     names: TrialNames,
     runtime: Runtime,
     network: Option<TrialNetwork>,
@@ -129,18 +120,11 @@ impl ContainerBackend {
         config: ContainerConfig,
     ) -> Self {
         let inner = (|| {
-            let dir = dir?;
-            let workload_bin = workload_bin?;
-            let hierarchies = Hierarchies::detect().map_err(|e| e.to_string())?;
-            let features = hierarchies.features();
+            let base = ContainerBase::new(&dir, workload_bin, ceilings)?;
             let inner = Arc::new(Inner {
-                state: config.state_dir.join(dir.name()),
-                workload_static: rootfs::is_static_elf(&workload_bin) == Some(true),
-                io_device: block_device_of(&std::env::temp_dir()),
-                dir,
-                workload_bin,
-                hierarchies,
-                features,
+                state: config.state_dir.join(base.dir.name()),
+                features: base.cgroups.hierarchies().features(),
+                base,
             });
             stale::remove_stale(&inner, &config.state_dir);
             Ok(inner)
@@ -148,7 +132,6 @@ impl ContainerBackend {
         Self {
             inner,
             config,
-            ceilings,
             statuses: Mutex::new(BTreeMap::new()),
             probes: AtomicU64::new(0),
         }
@@ -202,17 +185,6 @@ fn with_oom_note(
     Box::pin(stderr.chain(note))
 }
 
-/// A runtime's exit status as the workload's: runtimes exit with 128 + n when process 1 was
-/// killed by signal n (the workload itself only exits with 0, 1 or 2).
-fn exit_of(status: std::process::ExitStatus) -> InstanceExit {
-    match InstanceExit::from_status(status) {
-        InstanceExit::Exited(code) if (129..=128 + 64).contains(&code) => {
-            InstanceExit::Signaled(code - 128)
-        }
-        other => other,
-    }
-}
-
 impl Backend for ContainerBackend {
     type Error = ContainerError;
     type Prepared = ContainerPrepared;
@@ -232,8 +204,7 @@ impl Backend for ContainerBackend {
             let inner = Arc::clone(&inner);
             async move {
                 let status =
-                    probe::probe_runtime(&inner, name, n, self.ceilings, self.config.probe_timeout)
-                        .await;
+                    probe::probe_runtime(&inner, name, n, self.config.probe_timeout).await;
                 if !status.available {
                     tracing::info!(runtime = %name, "container runtime unavailable: {}", status.reason);
                 }
@@ -252,7 +223,25 @@ impl Backend for ContainerBackend {
         summary
     }
 
-    async fn prepare(&self, ctx: &TrialContext) -> Result<ContainerPrepared, ContainerError> {
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, ContainerError> {
+        Ok(&self.inner()?.cgroups)
+    }
+
+    /// The runtime makes each instance cgroup from the bundle's `cgroupsPath` (the engine's
+    /// instance cgroup) and writes the limits the engine computed into it.
+    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, ContainerError> {
+        Ok(CgroupPlan {
+            instance_level: InstanceLevel::Runtime,
+            kill_timeout: self.config.stop_timeout,
+            ..CgroupPlan::default()
+        })
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &TrialContext,
+        cgroups: &TrialCgroups,
+    ) -> Result<ContainerPrepared, ContainerError> {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Container, ResolvedPlatform::as_container)?;
         let runtime_name = platform.runtime.as_str();
@@ -270,11 +259,7 @@ impl Backend for ContainerBackend {
                 reason: e.to_string(),
             })?;
         let kind = platform.rootfs;
-        if kind == RootfsKind::Minimal && !inner.workload_static {
-            return Err(ContainerError::NotStatic {
-                path: inner.workload_bin.clone(),
-            });
-        }
+        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let plans = ctx
             .trial
             .instances
@@ -283,14 +268,21 @@ impl Backend for ContainerBackend {
                 Ok(InstancePlan {
                     index: spec.index,
                     args: crate::backend::args::workload_args(ctx, spec)?,
-                    limits: instance_limits(self.ceilings, &platform.limits, spec, inner.io_device),
                 })
             })
             .collect::<Result<Vec<_>, ContainerError>>()?;
         let names = inner.names(&ctx.slug());
-        let (task_names, task_runtime) = (names.clone(), runtime.clone());
+        let (task_names, task_runtime, cgs) = (names.clone(), runtime.clone(), cgroups.clone());
         let made = tokio::task::spawn_blocking(move || {
-            lifecycle::make_trial(&inner, &task_names, &task_runtime, kind, network, &plans)
+            lifecycle::make_trial(
+                &inner,
+                &task_names,
+                &task_runtime,
+                &cgs,
+                kind,
+                network,
+                &plans,
+            )
         })
         .await
         .map_err(|source| ContainerError::Task {
@@ -299,7 +291,6 @@ impl Backend for ContainerBackend {
         })??;
         let (network, instances) = made;
         Ok(ContainerPrepared {
-            ctx: ctx.clone(),
             names,
             runtime,
             network,
@@ -336,7 +327,7 @@ impl Backend for ContainerBackend {
             };
             let exit = Box::pin(async move {
                 match child.wait().await {
-                    Ok(status) => exit_of(status),
+                    Ok(status) => InstanceExit::from_runtime_status(status),
                     Err(e) => InstanceExit::Lost(format!("waiting for the runtime failed: {e}")),
                 }
             });
@@ -355,27 +346,8 @@ impl Backend for ContainerBackend {
         })
     }
 
-    fn stats(
-        &self,
-        prepared: &ContainerPrepared,
-        index: u32,
-    ) -> Result<CgroupStats, ContainerError> {
-        let inst = prepared
-            .instances
-            .iter()
-            .find(|i| i.index == index)
-            .ok_or_else(|| ContainerError::NoInstance {
-                trial: prepared.names.slug.clone(),
-                index,
-            })?;
-        inst.cgroup
-            .stats()
-            .map_err(|source| ContainerError::Cgroup {
-                rel: inst.cgroup.rel_path().to_owned(),
-                source,
-            })
-    }
-
+    /// Kills what is in the instance cgroups until every runtime process has ended (a runtime
+    /// still creating its container may add the container's init at any moment).
     async fn stop(&self, prepared: &ContainerPrepared) -> Result<(), ContainerError> {
         let cgroups: Vec<_> = prepared
             .instances
@@ -395,61 +367,11 @@ impl Backend for ContainerBackend {
         })?
     }
 
-    async fn teardown(&self, prepared: ContainerPrepared) -> LeakReport {
-        let ContainerPrepared {
-            ctx,
-            names,
-            runtime,
-            instances,
-            running,
-            ..
-        } = prepared;
-        let Ok(inner) = self.inner().map(Arc::clone) else {
-            return LeakReport::default();
-        };
-        let timeout = self.config.stop_timeout;
-        let (task_inner, task_names, task_runtime) =
-            (Arc::clone(&inner), names.clone(), runtime.clone());
-        let done = tokio::task::spawn_blocking(move || {
-            let cgroups: Vec<_> = instances
-                .iter()
-                .map(|i| (i.index, Arc::clone(&i.cgroup)))
-                .collect();
-            let mut errors = Vec::new();
-            // With every runtime process gone (the runner's stop saw to that), `destroy_trial`'s
-            // kill of the whole trial cgroup is all that is left to do.
-            let runtime_alive = running
-                .iter()
-                .any(|r| crate::backend::process_alive(r.pid, r.start_time).is_some());
-            if runtime_alive
-                && let Err(e) =
-                    lifecycle::stop_instances(&task_names.slug, &cgroups, &running, timeout)
-            {
-                errors.push(e.to_string());
-            }
-            errors.extend(lifecycle::destroy_trial(
-                &task_inner,
-                &task_names,
-                &task_runtime,
-                timeout,
-            ));
-            errors
-        })
-        .await;
-        let mut report = leftovers::find(&inner, &names, Some(&runtime));
-        let errors = match done {
-            Ok(errors) => errors,
-            Err(e) => vec![format!("teardown task failed: {e}")],
-        };
-        for e in errors {
-            tracing::warn!(trial = %ctx.slug(), "teardown: {e}");
-            if !report.is_clean() {
-                report.push(crate::backend::Leak::Other {
-                    what: format!("teardown error: {e}"),
-                });
-            }
-        }
-        report
+    async fn teardown(&self, prepared: ContainerPrepared) -> Vec<String> {
+        let ContainerPrepared { names, runtime, .. } = prepared;
+        tokio::task::spawn_blocking(move || lifecycle::destroy_trial(&names, &runtime))
+            .await
+            .unwrap_or_else(|e| vec![format!("teardown task failed: {e}")])
     }
 
     fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
@@ -460,7 +382,7 @@ impl Backend for ContainerBackend {
             .platform(BackendKind::Container, ResolvedPlatform::as_container)
             .ok()
             .and_then(|p| inner.runtime(&p.runtime, &p.runtime_args, p.network).ok());
-        leftovers::find(inner, &inner.names(&ctx.slug()), runtime.as_ref())
+        leftovers::find(&inner.names(&ctx.slug()), runtime.as_ref())
     }
 }
 
@@ -469,25 +391,5 @@ impl Drop for ContainerBackend {
         if let Ok(inner) = &self.inner {
             stale::release_agent(inner);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::unix::process::ExitStatusExt;
-
-    use super::*;
-
-    #[test]
-    fn runtime_exit_codes_for_signals_become_signals() {
-        let st = |code: i32| std::process::ExitStatus::from_raw(code << 8);
-        assert_eq!(exit_of(st(0)), InstanceExit::Exited(0));
-        assert_eq!(exit_of(st(2)), InstanceExit::Exited(2));
-        assert_eq!(exit_of(st(137)), InstanceExit::Signaled(9));
-        assert_eq!(exit_of(st(128)), InstanceExit::Exited(128));
-        assert_eq!(
-            exit_of(std::process::ExitStatus::from_raw(9)),
-            InstanceExit::Signaled(9)
-        );
     }
 }

@@ -22,9 +22,10 @@ use isolab_model::units::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::ContainerBackend;
-use crate::backend::{Backend, TrialContext, conformance};
+use crate::backend::{TrialContext, conformance};
 use crate::bench::timed;
 use crate::core::{TrialEvent, TrialState};
+use crate::runner::lifecycle::Lifecycle;
 
 /// The workload every measurement here runs: it prints `awake` at once and then sleeps.
 const IDLE: &str = "idle";
@@ -91,9 +92,13 @@ pub async fn start_times(
         trial: Arc::new(isolab_wire::TrialSpec::from(&bare_trial)),
         attempt: 0,
     };
-    let prepared = backend.prepare(&ctx).await.map_err(|e| e.to_string())?;
+    let prepared = Lifecycle(backend)
+        .prepare(&ctx)
+        .await
+        .map_err(|e| e.to_string())?;
     let result = async {
         let bundle = prepared
+            .backend
             .bundles()
             .into_iter()
             .next()
@@ -110,7 +115,7 @@ pub async fn start_times(
                         times.agent_gone_ms.push(ms(gone));
                     }
                 } else {
-                    let (first, gone) = bare(&prepared, &bundle, round).await?;
+                    let (first, gone) = bare(&prepared.backend, &bundle, round).await?;
                     if measured {
                         times.bare_first_ms.push(ms(first));
                         times.bare_gone_ms.push(ms(gone));
@@ -121,7 +126,7 @@ pub async fn start_times(
         Ok(times)
     }
     .await;
-    let leaks = backend.teardown(prepared).await;
+    let leaks = Lifecycle(backend).teardown(prepared).await;
     match result {
         Ok(_) if !leaks.is_clean() => Err(format!("bare containers left: {leaks:?}")),
         other => other,
@@ -192,7 +197,7 @@ async fn bare(
         (Some(first), Ok(s)) if s.success() => Ok((first, gone)),
         (_, s) => Err(format!(
             "bare container failed ({s:?}): {}",
-            super::runtime::last_lines(&stderr, 3)
+            crate::backend::last_lines(&stderr, 3)
         )),
     }
 }

@@ -19,7 +19,7 @@ use oci_spec::runtime::{
     get_default_readonly_paths,
 };
 
-use super::rootfs::{Rootfs, WORKLOAD_PATH};
+use crate::backend::rootfs::{Rootfs, WORKLOAD_PATH};
 use crate::cgroup::CgroupLimits;
 
 /// The OCI runtime spec version the bundles declare (what runc 1.1 implements).
@@ -69,15 +69,7 @@ pub enum NetAttach {
     Netns(PathBuf),
 }
 
-/// What this host's cgroups can do, so that the runtime is never asked for a file that is
-/// missing (runc fails the container then).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HostFeatures {
-    /// Swap can be limited (v1 `memory.memsw.*`, v2 `memory.swap.max`).
-    pub swap_limit: bool,
-    /// A proportional I/O weight file exists (`blkio.weight`/`blkio.bfq.weight`, `io.weight`).
-    pub io_weight: bool,
-}
+pub use crate::cgroup::HostFeatures;
 
 /// Everything one instance's `config.json` is made from.
 #[derive(Debug, Clone)]
@@ -91,7 +83,7 @@ pub struct BundleInput<'a> {
     pub trial: &'a str,
     /// Host name inside the container.
     pub hostname: &'a str,
-    /// The root made by [`super::rootfs::create`] (at `<bundle>/rootfs`).
+    /// The root made by [`crate::backend::rootfs::create`] (at `<bundle>/rootfs`).
     pub rootfs: &'a Rootfs,
     /// The workload binary on the host, bound read-only at [`WORKLOAD_PATH`].
     pub workload_bin: &'a Path,

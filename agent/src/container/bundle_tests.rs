@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::container::rootfs::HostBind;
+use crate::backend::rootfs::HostBind;
 
 const FEATURES: HostFeatures = HostFeatures {
     swap_limit: true,

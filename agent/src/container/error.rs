@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 
 use super::bundle::BundleError;
-use super::hierarchy::HierarchyError;
-use super::rootfs::RootfsError;
 use super::runtime::RuntimeError;
-use crate::cgroup::CgroupError;
+use crate::backend::rootfs::RootfsError;
+use crate::cgroup::TrialCgroupError;
+use crate::cgroup::hierarchy::HierarchyError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the container backend.
@@ -31,15 +31,8 @@ pub enum ContainerError {
         reason: String,
     },
     /// The minimal root needs a statically linked workload binary.
-    #[error(
-        "{} is dynamically linked: the `minimal` rootfs needs the static build \
-         (`just build-workload`), or use `rootfs: host-ro`",
-        path.display()
-    )]
-    NotStatic {
-        /// The workload binary.
-        path: PathBuf,
-    },
+    #[error(transparent)]
+    NotStatic(#[from] crate::backend::rootfs::NotStatic),
     /// The instance's command line is not allowed.
     #[error(transparent)]
     Args(#[from] crate::backend::args::ArgsError),
@@ -95,15 +88,9 @@ pub enum ContainerError {
         #[source]
         source: NetnsError,
     },
-    /// A cgroup operation failed.
-    #[error("cgroup {rel}: {source}")]
-    Cgroup {
-        /// The cgroup, relative to the agent's own.
-        rel: String,
-        /// The cause.
-        #[source]
-        source: CgroupError,
-    },
+    /// The trial's cgroups.
+    #[error(transparent)]
+    Cgroups(#[from] TrialCgroupError),
     /// A cgroup directory of another hierarchy could not be removed.
     #[error(transparent)]
     Hierarchy(#[from] HierarchyError),
@@ -116,14 +103,6 @@ pub enum ContainerError {
         instances: Vec<u32>,
         /// How long was waited.
         timeout_ms: u128,
-    },
-    /// Statistics asked for an instance the trial does not have.
-    #[error("no instance {index} in trial {trial}")]
-    NoInstance {
-        /// The trial slug.
-        trial: String,
-        /// The index asked for.
-        index: u32,
     },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task of trial {trial} failed: {source}")]

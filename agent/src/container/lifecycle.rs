@@ -1,5 +1,6 @@
-//! The blocking steps of a container trial: make its bundles (and network), stop its instances,
-//! and destroy everything it made. All run on blocking threads.
+//! The blocking steps of a container trial: make its bundles (and network) around the cgroups
+//! the engine named, stop its instances, and destroy everything it made. All run on blocking
+//! threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +11,10 @@ use isolab_model::pipeline::{NetworkMode, RootfsKind};
 use super::ContainerError;
 use super::backend::Inner;
 use super::bundle::{self, BundleInput, NetAttach};
-use super::rootfs;
 use super::runtime::Runtime;
 use crate::backend::process_alive;
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
+use crate::backend::rootfs;
+use crate::cgroup::{AnyCgroup, Cgroup, TrialCgroupError, TrialCgroups};
 use isolab_host::mounts::{mounts_under, unmount_detach};
 use isolab_host::netns::{self, TrialNetwork};
 
@@ -27,8 +28,6 @@ pub(crate) struct TrialNames {
     pub(crate) slug: String,
     /// `<agent state>/trials/<slug>`: the bundles.
     pub(crate) dir: PathBuf,
-    /// `<agent dir>/<slug>`: the trial's cgroup, relative to the agent's own.
-    pub(crate) cgroup_rel: String,
     /// `<agent dir>-<slug>`: the trial's network namespace and the prefix of its instances'.
     pub(crate) net_prefix: String,
 }
@@ -44,26 +43,19 @@ impl TrialNames {
         format!("{}-i", self.slug)
     }
 
-    /// The cgroup of instance `index`, relative to the agent's own.
-    pub(crate) fn instance_rel(&self, index: u32) -> String {
-        format!("{}/i{index}", self.cgroup_rel)
-    }
-
     /// The bundle directory of instance `index`.
     pub(crate) fn bundle(&self, index: u32) -> PathBuf {
         self.dir.join(format!("i{index}"))
     }
 }
 
-/// What one instance is made from.
+/// What one instance is made from (with its instance cgroup).
 #[derive(Debug, Clone)]
 pub(crate) struct InstancePlan {
     /// Instance index.
     pub(crate) index: u32,
     /// Workload arguments after the program.
     pub(crate) args: Vec<String>,
-    /// Its limits (safety envelope applied).
-    pub(crate) limits: CgroupLimits,
 }
 
 /// One prepared instance.
@@ -92,28 +84,29 @@ pub(crate) struct Running {
     pub(crate) start_time: Option<u64>,
 }
 
-/// Makes the trial directory, its network (for `bridge`) and one bundle per instance. Removes
-/// leftovers of an earlier run of the same attempt first, and everything it made on error.
+/// Makes the trial directory, its network (for `bridge`) and one bundle per instance, each
+/// bundle's `cgroupsPath` the instance cgroup of `cgroups` and its resources that cgroup's
+/// limits. Removes leftovers of an earlier run of the same attempt first (the engine removed
+/// its cgroups), and everything it made on error.
 pub(crate) fn make_trial(
     inner: &Inner,
     names: &TrialNames,
     runtime: &Runtime,
+    cgroups: &TrialCgroups,
     kind: RootfsKind,
     network: NetworkMode,
     plans: &[InstancePlan],
 ) -> Result<(Option<TrialNetwork>, Vec<Instance>), ContainerError> {
-    let dirty = names.dir.exists()
-        || !inner.hierarchies.existing(&names.cgroup_rel).is_empty()
-        || !netns::existing(&names.net_prefix).is_empty();
+    let dirty = names.dir.exists() || !netns::existing(&names.net_prefix).is_empty();
     if dirty {
         tracing::warn!(trial = %names.slug, "removing leftovers of an earlier run of this trial");
-        for e in destroy_trial(inner, names, runtime, Duration::from_secs(5)) {
+        for e in destroy_trial(names, runtime) {
             tracing::warn!(trial = %names.slug, "{e}");
         }
     }
-    let made = make_parts(inner, names, kind, network, plans);
+    let made = make_parts(inner, names, cgroups, kind, network, plans);
     if made.is_err() {
-        for e in destroy_trial(inner, names, runtime, Duration::from_secs(5)) {
+        for e in destroy_trial(names, runtime) {
             tracing::warn!(trial = %names.slug, "cleaning up after a failed prepare: {e}");
         }
     }
@@ -123,6 +116,7 @@ pub(crate) fn make_trial(
 fn make_parts(
     inner: &Inner,
     names: &TrialNames,
+    cgroups: &TrialCgroups,
     kind: RootfsKind,
     network: NetworkMode,
     plans: &[InstancePlan],
@@ -145,9 +139,14 @@ fn make_parts(
         }
         NetworkMode::None | NetworkMode::Host => None,
     };
-    let manager = inner.dir.manager();
     let mut instances = Vec::with_capacity(plans.len());
     for plan in plans {
+        let cgroup = cgroups
+            .instance(plan.index)
+            .ok_or_else(|| TrialCgroupError::NoInstance {
+                trial: names.slug.clone(),
+                index: plan.index,
+            })?;
         let bundle_dir = names.bundle(plan.index);
         let root =
             rootfs::create(&bundle_dir.join("rootfs"), kind, Path::new("/")).map_err(|source| {
@@ -167,7 +166,6 @@ fn make_parts(
             ),
             _ => NetAttach::None,
         };
-        let rel = names.instance_rel(plan.index);
         let hostname = format!("isolab-i{}", plan.index);
         let input = BundleInput {
             args: &plan.args,
@@ -177,8 +175,8 @@ fn make_parts(
             rootfs: &root,
             workload_bin: &inner.workload_bin,
             network: &attach,
-            cgroups_path: &inner.hierarchies.cgroups_path(&rel),
-            limits: &plan.limits,
+            cgroups_path: &cgroup.oci_path,
+            limits: &cgroup.limits,
             features: inner.features,
         };
         let bundle_err = |source| ContainerError::Bundle {
@@ -188,18 +186,12 @@ fn make_parts(
         };
         let spec = bundle::spec(&input).map_err(bundle_err)?;
         bundle::write(&bundle_dir, &spec).map_err(bundle_err)?;
-        let cgroup = manager
-            .open(&rel)
-            .map_err(|source| ContainerError::Cgroup {
-                rel: rel.clone(),
-                source,
-            })?;
         instances.push(Instance {
             index: plan.index,
             id: names.container_id(plan.index),
             bundle: bundle_dir,
-            cgroup: Arc::new(cgroup),
-            memory_bytes: plan.limits.memory_bytes,
+            cgroup: Arc::clone(&cgroup.cgroup),
+            memory_bytes: cgroup.limits.memory_bytes,
         });
     }
     Ok((net, instances))
@@ -254,28 +246,11 @@ fn kill_pid(pid: u32) {
     }
 }
 
-/// Removes everything of the trial: kills what is left in its cgroups, deletes its containers
-/// from the runtime, removes its cgroups in every hierarchy, its network namespaces, any mount
-/// below its directory, and the directory. Returns what failed (empty when all went well).
-pub(crate) fn destroy_trial(
-    inner: &Inner,
-    names: &TrialNames,
-    runtime: &Runtime,
-    timeout: Duration,
-) -> Vec<String> {
+/// Removes everything of the trial the backend made (the runner killed what ran and removes
+/// the cgroups): deletes its containers from the runtime, removes its network namespaces, any
+/// mount below its directory, and the directory. Returns what failed (empty when all went well).
+pub(crate) fn destroy_trial(names: &TrialNames, runtime: &Runtime) -> Vec<String> {
     let mut errors = Vec::new();
-    let manager = inner.dir.manager();
-    match manager.open(&names.cgroup_rel) {
-        Ok(cg) => {
-            if let Err(e) = cg.kill_all(timeout) {
-                errors.push(format!(
-                    "killing the processes of cgroup {}: {e}",
-                    names.cgroup_rel
-                ));
-            }
-        }
-        Err(e) => errors.push(format!("cgroup {}: {e}", names.cgroup_rel)),
-    }
     // Nothing of the trial under the runtime's root: nothing to ask the runtime to delete.
     let entries = runtime.state_entries(&names.id_prefix());
     let rest: Vec<&String> = entries
@@ -294,21 +269,10 @@ pub(crate) fn destroy_trial(
             Err(e) => errors.push(e.to_string()),
         }
     }
-    // The bundle (on the state dir's file system) and the cgroups (on cgroupfs) are removed side
-    // by side: their `rmdir`s wait on different kernel locks, ~0.1 ms each on this VM.
-    let bundle_errors = std::thread::scope(|s| {
-        let bundle = s.spawn(|| remove_bundle_dir(&names.dir));
-        if let Err(e) = inner.hierarchies.remove(&names.cgroup_rel) {
-            errors.push(e.to_string());
-        }
-        if let Err(e) = netns::destroy(&names.net_prefix) {
-            errors.push(format!("bridge network {}: {e}", names.net_prefix));
-        }
-        bundle
-            .join()
-            .unwrap_or_else(|_| vec!["the bundle remover panicked".to_owned()])
-    });
-    errors.extend(bundle_errors);
+    if let Err(e) = netns::destroy(&names.net_prefix) {
+        errors.push(format!("bridge network {}: {e}", names.net_prefix));
+    }
+    errors.extend(remove_bundle_dir(&names.dir));
     errors
 }
 
@@ -338,7 +302,6 @@ mod tests {
         let n = TrialNames {
             slug: "0123456789abcdef-a0".into(),
             dir: "/run/isolab/agent/trials/0123456789abcdef-a0".into(),
-            cgroup_rel: "agent/0123456789abcdef-a0".into(),
             net_prefix: "agent-0123456789abcdef-a0".into(),
         };
         assert_eq!(n.container_id(3), "0123456789abcdef-a0-i3");
@@ -347,7 +310,6 @@ mod tests {
             !"0123456789abcdef-a01-i3".starts_with(&n.id_prefix()),
             "attempt 01 is not attempt 0"
         );
-        assert_eq!(n.instance_rel(3), "agent/0123456789abcdef-a0/i3");
         assert_eq!(
             n.bundle(3),
             Path::new("/run/isolab/agent/trials/0123456789abcdef-a0/i3")

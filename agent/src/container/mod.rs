@@ -4,7 +4,7 @@
 //!
 //! [`ContainerBackend`] prepares, per instance, a bundle directory under the agent's state dir
 //! (`<state>/<agent dir>/trials/<trial slug>/i<index>/`) holding a `config.json` built with the
-//! `oci-spec` crate ([`bundle`]) and a root filesystem ([`rootfs`]: `minimal` or `host-ro`). For
+//! `oci-spec` crate ([`bundle`]) and a root filesystem ([`crate::backend::rootfs`]: `minimal` or `host-ro`). For
 //! network `bridge` it makes the trial's network namespaces ([`netns`]). It starts each instance
 //! with `<runtime> --root <agent state>/runtime/<name> run --keep --bundle … <id>` in the
 //! foreground ([`runtime`]): the runtime hands its own stdout and stderr (our pipes) to the
@@ -14,14 +14,13 @@
 //!
 //! # cgroups
 //!
-//! `cgroupsPath` is *relative* (`<agent dir>/<trial slug>/i<index>`): runc, a child of the agent,
-//! nests it under its own (so the agent's) cgroup in every hierarchy, exactly where
-//! [`crate::cgroup::CgroupManager::open`] looks for the same relative path. The runtime applies
-//! the limits from `config.json` (the platform's limits tightened by the safety envelope); the
-//! agent reads statistics and kills through [`crate::cgroup`]. runc also makes the path in the
-//! hierarchies the cgroup layer does not use (`devices`, `name=systemd`, the v2 mount of a hybrid
-//! host): [`hierarchy`] knows every mounted hierarchy and removes the trial's directories from
-//! all of them at teardown.
+//! The runner's cgroup engine makes the trial cgroup and names each instance cgroup
+//! ([`crate::cgroup::InstanceLevel::Runtime`]); the bundle's `cgroupsPath` is that instance
+//! cgroup (*relative* `<agent dir>/<trial slug>/i<index>` on v1: runc, a child of the agent, nests
+//! it under its own, so the agent's, cgroup in every hierarchy). The runtime makes it and writes
+//! the limits the engine computed, which travel in `config.json`; the engine reads statistics,
+//! kills, and removes the trial's directories from every hierarchy at teardown (runc also makes
+//! the path in hierarchies the cgroup layer does not use: [`crate::cgroup::Hierarchies`]).
 //!
 //! # Teardown that proves itself
 //!
@@ -37,11 +36,9 @@ pub mod bundle;
 mod config;
 mod error;
 mod flavor;
-pub mod hierarchy;
 mod leftovers;
 mod lifecycle;
 mod probe;
-pub mod rootfs;
 pub mod runtime;
 pub mod seccomp;
 mod stale;

@@ -15,10 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
 use super::backend::Inner;
 use super::lifecycle::{self, Instance, InstancePlan, Running};
-use super::runtime::{Runtime, last_lines};
-use crate::backend::envelope::Ceilings;
+use super::runtime::Runtime;
+use crate::backend::last_lines;
 use crate::backend::{BackendStatus, process_start_time};
-use crate::cgroup::{Cgroup, CgroupLimits};
+use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, InstanceLevel};
 
 /// The probe container's workload: it reports at once, then sleeps (so that where it runs can
 /// be checked while it is alive).
@@ -32,7 +32,6 @@ pub(crate) async fn probe_runtime(
     inner: &Arc<Inner>,
     name: &str,
     n: u64,
-    ceilings: Ceilings,
     timeout: Duration,
 ) -> BackendStatus {
     let label = format!("container/{name}");
@@ -46,7 +45,7 @@ pub(crate) async fn probe_runtime(
         Ok(Err(e)) => return BackendStatus::unavailable(&label, e.to_string()),
         Err(e) => return BackendStatus::unavailable(&label, format!("probe task failed: {e}")),
     };
-    match run_probe(inner, &runtime, n, ceilings, timeout).await {
+    match run_probe(inner, &runtime, n, timeout).await {
         Ok(()) => BackendStatus {
             name: label,
             available: true,
@@ -65,7 +64,6 @@ async fn run_probe(
     inner: &Arc<Inner>,
     runtime: &Runtime,
     n: u64,
-    ceilings: Ceilings,
     timeout: Duration,
 ) -> Result<(), String> {
     let key: String = runtime
@@ -87,32 +85,49 @@ async fn run_probe(
             "--param".into(),
             format!("duration={}ms", timeout.as_millis().saturating_mul(2)),
         ],
-        limits: CgroupLimits {
-            memory_bytes: Some(ceilings.memory_bytes),
-            pids_max: Some(ceilings.pids),
-            ..CgroupLimits::default()
-        },
+    };
+    let ceilings = inner.cgroups.ceilings();
+    let limits = CgroupLimits {
+        memory_bytes: Some(ceilings.memory_bytes),
+        pids_max: Some(ceilings.pids),
+        ..CgroupLimits::default()
+    };
+    let cgroup_plan = CgroupPlan {
+        instance_level: InstanceLevel::Runtime,
+        kill_timeout: timeout,
+        ..CgroupPlan::default()
     };
     let (task_inner, task_names, task_rt) = (Arc::clone(inner), names.clone(), runtime.clone());
     let made = tokio::task::spawn_blocking(move || {
+        let cgs = task_inner
+            .cgroups
+            .create(&task_names.slug, vec![(0, limits)], &cgroup_plan)
+            .map_err(|e| e.to_string())?;
         lifecycle::make_trial(
             &task_inner,
             &task_names,
             &task_rt,
+            &cgs,
             kind,
             NetworkMode::None,
             &[plan],
         )
+        .map(|made| (cgs.clone(), made))
+        .map_err(|e| {
+            cgs.destroy();
+            e.to_string()
+        })
     })
     .await
     .map_err(|e| format!("probe task failed: {e}"))?;
-    let (_, instances) = made.map_err(|e| format!("cannot prepare the probe container: {e}"))?;
+    let (cgs, (_, instances)) =
+        made.map_err(|e| format!("cannot prepare the probe container: {e}"))?;
     let Some(instance) = instances.into_iter().next() else {
         return Err("no probe instance was made".into());
     };
     let mut running = Vec::new();
     let outcome = run_container(runtime, &names.slug, &instance, timeout, &mut running).await;
-    let (task_inner, task_rt) = (Arc::clone(inner), runtime.clone());
+    let task_rt = runtime.clone();
     let cgroups = vec![(instance.index, Arc::clone(&instance.cgroup))];
     let id = instance.id.clone();
     let cleanup = tokio::task::spawn_blocking(move || {
@@ -123,12 +138,8 @@ async fn run_probe(
         if let Err(e) = lifecycle::stop_instances(&names.slug, &cgroups, &running, timeout) {
             errors.push(e.to_string());
         }
-        errors.extend(lifecycle::destroy_trial(
-            &task_inner,
-            &names,
-            &task_rt,
-            timeout,
-        ));
+        errors.extend(lifecycle::destroy_trial(&names, &task_rt));
+        errors.extend(cgs.destroy());
         errors
     })
     .await;

@@ -10,13 +10,14 @@ use std::time::Duration;
 use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
 use isolab_model::units::Bytes;
 
-use super::hierarchy::Hierarchies;
 use super::{ContainerBackend, ContainerConfig};
 use crate::backend::conformance::{self, Observed};
 use crate::backend::envelope::Ceilings;
 use crate::backend::{AgentDir, Backend, TrialContext};
 use crate::cgroup::CgroupManager;
+use crate::cgroup::Hierarchies;
 use crate::core::TrialState;
+use crate::runner::lifecycle::Lifecycle;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -49,7 +50,7 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
         Ok(b) => b,
         Err(e) => return missing(e.to_string()),
     };
-    if super::rootfs::is_static_elf(&bin) != Some(true) {
+    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
         return missing(format!(
             "{} is not static: set ISOLAB_WORKLOAD_BIN to `just build-workload`'s",
             bin.display()
@@ -313,8 +314,8 @@ async fn bridge_instances_reach_each_other_and_the_network_is_removed() {
         trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
-    let prepared = s.backend.prepare(&ctx).await.expect("prepare");
-    let net = prepared.network().expect("bridge network").clone();
+    let prepared = Lifecycle(&s.backend).prepare(&ctx).await.expect("prepare");
+    let net = prepared.backend.network().expect("bridge network").clone();
     assert_eq!(net.instances.len(), 2);
     let (a, b) = (net.instances[0].clone(), net.instances[1].clone());
     let addr = SocketAddr::new(a.addr.into(), 7001);
@@ -348,7 +349,7 @@ async fn bridge_instances_reach_each_other_and_the_network_is_removed() {
     // The address exists only inside the trial's namespaces, not in the host's own.
     let err = TcpListener::bind(addr).expect_err("instance address bindable in the host namespace");
     assert_eq!(err.kind(), std::io::ErrorKind::AddrNotAvailable, "{err}");
-    let report = s.backend.teardown(prepared).await;
+    let report = Lifecycle(&s.backend).teardown(prepared).await;
     assert!(report.is_clean(), "{:?}", report.lines());
     assert!(
         isolab_host::netns::existing(&net.trial_ns).is_empty(),
@@ -379,9 +380,12 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
         trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
-    let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");
-    let bundles = prepared.bundles();
-    let launch = s.backend.start(&mut prepared).await.expect("start");
+    let mut prepared = Lifecycle(&s.backend).prepare(&ctx).await.expect("prepare");
+    let bundles = prepared.backend.bundles();
+    let launch = Lifecycle(&s.backend)
+        .start(&mut prepared)
+        .await
+        .expect("start");
     // Wait until each container is up (it has printed a sample), then tear down without stop.
     let mut handles = launch.instances;
     for h in &mut handles {
@@ -398,7 +402,7 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
         !hierarchies.existing(&rel).is_empty(),
         "the runtime made the cgroups"
     );
-    let report = s.backend.teardown(prepared).await;
+    let report = Lifecycle(&s.backend).teardown(prepared).await;
     assert!(report.is_clean(), "{:?}", report.lines());
     for h in handles {
         let exit = h.exit.await;
@@ -408,7 +412,7 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
             h.index
         );
     }
-    assert!(s.backend.leftovers(&ctx).is_clean());
+    assert!(Lifecycle(&s.backend).leftovers(&ctx).is_clean());
     assert!(hierarchies.existing(&rel).is_empty());
     assert!(bundles.iter().all(|b| !b.exists()), "bundles left");
 }

@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::backend::last_lines;
+// `PATH` for the runtime (and for finding it): the agent may run with a short `PATH`.
+use isolab_host::which::SEARCH_PATH;
+
 /// How long a housekeeping command may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
-/// `PATH` for the runtime (and for finding it): the agent may run with a short `PATH`.
-const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What went wrong with a runtime.
 #[derive(Debug, thiserror::Error)]
@@ -359,16 +361,10 @@ pub fn resolve(name: &str) -> Result<PathBuf, RuntimeError> {
             })
         };
     }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(SEARCH_PATH.split(':'))
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| RuntimeError::NotFound {
-            name: name.to_owned(),
-            where_: "not installed: not on PATH nor in the sbin directories".into(),
-        })
+    isolab_host::which::find_binary(name).ok_or_else(|| RuntimeError::NotFound {
+        name: name.to_owned(),
+        where_: "not installed: not on PATH nor in the sbin directories".into(),
+    })
 }
 
 /// Whether a runtime's error text says the container does not exist.
@@ -383,30 +379,6 @@ fn read_all(r: Option<&mut impl Read>) -> String {
         let _ = r.read_to_end(&mut buf);
     }
     String::from_utf8_lossy(&buf).into_owned()
-}
-
-/// The last `n` non-empty lines of `text`, joined with `; `, without runc's log decoration.
-pub fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<String> = text
-        .lines()
-        .map(clean_log_line)
-        .filter(|l| !l.is_empty())
-        .collect();
-    lines[lines.len().saturating_sub(n)..].join("; ")
-}
-
-/// `time="…" level=error msg="container does not exist"` → `container does not exist`.
-pub fn clean_log_line(line: &str) -> String {
-    let line = line.trim();
-    match line.find("msg=\"") {
-        Some(i) => {
-            let rest = &line[i + 5..];
-            rest.rfind('"')
-                .map_or(rest, |end| &rest[..end])
-                .replace("\\\"", "\"")
-        }
-        None => line.to_owned(),
-    }
 }
 
 #[cfg(test)]
@@ -471,18 +443,6 @@ mod tests {
     }
 
     use super::*;
-
-    #[test]
-    fn runc_log_lines_are_cleaned() {
-        assert_eq!(
-            clean_log_line(
-                r#"time="2026-11-25T19:47:30Z" level=error msg="container does not exist""#
-            ),
-            "container does not exist"
-        );
-        assert_eq!(clean_log_line("plain text"), "plain text");
-        assert_eq!(last_lines("a\n\nb\nc\n", 2), "b; c");
-    }
 
     #[test]
     fn a_missing_runtime_is_named() {

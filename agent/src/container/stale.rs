@@ -68,7 +68,10 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
             }
         }
     }
-    let extra = inner.hierarchies.excluding(&inner.dir.manager().own_dirs());
+    let extra = inner
+        .cgroups
+        .hierarchies()
+        .excluding(&inner.dir.manager().own_dirs());
     for h in &extra.list {
         let Ok(entries) = std::fs::read_dir(&h.own_dir) else {
             continue;
@@ -76,7 +79,7 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_dir() && dead(prefix, &name).is_some_and(|agent| agent == name) {
-                let one = super::hierarchy::Hierarchies {
+                let one = crate::cgroup::Hierarchies {
                     list: vec![h.clone()],
                 };
                 if let Err(err) = one.remove(&name) {
@@ -126,7 +129,10 @@ pub(crate) fn release_agent(inner: &Inner) {
             tracing::warn!("{e}");
         }
     }
-    let extra = inner.hierarchies.excluding(&inner.dir.manager().own_dirs());
+    let extra = inner
+        .cgroups
+        .hierarchies()
+        .excluding(&inner.dir.manager().own_dirs());
     if let Err(e) = extra.remove(inner.dir.name()) {
         tracing::warn!("removing the agent's cgroup from unmanaged hierarchies: {e}");
     }

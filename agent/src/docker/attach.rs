@@ -9,8 +9,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::DockerError;
-use super::cgroups::TrialCgroups;
 use crate::backend::{InstanceExit, InstanceHandle, lines};
+use crate::cgroup::TrialCgroups;
 
 /// Buffer of each output pipe between the attach stream and the line readers.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -115,9 +115,9 @@ pub(crate) fn handle(
     let exit = Box::pin(async move {
         let mut wait = docker.wait_container(&name, None);
         match wait.next().await {
-            Some(Ok(r)) => exit_of(r.status_code),
+            Some(Ok(r)) => InstanceExit::from_runtime_code(r.status_code),
             Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                exit_of(code)
+                InstanceExit::from_runtime_code(code)
             }
             Some(Err(e)) => InstanceExit::Lost(format!("waiting for container {name}: {e}")),
             None => InstanceExit::Lost(format!("waiting for container {name}: no answer")),
@@ -129,29 +129,5 @@ pub(crate) fn handle(
         stdout: lines(attached.stdout),
         stderr,
         exit,
-    }
-}
-
-/// A container's exit code as the workload's end: 128 + n means signal n (the workload itself
-/// only exits with 0, 1 or 2).
-pub(crate) fn exit_of(code: i64) -> InstanceExit {
-    match i32::try_from(code) {
-        Ok(c) if (129..=128 + 64).contains(&c) => InstanceExit::Signaled(c - 128),
-        Ok(c) => InstanceExit::Exited(c),
-        Err(_) => InstanceExit::Lost(format!("exit code {code} out of range")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_above_128_are_signals() {
-        assert_eq!(exit_of(0), InstanceExit::Exited(0));
-        assert_eq!(exit_of(2), InstanceExit::Exited(2));
-        assert_eq!(exit_of(137), InstanceExit::Signaled(9));
-        assert_eq!(exit_of(128), InstanceExit::Exited(128));
-        assert!(matches!(exit_of(i64::MAX), InstanceExit::Lost(_)));
     }
 }

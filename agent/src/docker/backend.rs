@@ -5,21 +5,19 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use isolab_model::pipeline::{BackendKind, RootfsKind};
+use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
 use tokio::sync::OnceCell;
 
-use super::cgroups::{self, TrialCgroups};
 use super::engine::{self, Engine, LABEL_AGENT};
 use super::image::WorkloadImage;
 use super::trial::{self, DockerInstance, Inner, Plan};
-use super::{DockerConfig, DockerError, attach, network, probe};
+use super::{DockerConfig, DockerError, attach, probe};
 use crate::backend::args;
-use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
-use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
-use crate::cgroup::{CgroupLimits, CgroupStats};
-use crate::container::hierarchy::Hierarchies;
-use crate::container::rootfs::is_static_elf;
+use crate::backend::base::ContainerBase;
+use crate::backend::envelope::Ceilings;
+use crate::backend::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
+use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 use isolab_host::netns::TrialNetwork;
 
 /// The Docker backend.
@@ -27,7 +25,6 @@ use isolab_host::netns::TrialNetwork;
 pub struct DockerBackend {
     inner: Result<Arc<Inner>, String>,
     config: Box<DockerConfig>,
-    ceilings: Ceilings,
     engine: tokio::sync::Mutex<Option<Result<Arc<Engine>, String>>>,
     /// The connected engine's socket, for the synchronous leak check and `Drop`.
     socket: Mutex<Option<PathBuf>>,
@@ -47,7 +44,6 @@ pub struct DockerPrepared {
     instances: Vec<DockerInstance>,
     network: Option<TrialNetwork>,
     net_prefix: String,
-    memory_limits: std::collections::BTreeMap<u32, Option<u64>>,
 }
 
 impl DockerPrepared {
@@ -73,22 +69,15 @@ impl DockerBackend {
         config: DockerConfig,
     ) -> Self {
         let inner = (|| {
-            let dir = dir?;
-            let workload_bin = workload_bin?;
-            let hierarchies = Hierarchies::detect().map_err(|e| e.to_string())?;
+            let base = ContainerBase::new(&dir, workload_bin, ceilings)?;
             Ok(Arc::new(Inner {
-                private_dir: config.state_dir.join(dir.name()).join("dockerd"),
-                workload_static: is_static_elf(&workload_bin) == Some(true),
-                io_device: block_device_of(&std::env::temp_dir()),
-                dir,
-                workload_bin,
-                hierarchies,
+                private_dir: config.state_dir.join(base.dir.name()).join("dockerd"),
+                base,
             }))
         })();
         Self {
             inner,
             config: Box::new(config),
-            ceilings,
             engine: tokio::sync::Mutex::new(None),
             socket: Mutex::new(None),
             image: Box::new(OnceCell::new()),
@@ -131,7 +120,13 @@ impl DockerBackend {
     }
 
     pub(crate) fn ceilings(&self) -> Ceilings {
-        self.ceilings
+        self.inner.as_ref().map_or(
+            Ceilings {
+                pids: 0,
+                memory_bytes: 0,
+            },
+            |i| i.cgroups.ceilings(),
+        )
     }
 
     /// The engine, connected (or its daemon started) on first use. A failure is kept until the
@@ -251,31 +246,34 @@ impl Backend for DockerBackend {
         }
     }
 
-    async fn prepare(&self, ctx: &TrialContext) -> Result<DockerPrepared, DockerError> {
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, DockerError> {
+        Ok(&self.inner()?.cgroups)
+    }
+
+    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
+        Ok(CgroupPlan {
+            kill_timeout: self.config.stop_timeout,
+            ..CgroupPlan::default()
+        })
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &TrialContext,
+        cgroups: &TrialCgroups,
+    ) -> Result<DockerPrepared, DockerError> {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Docker, ResolvedPlatform::as_docker)?;
         let kind = platform.rootfs;
-        if kind == RootfsKind::Minimal && !inner.workload_static {
-            return Err(DockerError::NotStatic {
-                path: inner.workload_bin.clone(),
-            });
-        }
+        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let mode = platform.network;
-        let mut plans: Vec<Plan> = Vec::with_capacity(ctx.trial.instances.len());
-        for spec in &ctx.trial.instances {
-            let limits = instance_limits(self.ceilings, &platform.limits, spec, inner.io_device);
-            plans.push((spec.index, args::workload_args(ctx, spec)?, limits));
-        }
+        let plans: Vec<Plan> = args::trial_args(ctx)?;
         let engine = self.engine(false).await?;
         let image = self.image(&engine).await?;
         let slug = ctx.slug();
         let net_prefix = inner.net_prefix(&slug);
-        let limits: Vec<(u32, CgroupLimits)> =
-            plans.iter().map(|(i, _, l)| (*i, l.clone())).collect();
-        let memory_limits = plans.iter().map(|(i, _, l)| (*i, l.memory_bytes)).collect();
-        let timeout = self.config.stop_timeout;
-        let (cgroups, network) =
-            trial::make(&inner, &slug, &net_prefix, mode, limits, timeout).await?;
+        let indexes = plans.iter().map(|(i, _)| *i).collect();
+        let network = trial::make_network(&slug, &net_prefix, mode, indexes).await?;
         let names = trial::Names {
             slug: &slug,
             net_prefix: &net_prefix,
@@ -284,24 +282,22 @@ impl Backend for DockerBackend {
         let instances = trial::create(
             &inner,
             &engine,
-            &cgroups,
+            cgroups,
             &names,
             &plans,
             kind,
             mode,
             platform.runtime.as_deref(),
-            timeout,
         )
         .await?;
         Ok(DockerPrepared {
             ctx: ctx.clone(),
             engine,
             image,
-            cgroups,
+            cgroups: cgroups.clone(),
             instances,
             network,
             net_prefix,
-            memory_limits,
         })
     }
 
@@ -355,20 +351,25 @@ impl Backend for DockerBackend {
                 && let Some(inet) = net.instances.iter().find(|n| n.index == inst.index)
             {
                 let (inet, index) = (inet.clone(), inst.index);
-                tokio::task::spawn_blocking(move || network::attach(&inet, pid))
-                    .await
-                    .map_err(|source| DockerError::Task {
-                        trial: prepared.ctx.slug(),
-                        source,
-                    })?
-                    .map_err(|source| DockerError::Network {
-                        instance: index,
-                        source,
-                    })?;
+                tokio::task::spawn_blocking(move || {
+                    isolab_host::netns::attach_to_process(&inet, pid)
+                })
+                .await
+                .map_err(|source| DockerError::Task {
+                    trial: prepared.ctx.slug(),
+                    source,
+                })?
+                .map_err(|source| DockerError::Network {
+                    instance: index,
+                    source,
+                })?;
             }
             let oom = attach::OomWatch {
                 cgroups: prepared.cgroups.clone(),
-                memory_bytes: prepared.memory_limits.get(&inst.index).copied().flatten(),
+                memory_bytes: prepared
+                    .cgroups
+                    .instance(inst.index)
+                    .and_then(|c| c.limits.memory_bytes),
             };
             handles.push(attach::handle(
                 docker,
@@ -385,71 +386,17 @@ impl Backend for DockerBackend {
         })
     }
 
-    fn stats(&self, prepared: &DockerPrepared, index: u32) -> Result<CgroupStats, DockerError> {
-        if prepared.cgroups.instance(index).is_none() {
-            return Err(DockerError::NoInstance {
-                trial: prepared.ctx.slug(),
-                index,
-            });
-        }
-        prepared
-            .cgroups
-            .stats(index)
-            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })
-    }
-
-    async fn stop(&self, prepared: &DockerPrepared) -> Result<(), DockerError> {
-        let cgs = prepared.cgroups.clone();
-        let timeout = self.config.stop_timeout;
-        tokio::task::spawn_blocking(move || cgroups::kill(&cgs, timeout))
-            .await
-            .map_err(|source| DockerError::Task {
-                trial: prepared.ctx.slug(),
-                source,
-            })?
-            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })
-    }
-
-    async fn teardown(&self, prepared: DockerPrepared) -> LeakReport {
-        let Ok(inner) = self.inner().map(Arc::clone) else {
-            return LeakReport::default();
-        };
-        let mut problems = Vec::new();
-        if let Err(e) = self.stop(&prepared).await {
-            problems.push(e.to_string());
-        }
+    async fn teardown(&self, prepared: DockerPrepared) -> Vec<String> {
         let names: Vec<String> = prepared.instances.iter().map(|i| i.name.clone()).collect();
-        let timeout = self.config.stop_timeout;
-        problems.extend(
-            trial::destroy(
-                &inner,
-                &prepared.engine,
-                &names,
-                &prepared.net_prefix,
-                &prepared.cgroups.trial_rel,
-                timeout,
-            )
-            .await,
-        );
+        let mut problems = trial::destroy(&prepared.engine, &names, &prepared.net_prefix).await;
         // Shims of removed containers daemonized, so they are (zombie) children of ours now.
-        super::reap_orphans_named("containerd-shim");
+        isolab_host::reap::reap_orphans("containerd-shim");
         if self.config.remove_image
             && let Err(e) = prepared.image.remove(&prepared.engine.docker).await
         {
             problems.push(e.to_string());
         }
-        let ctx = prepared.ctx.clone();
-        drop(prepared);
-        let mut report = self.leftovers(&ctx);
-        for p in problems {
-            tracing::warn!(trial = %ctx.slug(), "teardown: {p}");
-            if !report.is_clean() {
-                report.push(Leak::Other {
-                    what: format!("teardown error: {p}"),
-                });
-            }
-        }
-        report
+        problems
     }
 
     fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
@@ -474,7 +421,7 @@ impl Drop for DockerBackend {
         if let Some(parent) = inner.private_dir.parent() {
             let _ = std::fs::remove_dir(parent);
         }
-        cgroups::release_agent(&inner.dir, &inner.hierarchies);
-        super::reap_orphans_named("containerd-shim");
+        inner.cgroups.release_unmanaged();
+        isolab_host::reap::reap_orphans("containerd-shim");
     }
 }

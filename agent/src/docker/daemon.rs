@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use crate::backend::process_alive;
 use isolab_host::mounts::{detach, mounts_under};
+// `PATH` finds `dockerd`, and the daemon finds `containerd` and `runc` on it.
+use isolab_host::which::{SEARCH_PATH, find_binary as find};
 
-/// `PATH` used to find `dockerd` and for the daemon (which finds `containerd` and `runc` on it).
-const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Extra OCI runtimes registered with a private daemon when installed, with their arguments:
 /// gVisor on `ptrace` (works everywhere, also nested) with its own network stack off (containers
 /// start with network `none`; runsc refuses the namespace Docker gives it otherwise). youki and
@@ -179,7 +179,7 @@ impl PrivateDaemon {
         if let Ok(mut f) = std::fs::File::open(self.dir.join("dockerd.log")) {
             let _ = f.read_to_string(&mut text);
         }
-        crate::container::runtime::last_lines(&text, 3)
+        crate::backend::last_lines(&text, 3)
     }
 
     /// The daemon's exit status if it has ended.
@@ -311,19 +311,6 @@ fn daemon_json() -> String {
     serde_json::json!({ "runtimes": runtimes }).to_string()
 }
 
-/// A binary by path, or by name on `PATH` and the sbin directories.
-pub(crate) fn find(name: &str) -> Option<PathBuf> {
-    if name.contains('/') {
-        return Some(PathBuf::from(name)).filter(|p| p.is_file());
-    }
-    let path = std::env::var("PATH").unwrap_or_default();
-    path.split(':')
-        .chain(SEARCH_PATH.split(':'))
-        .filter(|d| !d.is_empty())
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
-}
-
 fn signal(pid: u32, sig: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else {
         return;
@@ -343,40 +330,6 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
             Ok(Some(_)) | Err(_) => return true,
             Ok(None) if Instant::now() >= deadline => return false,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
-}
-
-/// Reaps zombie children of this process whose command name is `comm`: processes orphaned to
-/// it (it is a child subreaper, see the native backend) that nobody else waits for, such as
-/// Docker's `containerd-shim` (it daemonizes, so it ends up ours) or LXC's container init when
-/// its monitor died first. Only that command name is touched, so no other waiter loses a
-/// child's status.
-pub(crate) fn reap_orphans_named(comm: &str) {
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for pid in entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-    {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let (state, ppid) = (
-            fields.next(),
-            fields.next().and_then(|p| p.parse::<u32>().ok()),
-        );
-        if &stat[open + 1..close] == comm && state == Some("Z") && ppid == Some(me) {
-            // SAFETY: waitpid on a zombie child of ours with WNOHANG; no memory is passed.
-            unsafe {
-                libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG);
-            }
         }
     }
 }

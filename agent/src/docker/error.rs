@@ -1,10 +1,8 @@
 //! [`DockerError`]: what goes wrong in the Docker backend.
 
-use std::path::PathBuf;
-
 use super::daemon::DaemonError;
 use crate::backend::args::ArgsError;
-use crate::cgroup::CgroupError;
+use crate::cgroup::TrialCgroupError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the Docker backend.
@@ -22,16 +20,9 @@ pub enum DockerError {
     /// The instance's command line is not allowed.
     #[error(transparent)]
     Args(#[from] ArgsError),
-    /// A `minimal` image needs a statically linked workload.
-    #[error(
-        "rootfs: minimal needs a statically linked workload, but {} is dynamically linked \
-         (build it with `just build-workload`, or use rootfs: host-ro)",
-        path.display()
-    )]
-    NotStatic {
-        /// The workload binary.
-        path: PathBuf,
-    },
+    /// A `minimal` root needs a statically linked workload.
+    #[error(transparent)]
+    NotStatic(#[from] crate::backend::rootfs::NotStatic),
     /// A setting this backend cannot honour.
     #[error("docker backend: {what} is not supported")]
     Unsupported {
@@ -60,15 +51,9 @@ pub enum DockerError {
     /// A private daemon could not be started.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
-    /// A cgroup operation failed.
-    #[error("cgroup {rel}: {source}")]
-    Cgroup {
-        /// The cgroup, relative to the agent's own.
-        rel: String,
-        /// The cause.
-        #[source]
-        source: CgroupError,
-    },
+    /// The trial's cgroups.
+    #[error(transparent)]
+    Cgroups(#[from] TrialCgroupError),
     /// The trial's network could not be made or attached.
     #[error("network of instance {instance}: {source}")]
     Network {
@@ -93,14 +78,6 @@ pub enum DockerError {
         cgroup: String,
         /// The runtime asked for (empty: the daemon's default).
         runtime: String,
-    },
-    /// Statistics asked for an instance the trial does not have.
-    #[error("no instance {index} in trial {trial}")]
-    NoInstance {
-        /// The trial slug.
-        trial: String,
-        /// The index asked for.
-        index: u32,
     },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task of trial {trial} failed: {source}")]

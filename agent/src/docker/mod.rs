@@ -14,37 +14,34 @@
 //!
 //! - prepare: the workload image ([`image`]: imported from a tar stream holding the static
 //!   `isolab-workload`, tagged with the binary's hash, reused when present); the trial and
-//!   instance cgroups with every limit ([`cgroups`]); for network `bridge` the trial's network
+//!   instance cgroups with every limit (made by the runner's engine, [`crate::cgroup::engine`]);
+//!   for network `bridge` the trial's network
 //!   namespaces ([`isolab_host::netns`]); one created, not started, container per instance
 //!   ([`spec`]: `cgroup_parent` = the instance cgroup, network `none`, read-only root, `/tmp`
 //!   tmpfs, labels naming agent and trial).
 //! - start: attach to every container's output, start them together, read their pids, and for
-//!   `bridge` move each instance's veth end into its container ([`network`]).
-//! - stats: the instance cgroup, through [`crate::cgroup`], the same numbers as every backend.
-//! - stop: kill everything in the instance cgroups (Docker notices its containers exited).
-//! - teardown: remove the containers, the cgroups in every hierarchy, the network namespaces;
-//!   the leak check lists containers still labelled with the trial, cgroups, processes and
-//!   namespaces. Images tagged `isolab-workload:<hash>` are a cache and stay (unless
+//!   `bridge` move each instance's veth end into its container
+//!   ([`isolab_host::netns::attach_to_process`]).
+//! - stats, stop: the runner's, on the instance cgroups (Docker notices its containers exited).
+//! - teardown: remove the containers and the network namespaces (the runner removes the
+//!   cgroups); the leak check lists containers still labelled with the trial and namespaces
+//!   (and the runner's, cgroups and processes). Images tagged `isolab-workload:<hash>` are a cache and stay (unless
 //!   [`DockerConfig::remove_image`]).
 
 mod attach;
 mod backend;
-pub mod cgroups;
 mod config;
 mod daemon;
 pub mod engine;
 mod error;
 pub mod image;
-pub mod network;
 mod probe;
 pub mod spec;
 mod trial;
 
-pub(crate) use attach::exit_of as exit_code;
 pub use backend::{DockerBackend, DockerPrepared};
 pub use config::{DEFAULT_SOCKET, DaemonMode, DockerConfig};
 pub use daemon::{DaemonError, PrivateDaemon};
-pub(crate) use daemon::{find as find_binary, reap_orphans_named};
 pub use error::DockerError;
 
 #[cfg(test)]

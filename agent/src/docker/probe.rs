@@ -12,12 +12,12 @@ use isolab_model::catalog;
 use isolab_model::pipeline::RootfsKind;
 
 use super::backend::DockerBackend;
-use super::cgroups;
 use super::engine::{self, Engine};
 use super::spec::{self, InstanceSpec};
-use super::{DaemonMode, DockerError, attach, find_binary};
+use super::{DaemonMode, DockerError, attach};
 use crate::backend::InstanceExit;
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupVersion};
+use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion, TrialCgroups};
+use isolab_host::which::find_binary;
 
 /// Runs the probe; `Ok(version)` or `Err((version if known, reason))`.
 pub(crate) async fn run(backend: &DockerBackend, n: u64) -> Result<String, (String, String)> {
@@ -135,20 +135,17 @@ async fn probe_container(backend: &DockerBackend, engine: &Engine, n: u64) -> Re
         pids_max: Some(ceilings.pids),
         ..CgroupLimits::default()
     };
-    let timeout = backend.config().stop_timeout;
-    let (task_inner, task_slug) = (Arc::clone(&inner), slug.clone());
+    let plan = CgroupPlan {
+        kill_timeout: backend.config().stop_timeout,
+        ..CgroupPlan::default()
+    };
+    let (task_cgroups, task_slug) = (Arc::clone(&inner.cgroups), slug.clone());
     let cgs = tokio::task::spawn_blocking(move || {
-        cgroups::make(
-            &task_inner.dir,
-            &task_inner.hierarchies,
-            &task_slug,
-            &[(0, limits)],
-            timeout,
-        )
+        task_cgroups.create(&task_slug, vec![(0, limits)], &plan)
     })
     .await
     .map_err(|e| format!("probe task failed: {e}"))?
-    .map_err(|(rel, e)| format!("cannot make cgroup {rel}: {e}"))?;
+    .map_err(|e| format!("cannot make the probe's cgroups: {e}"))?;
     let name = inner.container_name(&slug, 0);
     let argv = vec!["--list".to_owned()];
     let rel = cgs.instance_rel(0);
@@ -171,17 +168,8 @@ async fn probe_container(backend: &DockerBackend, engine: &Engine, n: u64) -> Re
     if let Err(e) = engine::remove(&engine.docker, &name).await {
         problems.push(format!("remove container {name}: {e}"));
     }
-    let (task_inner, trial_rel) = (Arc::clone(&inner), cgs.trial_rel.clone());
-    match tokio::task::spawn_blocking(move || {
-        cgroups::destroy(
-            &task_inner.dir,
-            &task_inner.hierarchies,
-            &trial_rel,
-            timeout,
-        )
-    })
-    .await
-    {
+    let task_cgs = cgs.clone();
+    match tokio::task::spawn_blocking(move || task_cgs.destroy()).await {
         Ok(p) => problems.extend(p),
         Err(e) => problems.push(e.to_string()),
     }
@@ -253,11 +241,12 @@ async fn run_container(
 }
 
 /// The probe container's CPU time (and on v1 its memory) must show in our instance cgroup.
-fn check_placement(cgs: &cgroups::TrialCgroups, version: CgroupVersion) -> Result<(), String> {
+fn check_placement(cgs: &TrialCgroups, version: CgroupVersion) -> Result<(), String> {
     let Some(cg) = cgs.instance(0) else {
         return Err("no probe cgroup".into());
     };
     let stats = cg
+        .cgroup
         .stats()
         .map_err(|e| format!("cannot read the probe cgroup: {e}"))?;
     let memory_seen = stats.memory_peak_bytes > 0 || version == CgroupVersion::V2;
@@ -268,6 +257,6 @@ fn check_placement(cgs: &cgroups::TrialCgroups, version: CgroupVersion) -> Resul
         "{MISPLACED} {} (the daemon's cgroupfs driver nests \
          cgroup_parent under the daemon's own cgroup): run dockerd from the agent's cgroup, or let \
          the agent start a private daemon",
-        cg.rel_path()
+        cg.rel
     ))
 }

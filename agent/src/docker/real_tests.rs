@@ -14,8 +14,9 @@ use crate::backend::conformance::{self, Observed};
 use crate::backend::envelope::Ceilings;
 use crate::backend::{AgentDir, Backend, TrialContext, process_alive};
 use crate::cgroup::CgroupManager;
-use crate::container::hierarchy::Hierarchies;
+use crate::cgroup::Hierarchies;
 use crate::core::TrialState;
+use crate::runner::lifecycle::Lifecycle;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -43,7 +44,7 @@ async fn setup(test: &str, daemon: DaemonMode) -> Option<Setup> {
         skip_or_fail(test, "needs root");
         return None;
     }
-    if super::daemon::find("dockerd").is_none()
+    if isolab_host::which::find_binary("dockerd").is_none()
         && !std::path::Path::new(super::DEFAULT_SOCKET).exists()
     {
         skip_or_fail(
@@ -59,7 +60,7 @@ async fn setup(test: &str, daemon: DaemonMode) -> Option<Setup> {
             return None;
         }
     };
-    if crate::container::rootfs::is_static_elf(&bin) != Some(true) {
+    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
         let why = format!(
             "{} is not static: set ISOLAB_WORKLOAD_BIN to `just build-workload`'s",
             bin.display()
@@ -206,9 +207,12 @@ async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
         trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
-    let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");
-    let net = prepared.network().expect("bridge network").clone();
-    let launch = s.backend.start(&mut prepared).await.expect("start");
+    let mut prepared = Lifecycle(&s.backend).prepare(&ctx).await.expect("prepare");
+    let net = prepared.backend.network().expect("bridge network").clone();
+    let launch = Lifecycle(&s.backend)
+        .start(&mut prepared)
+        .await
+        .expect("start");
     let (a, b) = (net.instances[0].clone(), net.instances[1].clone());
     let target = SocketAddr::new(a.addr.into(), 7001);
     let client = in_netns(b.path(), move || {
@@ -237,13 +241,13 @@ async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
         "the address exists in the host namespace"
     );
     drop(launch);
-    s.backend.stop(&prepared).await.expect("stop");
+    Lifecycle(&s.backend).stop(&prepared).await.expect("stop");
     let ctx = TrialContext {
         run_id: "r".into(),
         trial: Arc::clone(&ctx.trial),
         attempt: 0,
     };
-    let leaks = s.backend.teardown(prepared).await;
+    let leaks = Lifecycle(&s.backend).teardown(prepared).await;
     assert!(leaks.is_clean(), "{:?}", leaks.lines());
     assert!(
         isolab_host::netns::existing(&format!("{}-dk-{}", s.dir.name(), ctx.slug())).is_empty()
@@ -252,7 +256,7 @@ async fn bridge_containers_get_their_veth_and_reach_the_trial_network() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
-    if super::daemon::find("dockerd").is_none() {
+    if isolab_host::which::find_binary("dockerd").is_none() {
         skip_or_fail(
             "private daemon",
             "dockerd is not installed (./bootstrap installs docker.io)",
@@ -373,7 +377,7 @@ async fn without_a_daemon_the_probe_reports_dockerd_and_starts_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gvisor_under_a_private_daemon_passes_the_suite_and_contains_bombs() {
-    if crate::docker::find_binary("runsc").is_none() {
+    if isolab_host::which::find_binary("runsc").is_none() {
         skip_or_fail("gvisor", "runsc is not installed (./bootstrap installs it)");
         return;
     }

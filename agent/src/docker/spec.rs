@@ -28,7 +28,7 @@ use isolab_model::pipeline::RootfsKind;
 use super::engine::{LABEL_AGENT, LABEL_PID, LABEL_TRIAL};
 use super::image::WORKLOAD_PATH;
 use crate::backend::TRIAL_ENV;
-use crate::container::rootfs::HOST_RO_PATHS;
+use crate::backend::rootfs::HOST_RO_PATHS;
 
 /// `PATH` inside the container.
 const CONTAINER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

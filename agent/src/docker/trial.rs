@@ -1,5 +1,5 @@
-//! The making and unmaking of one Docker trial: its cgroups and network, its containers
-//! (created, not started), and their removal.
+//! The making and unmaking of one Docker trial: its network, its containers (created, not
+//! started, each below its instance cgroup), and their removal. The cgroups are the runner's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,31 +8,24 @@ use std::time::Duration;
 use isolab_model::pipeline::{NetworkMode, RootfsKind};
 
 use super::DockerError;
-use super::cgroups::{self, TrialCgroups};
 use super::engine::{self, Engine};
 use super::engine::{LABEL_AGENT, LABEL_TRIAL};
 use super::spec::{self, InstanceSpec};
-use crate::backend::{AgentDir, Leak, LeakReport};
-use crate::cgroup::CgroupLimits;
-use crate::container::hierarchy::Hierarchies;
+use crate::backend::base::ContainerBase;
+use crate::backend::{Leak, LeakReport};
+use crate::cgroup::TrialCgroups;
 use isolab_host::netns::{self, TrialNetwork};
 
 /// What every trial of this backend shares.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// The agent's cgroup directory.
-    pub(crate) dir: Arc<AgentDir>,
-    /// The workload binary on the host.
-    pub(crate) workload_bin: PathBuf,
-    /// Whether it is statically linked (required by `rootfs: minimal`).
-    pub(crate) workload_static: bool,
-    /// Every cgroup hierarchy mounted here.
-    pub(crate) hierarchies: Hierarchies,
+    /// The cgroup engine and the workload binary.
+    pub(crate) base: ContainerBase,
     /// Where a private daemon keeps its state.
     pub(crate) private_dir: PathBuf,
-    /// Block device an `io_bps` cap applies to.
-    pub(crate) io_device: Option<(u64, u64)>,
 }
+
+crate::backend::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Container name of instance `index` of trial attempt `slug`.
@@ -55,8 +48,8 @@ pub(crate) struct DockerInstance {
     pub(crate) name: String,
 }
 
-/// What one instance needs: index, workload arguments, cgroup limits.
-pub(crate) type Plan = (u32, Vec<String>, CgroupLimits);
+/// What one instance needs: index and workload arguments.
+pub(crate) type Plan = (u32, Vec<String>);
 
 /// Names shared by a trial's containers.
 #[derive(Debug, Clone, Copy)]
@@ -69,35 +62,24 @@ pub(crate) struct Names<'a> {
     pub(crate) image: &'a str,
 }
 
-/// Makes the trial's cgroups and, for `bridge`, its network namespaces.
-pub(crate) async fn make(
-    inner: &Arc<Inner>,
+/// For `bridge`, makes the trial's network namespaces (one per instance in `indexes`).
+pub(crate) async fn make_network(
     slug: &str,
     net_prefix: &str,
     mode: NetworkMode,
-    limits: Vec<(u32, CgroupLimits)>,
-    timeout: Duration,
-) -> Result<(TrialCgroups, Option<TrialNetwork>), DockerError> {
-    let (task_inner, task_slug, prefix) =
-        (Arc::clone(inner), slug.to_owned(), net_prefix.to_owned());
+    indexes: Vec<u32>,
+) -> Result<Option<TrialNetwork>, DockerError> {
+    if mode != NetworkMode::Bridge {
+        return Ok(None);
+    }
+    let prefix = net_prefix.to_owned();
     tokio::task::spawn_blocking(move || {
-        let (dir, hierarchies) = (&task_inner.dir, &task_inner.hierarchies);
-        let cgs = cgroups::make(dir, hierarchies, &task_slug, &limits, timeout)
-            .map_err(|(rel, source)| DockerError::Cgroup { rel, source })?;
-        if mode != NetworkMode::Bridge {
-            return Ok((cgs, None));
-        }
-        let indexes: Vec<u32> = limits.iter().map(|(i, _)| *i).collect();
-        match netns::create(&prefix, &indexes) {
-            Ok(net) => Ok((cgs, Some(net))),
-            Err(source) => {
-                cgroups::destroy(dir, hierarchies, &cgs.trial_rel, timeout);
-                Err(DockerError::Network {
-                    instance: indexes.first().copied().unwrap_or(0),
-                    source,
-                })
-            }
-        }
+        netns::create(&prefix, &indexes)
+            .map(Some)
+            .map_err(|source| DockerError::Network {
+                instance: indexes.first().copied().unwrap_or(0),
+                source,
+            })
     })
     .await
     .map_err(|source| DockerError::Task {
@@ -107,7 +89,7 @@ pub(crate) async fn make(
 }
 
 /// Creates one container per plan, each below its instance cgroup. On error removes what this
-/// trial made (containers, cgroups, network).
+/// trial made (containers, network).
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn create(
     inner: &Arc<Inner>,
@@ -118,11 +100,10 @@ pub(crate) async fn create(
     rootfs: RootfsKind,
     mode: NetworkMode,
     runtime: Option<&str>,
-    timeout: Duration,
 ) -> Result<Vec<DockerInstance>, DockerError> {
     let mut instances = Vec::with_capacity(plans.len());
     let mut failure = None;
-    for (index, argv, _) in plans {
+    for (index, argv) in plans {
         let name = inner.container_name(names.slug, *index);
         let rel = cgroups.instance_rel(*index);
         let mut body = spec::container_body(&InstanceSpec {
@@ -161,29 +142,17 @@ pub(crate) async fn create(
         return Ok(instances);
     };
     let made: Vec<String> = instances.into_iter().map(|i| i.name).collect();
-    for p in destroy(
-        inner,
-        engine,
-        &made,
-        names.net_prefix,
-        &cgroups.trial_rel,
-        timeout,
-    )
-    .await
-    {
+    for p in destroy(engine, &made, names.net_prefix).await {
         tracing::warn!("cleaning up after a failed prepare: {p}");
     }
     Err(e)
 }
 
-/// Removes the containers, the cgroups and the network of a trial; returns what failed.
+/// Removes the containers and the network of a trial; returns what failed.
 pub(crate) async fn destroy(
-    inner: &Arc<Inner>,
     engine: &Engine,
     containers: &[String],
     net_prefix: &str,
-    trial_rel: &str,
-    timeout: Duration,
 ) -> Vec<String> {
     let mut problems = Vec::new();
     let removals = containers
@@ -194,36 +163,25 @@ pub(crate) async fn destroy(
             problems.push(format!("remove container {name}: {e}"));
         }
     }
-    let (task_inner, prefix, rel) = (
-        Arc::clone(inner),
-        net_prefix.to_owned(),
-        trial_rel.to_owned(),
-    );
-    let cleaned = tokio::task::spawn_blocking(move || {
-        let mut p = cgroups::destroy(&task_inner.dir, &task_inner.hierarchies, &rel, timeout);
-        if let Err(e) = netns::destroy(&prefix) {
-            p.push(e.to_string());
-        }
-        p
-    })
-    .await;
-    match cleaned {
-        Ok(p) => problems.extend(p),
+    let prefix = net_prefix.to_owned();
+    match tokio::task::spawn_blocking(move || netns::destroy(&prefix)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => problems.push(e.to_string()),
         Err(e) => problems.push(format!("cleanup task failed: {e}")),
     }
     problems
 }
 
-/// Everything of trial attempt `slug` still there, looked up in the system: processes and
-/// cgroups in every hierarchy, network namespaces, and containers the daemon at `socket` (if
-/// one was used) still has with the trial's labels.
+/// Everything of trial attempt `slug` the backend made that is still there, looked up in the
+/// system: network namespaces, and containers the daemon at `socket` (if one was used) still
+/// has with the trial's labels.
 pub(crate) fn leftovers(
     inner: &Inner,
     socket: Option<PathBuf>,
     timeout: Duration,
     slug: &str,
 ) -> LeakReport {
-    let mut report = cgroups::leftovers(&inner.hierarchies, &inner.dir.rel(slug));
+    let mut report = LeakReport::default();
     for ns in netns::existing(&inner.net_prefix(slug)) {
         report.push(Leak::Netns { name: ns });
     }
@@ -250,7 +208,6 @@ pub(crate) fn leftovers(
             }),
         }
     }
-    report.merge(LeakReport::default());
     report
 }
 

@@ -1,47 +1,38 @@
 //! [`LxcBackend`]: the [`Backend`] implementation. See the module documentation of [`super`].
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use isolab_model::pipeline::{BackendKind, RootfsKind};
+use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
 
 use super::trial::{self, Made, Plan};
 use super::{LxcConfig, LxcError};
 use crate::backend::args;
-use crate::backend::envelope::{Ceilings, block_device_of, instance_limits};
+use crate::backend::base::ContainerBase;
+use crate::backend::envelope::Ceilings;
 use crate::backend::{
-    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, Leak, LeakReport,
-    LineStream, TrialContext, lines, process_start_time,
+    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
+    TrialContext, lines, process_start_time,
 };
-use crate::cgroup::CgroupStats;
-use crate::container::hierarchy::Hierarchies;
-use crate::container::rootfs::is_static_elf;
-use crate::docker::cgroups::TrialCgroups;
+use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 
 /// What every trial of this backend shares.
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// The agent's cgroup directory.
-    pub(crate) dir: Arc<AgentDir>,
-    /// The workload binary on the host.
-    pub(crate) workload_bin: PathBuf,
-    /// Whether it is statically linked (required by `rootfs: minimal`).
-    pub(crate) workload_static: bool,
-    /// Every cgroup hierarchy mounted here.
-    pub(crate) hierarchies: Hierarchies,
+    /// The cgroup engine and the workload binary.
+    pub(crate) base: ContainerBase,
     /// `<state_dir>/<agent dir>/lxc`.
     pub(crate) state: PathBuf,
     /// The LXC path (`-P`): `<state>/path`.
     pub(crate) lxcpath: PathBuf,
     /// The `lxc-execute` binary.
     pub(crate) program: PathBuf,
-    /// Block device an `io_bps` cap applies to.
-    pub(crate) io_device: Option<(u64, u64)>,
 }
+
+crate::backend::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Prefix of the trial's network namespaces.
@@ -55,7 +46,6 @@ impl Inner {
 pub struct LxcBackend {
     inner: Result<Arc<Inner>, String>,
     config: LxcConfig,
-    ceilings: Ceilings,
     probes: AtomicU64,
 }
 
@@ -65,7 +55,6 @@ pub struct LxcPrepared {
     ctx: TrialContext,
     made: Made,
     monitors: Mutex<Vec<(u32, Option<u64>)>>,
-    memory_limits: BTreeMap<u32, Option<u64>>,
 }
 
 impl LxcPrepared {
@@ -95,31 +84,25 @@ impl LxcBackend {
         config: LxcConfig,
     ) -> Self {
         let inner = (|| {
-            let dir = dir?;
-            let workload_bin = workload_bin?;
-            let program = crate::docker::find_binary(&config.lxc_execute).ok_or_else(|| {
-                format!(
-                    "{} not installed (./bootstrap installs lxc)",
-                    config.lxc_execute
-                )
-            })?;
-            let hierarchies = Hierarchies::detect().map_err(|e| e.to_string())?;
-            let state = config.state_dir.join(dir.name()).join("lxc");
+            let base = ContainerBase::new(&dir, workload_bin, ceilings)?;
+            let program =
+                isolab_host::which::find_binary(&config.lxc_execute).ok_or_else(|| {
+                    format!(
+                        "{} not installed (./bootstrap installs lxc)",
+                        config.lxc_execute
+                    )
+                })?;
+            let state = config.state_dir.join(base.dir.name()).join("lxc");
             Ok(Arc::new(Inner {
                 lxcpath: state.join("path"),
                 state,
                 program,
-                workload_static: is_static_elf(&workload_bin) == Some(true),
-                io_device: block_device_of(&std::env::temp_dir()),
-                dir,
-                workload_bin,
-                hierarchies,
+                base,
             }))
         })();
         Self {
             inner,
             config,
-            ceilings,
             probes: AtomicU64::new(0),
         }
     }
@@ -200,7 +183,7 @@ impl Backend for LxcBackend {
             Err(reason) => return BackendStatus::unavailable(self.name(), reason),
         };
         let n = self.probes.fetch_add(1, Ordering::Relaxed);
-        match super::probe::run(&inner, self.ceilings, &self.config, n).await {
+        match super::probe::run(&inner, inner.cgroups.ceilings(), &self.config, n).await {
             Ok(()) => BackendStatus {
                 name: self.name().into(),
                 available: true,
@@ -214,37 +197,40 @@ impl Backend for LxcBackend {
         }
     }
 
-    async fn prepare(&self, ctx: &TrialContext) -> Result<LxcPrepared, LxcError> {
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, LxcError> {
+        Ok(&self.inner()?.cgroups)
+    }
+
+    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, LxcError> {
+        Ok(CgroupPlan {
+            kill_timeout: self.config.stop_timeout,
+            ..CgroupPlan::default()
+        })
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &TrialContext,
+        cgroups: &TrialCgroups,
+    ) -> Result<LxcPrepared, LxcError> {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Lxc, ResolvedPlatform::as_lxc)?;
         let kind = platform.rootfs;
-        if kind == RootfsKind::Minimal && !inner.workload_static {
-            return Err(LxcError::NotStatic {
-                path: inner.workload_bin.clone(),
-            });
-        }
+        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let network = platform.network;
-        let mut plans: Vec<Plan> = Vec::with_capacity(ctx.trial.instances.len());
-        for spec in &ctx.trial.instances {
-            let limits = instance_limits(self.ceilings, &platform.limits, spec, inner.io_device);
-            plans.push((spec.index, args::workload_args(ctx, spec)?, limits));
-        }
-        let memory_limits = plans.iter().map(|(i, _, l)| (*i, l.memory_bytes)).collect();
-        let (slug, timeout) = (ctx.slug(), self.config.stop_timeout);
-        let task_slug = slug.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            trial::make(&inner, &task_slug, kind, network, &plans, timeout)
-        })
-        .await
-        .map_err(|source| LxcError::Task {
-            trial: slug,
-            source,
-        })??;
+        let plans: Vec<Plan> = args::trial_args(ctx)?;
+        let (slug, cgs) = (ctx.slug(), cgroups.clone());
+        let made =
+            tokio::task::spawn_blocking(move || trial::make(&inner, cgs, kind, network, &plans))
+                .await
+                .map_err(|source| LxcError::Task {
+                    trial: slug,
+                    source,
+                })??;
         Ok(LxcPrepared {
             ctx: ctx.clone(),
             made,
             monitors: Mutex::new(Vec::new()),
-            memory_limits,
         })
     }
 
@@ -273,10 +259,7 @@ impl Backend for LxcBackend {
             let exit = Box::pin(async move {
                 match child.wait().await {
                     // lxc-execute exits with the workload's code, 128 + n when signal n killed it.
-                    Ok(status) => match InstanceExit::from_status(status) {
-                        InstanceExit::Exited(code) => crate::docker::exit_code(i64::from(code)),
-                        other => other,
-                    },
+                    Ok(status) => InstanceExit::from_runtime_status(status),
                     Err(e) => InstanceExit::Lost(format!("waiting for lxc-execute failed: {e}")),
                 }
             });
@@ -284,7 +267,11 @@ impl Backend for LxcBackend {
                 lines(stderr),
                 prepared.made.cgroups.clone(),
                 inst.index,
-                prepared.memory_limits.get(&inst.index).copied().flatten(),
+                prepared
+                    .made
+                    .cgroups
+                    .instance(inst.index)
+                    .and_then(|c| c.limits.memory_bytes),
             );
             handles.push(InstanceHandle {
                 index: inst.index,
@@ -300,22 +287,9 @@ impl Backend for LxcBackend {
         })
     }
 
-    fn stats(&self, prepared: &LxcPrepared, index: u32) -> Result<CgroupStats, LxcError> {
-        if prepared.made.cgroups.instance(index).is_none() {
-            return Err(LxcError::NoInstance {
-                trial: prepared.ctx.slug(),
-                index,
-            });
-        }
-        prepared
-            .made
-            .cgroups
-            .stats(index)
-            .map_err(|(rel, source)| LxcError::Cgroup { rel, source })
-    }
-
+    /// Gives the monitors a moment to report, then kills what is left in the trial cgroup
+    /// (LXC's monitor and pivot levels beside the instance cgroups).
     async fn stop(&self, prepared: &LxcPrepared) -> Result<(), LxcError> {
-        let inner = Arc::clone(self.inner()?);
         let made = prepared.made.clone();
         let monitors = prepared
             .monitors
@@ -323,7 +297,7 @@ impl Backend for LxcBackend {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let timeout = self.config.stop_timeout;
-        tokio::task::spawn_blocking(move || trial::stop(&inner, &made, &monitors, timeout))
+        tokio::task::spawn_blocking(move || trial::stop(&made, &monitors, timeout))
             .await
             .map_err(|source| LxcError::Task {
                 trial: prepared.ctx.slug(),
@@ -331,44 +305,14 @@ impl Backend for LxcBackend {
             })?
     }
 
-    async fn teardown(&self, prepared: LxcPrepared) -> LeakReport {
+    async fn teardown(&self, prepared: LxcPrepared) -> Vec<String> {
         let Ok(inner) = self.inner().map(Arc::clone) else {
-            return LeakReport::default();
+            return Vec::new();
         };
-        let LxcPrepared {
-            ctx,
-            made,
-            monitors,
-            ..
-        } = prepared;
-        let monitors = monitors
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let timeout = self.config.stop_timeout;
-        let names: Vec<String> = made.instances.iter().map(|i| i.name.clone()).collect();
-        let task_inner = Arc::clone(&inner);
-        let done = tokio::task::spawn_blocking(move || {
-            let mut p: Vec<String> = trial::stop(&task_inner, &made, &monitors, timeout)
-                .err()
-                .map(|e| e.to_string())
-                .into_iter()
-                .collect();
-            p.extend(trial::destroy(&task_inner, &made, timeout));
-            p
-        })
-        .await;
-        let mut report = trial::leftovers(&inner, &ctx.slug(), &names);
-        let problems = done.unwrap_or_else(|e| vec![format!("teardown task failed: {e}")]);
-        for p in problems {
-            tracing::warn!(trial = %ctx.slug(), "teardown: {p}");
-            if !report.is_clean() {
-                report.push(Leak::Other {
-                    what: format!("teardown error: {p}"),
-                });
-            }
-        }
-        report.merge(LeakReport::default());
-        report
+        let made = prepared.made;
+        tokio::task::spawn_blocking(move || trial::destroy(&inner, &made))
+            .await
+            .unwrap_or_else(|e| vec![format!("teardown task failed: {e}")])
     }
 
     fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
@@ -382,9 +326,7 @@ impl Backend for LxcBackend {
             .iter()
             .map(|i| format!("{slug}-i{}", i.index))
             .collect();
-        let mut report = trial::leftovers(inner, &slug, &names);
-        report.merge(LeakReport::default());
-        report
+        trial::leftovers(inner, &slug, &names)
     }
 }
 
@@ -395,7 +337,7 @@ impl Drop for LxcBackend {
                 tracing::warn!("removing the lxc state directory: {e}");
             }
             trial::remove_lock_dirs(&inner.lxcpath);
-            crate::docker::cgroups::release_agent(&inner.dir, &inner.hierarchies);
+            inner.cgroups.release_unmanaged();
             // The agent's state directory, if nothing else of the agent is left in it.
             if let Some(parent) = inner.state.parent() {
                 let _ = std::fs::remove_dir(parent);

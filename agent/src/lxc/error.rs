@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use crate::backend::args::ArgsError;
-use crate::cgroup::CgroupError;
-use crate::container::rootfs::RootfsError;
+use crate::backend::rootfs::RootfsError;
+use crate::cgroup::TrialCgroupError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the LXC backend.
@@ -23,15 +23,8 @@ pub enum LxcError {
     #[error(transparent)]
     Args(#[from] ArgsError),
     /// A `minimal` root needs a statically linked workload.
-    #[error(
-        "rootfs: minimal needs a statically linked workload, but {} is dynamically linked \
-         (build it with `just build-workload`, or use rootfs: host-ro)",
-        path.display()
-    )]
-    NotStatic {
-        /// The workload binary.
-        path: PathBuf,
-    },
+    #[error(transparent)]
+    NotStatic(#[from] crate::backend::rootfs::NotStatic),
     /// The root directory could not be made.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
@@ -44,15 +37,9 @@ pub enum LxcError {
         #[source]
         source: std::io::Error,
     },
-    /// A cgroup operation failed.
-    #[error("cgroup {rel}: {source}")]
-    Cgroup {
-        /// The cgroup, relative to the agent's own.
-        rel: String,
-        /// The cause.
-        #[source]
-        source: CgroupError,
-    },
+    /// The trial's cgroups.
+    #[error(transparent)]
+    Cgroups(#[from] TrialCgroupError),
     /// The trial's network could not be made.
     #[error("network: {0}")]
     Network(#[source] NetnsError),
@@ -66,14 +53,6 @@ pub enum LxcError {
         /// The cause.
         #[source]
         source: std::io::Error,
-    },
-    /// Statistics asked for an instance the trial does not have.
-    #[error("no instance {index} in trial {trial}")]
-    NoInstance {
-        /// The trial slug.
-        trial: String,
-        /// The index asked for.
-        index: u32,
     },
     /// A blocking task panicked or was cancelled.
     #[error("blocking task of trial {trial} failed: {source}")]

@@ -3,21 +3,24 @@
 //!
 //! # Life of a trial
 //!
-//! - prepare: the trial and instance cgroups with every limit
-//!   ([`crate::docker::cgroups`], shared with the Docker backend), a read-only directory root
-//!   holding mount points and a placeholder for the workload ([`crate::container::rootfs`]),
+//! - prepare (the runner's cgroup engine made the trial and instance cgroups with every limit,
+//!   [`crate::cgroup::engine`]): a read-only directory root holding mount points and a
+//!   placeholder for the workload ([`crate::backend::rootfs`]),
 //!   for `bridge` the trial's network namespaces ([`isolab_host::netns`]), and one
 //!   configuration file per instance.
 //! - start: `lxc-execute -P <own LXC path> -n <slug>-i<i> -f <conf> -- /isolab-workload …`
 //!   per instance, with stdout and stderr piped (the console is off, so the workload writes to
 //!   them), and for `bridge` inside the instance's network namespace (`lxc.net.0.type = none`
 //!   then shares it). `-P` keeps the agent to its own containers.
-//! - stats: the instance cgroup (LXC's own level below it is removed when the container exits).
-//! - stop: kill the instance cgroups, let the monitors report, kill what is left in the trial's.
-//! - teardown: the trial's cgroups in every hierarchy (LXC leaves empty `lxc.pivot` cgroups and
-//!   makes directories in the `devices`, `name=systemd` and v2 hierarchies too), the network
-//!   namespaces, the trial directory and LXC's lock files below `/run/lxc/lock`; the leak check
-//!   looks for all of them. Dropping the backend removes its LXC path and lock directories.
+//! - stats: the runner's, on the instance cgroup (LXC's own level below it is removed when the
+//!   container exits; its counters are kept by a stop hook, see [`crate::cgroup::TrialCgroups`]).
+//! - stop: the runner kills the instance cgroups; then let the monitors report, kill what is
+//!   left in the trial's.
+//! - teardown: the network namespaces, the trial directory and LXC's lock files below
+//!   `/run/lxc/lock`; the runner removes the trial's cgroups in every hierarchy (LXC leaves empty
+//!   `lxc.pivot` cgroups and makes directories in the `devices`, `name=systemd` and v2
+//!   hierarchies too); the leak check looks for all of them. Dropping the backend removes its
+//!   LXC path and lock directories.
 
 mod backend;
 pub mod conf;

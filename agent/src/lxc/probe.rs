@@ -11,7 +11,7 @@ use super::LxcConfig;
 use super::backend::Inner;
 use super::trial::{self, Made, Plan};
 use crate::backend::envelope::Ceilings;
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupVersion};
+use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion};
 
 /// Runs `isolab-workload --list` in a container under the ceilings and checks that it
 /// answers and that it ran inside the instance cgroup the agent made.
@@ -31,21 +31,25 @@ pub(crate) async fn run(
         pids_max: Some(ceilings.pids),
         ..CgroupLimits::default()
     };
-    let plans: Vec<Plan> = vec![(0, vec!["--list".into()], limits)];
+    let plans: Vec<Plan> = vec![(0, vec!["--list".into()])];
     let (task_inner, slug, timeout) = (
         Arc::clone(inner),
         format!("probe-lxc-{n}"),
         config.stop_timeout,
     );
+    let plan = CgroupPlan {
+        kill_timeout: timeout,
+        ..CgroupPlan::default()
+    };
     let made = tokio::task::spawn_blocking(move || {
-        trial::make(
-            &task_inner,
-            &slug,
-            kind,
-            Default::default(),
-            &plans,
-            timeout,
-        )
+        let cgs = task_inner
+            .cgroups
+            .create(&slug, vec![(0, limits)], &plan)
+            .map_err(|e| e.to_string())?;
+        trial::make(&task_inner, cgs.clone(), kind, Default::default(), &plans).map_err(|e| {
+            cgs.destroy();
+            e.to_string()
+        })
     })
     .await
     .map_err(|e| format!("probe task failed: {e}"))?
@@ -53,12 +57,20 @@ pub(crate) async fn run(
     let outcome = tokio::time::timeout(config.probe_timeout, run_probe(inner, &made)).await;
     let (task_inner, task_made) = (Arc::clone(inner), made.clone());
     let problems = tokio::task::spawn_blocking(move || {
-        let mut p: Vec<String> = trial::stop(&task_inner, &task_made, &[], timeout)
+        let mut p: Vec<String> = task_made
+            .cgroups
+            .kill()
             .err()
             .map(|e| e.to_string())
             .into_iter()
             .collect();
-        p.extend(trial::destroy(&task_inner, &task_made, timeout));
+        p.extend(
+            trial::stop(&task_made, &[], timeout)
+                .err()
+                .map(|e| e.to_string()),
+        );
+        p.extend(trial::destroy(&task_inner, &task_made));
+        p.extend(task_made.cgroups.destroy());
         p
     })
     .await
@@ -93,7 +105,7 @@ async fn run_probe(inner: &Inner, made: &Made) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let expected = catalog::names().first().copied().unwrap_or("syscall");
     if !out.status.success() || !stdout.contains(expected) {
-        let said = crate::container::runtime::last_lines(&String::from_utf8_lossy(&out.stderr), 3);
+        let said = crate::backend::last_lines(&String::from_utf8_lossy(&out.stderr), 3);
         return Err(format!(
             "probe container failed ({}){}",
             out.status,
@@ -106,6 +118,7 @@ async fn run_probe(inner: &Inner, made: &Made) -> Result<(), String> {
     }
     let cg = made.cgroups.instance(0).ok_or("no probe cgroup")?;
     let stats = cg
+        .cgroup
         .stats()
         .map_err(|e| format!("cannot read the probe cgroup: {e}"))?;
     let memory_seen =
@@ -113,7 +126,7 @@ async fn run_probe(inner: &Inner, made: &Made) -> Result<(), String> {
     if stats.cpu_usage_ns == 0 || !memory_seen {
         return Err(format!(
             "the probe container did not run inside the agent's cgroup {}",
-            cg.rel_path()
+            cg.rel
         ));
     }
     Ok(())

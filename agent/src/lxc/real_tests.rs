@@ -13,7 +13,8 @@ use crate::backend::conformance::{self, Observed};
 use crate::backend::envelope::Ceilings;
 use crate::backend::{AgentDir, Backend, TrialContext};
 use crate::cgroup::CgroupManager;
-use crate::container::hierarchy::Hierarchies;
+use crate::cgroup::Hierarchies;
+use crate::runner::lifecycle::Lifecycle;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -40,7 +41,7 @@ async fn setup(test: &str) -> Option<Setup> {
         skip_or_fail(test, "needs root");
         return None;
     }
-    if crate::docker::find_binary("lxc-execute").is_none() {
+    if isolab_host::which::find_binary("lxc-execute").is_none() {
         skip_or_fail(
             test,
             "lxc-execute is not installed (./bootstrap installs lxc)",
@@ -54,7 +55,7 @@ async fn setup(test: &str) -> Option<Setup> {
             return None;
         }
     };
-    if crate::container::rootfs::is_static_elf(&bin) != Some(true) {
+    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
         skip_or_fail(
             test,
             &format!(
@@ -187,9 +188,12 @@ async fn bridge_instances_run_in_their_trial_namespaces() {
         trial: Arc::new(isolab_wire::TrialSpec::from(&t)),
         attempt: 0,
     };
-    let mut prepared = s.backend.prepare(&ctx).await.expect("prepare");
-    let net = prepared.network().expect("bridge network").clone();
-    let launch = s.backend.start(&mut prepared).await.expect("start");
+    let mut prepared = Lifecycle(&s.backend).prepare(&ctx).await.expect("prepare");
+    let net = prepared.backend.network().expect("bridge network").clone();
+    let launch = Lifecycle(&s.backend)
+        .start(&mut prepared)
+        .await
+        .expect("start");
     let (a, b) = (net.instances[0].clone(), net.instances[1].clone());
     let target = SocketAddr::new(a.addr.into(), 7002);
     let client = std::thread::spawn(move || {
@@ -214,8 +218,8 @@ async fn bridge_instances_run_in_their_trial_namespaces() {
         "instance 1's namespace could not reach instance 0's server: {reached:?}"
     );
     drop(launch);
-    s.backend.stop(&prepared).await.expect("stop");
-    let leaks = s.backend.teardown(prepared).await;
+    Lifecycle(&s.backend).stop(&prepared).await.expect("stop");
+    let leaks = Lifecycle(&s.backend).teardown(prepared).await;
     assert!(leaks.is_clean(), "{:?}", leaks.lines());
     let _ = &s.state;
 }

@@ -1,13 +1,13 @@
-//! The steps of one LXC trial (or probe), each blocking except [`spawn`]: make its cgroups,
-//! root, network and configurations; start an `lxc-execute` per instance; stop; destroy; look for
-//! what is left. Layout for trial attempt `slug`:
+//! The steps of one LXC trial (or probe), each blocking except [`spawn`]: make its root,
+//! network and configurations around the cgroups the engine made; start an `lxc-execute` per
+//! instance; stop; destroy; look for what is left. Layout for trial attempt `slug`:
 //!
 //! ```text
 //! <state>/trials/<slug>/rootfs        the root directory, shared by the trial's instances
 //! <state>/trials/<slug>/i<i>.conf     instance i's configuration (see super::conf)
 //! <state>/path/                       the LXC path (-P) of this agent: containers <slug>-i<i>
 //! /run/lxc/lock/<state>/path/         LXC's lock directory for it, removed with the backend
-//! cgroups <agent dir>/<slug>/{i<i>[/lxc], m<i>, pivot}
+//! cgroups <agent dir>/<slug>/{i<i>[/lxc], m<i>, pivot}    (the engine makes i<i>)
 //! ```
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -21,15 +21,13 @@ use super::LxcError;
 use super::backend::Inner;
 use super::conf::{self, ConfSpec};
 use crate::backend::TRIAL_ENV;
+use crate::backend::rootfs::{self, WORKLOAD_PATH};
 use crate::backend::{Leak, LeakReport, process_alive};
-use crate::cgroup::{Cgroup, CgroupLimits};
-use crate::container::rootfs::{self, WORKLOAD_PATH};
-use crate::docker::cgroups::{self, TrialCgroups};
+use crate::cgroup::TrialCgroups;
 use isolab_host::mounts::{detach, mounts_under};
 use isolab_host::netns::{self, TrialNetwork};
+use isolab_host::which::SEARCH_PATH;
 
-/// `PATH` for `lxc-execute`.
-const SEARCH_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where LXC keeps lock files, below which it mirrors the LXC path.
 pub const LOCK_DIR: &str = "/run/lxc/lock";
 
@@ -52,27 +50,25 @@ pub(crate) struct Made {
     pub(crate) instances: Vec<Instance>,
 }
 
-/// What one instance needs: index, workload arguments, cgroup limits.
-pub(crate) type Plan = (u32, Vec<String>, CgroupLimits);
+/// What one instance needs: index and workload arguments.
+pub(crate) type Plan = (u32, Vec<String>);
 
-/// Makes the trial `slug`: cgroups, root, network, configurations. On error removes what it made.
+/// Makes the trial of `cgs` (whose cgroups the engine made): root, network, configurations. On
+/// error removes what it made.
 pub(crate) fn make(
     inner: &Inner,
-    slug: &str,
+    cgs: TrialCgroups,
     kind: RootfsKind,
     network: NetworkMode,
     plans: &[Plan],
-    timeout: Duration,
 ) -> Result<Made, LxcError> {
-    let dir = inner.state.join("trials").join(slug);
-    let limits: Vec<(u32, CgroupLimits)> = plans.iter().map(|(i, _, l)| (*i, l.clone())).collect();
-    let cgs = cgroups::make(&inner.dir, &inner.hierarchies, slug, &limits, timeout)
-        .map_err(|(rel, source)| LxcError::Cgroup { rel, source })?;
-    for (index, _, _) in plans {
+    let slug = cgs.slug.clone();
+    let dir = inner.state.join("trials").join(&slug);
+    for (index, _) in plans {
         cgs.set_leaf(*index, format!("{}/lxc", cgs.instance_rel(*index)));
     }
     let made = Made {
-        slug: slug.to_owned(),
+        slug,
         dir,
         cgroups: cgs,
         network: None,
@@ -81,7 +77,7 @@ pub(crate) fn make(
     match fill(inner, made.clone(), kind, network, plans) {
         Ok(m) => Ok(m),
         Err(e) => {
-            for p in destroy(inner, &made, timeout) {
+            for p in destroy(inner, &made) {
                 tracing::warn!("cleaning up after a failed prepare: {p}");
             }
             Err(e)
@@ -104,15 +100,15 @@ fn fill(
     let root = rootfs::create(&made.dir.join("rootfs"), kind, Path::new("/"))?;
     std::fs::create_dir_all(&inner.lxcpath).map_err(io(&inner.lxcpath))?;
     if network == NetworkMode::Bridge {
-        let indexes: Vec<u32> = plans.iter().map(|(i, _, _)| *i).collect();
+        let indexes: Vec<u32> = plans.iter().map(|(i, _)| *i).collect();
         made.network = Some(
             netns::create(&inner.net_prefix(&made.slug), &indexes).map_err(LxcError::Network)?,
         );
     }
-    for (index, args, _) in plans {
+    for (index, args) in plans {
         let record = made.dir.join(format!("i{index}.final"));
         let leaf = format!("{}/lxc", made.cgroups.instance_rel(*index));
-        let hook = conf::stop_hook(&counter_files(inner, &leaf), &record);
+        let hook = conf::stop_hook(&counter_files(&made.cgroups, &leaf), &record);
         made.cgroups.set_record(*index, record);
         let text = conf::render(&ConfSpec {
             index: *index,
@@ -138,9 +134,9 @@ fn fill(
 
 /// The files of the leaf `rel` whose counters the stop hook keeps: `memory.oom_control` and
 /// `pids.events` on v1, `memory.events` and `pids.events` on v2.
-fn counter_files(inner: &Inner, rel: &str) -> Vec<PathBuf> {
+fn counter_files(cgs: &TrialCgroups, rel: &str) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for h in &inner.hierarchies.list {
+    for h in &cgs.hierarchies().list {
         let dir = h.own_dir.join(rel);
         let ctrls: Vec<&str> = h.name.split(',').collect();
         if ctrls.contains(&"memory") {
@@ -149,8 +145,7 @@ fn counter_files(inner: &Inner, rel: &str) -> Vec<PathBuf> {
         if ctrls.contains(&"pids") {
             files.push(dir.join("pids.events"));
         }
-        if h.name == "unified" && inner.dir.manager().version() == crate::cgroup::CgroupVersion::V2
-        {
+        if h.name == "unified" && cgs.manager().version() == crate::cgroup::CgroupVersion::V2 {
             files.push(dir.join("memory.events"));
             files.push(dir.join("pids.events"));
         }
@@ -218,15 +213,14 @@ pub(crate) fn spawn(
     Ok(child)
 }
 
-/// Kills the containers (their instance cgroups), gives the monitors (`monitors`: pid and
-/// start time) a moment to report and exit, then kills everything left in the trial's cgroup.
+/// With the containers killed (their instance cgroups, by the runner), gives the monitors
+/// (`monitors`: pid and start time) a moment to report and exit, then kills everything left in
+/// the trial's cgroup.
 pub(crate) fn stop(
-    inner: &Inner,
     made: &Made,
     monitors: &[(u32, Option<u64>)],
     timeout: Duration,
 ) -> Result<(), LxcError> {
-    let first = cgroups::kill(&made.cgroups, timeout).err();
     let until = Instant::now() + Duration::from_secs(2).min(timeout);
     while Instant::now() < until
         && monitors
@@ -235,36 +229,15 @@ pub(crate) fn stop(
     {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let manager = inner.dir.manager();
-    let rel = &made.cgroups.trial_rel;
-    let rest = if manager.exists(rel) {
-        manager
-            .open(rel)
-            .and_then(|cg| cg.kill_all(timeout).map(drop))
-            .err()
-    } else {
-        None
-    };
+    let rest = made.cgroups.kill_trial();
     // Container inits orphaned to this process (a child subreaper) when their monitor died first.
-    crate::docker::reap_orphans_named("init.lxc.static");
-    match (first, rest) {
-        (Some((rel, source)), _) => Err(LxcError::Cgroup { rel, source }),
-        (None, Some(source)) => Err(LxcError::Cgroup {
-            rel: rel.clone(),
-            source,
-        }),
-        (None, None) => Ok(()),
-    }
+    isolab_host::reap::reap_orphans("init.lxc.static");
+    rest.map(drop).map_err(LxcError::from)
 }
 
-/// Removes the trial's cgroups (every hierarchy), network, directory and lock files.
-pub(crate) fn destroy(inner: &Inner, made: &Made, timeout: Duration) -> Vec<String> {
-    let mut problems = cgroups::destroy(
-        &inner.dir,
-        &inner.hierarchies,
-        &made.cgroups.trial_rel,
-        timeout,
-    );
+/// Removes the trial's network, directory and lock files (the cgroups are the engine's).
+pub(crate) fn destroy(inner: &Inner, made: &Made) -> Vec<String> {
+    let mut problems = Vec::new();
     if let Err(e) = netns::destroy(&inner.net_prefix(&made.slug)) {
         problems.push(e.to_string());
     }
@@ -283,9 +256,9 @@ pub(crate) fn destroy(inner: &Inner, made: &Made, timeout: Duration) -> Vec<Stri
     problems
 }
 
-/// Everything of trial `slug` still there, looked up in the system.
+/// Everything of trial `slug` the backend made that is still there, looked up in the system.
 pub(crate) fn leftovers(inner: &Inner, slug: &str, names: &[String]) -> LeakReport {
-    let mut report = cgroups::leftovers(&inner.hierarchies, &inner.dir.rel(slug));
+    let mut report = LeakReport::default();
     for ns in netns::existing(&inner.net_prefix(slug)) {
         report.push(Leak::Netns { name: ns });
     }

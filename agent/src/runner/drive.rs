@@ -17,6 +17,7 @@ use tracing::Instrument;
 
 use super::RunnerOptions;
 use super::collect::{self, StdoutSummary};
+use super::lifecycle::{Lifecycle, Prepared};
 use super::noise;
 use super::outcome::{InstanceReport, Interrupt, Outcome};
 use crate::backend::InstanceExit;
@@ -77,14 +78,15 @@ async fn run<B: Backend>(
         ..Outcome::default()
     };
     let mut accel = None;
-    match backend
+    let life = Lifecycle(backend);
+    match life
         .prepare(&ctx)
         .instrument(tracing::info_span!("prepare"))
         .await
     {
         Err(e) => {
             outcome.errors.push(format!("prepare: {e}"));
-            outcome.leaks = backend.leftovers(&ctx);
+            outcome.leaks = life.leftovers(&ctx);
         }
         Ok(mut prepared) => {
             let ids = {
@@ -97,7 +99,7 @@ async fn run<B: Backend>(
                         .filter(|i| i.role == Role::Adversary)
                         .map(|i| i.index)
                         .collect(),
-                    backend,
+                    life: &life,
                     prepared: &mut prepared,
                     events: &events,
                     opts,
@@ -108,11 +110,11 @@ async fn run<B: Backend>(
                     .instrument(tracing::info_span!("run"))
                     .await
             };
-            let mut leaks = backend
+            // The teardown's report holds the leftover scan of cgroups and backend.
+            let mut leaks = life
                 .teardown(prepared)
                 .instrument(tracing::info_span!("teardown"))
                 .await;
-            leaks.merge(backend.leftovers(&ctx));
             let mut alive = LeakReport::default();
             for (pid, started) in ids {
                 if let Some(comm) = process_alive(pid, started) {
@@ -135,8 +137,8 @@ async fn run<B: Backend>(
 
 /// The part of a trial between prepare and teardown.
 struct RunLoop<'a, B: Backend> {
-    backend: &'a B,
-    prepared: &'a mut B::Prepared,
+    life: &'a Lifecycle<'a, B>,
+    prepared: &'a mut Prepared<B::Prepared>,
     events: &'a mpsc::Sender<TrialEvent>,
     opts: &'a RunnerOptions,
     outcome: &'a mut Outcome,
@@ -168,7 +170,7 @@ impl<B: Backend> RunLoop<'_, B> {
             return Vec::new();
         }
         let launch = match self
-            .backend
+            .life
             .start(self.prepared)
             .instrument(tracing::info_span!("start"))
             .await
@@ -304,7 +306,7 @@ impl<B: Backend> RunLoop<'_, B> {
     }
 
     async fn stop(&mut self) {
-        if let Err(e) = self.backend.stop(self.prepared).await {
+        if let Err(e) = self.life.stop(self.prepared).await {
             self.outcome.errors.push(format!("stop: {e}"));
         }
     }
@@ -352,7 +354,7 @@ impl<B: Backend> RunLoop<'_, B> {
         let mut cpu_total = Some(0u64);
         for &instance in indices {
             let reading = self
-                .backend
+                .life
                 .stats(self.prepared, instance)
                 .map_err(|e| e.to_string())
                 .and_then(|stats| {

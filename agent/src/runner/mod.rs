@@ -1,14 +1,18 @@
-//! The runner: drives one backend through one trial.
+//! The runner: drives one backend through one trial, and owns the trial's cgroups
+//! ([`lifecycle::Lifecycle`]: the engine makes, limits, reads, kills and removes them; the
+//! backend only prepares, starts and stops what is its own).
 //!
 //! Preparing → prepare → start every instance together → Running → collect samples, logs and
 //! statistics (every `stats_interval`) until every instance ended, the deadline (the trial's
 //! timeout, counted from the start of preparation) passed, or the trial was cancelled → on
 //! deadline or cancel kill everything → final statistics → teardown, always → leak check (the
-//! backend's report, its independent leftover scan, and every instance's main process) → one
-//! final status. A leak fails the trial, whatever else happened.
+//! leftover scan of the trial's cgroups and of the backend's own resources, taken after
+//! teardown, and every instance's main process) → one final status. A leak fails the trial,
+//! whatever else happened.
 
 mod collect;
 mod drive;
+pub mod lifecycle;
 mod noise;
 mod outcome;
 

@@ -28,25 +28,10 @@ pub(crate) struct CpuSnapshot {
     agent_us: u64,
 }
 
-/// Parses the aggregate `cpu` line of `/proc/stat`: (busy, steal, total) ticks.
+/// The aggregate `cpu` line of `/proc/stat`: (busy, steal, total) ticks.
 fn parse_proc_stat(text: &str) -> Option<(u64, u64, u64)> {
-    let line = text.lines().find(|l| l.starts_with("cpu "))?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice]: guest time is already
-    // counted in user and nice, so it is not added again.
-    let at = |i: usize| v.get(i).copied().unwrap_or(0);
-    if v.len() < 4 {
-        return None;
-    }
-    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
-    let steal = at(7);
-    let total = busy + at(3) + at(4) + steal;
-    Some((busy, steal, total))
+    let t = isolab_model::procstat::CpuTicks::parse(text)?;
+    Some((t.busy(), t.steal, t.total()))
 }
 
 impl CpuSnapshot {

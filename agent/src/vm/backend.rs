@@ -1,17 +1,17 @@
 //! [`VmBackend`]: the `vm` backend on the [`Backend`] trait.
 //!
 //! Per trial: a directory `<runtime dir>/<agent dir>/<trial slug>/` holding the initramfs
-//! (shared by the trial's instances; the workload is on each kernel command line), a cgroup
-//! `<agent dir>/<slug>/i<index>` per QEMU process (memory ceiling = guest memory + QEMU's
-//! overhead, the agent's pids ceiling, the instance's CPU weight), and one QEMU process per
-//! instance named `<agent dir>-<slug>-i<index>` (its `-name`, which is how leftovers are found).
-//! Stop kills every QEMU by pid (after checking it is still the process we started) and then
-//! whatever is left in the cgroups; teardown removes cgroups and files, and the leftover scan
-//! looks for the cgroup, the directory and any QEMU process carrying the trial's name.
+//! (shared by the trial's instances; the workload is on each kernel command line), and one QEMU
+//! process per instance named `<agent dir>-<slug>-i<index>` (its `-name`, which is how leftovers
+//! are found), started inside the instance cgroup the runner's engine made (its memory limit,
+//! when the platform sets none, is what QEMU needs: guest memory + QEMU's overhead, which
+//! [`VmBackend`]'s cgroup plan tells the engine). Stop kills every QEMU by pid (after checking
+//! it is still the process we started); teardown removes the files and the bridge network, and
+//! the leftover scan looks for the directory, the network and any QEMU process carrying the
+//! trial's name.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use isolab_model::pipeline::{Accel, BackendKind};
 use isolab_model::resolve::ResolvedPlatform;
@@ -23,23 +23,17 @@ use super::net;
 use super::plan::{self, Shape};
 use super::probe;
 use super::qemu::{AccelKind, VmSpec};
-use super::setup::{self, MadeVm, Ready, VmConfig};
+use super::setup::{self, Ready, VmConfig};
 use crate::backend::TRIAL_ENV;
 use crate::backend::envelope::Ceilings;
-use crate::backend::{
-    AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext, process_alive,
-};
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupStats};
-
-/// How long killing one cgroup's processes may take.
-const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
+use crate::cgroup::{CgroupEngine, CgroupPlan, InstanceCgroup, TrialCgroupError, TrialCgroups};
 
 /// The `vm` backend.
 #[derive(Debug)]
 pub struct VmBackend {
-    dir: Result<Arc<AgentDir>, String>,
+    engine: Result<Arc<CgroupEngine>, String>,
     ready: Result<Arc<Ready>, String>,
-    ceilings: Ceilings,
     // Boxed: one backend per agent, kept small beside the others in `AnyBackend`.
     config: Box<VmConfig>,
     kvm: Box<KvmVerdict>,
@@ -49,8 +43,7 @@ pub struct VmBackend {
 /// One prepared VM.
 #[derive(Debug)]
 struct VmInstance {
-    index: u32,
-    cgroup: Arc<AnyCgroup>,
+    cgroup: InstanceCgroup,
     spec: VmSpec,
 }
 
@@ -59,7 +52,6 @@ struct VmInstance {
 pub struct VmPrepared {
     ctx: TrialContext,
     trial_dir: PathBuf,
-    trial_cgroup: Arc<AnyCgroup>,
     instances: Vec<VmInstance>,
     accel: AccelChoice,
     /// The bridge network's namespace, when the platform asked for one.
@@ -99,9 +91,8 @@ impl VmBackend {
             None => KvmVerdict::new(),
         };
         Self {
-            dir,
+            engine: CgroupEngine::for_backend(&dir, ceilings),
             ready,
-            ceilings,
             config: Box::new(config),
             kvm: Box::new(kvm),
             status: Box::default(),
@@ -111,8 +102,23 @@ impl VmBackend {
     fn parts(&self) -> Result<(&Arc<AgentDir>, &Arc<Ready>), VmError> {
         let unavailable = |r: &String| VmError::Unavailable { reason: r.clone() };
         let ready = self.ready.as_ref().map_err(unavailable)?;
-        let dir = self.dir.as_ref().map_err(unavailable)?;
-        Ok((dir, ready))
+        let engine = self.engine.as_ref().map_err(unavailable)?;
+        Ok((engine.dir(), ready))
+    }
+
+    fn dir(&self) -> Option<&Arc<AgentDir>> {
+        self.engine.as_ref().ok().map(|e| e.dir())
+    }
+
+    /// The accelerator the platform's `accel` comes to here.
+    async fn accel_for(&self, requested: Accel) -> Result<AccelChoice, VmError> {
+        let check = match requested {
+            Accel::Tcg => KvmCheck::Unusable {
+                reason: "not asked".into(),
+            },
+            _ => self.kvm_check().await,
+        };
+        Ok(accel::decide(requested, &check)?)
     }
 
     /// Kernel, modules, QEMU and `/init`, when the backend is available.
@@ -122,7 +128,7 @@ impl VmBackend {
 
     /// The directory holding this agent's trial directories, when cgroups are usable.
     pub fn runtime_dir(&self) -> Option<PathBuf> {
-        self.dir.as_ref().ok().map(|d| self.config.runtime_dir(d))
+        self.dir().map(|d| self.config.runtime_dir(d))
     }
 
     /// Whether KVM works here (booting a probe VM on it the first time).
@@ -179,24 +185,12 @@ impl VmBackend {
             accel: choice.accel.as_str().into(),
         })
     }
-
-    fn instance(&self, prepared: &VmPrepared, index: u32) -> Result<Arc<AnyCgroup>, VmError> {
-        prepared
-            .instances
-            .iter()
-            .find(|i| i.index == index)
-            .map(|i| Arc::clone(&i.cgroup))
-            .ok_or_else(|| VmError::NoInstance {
-                trial: prepared.ctx.slug(),
-                index,
-            })
-    }
 }
 
 impl Drop for VmBackend {
     /// Removes this agent's runtime directory (empty once every trial was torn down).
     fn drop(&mut self) {
-        if let Ok(dir) = &self.dir {
+        if let Some(dir) = self.dir() {
             let runtime = self.config.runtime_dir(dir);
             if let Err(e) = std::fs::remove_dir_all(&runtime)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -205,18 +199,6 @@ impl Drop for VmBackend {
             }
         }
     }
-}
-
-/// Kills and removes a cgroup subtree.
-fn destroy(cg: &AnyCgroup) -> Result<(), VmError> {
-    let rel = cg.rel_path().to_owned();
-    cg.kill_all(KILL_TIMEOUT)
-        .map_err(|source| VmError::Cgroup {
-            rel: rel.clone(),
-            source,
-        })?;
-    cg.remove()
-        .map_err(|source| VmError::Cgroup { rel, source })
 }
 
 impl Backend for VmBackend {
@@ -238,20 +220,23 @@ impl Backend for VmBackend {
             .clone()
     }
 
-    async fn prepare(&self, ctx: &TrialContext) -> Result<VmPrepared, VmError> {
+    /// (Kernel, modules and QEMU are checked first: their absence is the more useful reason.)
+    fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, VmError> {
+        let unavailable = |r: &String| VmError::Unavailable { reason: r.clone() };
+        self.ready.as_ref().map_err(unavailable)?;
+        self.engine.as_ref().map_err(unavailable)
+    }
+
+    /// Each QEMU's memory limit when the platform sets none: what the guest and QEMU need
+    /// (refused when that is above the agent's ceiling).
+    async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, VmError> {
         let (dir, ready) = self.parts()?;
         let platform = ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)?;
-        let requested = platform.accel;
-        let check = match requested {
-            Accel::Tcg => KvmCheck::Unusable {
-                reason: "not asked".into(),
-            },
-            _ => self.kvm_check().await,
-        };
-        let accel = accel::decide(requested, &check)?;
+        let accel = self.accel_for(platform.accel).await?;
         let shape = Shape::of(platform, ready.default_machine, accel.accel);
         let qemu_bytes = setup::qemu_memory_bytes(shape.memory_mib, accel.accel);
-        if qemu_bytes > self.ceilings.memory_bytes {
+        let ceiling = self.cgroup_engine()?.ceilings().memory_bytes;
+        if qemu_bytes > ceiling {
             return Err(VmError::BadSetting {
                 setting: "memory",
                 reason: format!(
@@ -259,55 +244,76 @@ impl Backend for VmBackend {
                      memory ceiling of {} MiB",
                     shape.memory_mib,
                     qemu_bytes >> 20,
-                    self.ceilings.memory_bytes >> 20
+                    ceiling >> 20
                 ),
             });
         }
+        Ok(CgroupPlan {
+            memory_default_bytes: Some(qemu_bytes),
+            io_path: Some(self.config.runtime_dir(dir)),
+            ..CgroupPlan::default()
+        })
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &TrialContext,
+        cgroups: &TrialCgroups,
+    ) -> Result<VmPrepared, VmError> {
+        let (dir, ready) = self.parts()?;
+        let platform = ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)?;
+        let accel = self.accel_for(platform.accel).await?;
+        let shape = Shape::of(platform, ready.default_machine, accel.accel);
         let slug = ctx.slug();
-        let runtime = self.config.runtime_dir(dir);
-        let trial_dir = runtime.join(&slug);
-        let io_device = crate::backend::envelope::block_device_of(
-            runtime.ancestors().find(|p| p.exists()).unwrap_or(&runtime),
-        );
+        let trial_dir = self.config.runtime_dir(dir).join(&slug);
         let plan = plan::plan_trial(
             ctx,
             ready,
             &shape,
             &format!("{}-{slug}", dir.name()),
             &trial_dir,
-            self.ceilings,
-            qemu_bytes,
-            io_device,
         )?;
         let disk_bytes = self.config.disk_bytes;
         let net_ns = plan.net.as_ref().map(|(ns, _)| ns.clone());
-        let (dir, ready) = (Arc::clone(dir), Arc::clone(ready));
+        let ready = Arc::clone(ready);
         let made_dir = trial_dir.clone();
         let task = tokio::task::spawn_blocking(move || {
-            setup::make_trial(&dir, &ready, &slug, &made_dir, plan, disk_bytes)
+            setup::make_trial(&ready, &made_dir, plan, disk_bytes)
         });
-        let (trial_cgroup, made) = task.await.map_err(|source| VmError::Task {
+        let made = task.await.map_err(|source| VmError::Task {
             trial: ctx.slug(),
             reason: source.to_string(),
         })??;
         let instances = made
             .into_iter()
-            .map(
-                |MadeVm {
-                     index,
-                     cgroup,
-                     spec,
-                 }| VmInstance {
-                    index,
-                    cgroup: Arc::new(cgroup),
-                    spec,
-                },
-            )
-            .collect();
+            .map(|vm| {
+                let cgroup = cgroups.instance(vm.index).cloned().ok_or_else(|| {
+                    TrialCgroupError::NoInstance {
+                        trial: ctx.slug(),
+                        index: vm.index,
+                    }
+                })?;
+                Ok(VmInstance {
+                    cgroup,
+                    spec: vm.spec,
+                })
+            })
+            .collect::<Result<Vec<_>, VmError>>();
+        let instances = match instances {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&trial_dir);
+                if let Some(ns) = &net_ns
+                    && let Err(cleanup) = net::destroy(ns)
+                {
+                    tracing::warn!("cleaning up after a failed prepare: {cleanup}");
+                }
+                return Err(e);
+            }
+        };
         Ok(VmPrepared {
             ctx: ctx.clone(),
             trial_dir,
-            trial_cgroup: Arc::new(trial_cgroup),
             instances,
             accel,
             net_ns,
@@ -319,25 +325,22 @@ impl Backend for VmBackend {
         let (_, ready) = self.parts()?;
         let mut handles = Vec::with_capacity(prepared.instances.len());
         for inst in &prepared.instances {
+            let index = inst.cgroup.index;
             let env = vec![
                 (TRIAL_ENV, prepared.ctx.slug()),
-                ("ISOLAB_INSTANCE", inst.index.to_string()),
+                ("ISOLAB_INSTANCE", index.to_string()),
             ];
-            let rel = inst.cgroup.rel_path().to_owned();
-            let join = inst
-                .cgroup
-                .join_target()
-                .map_err(|source| VmError::Cgroup { rel, source })?;
+            let join = inst.cgroup.join_target()?;
             let opts = LaunchOptions {
                 join: Some(join),
                 env,
                 netns: prepared.net_ns.as_deref().map(net::ns_path),
                 ..LaunchOptions::default()
             };
-            let (handle, process) = launch::spawn_vm(&ready.vmm, &inst.spec, inst.index, opts)
+            let (handle, process) = launch::spawn_vm(&ready.vmm, &inst.spec, index, opts)
                 .await
                 .map_err(|source| VmError::Launch {
-                    instance: inst.index,
+                    instance: index,
                     source,
                 })?;
             prepared
@@ -353,66 +356,22 @@ impl Backend for VmBackend {
         })
     }
 
-    fn stats(&self, prepared: &VmPrepared, index: u32) -> Result<CgroupStats, VmError> {
-        let cg = self.instance(prepared, index)?;
-        cg.stats().map_err(|source| VmError::Cgroup {
-            rel: cg.rel_path().to_owned(),
-            source,
-        })
-    }
-
+    /// Kills every QEMU by pid (after checking it is still the process we started).
     async fn stop(&self, prepared: &VmPrepared) -> Result<(), VmError> {
         let processes = prepared
             .running
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let killed = launch::kill_vms(&processes).await;
-        let cgroups: Vec<_> = prepared
-            .instances
-            .iter()
-            .map(|i| Arc::clone(&i.cgroup))
-            .collect();
-        let trial = prepared.ctx.slug();
-        let swept = tokio::task::spawn_blocking(move || {
-            cgroups.iter().try_for_each(|cg| {
-                cg.kill_all(KILL_TIMEOUT)
-                    .map(drop)
-                    .map_err(|source| VmError::Cgroup {
-                        rel: cg.rel_path().to_owned(),
-                        source,
-                    })
-            })
-        })
-        .await
-        .map_err(|e| VmError::Task {
-            trial,
-            reason: e.to_string(),
-        })?;
-        killed.and(swept)
+        launch::kill_vms(&processes).await
     }
 
-    async fn teardown(&self, prepared: VmPrepared) -> LeakReport {
-        let stopped = self.stop(&prepared).await;
+    async fn teardown(&self, prepared: VmPrepared) -> Vec<String> {
         let VmPrepared {
-            ctx,
-            trial_dir,
-            trial_cgroup,
-            instances,
-            net_ns,
-            ..
+            trial_dir, net_ns, ..
         } = prepared;
-        let done = tokio::task::spawn_blocking(move || {
-            let mut errors: Vec<String> =
-                stopped.err().map(|e| e.to_string()).into_iter().collect();
-            for inst in &instances {
-                if let Err(e) = destroy(&inst.cgroup) {
-                    errors.push(e.to_string());
-                }
-            }
-            if let Err(e) = destroy(&trial_cgroup) {
-                errors.push(e.to_string());
-            }
+        tokio::task::spawn_blocking(move || {
+            let mut errors = Vec::new();
             if let Err(e) = std::fs::remove_dir_all(&trial_dir)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -425,23 +384,13 @@ impl Backend for VmBackend {
             }
             errors
         })
-        .await;
-        let mut report = self.leftovers(&ctx);
-        let errors = done.unwrap_or_else(|e| vec![format!("teardown task failed: {e}")]);
-        for e in errors {
-            tracing::warn!(trial = %ctx.slug(), "teardown: {e}");
-            if !report.is_clean() {
-                report.push(Leak::Other {
-                    what: format!("teardown error: {e}"),
-                });
-            }
-        }
-        report
+        .await
+        .unwrap_or_else(|e| vec![format!("teardown task failed: {e}")])
     }
 
     fn leftovers(&self, ctx: &TrialContext) -> LeakReport {
         let mut report = LeakReport::default();
-        let Ok(dir) = &self.dir else {
+        let Some(dir) = self.dir() else {
             return report;
         };
         let slug = ctx.slug();
@@ -458,17 +407,6 @@ impl Backend for VmBackend {
                 what: format!("file {} still exists", trial_dir.display()),
             });
         }
-        let rel = dir.rel(&slug);
-        if dir.manager().exists(&rel) {
-            if let Ok(pids) = dir.manager().open(&rel).and_then(|cg| cg.pids()) {
-                for pid in pids {
-                    let comm = process_alive(pid, None).unwrap_or_default();
-                    report.push(Leak::Process { pid, comm });
-                }
-            }
-            report.push(Leak::Cgroup { path: rel });
-        }
-        report.merge(LeakReport::default());
         report
     }
 }

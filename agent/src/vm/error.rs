@@ -5,7 +5,7 @@ use super::accel::AccelError;
 use super::cmdline::CmdlineError;
 use super::initramfs::InitramfsError;
 use super::launch::LaunchError;
-use crate::cgroup::CgroupError;
+use crate::cgroup::TrialCgroupError;
 
 /// What went wrong in the vm backend.
 #[derive(Debug, thiserror::Error)]
@@ -77,15 +77,9 @@ pub enum VmError {
         /// What failed.
         reason: String,
     },
-    /// A cgroup operation failed.
-    #[error("cgroup {rel}: {source}")]
-    Cgroup {
-        /// The cgroup, relative to the agent's own.
-        rel: String,
-        /// The cause.
-        #[source]
-        source: CgroupError,
-    },
+    /// The trial's cgroups.
+    #[error(transparent)]
+    Cgroups(#[from] TrialCgroupError),
     /// A VM could not be started.
     #[error("instance {instance}: {source}")]
     Launch {
@@ -100,14 +94,6 @@ pub enum VmError {
     Unkillable {
         /// Their pids.
         pids: Vec<u32>,
-    },
-    /// Statistics asked for an instance the trial does not have.
-    #[error("no instance {index} in trial {trial}")]
-    NoInstance {
-        /// The trial slug.
-        trial: String,
-        /// The index asked for.
-        index: u32,
     },
     /// A blocking task panicked or was cancelled.
     #[error("background task of trial {trial} failed: {reason}")]

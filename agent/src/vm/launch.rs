@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::console::{self, ConsoleSummary, GuestEnd};
 use super::error::VmError;
 use super::qemu::VmSpec;
-use super::spawner;
 use super::vmm::{Vmm, VmmError};
+use crate::backend::spawner;
 use crate::backend::{InstanceExit, InstanceHandle, lines, process_alive, process_start_time};
 use crate::cgroup::JoinTarget;
 

@@ -13,13 +13,16 @@
 //!    then are modules loaded).
 //! 3. [`accel`] picks KVM only when a [`probe`] VM really boots on it, else TCG; [`vmm`] and
 //!    [`qemu`] turn a [`qemu::VmSpec`] into a command (`-M microvm`, q35 when QEMU lacks it,
-//!    `-no-reboot`, serial on stdout); [`launch`] starts it inside the instance's own cgroup,
-//!    forked by the long-lived [`spawner`] thread.
+//!    `-no-reboot`, serial on stdout); [`launch`] starts it inside the instance cgroup the
+//!    runner's cgroup engine made (whose memory limit, unless the platform sets one, is what
+//!    QEMU needs: [`setup::qemu_memory_bytes`], told to the engine by the backend's
+//!    `cgroup_plan`), forked by the long-lived [`crate::backend::spawner`] thread.
 //! 4. In the guest, `/init` (`workload/src/pid1.rs`) mounts, loads modules, runs the workload,
 //!    frames each sample line on the serial console, writes an end record and powers off.
 //!    [`console`] splits the console back into samples and log lines.
 //! 5. [`backend::VmBackend`] drives all this on the [`crate::backend::Backend`] trait: deadline
-//!    and cancel kill QEMU by pid, teardown removes cgroups and files, and the leftover scan
+//!    and cancel kill QEMU by pid (the runner kills what is left in the cgroups), teardown
+//!    removes the files and the bridge network (the runner the cgroups), and the leftover scan
 //!    ([`setup::vm_processes`]) looks for any QEMU process carrying the trial's name.
 //!
 //! `bench` (feature `testing`) holds the measurements `just bench` reports.
@@ -52,7 +55,6 @@ pub mod plan;
 pub mod probe;
 pub mod qemu;
 pub mod setup;
-pub mod spawner;
 pub mod vmm;
 
 pub use backend::{VmBackend, VmPrepared};

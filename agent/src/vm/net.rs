@@ -13,7 +13,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use super::error::VmError;
 use super::qemu::TapNic;
@@ -105,68 +104,23 @@ pub fn leftovers(prefix: &str) -> Vec<Leak> {
 
 /// Tap devices inside namespace `ns`.
 fn taps_in(ns: &str) -> Vec<String> {
-    let Ok(out) = ip_command()
-        .args(["-n", ns, "-o", "tuntap", "show"])
-        .stderr(Stdio::null())
-        .output()
-    else {
+    let Ok(out) = netns::ip_output(&["-n", ns, "-o", "tuntap", "show"]) else {
         return Vec::new();
     };
     // `t0: tap persist`: the name is what precedes the first `:`.
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
+    out.lines()
         .filter_map(|l| l.split(':').next())
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty())
         .collect()
 }
 
-/// `ip` found in the sbin directories too.
-fn ip_command() -> Command {
-    let mut cmd = Command::new("ip");
-    cmd.env(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    )
-    .stdin(Stdio::null());
-    cmd
-}
-
 /// Runs `ip <args> -batch -` with `commands` on stdin.
 fn ip(ns: &str, args: &[&str], commands: &str) -> Result<(), VmError> {
-    use std::io::Write;
-    let fail = |reason: String| VmError::Network {
+    netns::ip_batch(args, commands).map_err(|e| VmError::Network {
         ns: ns.to_owned(),
-        reason,
-    };
-    let mut child = ip_command()
-        .args(args)
-        .args(["-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| fail(format!("cannot run `ip` (iproute2 installed?): {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(commands.as_bytes())
-            .map_err(|e| fail(format!("writing to `ip`: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("waiting for `ip`: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        Err(fail(format!(
-            "`ip {}` failed ({}): {}: {}",
-            args.join(" "),
-            out.status,
-            stderr.trim(),
-            commands.trim()
-        )))
-    }
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

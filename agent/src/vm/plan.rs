@@ -1,5 +1,7 @@
 //! Turning a trial into VMs: the platform's settings checked, and per instance the kernel
-//! command line, the disk a file workload gets, and the limits of its QEMU's cgroup.
+//! command line and the disk a file workload gets. The limits of each QEMU's cgroup are the
+//! runner's cgroup engine's (this backend only names the memory QEMU needs when the platform
+//! sets none: [`super::setup::qemu_memory_bytes`]).
 //!
 //! A workload that works in a directory (its catalog entry has a `dir` param, and the pipeline
 //! gave none) gets a disk: a sparse raw file in the trial directory, formatted ext4 on the host
@@ -21,7 +23,6 @@ use super::net::{self, VmNic};
 use super::qemu::{AccelKind, Machine, VmSpec};
 use super::setup::{self, INITRAMFS_FILE, PlannedVm, Ready};
 use crate::backend::TrialContext;
-use crate::backend::envelope::{Ceilings, instance_limits};
 
 /// The guest's disk as `/init` sees it (the first virtio-blk device).
 pub const GUEST_DISK: &str = "/dev/vda";
@@ -98,18 +99,13 @@ pub struct TrialPlan {
 }
 
 /// Plans every instance's VM: `vm_prefix` names them (`<prefix>-i<index>`) and a bridge
-/// network's namespace, `trial_dir` holds the initramfs and disks, `qemu_bytes` is each QEMU's
-/// memory ceiling.
-#[allow(clippy::too_many_arguments)]
+/// network's namespace, `trial_dir` holds the initramfs and disks.
 pub fn plan_trial(
     ctx: &TrialContext,
     ready: &Ready,
     shape: &Shape,
     vm_prefix: &str,
     trial_dir: &Path,
-    ceilings: Ceilings,
-    qemu_bytes: u64,
-    io_device: Option<(u64, u64)>,
 ) -> Result<TrialPlan, VmError> {
     let platform = ctx.platform(BackendKind::Vm, ResolvedPlatform::as_vm)?;
     let any_disk = ctx.trial.instances.iter().any(wants_disk);
@@ -150,15 +146,6 @@ pub fn plan_trial(
             instance: spec.index,
             source,
         })?;
-        let mut limits = instance_limits(ceilings, &platform.limits, spec, io_device);
-        // The QEMU process's memory: what the guest and QEMU need, unless the platform's limit
-        // says otherwise (then the host may OOM-kill QEMU, as asked).
-        limits.memory_bytes = Some(
-            platform
-                .limits
-                .memory_bytes
-                .map_or(qemu_bytes, |m| m.min(ceilings.memory_bytes)),
-        );
         let vm = VmSpec {
             name: format!("{vm_prefix}-i{}", spec.index),
             kernel: ready.kernel.image.clone(),
@@ -175,7 +162,6 @@ pub fn plan_trial(
         vms.push(PlannedVm {
             index: spec.index,
             spec: vm,
-            limits,
         });
     }
     let net = bridge.then(|| (vm_prefix.to_owned(), nics));

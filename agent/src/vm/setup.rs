@@ -1,5 +1,6 @@
 //! What the vm backend finds once (kernel, modules, QEMU, `/init`), what it makes per trial
-//! (directory, initramfs, disks, cgroups), and the leftover scan for VM processes.
+//! (directory, initramfs, disks, bridge network; the cgroups are the runner's), and the
+//! leftover scan for VM processes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,6 @@ use super::plan::TrialPlan;
 use super::qemu::{AccelKind, Machine, TCG_TB_MIB, VmSpec};
 use super::vmm::Vmm;
 use crate::backend::{AgentDir, TrialContext};
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
 
 /// The initramfs's file name in a trial directory.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
@@ -207,73 +207,37 @@ pub fn workload_params(
     Ok((info.name.to_owned(), params))
 }
 
-/// One VM to make cgroups for.
+/// One VM to boot.
 #[derive(Debug)]
 pub struct PlannedVm {
     /// Instance index.
     pub index: u32,
     /// How it boots.
     pub spec: VmSpec,
-    /// Limits of its QEMU's cgroup.
-    pub limits: CgroupLimits,
-}
-
-/// One VM whose cgroup exists.
-#[derive(Debug)]
-pub struct MadeVm {
-    /// Instance index.
-    pub index: u32,
-    /// Its QEMU's cgroup.
-    pub cgroup: AnyCgroup,
-    /// How it boots.
-    pub spec: VmSpec,
 }
 
 /// Makes the trial directory with its initramfs (carrying `plan`'s modules) and disks
-/// (`disk_bytes` each), the bridge network if planned, and the cgroups (trial, then one per
-/// instance with its limits); removes what it made on error. Blocking.
+/// (`disk_bytes` each) and the bridge network if planned; removes what it made on error and
+/// hands back the planned VMs. Blocking.
 pub fn make_trial(
-    dir: &AgentDir,
     ready: &Ready,
-    slug: &str,
     trial_dir: &Path,
     plan: TrialPlan,
     disk_bytes: u64,
-) -> Result<(AnyCgroup, Vec<MadeVm>), VmError> {
+) -> Result<Vec<PlannedVm>, VmError> {
     let TrialPlan {
         vms: plans,
         modules,
         net,
     } = plan;
-    let manager = dir.manager();
-    let trial_rel = dir.rel(slug);
-    let cg_err = |rel: &str| {
-        let rel = rel.to_owned();
-        move |source| VmError::Cgroup { rel, source }
-    };
     let dir_err = |source| VmError::TrialDir {
         path: trial_dir.to_path_buf(),
         source,
     };
-    if manager.exists(&trial_rel) {
-        // Left by an earlier run of this attempt that did not finish its teardown.
-        let stale = manager.open(&trial_rel).map_err(cg_err(&trial_rel))?;
-        stale
-            .kill_all(Duration::from_secs(5))
-            .map_err(cg_err(&trial_rel))?;
-        stale.remove().map_err(cg_err(&trial_rel))?;
-    }
     if trial_dir.exists() {
         std::fs::remove_dir_all(trial_dir).map_err(dir_err)?;
     }
     std::fs::create_dir_all(trial_dir).map_err(dir_err)?;
-    let trial_cg = match manager.create(&trial_rel) {
-        Ok(cg) => cg,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(trial_dir);
-            return Err(cg_err(&trial_rel)(e));
-        }
-    };
     let made = (|| {
         ready.write_initramfs(&trial_dir.join(INITRAMFS_FILE), &modules)?;
         for disk in plans.iter().filter_map(|p| p.spec.disk.as_deref()) {
@@ -282,35 +246,11 @@ pub fn make_trial(
         if let Some((ns, nics)) = &net {
             super::net::create(ns, nics)?;
         }
-        plans
-            .into_iter()
-            .map(
-                |PlannedVm {
-                     index,
-                     spec,
-                     limits,
-                 }| {
-                    let rel = format!("{trial_rel}/i{index}");
-                    let cg = manager.create(&rel).map_err(cg_err(&rel))?;
-                    cg.apply(&limits).map_err(cg_err(&rel))?;
-                    Ok(MadeVm {
-                        index,
-                        cgroup: cg,
-                        spec,
-                    })
-                },
-            )
-            .collect::<Result<Vec<_>, VmError>>()
+        Ok(())
     })();
     match made {
-        Ok(instances) => Ok((trial_cg, instances)),
+        Ok(()) => Ok(plans),
         Err(e) => {
-            if let Err(cleanup) = trial_cg
-                .kill_all(Duration::from_secs(5))
-                .and_then(|_| trial_cg.remove())
-            {
-                tracing::warn!("cleaning up after a failed prepare: {cleanup}");
-            }
             let _ = std::fs::remove_dir_all(trial_dir);
             if let Some((ns, _)) = &net
                 && let Err(cleanup) = super::net::destroy(ns)

@@ -43,24 +43,13 @@ impl SystemCpu {
         Self::parse(&text)
     }
 
-    /// Parses the `cpu` line: user nice system idle iowait irq softirq steal…; idle and iowait
-    /// are not busy; guest time is already inside user time and is not added twice.
+    /// Parses the `cpu` line ([`isolab_model::procstat::CpuTicks`]); idle and iowait are not
+    /// busy, steal is (the CPUs were not this system's to use).
     fn parse(text: &str) -> Option<Self> {
-        let line = text.lines().find(|l| l.starts_with("cpu "))?;
-        let fields: Vec<u64> = line
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .map(|f| f.parse().ok())
-            .collect::<Option<_>>()?;
-        if fields.len() < 4 {
-            return None;
-        }
-        let total: u64 = fields.iter().sum();
-        let idle = fields[3] + fields.get(4).copied().unwrap_or(0);
+        let t = isolab_model::procstat::CpuTicks::parse(text)?;
         Some(Self {
-            busy: total.saturating_sub(idle),
-            total,
+            busy: t.busy() + t.steal,
+            total: t.total(),
         })
     }
 

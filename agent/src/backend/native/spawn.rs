@@ -1,10 +1,9 @@
 //! Starting workload processes: a clean environment, piped output, the cgroup joined between
 //! fork and exec, SIGKILL if the agent dies (forked from a dedicated spawner thread, see
-//! [`spawner`]), and the pid registered against the orphan reaper.
+//! [`crate::backend::spawner`]), and the pid registered against the orphan reaper.
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -62,43 +61,6 @@ impl Drop for Registered {
 /// Lines buffered between the spawner thread and the runner, per stream.
 const LINE_BUFFER: usize = 1024;
 
-/// The spawner: one thread for the life of the process, with its own small runtime, that forks
-/// every instance and owns its waiting and reading. `PR_SET_PDEATHSIG` fires when the *thread*
-/// that forked a child ends, so forking from a thread that never ends (rather than from whichever
-/// runtime worker runs the trial, which `block_in_place` can retire) makes it fire only when the
-/// agent itself dies.
-fn spawner() -> std::io::Result<&'static tokio::runtime::Handle> {
-    static SPAWNER: OnceLock<Result<tokio::runtime::Handle, String>> = OnceLock::new();
-    let handle = SPAWNER.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let started = std::thread::Builder::new()
-            .name("isolab-spawner".into())
-            .spawn(move || {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => {
-                        let _ = tx.send(Ok(rt.handle().clone()));
-                        rt.block_on(std::future::pending::<()>());
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("spawner runtime: {e}")));
-                    }
-                }
-            });
-        match started {
-            Ok(_) => rx
-                .recv()
-                .unwrap_or_else(|_| Err("spawner thread died".into())),
-            Err(e) => Err(format!("spawner thread: {e}")),
-        }
-    });
-    handle
-        .as_ref()
-        .map_err(|e| std::io::Error::other(e.clone()))
-}
-
 /// Forwards a line stream into a channel (on the spawner's runtime).
 async fn forward(mut lines: LineStream, tx: mpsc::Sender<std::io::Result<String>>) {
     while let Some(line) = lines.next().await {
@@ -142,7 +104,7 @@ pub(super) async fn spawn_instance(
         });
     }
     let (started_tx, started_rx) = oneshot::channel::<std::io::Result<Started>>();
-    spawner()?.spawn(async move {
+    crate::backend::spawner::handle()?.spawn(async move {
         let mut child = match spawn_registered(&mut cmd) {
             Ok(child) => child,
             Err(e) => {

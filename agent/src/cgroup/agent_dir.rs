@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::backend::process_alive;
-use crate::cgroup::{Cgroup, CgroupError, CgroupManager};
+use isolab_host::leaks::process_alive;
+use isolab_host::mounts;
+
+use super::{Cgroup, CgroupError, CgroupManager};
 
 /// How long killing the processes of a stale or released directory may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -137,15 +139,12 @@ pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
             continue;
         };
         let ours = pid == std::process::id();
-        if ours
-            || !n.bytes().all(|b| b.is_ascii_digit())
-            || super::process_alive(pid, None).is_some()
-        {
+        if ours || !n.bytes().all(|b| b.is_ascii_digit()) || process_alive(pid, None).is_some() {
             continue;
         }
         // A crashed agent's tmpfs scratch is still mounted there: detach it first.
-        for point in super::mounts::mounts_under(&entry.path()) {
-            super::mounts::detach(&point);
+        for point in mounts::mounts_under(&entry.path()) {
+            mounts::detach(&point);
         }
         if std::fs::remove_dir_all(entry.path()).is_ok() {
             removed.push(entry.path());

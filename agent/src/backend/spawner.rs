@@ -1,11 +1,11 @@
-//! The thread that forks every VMM process.
+//! The thread that forks every process a backend starts itself and that must die with the
+//! agent (native workload processes, QEMU).
 //!
-//! `PR_SET_PDEATHSIG` (SIGKILL to QEMU when the agent dies) fires when the *thread* that forked
-//! the child ends, not the process. Runtime workers can be retired (`block_in_place`) and
-//! blocking-pool threads end after idling, so forking from them would kill a running VM at a
-//! random moment. One thread, alive for the whole process, with its own small runtime, forks,
-//! waits for and reads every VMM; the native backend's spawner (`backend::native::spawn`) does
-//! the same for workload processes. The two could become one shared `backend::spawner`.
+//! `PR_SET_PDEATHSIG` (SIGKILL to the child when the agent dies) fires when the *thread* that
+//! forked the child ends, not the process. Runtime workers can be retired (`block_in_place`) and
+//! blocking-pool threads end after idling, so forking from them would kill a running instance at
+//! a random moment. One thread, alive for the whole process, with its own small runtime, forks,
+//! waits for and reads every such child.
 
 use std::sync::OnceLock;
 
@@ -16,7 +16,7 @@ pub fn handle() -> std::io::Result<&'static tokio::runtime::Handle> {
         .get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel();
             let started = std::thread::Builder::new()
-                .name("isolab-vm-spawner".into())
+                .name("isolab-spawner".into())
                 .spawn(move || {
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -27,15 +27,15 @@ pub fn handle() -> std::io::Result<&'static tokio::runtime::Handle> {
                             rt.block_on(std::future::pending::<()>());
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(format!("VM spawner runtime: {e}")));
+                            let _ = tx.send(Err(format!("spawner runtime: {e}")));
                         }
                     }
                 });
             match started {
                 Ok(_) => rx
                     .recv()
-                    .unwrap_or_else(|_| Err("VM spawner thread died".into())),
-                Err(e) => Err(format!("VM spawner thread: {e}")),
+                    .unwrap_or_else(|_| Err("spawner thread died".into())),
+                Err(e) => Err(format!("spawner thread: {e}")),
             }
         })
         .as_ref()

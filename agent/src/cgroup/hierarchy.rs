@@ -8,11 +8,11 @@
 //! everywhere and the leak check can look everywhere. Only paths below our own cgroup, under a
 //! relative path the caller names, are ever touched.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::bundle::HostFeatures;
+use super::factory::parse_proc_cgroup;
 
 /// How often, and how far apart, `rmdir` is retried while the kernel still says `EBUSY`.
 const RMDIR_ATTEMPTS: u32 = 50;
@@ -45,6 +45,16 @@ pub enum HierarchyError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What this host's cgroups can do, so that a runtime is never asked for a file that is missing
+/// (runc fails the container then).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostFeatures {
+    /// Swap can be limited (v1 `memory.memsw.*`, v2 `memory.swap.max`).
+    pub swap_limit: bool,
+    /// A proportional I/O weight file exists (`blkio.weight`/`blkio.bfq.weight`, `io.weight`).
+    pub io_weight: bool,
 }
 
 /// One hierarchy: how it is named and our own cgroup's directory in it.
@@ -171,7 +181,9 @@ impl Hierarchies {
     pub fn pids(&self, rel: &str) -> Vec<u32> {
         let mut out = BTreeSet::new();
         for (_, dir) in self.existing(rel) {
-            collect_pids(&dir, &mut out);
+            if let Err(e) = super::fsutil::collect_pids(&dir, &mut out) {
+                tracing::debug!("{e}");
+            }
         }
         out.into_iter().collect()
     }
@@ -218,24 +230,6 @@ impl Hierarchies {
     }
 }
 
-/// `/proc/self/cgroup`: controller or `name=…` → path; `""` for the v2 line.
-fn parse_proc_cgroup(text: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for line in text.lines() {
-        let mut it = line.splitn(3, ':');
-        let (Some(_), Some(ctrls), Some(path)) = (it.next(), it.next(), it.next()) else {
-            continue;
-        };
-        if ctrls.is_empty() {
-            out.insert(String::new(), path.to_owned());
-        }
-        for c in ctrls.split(',').filter(|c| !c.is_empty()) {
-            out.insert(c.to_owned(), path.to_owned());
-        }
-    }
-    out
-}
-
 fn check_rel(rel: &str) -> Result<(), HierarchyError> {
     let bad = rel.is_empty()
         || rel.starts_with('/')
@@ -249,19 +243,6 @@ fn check_rel(rel: &str) -> Result<(), HierarchyError> {
         })
     } else {
         Ok(())
-    }
-}
-
-fn collect_pids(dir: &Path, out: &mut BTreeSet<u32>) {
-    if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-        out.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                collect_pids(&e.path(), out);
-            }
-        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Container root filesystems, made fresh per instance inside its bundle directory.
+//! Container root filesystems, made fresh per instance inside its bundle directory (shared by
+//! the container and lxc backends; docker reads its host paths).
 //!
 //! - `minimal`: an empty tree with the mount points `/proc`, `/dev`, `/sys`, `/tmp` and an empty
 //!   file `/isolab-workload` on which the static workload binary is bind-mounted read-only (the
@@ -15,6 +16,29 @@
 use std::path::{Path, PathBuf};
 
 use isolab_model::pipeline::RootfsKind;
+
+/// A `minimal` root holds nothing but the workload, which must then be statically linked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "rootfs: minimal needs a statically linked workload, but {} is dynamically linked \
+     (build it with `just build-workload`, or use rootfs: host-ro)",
+    path.display()
+)]
+pub struct NotStatic {
+    /// The workload binary.
+    pub path: PathBuf,
+}
+
+/// Whether a root of `kind` can hold the workload at `path` (`is_static`: it is statically
+/// linked).
+pub fn check_static(kind: RootfsKind, is_static: bool, path: &Path) -> Result<(), NotStatic> {
+    if kind == RootfsKind::Minimal && !is_static {
+        return Err(NotStatic {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
 
 /// Where the workload binary appears inside the container.
 pub const WORKLOAD_PATH: &str = "/isolab-workload";

@@ -4,11 +4,14 @@
 //! pipeline's limits apply on top and can only tighten them (the smaller value wins). CPU weight,
 //! quota, cpuset and I/O settings come from the pipeline alone. A CPU reservation is a share
 //! guarantee, not a cap: planning expresses it through weights, so it adds no limit here.
+//! Called once per instance, by the cgroup engine ([`super::engine::CgroupEngine::limits`]),
+//! before any backend code runs; a backend can only name the memory limit for when the platform
+//! sets none (the vm backend: what QEMU needs), never change the rule.
 
 use isolab_model::plan::InstanceSpec;
 use isolab_model::resolve::InstanceLimits;
 
-use crate::cgroup::CgroupLimits;
+use super::CgroupLimits;
 
 /// The agent's hard ceilings for every instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +24,22 @@ pub struct Ceilings {
 
 /// The limits of one instance: ceilings, tightened by the platform's limits and the instance's
 /// own CPU weight. `io_device` is the block device (major, minor) an `io_bps` cap applies to.
+/// `memory_default_bytes` is the memory limit when the platform sets none (the vm backend: what
+/// its QEMU needs); without one, the ceiling.
 pub fn instance_limits(
     ceilings: Ceilings,
     platform: &InstanceLimits,
     instance: &InstanceSpec,
     io_device: Option<(u64, u64)>,
+    memory_default_bytes: Option<u64>,
 ) -> CgroupLimits {
     let min = |ceiling: u64, asked: Option<u64>| Some(asked.map_or(ceiling, |a| a.min(ceiling)));
+    let memory_bytes = platform.memory_bytes.map_or(
+        memory_default_bytes.unwrap_or(ceilings.memory_bytes),
+        |asked| asked.min(ceilings.memory_bytes),
+    );
     CgroupLimits {
-        memory_bytes: min(ceilings.memory_bytes, platform.memory_bytes),
+        memory_bytes: Some(memory_bytes),
         pids_max: min(ceilings.pids, platform.pids_max),
         cpu_weight: instance.cpu_weight.or(platform.cpu_weight),
         cpu_quota: platform.cpu_quota_cpus,
@@ -90,7 +100,13 @@ mod tests {
 
     #[test]
     fn ceilings_apply_when_the_pipeline_sets_nothing() {
-        let l = instance_limits(CEIL, &InstanceLimits::default(), &instance(None), None);
+        let l = instance_limits(
+            CEIL,
+            &InstanceLimits::default(),
+            &instance(None),
+            None,
+            None,
+        );
         assert_eq!(l.pids_max, Some(4096));
         assert_eq!(l.memory_bytes, Some(1 << 30));
         assert_eq!(l.cpu_weight, None);
@@ -108,7 +124,7 @@ mod tests {
             io_weight: None,
             io_bps: Some(Bytes(1 << 20)),
         });
-        let l = instance_limits(CEIL, &platform, &instance(Some(300)), Some((8, 0)));
+        let l = instance_limits(CEIL, &platform, &instance(Some(300)), Some((8, 0)), None);
         assert_eq!(
             l.memory_bytes,
             Some(1 << 30),
@@ -123,5 +139,28 @@ mod tests {
         assert_eq!(l.cpu_quota, Some(0.5));
         assert_eq!(l.cpuset_cpus.as_deref(), Some("0"));
         assert_eq!(l.io_bps, Some((1 << 20, vec![(8, 0)])));
+    }
+
+    #[test]
+    fn a_backend_default_stands_in_only_for_an_unset_memory_limit() {
+        let qemu = Some(300 << 20);
+        let unset = instance_limits(
+            CEIL,
+            &InstanceLimits::default(),
+            &instance(None),
+            None,
+            qemu,
+        );
+        assert_eq!(unset.memory_bytes, qemu, "the default, not the ceiling");
+        let platform = InstanceLimits {
+            memory_bytes: Some(4 << 30),
+            ..InstanceLimits::default()
+        };
+        let set = instance_limits(CEIL, &platform, &instance(None), None, qemu);
+        assert_eq!(
+            set.memory_bytes,
+            Some(1 << 30),
+            "the pipeline's, under the ceiling"
+        );
     }
 }

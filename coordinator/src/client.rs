@@ -60,7 +60,30 @@ pub enum ClientError {
         /// What was wrong.
         what: String,
     },
+    /// The agent's stream of a trial outlived the trial's own timeout by more than the margin
+    /// (a hung or half-open connection); the trial was cancelled at the agent.
+    #[error(
+        "agent {addr}: trial {trial} sent no final status within its timeout plus {margin_s} s; cancelled"
+    )]
+    StreamDeadline {
+        /// The agent.
+        addr: String,
+        /// The trial.
+        trial: String,
+        /// Seconds allowed beyond the trial's timeout.
+        margin_s: u64,
+    },
 }
+
+/// Time a RunTrial stream may run beyond the trial's own timeout: the agent's preparation
+/// (a VM boot under TCG, a Docker image import) and teardown happen outside that timeout.
+pub const STREAM_DEADLINE_MARGIN: Duration = Duration::from_secs(300);
+/// HTTP/2 PING interval towards agents, and how long an unanswered PING may stay unanswered:
+/// a dead peer or half-open connection is found in under a minute instead of never.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive on the connections to agents (the kernel's probes, under the HTTP/2 PINGs).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// Final state of a trial attempt as the agent reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +203,7 @@ pub struct Agent {
     /// Address as given (`http://127.0.0.1:7411`).
     pub addr: String,
     client: AgentClient<Channel>,
+    stream_margin: Duration,
 }
 
 /// Turns `host:port` or a URL into an `http://` URL.
@@ -212,7 +236,11 @@ impl Agent {
                 source,
             })?
             .connect_timeout(Duration::from_secs(10))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .tcp_keepalive(Some(TCP_KEEPALIVE))
+            .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         if let Some(tls) = tls {
             let domain = tls
                 .domain
@@ -242,7 +270,16 @@ impl Agent {
         Ok(Self {
             addr: url,
             client: AgentClient::new(channel),
+            stream_margin: STREAM_DEADLINE_MARGIN,
         })
+    }
+
+    /// How long a RunTrial stream may run beyond the trial's timeout (default
+    /// [`STREAM_DEADLINE_MARGIN`]).
+    #[must_use]
+    pub fn with_stream_deadline_margin(mut self, margin: Duration) -> Self {
+        self.stream_margin = margin;
+        self
     }
 
     /// Host facts and backends of the agent.
@@ -288,14 +325,29 @@ impl Agent {
             addr: self.addr.clone(),
             status: Box::new(s),
         };
-        let mut stream = c.run_trial(req).await.map_err(rpc)?.into_inner();
-        while let Some(ev) = stream.next().await {
-            let ev = ev.map_err(rpc)?;
-            if let Some(e) = self.translate(ev)? {
-                on_event(e);
+        let deadline = trial.timeout.0.saturating_add(self.stream_margin);
+        let stream = async {
+            let mut stream = c.run_trial(req).await.map_err(rpc)?.into_inner();
+            while let Some(ev) = stream.next().await {
+                let ev = ev.map_err(rpc)?;
+                if let Some(e) = self.translate(ev)? {
+                    on_event(e);
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, stream).await {
+            Ok(result) => result,
+            Err(_) => {
+                // Best effort: the agent's own deadline should have ended it already.
+                let _ = tokio::time::timeout(Duration::from_secs(10), self.cancel(&trial.id)).await;
+                Err(ClientError::StreamDeadline {
+                    addr: self.addr.clone(),
+                    trial: trial.id.clone(),
+                    margin_s: self.stream_margin.as_secs(),
+                })
             }
         }
-        Ok(())
     }
 
     /// One agent event, decoded by the wire's decoder (the agent's own), in the coordinator's

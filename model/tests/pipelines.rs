@@ -23,7 +23,7 @@ fn schema_validator() -> jsonschema::Validator {
 }
 
 fn schema_errors(validator: &jsonschema::Validator, text: &str) -> Vec<String> {
-    let instance: serde_json::Value = serde_yaml::from_str(text).unwrap();
+    let instance: serde_json::Value = isolab_model::yaml::from_str(text).unwrap();
     validator
         .iter_errors(&instance)
         .map(|e| format!("{} at {}", e, e.instance_path()))

@@ -23,6 +23,7 @@ pub mod aggregate;
 pub mod charts;
 pub mod compare;
 mod decode;
+pub mod envdiff;
 pub mod fairness;
 pub mod fsutil;
 pub mod html;

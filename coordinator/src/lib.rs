@@ -10,6 +10,7 @@ pub mod discover;
 pub mod events;
 pub mod inventory;
 pub mod progress;
+pub mod provenance;
 pub mod report_bench;
 pub mod rows;
 pub mod run;

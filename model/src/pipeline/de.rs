@@ -60,6 +60,23 @@ impl<'de> Deserialize<'de> for ParamValue {
     }
 }
 
+/// The schema lists the catalog's workload names, so that editors complete them and flag a
+/// misspelt one (the loader reports the same with a "did you mean").
+impl schemars::JsonSchema for WorkloadRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WorkloadRef".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut names = crate::catalog::names();
+        names.push("none");
+        let spec = g.subschema_for::<WorkloadSpec>();
+        schemars::json_schema!({
+            "description": "A workload by name (`isolab-workload --list`), or `{ name, params }`.",
+            "anyOf": [ { "type": "string", "enum": names }, spec ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

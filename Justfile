@@ -23,15 +23,23 @@ build-workload:
 build: build-workload
     cargo build --release --locked -p isolab-coordinator -p isolab-agent -p isolab-bench
 
-# Run the quick-start pipeline end to end and write its report.
+# Run the quick-start pipeline end to end and write its report (also when some trials failed);
+# exits with the run's code: 0 all ok, 3 some trials failed, 1 could not run.
 demo: bootstrap build
     #!/usr/bin/env bash
     set -euo pipefail
     export ISOLAB_WORKLOAD_BIN={{workload_bin}}
-    run_dir="$(./target/release/isolab run pipelines/quickstart.yaml)"
-    ./target/release/isolab report "$run_dir"
+    code=0
+    run_dir="$(./target/release/isolab run pipelines/quickstart.yaml)" || code=$?
+    if [ -z "$run_dir" ] || [ ! -f "$run_dir/manifest.json" ]; then
+        echo "the run could not start (exit $code)" >&2
+        exit "$(( code == 0 ? 1 : code ))"
+    fi
+    ./target/release/isolab report "$run_dir" >/dev/null
     echo "run directory: $run_dir"
-    echo "report:        $run_dir/report.md"
+    echo "report:        $run_dir/report.html (and report.md)"
+    [ "$code" -eq 0 ] || echo "some trials failed (exit $code); the report lists them" >&2
+    exit "$code"
 
 # A/A calibration: identical platforms under two names; prints the false-difference rate (<= 5%).
 calibrate *ARGS: bootstrap build

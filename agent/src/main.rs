@@ -256,19 +256,19 @@ mod tests {
     /// `$(VAR)` references expanded the way the kubelet does, to sample values.
     fn manifest_invocations() -> Vec<(PathBuf, Vec<String>)> {
         fn walk(
-            v: &serde_yaml::Value,
+            v: &serde_json::Value,
             file: &std::path::Path,
             out: &mut Vec<(PathBuf, Vec<String>)>,
         ) {
             match v {
-                serde_yaml::Value::Mapping(m) => {
-                    let cmd = m.get("command").and_then(|c| c.as_sequence());
+                serde_json::Value::Object(m) => {
+                    let cmd = m.get("command").and_then(|c| c.as_array());
                     if let Some(cmd) =
                         cmd.filter(|c| c.first().and_then(|c| c.as_str()) == Some("isolab-agent"))
                     {
                         let args = m
                             .get("args")
-                            .and_then(|a| a.as_sequence())
+                            .and_then(|a| a.as_array())
                             .cloned()
                             .unwrap_or_default();
                         let argv = cmd
@@ -280,7 +280,7 @@ mod tests {
                     }
                     m.values().for_each(|v| walk(v, file, out));
                 }
-                serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(v, file, out)),
+                serde_json::Value::Array(s) => s.iter().for_each(|v| walk(v, file, out)),
                 _ => {}
             }
         }
@@ -305,10 +305,10 @@ mod tests {
                     dirs.push(p);
                 } else if p.extension().is_some_and(|x| x == "yaml") {
                     let text = std::fs::read_to_string(&p).expect("read manifest");
-                    for doc in serde_yaml::Deserializer::from_str(&text) {
-                        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                        walk(&v, &p, &mut out);
+                    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    for v in &docs {
+                        walk(v, &p, &mut out);
                     }
                 }
             }

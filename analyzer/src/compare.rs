@@ -9,7 +9,7 @@
 //! the threshold ([`DEFAULT_THRESHOLD`], `--threshold`). It is a regression when it goes the
 //! wrong way for the metric (a higher-is-better metric drops, a lower-is-better one rises).
 //! With too few repetitions for a 95% interval (3 against 3) a metric is never a change.
-//! `--fail-on-regression` exits 1 when [`Comparison::has_regression`].
+//! `--fail-on-regression` exits 4 when [`Comparison::has_regression`].
 //!
 //! ```
 //! use isolab_analyzer::compare::{compare_summaries, Change};
@@ -119,6 +119,9 @@ pub struct Comparison {
     pub only_in_a: Vec<String>,
     /// `experiment / metric / platform` measured only in B.
     pub only_in_b: Vec<String>,
+    /// How the two runs' environments differ (shown first); empty when they do not.
+    #[serde(default)]
+    pub environment: Vec<crate::envdiff::EnvDifference>,
 }
 
 impl Comparison {
@@ -129,7 +132,7 @@ impl Comparison {
             .filter(|e| e.change == Change::Regression)
     }
 
-    /// Whether any metric regressed significantly (`--fail-on-regression` exits 1 then).
+    /// Whether any metric regressed significantly (`--fail-on-regression` exits 4 then).
     pub fn has_regression(&self) -> bool {
         self.regressions().next().is_some()
     }
@@ -139,6 +142,8 @@ impl Comparison {
         let mut out = String::new();
         let count = |c: Change| self.entries.iter().filter(|e| e.change == c).count();
         let _ = writeln!(out, "# isolab compare: {} → {}\n", self.run_a, self.run_b);
+        out.push_str(&crate::envdiff::to_markdown(&self.environment));
+        out.push_str("## Metrics\n\n");
         let _ = writeln!(
             out,
             "{} regressions, {} improvements, {} unchanged, {} with too few repetitions. A change \
@@ -224,11 +229,9 @@ pub fn compare_with(
     run_b: &Path,
     threshold: f64,
 ) -> Result<Comparison, AnalyzeError> {
-    Ok(compare_summaries(
-        &analyze(run_a)?,
-        &analyze(run_b)?,
-        threshold,
-    ))
+    let mut c = compare_summaries(&analyze(run_a)?, &analyze(run_b)?, threshold);
+    c.environment = crate::envdiff::env_diff(run_a, run_b);
+    Ok(c)
 }
 
 /// Compares two analysed runs (the per-repetition values in their summaries).
@@ -311,6 +314,7 @@ pub fn compare_summaries(a: &Summary, b: &Summary, threshold: f64) -> Comparison
         not_compared,
         only_in_a,
         only_in_b,
+        environment: Vec::new(),
     }
 }
 

@@ -23,6 +23,7 @@ pub mod aggregate;
 pub mod charts;
 pub mod compare;
 mod decode;
+pub mod envdiff;
 pub mod environment;
 pub mod export;
 pub mod fairness;

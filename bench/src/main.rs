@@ -15,6 +15,10 @@
 //!   against the bare arrow writer given the finished batches. Goals: ≥ 2 M rows/s, ≤ 1.2× the
 //!   bare writer's time.
 //!
+//! - `yaml`: the pipeline loader's position index over a mapping of 8,000 and of 80,000 keys;
+//!   time per key of the large one over the small one. Linear is ≈ 1; the former hand-written
+//!   index was quadratic (80k keys took 9 s). Goal: ratio ≤ 2.
+//!
 //! The measurement code lives in `isolab_coordinator::benchmarks`.
 //!
 //! - `container`: container start → first sample → gone through the agent's runner and the
@@ -244,6 +248,41 @@ fn sink(rows: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Seconds to index a mapping of `keys` keys (best of `rounds`).
+fn index_seconds(keys: usize, rounds: u32) -> f64 {
+    use std::fmt::Write as _;
+    let mut text = String::from("profiles:\n  big:\n");
+    for i in 0..keys {
+        let _ = writeln!(text, "    experiments.e{i}.repetitions: {i}");
+    }
+    (0..rounds.max(1))
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let index = isolab_model::location::LocationIndex::build(&text);
+            assert_eq!(index.len(), keys + 3, "every key indexed");
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn yaml(rounds: u32) {
+    let (small, large) = (8_000, 80_000);
+    let (ts, tl) = (index_seconds(small, rounds), index_seconds(large, rounds));
+    #[allow(clippy::cast_precision_loss)] // key counts far below 2^52
+    let ratio = (tl / large as f64) / (ts / small as f64);
+    println!(
+        "{:<34} {:>12} {:>12} {:>8} {:>6}",
+        "benchmark", "8k keys", "80k keys", "ratio", "goal"
+    );
+    println!(
+        "{:<34} {:>11.3}s {:>11.3}s {ratio:>8.2} {:>6}",
+        "yaml position index (per key)",
+        ts,
+        tl,
+        format!("≤2 {}", if ratio <= 2.0 { "ok" } else { "MISS" })
+    );
+}
+
 /// The whole number after `flag`.
 fn number<T>(flag: &str, v: Option<String>) -> anyhow::Result<T>
 where
@@ -289,7 +328,7 @@ fn main() -> anyhow::Result<()> {
                 println!(
                     "usage: isolab-bench [--rounds N] [--duration 1s] [--trials N] [--rows N] \
                      [--sink-rows N] [--container-max N] [--vm-max N] [NAME…]\n\
-                     names: overhead, report, dispatch, sink, {}",
+                     names: overhead, report, dispatch, sink, yaml, {}",
                     agent_benches::NAMES.join(", ")
                 );
                 return Ok(());
@@ -301,7 +340,7 @@ fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    const OWN: [&str; 4] = ["overhead", "report", "dispatch", "sink"];
+    const OWN: [&str; 5] = ["overhead", "report", "dispatch", "sink", "yaml"];
     for n in &names {
         if !agent_benches::NAMES.contains(&n.as_str()) && !OWN.contains(&n.as_str()) {
             bail!(
@@ -324,6 +363,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || names.iter().any(|n| n == "sink") {
         sink(sink_rows)?;
+    }
+    if all || names.iter().any(|n| n == "yaml") {
+        yaml(rounds);
     }
     let chosen: Vec<&str> = agent_benches::NAMES
         .iter()

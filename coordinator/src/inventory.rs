@@ -85,21 +85,11 @@ pub fn load_inventory(path: &Path) -> Result<Inventory, InventoryError> {
 
 /// Parses inventory text; `path` names it in errors.
 pub fn parse_inventory(path: &Path, text: &str) -> Result<Inventory, InventoryError> {
-    let inv: Inventory = serde_yaml::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((1, 1), |l| (l.line(), l.column()));
-        let message = e.to_string();
-        // serde_yaml appends " at line L column C"; the prefix says it already.
-        let message = message
-            .split(" at line ")
-            .next()
-            .unwrap_or(&message)
-            .to_owned();
-        InventoryError::Parse {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
+    let inv: Inventory = isolab_model::yaml::from_str(text).map_err(|e| InventoryError::Parse {
+        path: path.to_path_buf(),
+        line: e.pos.line,
+        column: e.pos.col,
+        message: e.message,
     })?;
     if inv.agents.is_empty() {
         return Err(InventoryError::Empty {

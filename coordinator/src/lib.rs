@@ -11,6 +11,7 @@ pub mod events;
 pub mod inventory;
 pub mod metrics;
 pub mod progress;
+pub mod provenance;
 pub mod report_bench;
 pub mod rows;
 pub mod run;

@@ -1,6 +1,7 @@
 //! `isolab`: validate, plan and run pipelines, and report on their results.
 //!
-//! Exit codes: 0 success, 1 failed trials or invalid input, 2 usage error.
+//! Exit codes (see [`cli`]): 0 success, 1 could not run, 2 usage error, 3 some trials failed,
+//! 4 a regression found by `compare --fail-on-regression`.
 
 /// mimalloc: the Parquet sink encodes on short-lived threads, and glibc's per-thread arenas hand
 /// them freshly trimmed memory (a page fault per 4 KiB, expensive on VMs); see `just bench` sink.
@@ -8,11 +9,10 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser as _};
 use isolab_coordinator::client::ClientTls;
 use isolab_coordinator::discover;
 use isolab_coordinator::inventory::{self, AgentSlot};
@@ -20,171 +20,15 @@ use isolab_coordinator::run::{self, RunError, RunOptions};
 use isolab_model::LoadError;
 use isolab_model::plan::{self, Filter};
 
+mod cli;
 mod export_cmd;
+mod extra_cmd;
+mod pipe;
 mod service_cmd;
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "isolab",
-    version,
-    about = "Reproducible comparison of isolation platforms"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check pipeline files; one line per error as FILE:LINE:COL: message.
-    Validate {
-        /// Pipeline files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Show the trials a pipeline expands to, with counts and an estimated duration.
-    Plan {
-        /// Pipeline file.
-        file: PathBuf,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        /// Only trials matching, e.g. `experiment=micro,platform=native`.
-        #[arg(long)]
-        only: Option<String>,
-        /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Apply the pipeline's profile NAME (from its `profiles:`) before the `--set`s.
-        #[arg(long, value_name = "NAME")]
-        profile: Option<String>,
-        /// Show the agent of the inventory each trial would go to.
-        #[arg(long, value_name = "FILE")]
-        inventory: Option<PathBuf>,
-        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
-        #[arg(long, value_name = "URL")]
-        discover: Option<String>,
-        /// Heartbeats an announced agent may miss before it is dropped.
-        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
-        missed_heartbeats: u32,
-        /// Seed of the random trial order to show (default: the pipeline's `defaults.seed`, else
-        /// one drawn now; `isolab run` draws its own unless the pipeline pins one).
-        #[arg(long, value_name = "N")]
-        seed: Option<u64>,
-    },
-    /// Print the JSON Schema of the pipeline format.
-    Schema,
-    /// Run a pipeline; prints the run directory.
-    Run {
-        /// Pipeline file.
-        file: PathBuf,
-        /// Results directory.
-        #[arg(long, default_value = "results")]
-        results: PathBuf,
-        /// Agent address (repeatable); none → an embedded agent on loopback.
-        #[arg(long = "agent", value_name = "URL")]
-        agents: Vec<String>,
-        /// Complete an earlier run: only trials without results are run.
-        #[arg(long, value_name = "RUN_ID")]
-        resume: Option<String>,
-        /// Only trials matching, e.g. `experiment=micro,platform=native`.
-        #[arg(long)]
-        only: Option<String>,
-        /// Override a pipeline value, e.g. `defaults.duration=1s` (repeatable).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Apply the pipeline's profile NAME (from its `profiles:`) before the `--set`s.
-        #[arg(long, value_name = "NAME")]
-        profile: Option<String>,
-        /// Mutual TLS towards the agents with the `coordinator` identity of this directory
-        /// (`isolab certs init`); agent addresses become `https://`.
-        #[arg(long, value_name = "DIR")]
-        tls_dir: Option<PathBuf>,
-        /// The name the agents' certificates must carry (default: the host of each address).
-        #[arg(long, value_name = "NAME", requires = "tls_dir")]
-        tls_domain: Option<String>,
-        /// Agents with labels for placement (`agents: [{ address, labels, tls_domain }]`).
-        #[arg(long, value_name = "FILE")]
-        inventory: Option<PathBuf>,
-        /// Publish trial status and live samples on NATS JetStream (`nats://HOST:PORT`).
-        #[arg(long, value_name = "URL")]
-        events: Option<String>,
-        /// Discover agents announced on NATS (`isolab-agent --announce`), e.g. nats://127.0.0.1:4222.
-        #[arg(long, value_name = "URL")]
-        discover: Option<String>,
-        /// Heartbeats an announced agent may miss before it is dropped.
-        #[arg(long, default_value_t = isolab_coordinator::discover::DEFAULT_MISSED_HEARTBEATS, requires = "discover")]
-        missed_heartbeats: u32,
-    },
-    /// Serve the coordinator: run submitted pipelines one at a time, in submission order.
-    Serve(service_cmd::ServeArgs),
-    /// Submit a pipeline to `isolab serve`; prints the run id.
-    Submit(service_cmd::SubmitArgs),
-    /// Live trial status (and samples) of a run: its history first, then as it goes.
-    Watch(service_cmd::WatchArgs),
-    /// Development certificates for mutual TLS.
-    Certs {
-        #[command(subcommand)]
-        command: CertsCommand,
-    },
-    /// Write report.md and summary.json for a run directory.
-    Report {
-        /// The run directory (`results/<run_id>`).
-        run_dir: PathBuf,
-        /// Where to write (default: the run directory).
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// A run's summary statistics or its trial list as CSV, Parquet or JSON.
-    Export(export_cmd::ExportArgs),
-    /// Per-metric changes between two runs with 95% CIs; a change counts when significant after
-    /// Benjamini–Hochberg control across all metrics (q ≤ 0.05) and at least the threshold.
-    Compare {
-        /// The baseline run directory.
-        run_a: PathBuf,
-        /// The run directory compared with it.
-        run_b: PathBuf,
-        /// Print JSON instead of a Markdown table.
-        #[arg(long)]
-        json: bool,
-        /// Smallest relative change that counts, in percent (`2`, `2%` or `0.5%`).
-        #[arg(long, default_value = "2%", value_parser = parse_threshold)]
-        threshold: f64,
-        /// Exit 1 when a metric regressed significantly and by at least the threshold.
-        #[arg(long)]
-        fail_on_regression: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum CertsCommand {
-    /// Make (or complete) a CA with coordinator, client and agent certificates in DIR.
-    Init {
-        /// The TLS directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// An agent name: issues `agent-NAME.pem` (repeatable).
-        #[arg(long = "agent", value_name = "NAME")]
-        agents: Vec<String>,
-        /// An extra DNS name or IP address for the coordinator's and agents' certificates.
-        #[arg(long = "san", value_name = "NAME")]
-        sans: Vec<String>,
-        /// Make a new CA and reissue every certificate.
-        #[arg(long)]
-        force: bool,
-    },
-}
-
-/// `--threshold`: a percentage, `2`, `2%` or `0.5%`, as a fraction.
-fn parse_threshold(s: &str) -> Result<f64, String> {
-    let number = s.trim().trim_end_matches('%').trim();
-    match number.parse::<f64>() {
-        Ok(pct) if pct.is_finite() && (0.0..100.0).contains(&pct) => Ok(pct / 100.0),
-        _ => Err(format!(
-            "expected a percentage from 0 to 100 such as `2%` or `0.5`, got `{s}`"
-        )),
-    }
-}
+use cli::{
+    CertsCommand, Cli, Command, EXIT_ERROR, EXIT_REGRESSION, EXIT_TRIALS_FAILED, RunsCommand,
+};
 
 fn print_load_error(e: &LoadError) {
     for d in e.diagnostics() {
@@ -193,12 +37,13 @@ fn print_load_error(e: &LoadError) {
 }
 
 fn main() -> ExitCode {
+    pipe::quiet_on_closed_stdout();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     // The OTLP exporter (when OTEL_EXPORTER_OTLP_ENDPOINT is set) needs the runtime.
@@ -210,14 +55,14 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(EXIT_ERROR);
         }
     };
     let code = match real_main(cli, &rt) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            ExitCode::from(EXIT_ERROR)
         }
     };
     telemetry.shutdown();
@@ -246,7 +91,7 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 }
             }
             Ok(if failed {
-                ExitCode::from(1)
+                ExitCode::from(EXIT_ERROR)
             } else {
                 ExitCode::SUCCESS
             })
@@ -267,7 +112,7 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                     Ok(l) => l,
                     Err(e) => {
                         print_load_error(&e);
-                        return Ok(ExitCode::from(1));
+                        return Ok(ExitCode::from(EXIT_ERROR));
                     }
                 };
             let mut trials = plan::plan(&loaded.pipeline);
@@ -403,48 +248,23 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 missed_heartbeats,
                 ..RunOptions::default()
             };
-            rt.block_on(async move {
-                let (tx, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-                    }
-                    let _ = tx.send(true);
-                });
-                let result = run::run(&opts, rx).await;
-                if let Some(stats) = bus.flush(std::time::Duration::from_secs(10)).await {
-                    if stats.dropped > 0 {
-                        tracing::warn!("events: {} published to NATS, {} dropped", stats.published, stats.dropped);
-                    } else {
-                        tracing::info!("events: {} published to NATS", stats.published);
-                    }
-                }
-                match result {
-                    Ok(outcome) => {
-                        println!("{}", outcome.run_dir.display());
-                        eprintln!(
-                            "{} ok, {} failed, {} not run",
-                            outcome.ok, outcome.failed, outcome.not_run
-                        );
-                        Ok(if outcome.failed > 0 || outcome.not_run > 0 {
-                            ExitCode::from(1)
-                        } else {
-                            ExitCode::SUCCESS
-                        })
-                    }
-                    Err(RunError::Load(e)) => {
-                        print_load_error(&e);
-                        Ok(ExitCode::from(1))
-                    }
-                    Err(e) => Err(e.into()),
-                }
-            })
+            rt.block_on(run_to_exit(opts))
         }
+        Command::Rerun {
+            run_dir,
+            results,
+            agents,
+        } => rt.block_on(extra_cmd::rerun(&run_dir, results, agents)),
+        Command::Runs {
+            command: RunsCommand::List(args),
+        } => rt.block_on(service_cmd::list(args)),
+        Command::Cancel(args) => rt.block_on(service_cmd::cancel(args)),
+        Command::Completions { shell } => extra_cmd::completions(shell, &mut Cli::command()),
+        Command::Man { dir } => extra_cmd::man(Cli::command(), dir.as_deref()),
         Command::Serve(args) => rt.block_on(service_cmd::serve(args)),
         Command::Submit(args) => rt.block_on(service_cmd::submit(args)),
         Command::Watch(args) => rt.block_on(service_cmd::watch(args)),
+        Command::Export(args) => export_cmd::export(args),
         Command::Report { run_dir, out } => {
             let out = out.unwrap_or_else(|| run_dir.clone());
             let paths = isolab_analyzer::write_report(&run_dir, &out)
@@ -452,7 +272,6 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             println!("{}", paths.report_md.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(args) => export_cmd::export(args),
         Command::Compare {
             run_a,
             run_b,
@@ -474,11 +293,55 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
                 print!("{}", cmp.to_markdown());
             }
             Ok(if fail_on_regression && cmp.has_regression() {
-                ExitCode::from(1)
+                ExitCode::from(EXIT_REGRESSION)
             } else {
                 ExitCode::SUCCESS
             })
         }
+    }
+}
+
+/// Runs `opts` until done or SIGINT/SIGTERM (which cancel running trials); prints the run
+/// directory on stdout and the counts on stderr. Exit 0 when every trial is ok,
+/// [`EXIT_TRIALS_FAILED`] when some failed or did not run, [`EXIT_ERROR`] when it could not run.
+pub(crate) async fn run_to_exit(opts: RunOptions) -> anyhow::Result<ExitCode> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        service_cmd::shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    let result = run::run(&opts, rx).await;
+    if let Some(bus) = &opts.events
+        && let Some(stats) = bus.flush(std::time::Duration::from_secs(10)).await
+    {
+        if stats.dropped > 0 {
+            tracing::warn!(
+                "events: {} published to NATS, {} dropped",
+                stats.published,
+                stats.dropped
+            );
+        } else {
+            tracing::info!("events: {} published to NATS", stats.published);
+        }
+    }
+    match result {
+        Ok(outcome) => {
+            println!("{}", outcome.run_dir.display());
+            eprintln!(
+                "{} ok, {} failed, {} not run",
+                outcome.ok, outcome.failed, outcome.not_run
+            );
+            Ok(if outcome.failed > 0 || outcome.not_run > 0 {
+                ExitCode::from(EXIT_TRIALS_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(RunError::Load(e)) => {
+            print_load_error(&e);
+            Ok(ExitCode::from(EXIT_ERROR))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -556,24 +419,25 @@ fn print_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// Every `command: [isolab, …]` (with its `args`) in the YAML files under `k8s/`, with
     /// `$(VAR)` references expanded the way the kubelet does, to sample values.
     fn manifest_invocations() -> Vec<(PathBuf, Vec<String>)> {
         fn walk(
-            v: &serde_yaml::Value,
+            v: &serde_json::Value,
             file: &std::path::Path,
             out: &mut Vec<(PathBuf, Vec<String>)>,
         ) {
             match v {
-                serde_yaml::Value::Mapping(m) => {
-                    let cmd = m.get("command").and_then(|c| c.as_sequence());
+                serde_json::Value::Object(m) => {
+                    let cmd = m.get("command").and_then(|c| c.as_array());
                     if let Some(cmd) =
                         cmd.filter(|c| c.first().and_then(|c| c.as_str()) == Some("isolab"))
                     {
                         let args = m
                             .get("args")
-                            .and_then(|a| a.as_sequence())
+                            .and_then(|a| a.as_array())
                             .cloned()
                             .unwrap_or_default();
                         let argv = cmd
@@ -585,7 +449,7 @@ mod tests {
                     }
                     m.values().for_each(|v| walk(v, file, out));
                 }
-                serde_yaml::Value::Sequence(s) => s.iter().for_each(|v| walk(v, file, out)),
+                serde_json::Value::Array(s) => s.iter().for_each(|v| walk(v, file, out)),
                 _ => {}
             }
         }
@@ -610,10 +474,10 @@ mod tests {
                     dirs.push(p);
                 } else if p.extension().is_some_and(|x| x == "yaml") {
                     let text = std::fs::read_to_string(&p).expect("read manifest");
-                    for doc in serde_yaml::Deserializer::from_str(&text) {
-                        let v = <serde_yaml::Value as serde::Deserialize>::deserialize(doc)
-                            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-                        walk(&v, &p, &mut out);
+                    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text)
+                        .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+                    for v in &docs {
+                        walk(v, &p, &mut out);
                     }
                 }
             }

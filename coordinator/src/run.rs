@@ -64,6 +64,12 @@ pub struct RunOptions {
     pub discover: Option<String>,
     /// Heartbeats an announced agent may miss (`--missed-heartbeats`); 0 → the default.
     pub missed_heartbeats: u32,
+    /// The pipeline's text, when it does not come from the file `pipeline` (which then only
+    /// names it): `isolab rerun` runs the text its manifest recorded.
+    pub pipeline_text: Option<String>,
+    /// Seed of the random trial order (`isolab rerun`: the recorded one); `None`: the
+    /// pipeline's `defaults.seed`, else a fresh one.
+    pub seed: Option<u64>,
 }
 
 /// Why a run could not start or had to stop.
@@ -137,11 +143,19 @@ pub async fn run(
     opts: &RunOptions,
     mut interrupt: watch::Receiver<bool>,
 ) -> Result<RunOutcome, RunError> {
-    let loaded = isolab_model::load::load_file_profile(
-        &opts.pipeline,
-        opts.profile.as_deref(),
-        &opts.overrides,
-    )?;
+    let loaded = match &opts.pipeline_text {
+        Some(text) => isolab_model::load::load_str_profile(
+            &opts.pipeline.display().to_string(),
+            text,
+            opts.profile.as_deref(),
+            &opts.overrides,
+        )?,
+        None => isolab_model::load::load_file_profile(
+            &opts.pipeline,
+            opts.profile.as_deref(),
+            &opts.overrides,
+        )?,
+    };
     let pipeline = &loaded.pipeline;
     let bus = opts.events.clone().unwrap_or_default();
     let events_before = bus.nats_stats();
@@ -192,7 +206,10 @@ pub async fn run(
 
     // The seed of the random order: the pipeline's (`defaults.seed`), else a fresh one; a
     // resumed run reads its own from the manifest below.
-    let seed = pipeline.defaults.seed.unwrap_or_else(rand::random);
+    let seed = opts
+        .seed
+        .or(pipeline.defaults.seed)
+        .unwrap_or_else(rand::random);
     let arranged = match &opts.resume {
         Some(_) => Vec::new(),
         None => plan::arrange(pipeline, trials.clone(), seed),
@@ -228,10 +245,12 @@ pub async fn run(
                 )
             };
             // A given id (the service's) must be new; a drawn one is drawn again on collision.
-            match &opts.run_id {
+            let mut d = match &opts.run_id {
                 Some(run_id) => create(run_id)?,
                 None => rundir::with_fresh_id(|| rundir::new_run_id(&pipeline.name), create)?,
-            }
+            };
+            d.manifest.build = Some(crate::provenance::build_record(pipeline));
+            d
         }
     };
     // A resumed run keeps the order it started with; one from before orders existed ran, and
@@ -284,7 +303,8 @@ pub async fn run(
         .filter(|t| !dir.is_done(&t.id))
         .cloned()
         .collect();
-    let mut progress = Progress::new(todo.len() as u64);
+    let estimate = isolab_model::plan::summarize(&todo).estimated_duration();
+    let mut progress = Progress::new(todo.len() as u64, estimate);
     if todo.len() < trials.len() {
         progress.note(&format!(
             "resuming {}: {} of {} trials left",

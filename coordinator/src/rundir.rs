@@ -231,6 +231,7 @@ impl RunDir {
                 .map(|t| trial_record(t, Some(isolab_model::plan::round_of(pipeline, t))))
                 .collect(),
             repetition_groups: Vec::new(),
+            build: None,
             events: None,
         };
         let dir = Self {

@@ -14,6 +14,8 @@ use isolab_coordinator::service::core::{ServiceConfig, ServiceCore, SubmitReques
 use isolab_model::manifest::RunStatus;
 use isolab_model::units::HumanDuration;
 
+use crate::cli::{EXIT_ERROR, EXIT_TRIALS_FAILED};
+
 /// Resolves on the first SIGINT or SIGTERM.
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -172,12 +174,8 @@ pub(crate) async fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
 pub(crate) struct SubmitArgs {
     /// Pipeline file.
     file: PathBuf,
-    /// The service's address.
-    #[arg(long, default_value = DEFAULT_SERVER)]
-    server: String,
-    /// Mutual TLS with the `client` identity of this directory.
-    #[arg(long, value_name = "DIR")]
-    tls_dir: Option<PathBuf>,
+    #[command(flatten)]
+    conn: ConnArgs,
     /// Only trials matching, e.g. `platform=native`.
     #[arg(long)]
     only: Option<String>,
@@ -187,7 +185,7 @@ pub(crate) struct SubmitArgs {
     /// Apply the pipeline's profile NAME.
     #[arg(long, value_name = "NAME")]
     profile: Option<String>,
-    /// Then watch the run until it finishes (exit 1 unless it finished ok).
+    /// Then watch the run until it finishes (exit 0 if it finished ok, 3 if trials failed).
     #[arg(long)]
     watch: bool,
     /// Keep trying to reach the service this long (e.g. while it starts), then give up.
@@ -222,7 +220,12 @@ async fn connect_waiting(
 pub(crate) async fn submit(a: SubmitArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("cannot read {}", a.file.display()))?;
-    let client = connect_waiting(&a.server, client_tls(a.tls_dir).as_ref(), a.wait.0).await?;
+    let client = connect_waiting(
+        &a.conn.server,
+        client_tls(a.conn.tls_dir).as_ref(),
+        a.wait.0,
+    )
+    .await?;
     let submitted = match client
         .submit(&SubmitRequest {
             pipeline_yaml: text,
@@ -236,7 +239,7 @@ pub(crate) async fn submit(a: SubmitArgs) -> anyhow::Result<ExitCode> {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");
-            return Ok(ExitCode::from(1));
+            return Ok(ExitCode::from(EXIT_ERROR));
         }
     };
     println!("{}", submitted.run_id);
@@ -256,13 +259,14 @@ pub(crate) struct WatchArgs {
     /// The run (default: the newest).
     run_id: Option<String>,
     /// Read events from NATS JetStream (`nats://HOST:PORT`).
-    #[arg(long, value_name = "URL", required_unless_present = "server")]
+    #[arg(long, value_name = "URL")]
     events: Option<String>,
-    /// Watch through the coordinator service at ADDR instead.
+    /// Watch through the coordinator service at ADDR instead (default: `$ISOLAB_SERVER`).
     #[arg(long, value_name = "ADDR", conflicts_with = "events")]
     server: Option<String>,
-    /// With --server: mutual TLS with the `client` identity of this directory.
-    #[arg(long, value_name = "DIR", requires = "server")]
+    /// With --server: mutual TLS with the `client` identity of this directory (default:
+    /// `$ISOLAB_TLS_DIR`).
+    #[arg(long, value_name = "DIR")]
     tls_dir: Option<PathBuf>,
     #[command(flatten)]
     render: RenderArgs,
@@ -272,12 +276,22 @@ pub(crate) struct WatchArgs {
 }
 
 pub(crate) async fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
-    if let Some(server) = &a.server {
-        let client = ServiceClient::connect(server, client_tls(a.tls_dir).as_ref()).await?;
+    let env_server = || std::env::var(SERVER_ENV).ok().filter(|s| !s.is_empty());
+    let server = a
+        .server
+        .or_else(|| a.events.is_none().then(env_server).flatten());
+    if let Some(server) = &server {
+        let tls_dir = a
+            .tls_dir
+            .or_else(|| std::env::var_os(TLS_DIR_ENV).map(PathBuf::from));
+        let client = ServiceClient::connect(server, client_tls(tls_dir).as_ref()).await?;
         return watch_server(&client, a.run_id.as_deref(), a.render.render(), a.follow).await;
     }
+    if a.tls_dir.is_some() {
+        bail!("--tls-dir applies to --server, not to --events");
+    }
     let Some(url) = a.events else {
-        bail!("give --events nats://HOST:PORT or --server ADDR");
+        bail!("give --events nats://HOST:PORT or --server ADDR (or set {SERVER_ENV})");
     };
     let mut w = NatsWatch::open(&url, a.run_id.as_deref()).await?;
     match w.run_id() {
@@ -328,11 +342,89 @@ fn show(
     None
 }
 
-/// 0 when the run finished ok, 1 otherwise (failed, interrupted, or the stream ended first).
+/// 0 when the run finished ok, 3 when trials failed, 1 otherwise (interrupted, or the stream
+/// ended first).
 fn exit_code(status: Option<RunStatus>) -> ExitCode {
-    if status == Some(RunStatus::Ok) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    match status {
+        Some(RunStatus::Ok) => ExitCode::SUCCESS,
+        Some(RunStatus::Failed) => ExitCode::from(EXIT_TRIALS_FAILED),
+        _ => ExitCode::from(EXIT_ERROR),
     }
+}
+
+/// Environment variable naming the service when `--server` is not given.
+pub(crate) const SERVER_ENV: &str = "ISOLAB_SERVER";
+/// Environment variable naming the client's TLS directory when `--tls-dir` is not given.
+pub(crate) const TLS_DIR_ENV: &str = "ISOLAB_TLS_DIR";
+
+/// How a client command reaches `isolab serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ConnArgs {
+    /// The service's address.
+    #[arg(long, env = SERVER_ENV, default_value = DEFAULT_SERVER)]
+    server: String,
+    /// Mutual TLS with the `client` identity of this directory.
+    #[arg(long, value_name = "DIR", env = TLS_DIR_ENV)]
+    tls_dir: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    async fn connect(self) -> anyhow::Result<ServiceClient> {
+        Ok(ServiceClient::connect(&self.server, client_tls(self.tls_dir).as_ref()).await?)
+    }
+}
+
+/// Options of `isolab runs list`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ListArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `isolab runs list`.
+pub(crate) async fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let runs = a.conn.connect().await?.list().await?;
+    if !a.json {
+        println!(
+            "{:<44} {:<11} {:>6} {:>6} {:>6} {:>7}  {:<24} PIPELINE",
+            "RUN", "STATE", "TRIALS", "OK", "FAILED", "NOT RUN", "SUBMITTED"
+        );
+    }
+    for r in &runs {
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "run_id": r.run_id, "state": r.state, "pipeline": r.pipeline,
+                    "submitted_at": r.submitted_at, "run_dir": r.run_dir, "trials": r.trials,
+                    "ok": r.ok, "failed": r.failed, "not_run": r.not_run, "error": r.error,
+                })
+            );
+        } else {
+            println!(
+                "{:<44} {:<11} {:>6} {:>6} {:>6} {:>7}  {:<24} {}",
+                r.run_id, r.state, r.trials, r.ok, r.failed, r.not_run, r.submitted_at, r.pipeline
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `isolab cancel`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CancelArgs {
+    /// The run id (`isolab runs list`).
+    run_id: String,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// `isolab cancel RUN`: prints the run's state afterwards.
+pub(crate) async fn cancel(a: CancelArgs) -> anyhow::Result<ExitCode> {
+    let state = a.conn.connect().await?.cancel(&a.run_id).await?;
+    println!("{} {state}", a.run_id);
+    Ok(ExitCode::SUCCESS)
 }

@@ -380,8 +380,8 @@ fn garbage_printing_workload_fails_its_trial_and_the_run_goes_on_then_resume() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "a failed trial makes exit 1: {}",
+        Some(3),
+        "a failed trial makes exit 3: {}",
         text(&out.stderr)
     );
     let run_dir = PathBuf::from(text(&out.stdout).trim());
@@ -474,7 +474,7 @@ fn compare_flags_a_planted_regression() {
     );
     assert_eq!(
         worse.status.code(),
-        Some(1),
+        Some(4),
         "{}{}",
         text(&worse.stdout),
         text(&worse.stderr)

@@ -55,8 +55,7 @@ use common::netlab::{Network, connect_from, in_netns_with_hosts, remove_agent_cg
 use common::{BIN, strings};
 use isolab_model::manifest::{Manifest, TrialState};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The test network's /24; pods get fixed addresses in it.
 const SUBNET: &str = "10.232.0";
@@ -167,9 +166,7 @@ fn render(root: &Path) -> Vec<Value> {
         &readme_command("kubectl kustomize k8s/overlays/local"),
         root,
     );
-    serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| Value::deserialize(d).expect("rendered YAML"))
-        .collect()
+    serde_saphyr::from_multiple(&yaml).expect("rendered YAML")
 }
 
 fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
@@ -179,7 +176,7 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn seq(v: &Value) -> &[Value] {
-    v.as_sequence().map_or(&[], Vec::as_slice)
+    v.as_array().map_or(&[], Vec::as_slice)
 }
 
 fn text(v: &Value) -> String {
@@ -275,7 +272,7 @@ impl Cluster<'_> {
     fn doc_data(&self, kind: &str, name: &str) -> BTreeMap<String, Vec<u8>> {
         let d = find(self.docs, kind, name);
         let mut out = BTreeMap::new();
-        if let Some(m) = d["data"].as_mapping() {
+        if let Some(m) = d["data"].as_object() {
             for (k, v) in m {
                 let v = text(v);
                 let bytes = if kind == "Secret" {
@@ -285,7 +282,7 @@ impl Cluster<'_> {
                 } else {
                     v.into_bytes()
                 };
-                out.insert(text(k), bytes);
+                out.insert(k.clone(), bytes);
             }
         }
         out

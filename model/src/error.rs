@@ -90,7 +90,7 @@ pub enum LoadError {
         diagnostic: Diagnostic,
         /// What the YAML parser said.
         #[source]
-        source: serde_yaml::Error,
+        source: crate::yaml::YamlError,
     },
     /// The YAML does not have the shape of a pipeline: wrong type, unknown key, missing field.
     #[error("{diagnostic}")]
@@ -99,7 +99,7 @@ pub enum LoadError {
         diagnostic: Diagnostic,
         /// What the deserializer said.
         #[source]
-        source: serde_yaml::Error,
+        source: crate::yaml::YamlError,
     },
     /// A `--set KEY=VALUE` override could not be applied.
     #[error("{diagnostic}")]

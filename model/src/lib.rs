@@ -29,6 +29,7 @@ pub mod schema;
 mod suggest;
 pub mod units;
 pub mod validate;
+pub mod yaml;
 
 pub use error::{Diagnostic, LoadError};
 pub use load::{

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Diagnostic, LoadError};
@@ -14,6 +14,7 @@ use crate::location::{At, LocationIndex, Pos};
 use crate::pipeline::Pipeline;
 use crate::suggest;
 use crate::validate;
+use crate::yaml::{self, YamlError};
 
 mod overrides;
 mod profiles;
@@ -101,23 +102,33 @@ pub fn load_str_profile(
     if text.len() as u64 > MAX_PIPELINE_BYTES {
         return Err(too_large(file, text.len() as u64));
     }
-    let index = LocationIndex::build(text);
-    let mut value: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(file, &index, e))?;
-    if value.is_null() {
-        let source = serde_yaml::from_str::<Pipeline>(text).err();
-        if let Some(source) = source {
-            return Err(LoadError::Shape {
-                diagnostic: Diagnostic::new(
-                    file,
-                    1,
-                    1,
-                    "empty pipeline: expected a mapping with apiVersion, kind, name, platforms \
-                     and experiments",
-                ),
-                source,
-            });
-        }
+    let (index, tree) = LocationIndex::parse(text).map_err(|e| syntax_error(file, e))?;
+    if let Some((path, at)) = index.duplicates().first() {
+        return Err(LoadError::Syntax {
+            diagnostic: Diagnostic::new(
+                file,
+                at.line,
+                at.col,
+                format!("invalid YAML: duplicate key `{path}`"),
+            ),
+            source: YamlError {
+                message: format!("duplicate key `{path}`"),
+                pos: *at,
+            },
+        });
     }
+    let Some(tree) = tree else {
+        let message = "empty pipeline: expected a mapping with apiVersion, kind, name, platforms \
+                       and experiments";
+        return Err(LoadError::Shape {
+            diagnostic: Diagnostic::new(file, 1, 1, message),
+            source: YamlError {
+                message: message.to_owned(),
+                pos: Pos::START,
+            },
+        });
+    };
+    let mut value: Value = tree.value.to_json();
 
     check_profiles(file, &index, &value)?;
     let mut sources: Vec<(String, String)> = Vec::new();
@@ -167,14 +178,14 @@ pub fn load_str_profile(
                 .filter(|o| o.origin == "--set")
                 .map(|o| format!("--set {}", o.flag)),
         );
-        let body = serde_yaml::to_string(&value).unwrap_or_default();
+        let body = yaml::to_string(&value).unwrap_or_default();
         format!(
             "# effective pipeline: {file} with {}\n{body}",
             flags.join(" ")
         )
     };
 
-    let pipeline: Pipeline = serde_yaml::from_str(&effective)
+    let pipeline: Pipeline = yaml::from_str(&effective)
         .map_err(|e| shape_error(file, &index, &effective, &applied, e))?;
 
     let issues = validate::check(&pipeline);
@@ -230,40 +241,15 @@ fn decode(file: &str, bytes: Vec<u8>) -> Result<String, LoadError> {
     })
 }
 
-/// Position of a serde_yaml error (1-based), or the start of the file.
-fn error_pos(e: &serde_yaml::Error) -> Pos {
-    e.location().map_or(Pos::START, |l| Pos {
-        line: l.line(),
-        col: l.column(),
-    })
-}
-
-/// serde_yaml's message without the trailing ` at line L column C` of its own position.
-fn strip_location(e: &serde_yaml::Error) -> String {
-    let msg = e.to_string();
-    match e.location() {
-        Some(l) => {
-            let suffix = format!(" at line {} column {}", l.line(), l.column());
-            match msg.find(&suffix) {
-                Some(i) => format!("{}{}", &msg[..i], &msg[i + suffix.len()..]),
-                None => msg,
-            }
-        }
-        None => msg,
-    }
-}
-
-fn syntax_error(file: &str, index: &LocationIndex, source: serde_yaml::Error) -> LoadError {
-    let mut pos = error_pos(&source);
-    let mut message = strip_location(&source);
-    if message.contains("duplicate entry with key")
-        && let Some((path, at)) = index.duplicates().first()
+fn syntax_error(file: &str, source: YamlError) -> LoadError {
+    let pos = source.pos;
+    let message = if source.message.contains("multiple YAML documents")
+        || source.message.contains("more than one document")
     {
-        pos = *at;
-        message = format!("duplicate key `{path}`");
-    } else if message.contains("more than one document") {
-        message = "a pipeline file holds one YAML document, found several (`---`)".to_owned();
-    }
+        "a pipeline file holds one YAML document, found several (`---`)".to_owned()
+    } else {
+        source.message.clone()
+    };
     LoadError::Syntax {
         diagnostic: Diagnostic::new(file, pos.line, pos.col, format!("invalid YAML: {message}")),
         source,
@@ -312,8 +298,11 @@ fn check_profiles(file: &str, index: &LocationIndex, root: &Value) -> Result<(),
         for raw in &flags {
             overrides::apply(&mut copy, raw).map_err(|(_, m)| fail(format!("{raw}: {m}")))?;
         }
-        let pipeline: Pipeline =
-            serde_yaml::from_value(copy).map_err(|e| fail(improve(&strip_location(&e))))?;
+        let text = yaml::to_string(&copy).map_err(&fail)?;
+        let pipeline: Pipeline = yaml::from_str(&text).map_err(|e| {
+            let eff_index = LocationIndex::build(&text);
+            fail(describe(&eff_index, &text, &e))
+        })?;
         if let Some(issue) = validate::check(&pipeline).first() {
             return Err(fail(issue.to_message()));
         }
@@ -326,13 +315,24 @@ fn shape_error(
     index: &LocationIndex,
     effective: &str,
     applied: &[Override],
-    source: serde_yaml::Error,
+    source: YamlError,
 ) -> LoadError {
-    let mut pos = error_pos(&source);
-    let mut message = improve(&strip_location(&source));
-    if !applied.is_empty() {
+    let mut pos = source.pos;
+    let mut message;
+    if applied.is_empty() {
+        message = describe(index, effective, &source);
+        // The parser places a missing field where the mapping ends (it belongs at its start)
+        // and some wrong values at their key (they belong at the value).
+        if let Some(path) = error_path(index, &source)
+            && (message.contains("missing field `")
+                || index.node_at(pos).is_some_and(|(k, p)| k && p == path))
+        {
+            pos = index.locate(&path, At::Value);
+        }
+    } else {
         // Positions refer to the re-serialized text: map them back through the node's path.
         let eff_index = LocationIndex::build(effective);
+        message = describe(&eff_index, effective, &source);
         let path = eff_index.path_at(pos).unwrap_or_default().to_owned();
         pos = index.locate(&path, At::Key);
         if let Some(o) = overrides::covering(applied, &path) {
@@ -349,6 +349,59 @@ fn shape_error(
     }
 }
 
+/// The path of the node an error is about: the mapping whose key is at the error (an unknown
+/// or missing field), or the node whose value starts there.
+fn error_path(index: &LocationIndex, e: &YamlError) -> Option<String> {
+    let (is_key, path) = index.node_at(e.pos)?;
+    let about_the_mapping =
+        e.message.contains("unknown field `") || e.message.contains("missing field `");
+    let path = if is_key && about_the_mapping {
+        crate::location::parent(path).unwrap_or_default()
+    } else {
+        path
+    };
+    Some(path.to_owned())
+}
+
+/// The error's message for people who write YAML, headed by the path of the node it is about
+/// (as in validation messages), with the offending scalar quoted when the parser only said
+/// that it was invalid.
+fn describe(index: &LocationIndex, text: &str, e: &YamlError) -> String {
+    let mut message = improve(&e.message);
+    if let Some(kind) = message.strip_prefix("invalid ")
+        && let Some(expected) = expected_for(kind)
+    {
+        let found = yaml::scalar_at(text, e.pos).unwrap_or_default();
+        message = format!("invalid value `{found}`, expected {expected}");
+    } else if let Some(kind) = message
+        .strip_prefix("expected ")
+        .and_then(|r| r.strip_suffix(" start"))
+    {
+        // "expected sequence start": a scalar (or the other collection) stood there.
+        message = match yaml::scalar_at(text, e.pos) {
+            Some(found) if !found.starts_with(['[', '{', '-']) => {
+                format!("invalid value `{found}`, expected a {kind}")
+            }
+            _ => format!("expected a {kind}"),
+        };
+    }
+    match error_path(index, e) {
+        Some(path) if !path.is_empty() => format!("{path}: {message}"),
+        _ => message,
+    }
+}
+
+/// What a bare "invalid u32" from the parser expected, in words.
+fn expected_for(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" | "boolean" => "true or false",
+        _ => return None,
+    })
+}
+
 /// Rewrites serde's wording for people who write YAML, and adds a "did you mean" to unknown
 /// keys and values.
 fn improve(message: &str) -> String {
@@ -358,12 +411,27 @@ fn improve(message: &str) -> String {
         .replace("expected f64", "expected a number")
         .replace("unit value", "empty value")
         .replace("expected a map", "expected a mapping");
-    if m.contains("unknown field `") || m.contains("unknown variant `") {
-        let quoted: Vec<&str> = m.split('`').skip(1).step_by(2).collect();
-        if let Some((input, candidates)) = quoted.split_first() {
-            let hint = suggest::hint(input, candidates.iter().copied());
-            m.push_str(&hint);
-        }
+    if (m.starts_with("unknown field `") || m.starts_with("unknown variant `"))
+        && let Some((head, list)) = m
+            .split_once(", expected one of ")
+            .or_else(|| m.split_once(", expected "))
+    {
+        // serde-saphyr lists the candidates bare (`one of a, b`); serde quotes them.
+        let input = head.split('`').nth(1).unwrap_or_default().to_owned();
+        let candidates: Vec<String> = list
+            .split(", ")
+            .flat_map(|c| c.split(" or "))
+            .map(|c| c.trim().trim_matches('`').to_owned())
+            .filter(|c| !c.is_empty())
+            .collect();
+        let quoted: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+        let expected = match quoted.as_slice() {
+            [one] => one.clone(),
+            [a, b] => format!("{a} or {b}"),
+            many => format!("one of {}", many.join(", ")),
+        };
+        let hint = suggest::hint(&input, candidates.iter().map(String::as_str));
+        m = format!("{head}, expected {expected}{hint}");
     }
     m
 }
@@ -402,10 +470,22 @@ mod tests {
     }
 
     #[test]
+    fn several_documents_and_duplicates_are_named() {
+        let e = load_str("f", "a: 1\n---\nb: 2\n").unwrap_err();
+        assert!(e.to_string().contains("holds one YAML document"), "{e}");
+        let e = load_str("f", "a: 1\nb:\n  c: 1\n  c: 2\n").unwrap_err();
+        assert_eq!(e.to_string(), "f:4:3: invalid YAML: duplicate key `b.c`");
+    }
+
+    #[test]
     fn improve_adds_hints() {
         assert_eq!(
-            improve("unknown field `worklods`, expected one of `name`, `workloads`"),
-            "unknown field `worklods`, expected one of `name`, `workloads`; did you mean `workloads`?"
+            improve("unknown field `worklods`, expected one of name, workloads, matrix"),
+            "unknown field `worklods`, expected one of `name`, `workloads`, `matrix`; did you mean `workloads`?"
+        );
+        assert_eq!(
+            improve("unknown field `parms`, expected one of name, params"),
+            "unknown field `parms`, expected `name` or `params`; did you mean `params`?"
         );
         assert_eq!(
             improve("invalid type: string \"x\", expected u32"),

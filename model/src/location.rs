@@ -3,14 +3,16 @@
 //! its value.
 //!
 //! serde sees values, not positions, so the rules in [`crate::validate`] name the path of what is
-//! wrong and this index turns the path into a position. It is built from `yaml-rust2`'s marked
-//! parser events; a path that does not exist (a defaulted field) falls back to its nearest
-//! existing parent.
+//! wrong and this index turns the path into a position. It is built in one pass over the spanned
+//! tree that [`crate::yaml`] reads (serde-saphyr's [`Spanned`] nodes), with a hash map per
+//! document, so building it is linear in the size of the file; a path that does not exist (a
+//! defaulted field) falls back to its nearest existing parent.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
-use yaml_rust2::scanner::Marker;
+use serde_saphyr::Spanned;
+
+use crate::yaml::{Node, YamlError};
 
 /// A 1-based line and column (in characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -25,11 +27,11 @@ impl Pos {
     /// The start of the file.
     pub const START: Self = Self { line: 1, col: 1 };
 
-    /// `yaml-rust2` markers carry a 1-based line but a 0-based column.
-    fn from_marker(m: Marker) -> Self {
+    /// The position of a serde-saphyr location (1-based, in characters, as here).
+    pub(crate) fn from_location(l: serde_saphyr::Location) -> Self {
         Self {
-            line: m.line().max(1),
-            col: m.col() + 1,
+            line: usize::try_from(l.line()).unwrap_or(1).max(1),
+            col: usize::try_from(l.column()).unwrap_or(1).max(1),
         }
     }
 }
@@ -56,20 +58,61 @@ pub enum At {
 #[derive(Debug, Clone, Default)]
 pub struct LocationIndex {
     entries: HashMap<String, Entry>,
+    /// Every key and value position with its path, sorted by position (for [`Self::path_at`]).
+    by_pos: Vec<(Pos, bool, String)>,
     duplicates: Vec<(String, Pos)>,
 }
 
 impl LocationIndex {
-    /// Indexes `text`. A syntax error stops indexing; what was seen before it is kept.
+    /// Indexes `text`; an empty index when `text` is not YAML (the loader reports that error).
     pub fn build(text: &str) -> Self {
-        let mut builder = Builder::default();
-        let mut parser = Parser::new_from_str(text);
-        // Errors are reported by the serde parser; a partial index is still useful.
-        let _ = parser.load(&mut builder, false);
-        Self {
-            entries: builder.entries,
-            duplicates: builder.duplicates,
+        Self::parse(text)
+            .map(|(index, _)| index)
+            .unwrap_or_default()
+    }
+
+    /// Parses `text` once into its index and its tree (`None` for an empty document).
+    pub(crate) fn parse(text: &str) -> Result<(Self, Option<Spanned<Node>>), YamlError> {
+        let root = crate::yaml::parse_tree(text)?;
+        let mut index = Self::default();
+        if let Some(root) = &root {
+            index.walk(String::new(), None, root);
         }
+        index.by_pos.sort_by(|(a, ak, ap), (b, bk, bp)| {
+            a.cmp(b).then(bk.cmp(ak)).then(ap.len().cmp(&bp.len()))
+        });
+        Ok((index, root))
+    }
+
+    fn walk(&mut self, path: String, key: Option<Pos>, node: &Spanned<Node>) {
+        let mut value = Pos::from_location(node.referenced);
+        match &node.value {
+            Node::Seq(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.walk(index(&path, i), None, item);
+                }
+            }
+            Node::Map(entries) => {
+                let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
+                for (k, v) in entries {
+                    let kpos = Pos::from_location(k.referenced);
+                    // A block mapping starts at its first key.
+                    value = value.min(kpos);
+                    let p = child(&path, &k.value);
+                    if !seen.insert(k.value.as_str()) {
+                        self.duplicates.push((p, kpos));
+                        continue;
+                    }
+                    self.walk(p, Some(kpos), v);
+                }
+            }
+            _ => {}
+        }
+        if let Some(k) = key {
+            self.by_pos.push((k, true, path.clone()));
+        }
+        self.by_pos.push((value, false, path.clone()));
+        self.entries.entry(path).or_insert(Entry { key, value });
     }
 
     /// The positions of `path`, if it exists in the document.
@@ -97,14 +140,20 @@ impl LocationIndex {
     }
 
     /// The path of the node whose key or value starts closest before `pos` (used to map a
-    /// position in one rendering of a document to the same node in another).
+    /// position in one rendering of a document to the same node in another). At equal
+    /// positions a key wins over a value, and a shorter path over a longer one.
     pub fn path_at(&self, pos: Pos) -> Option<&str> {
-        self.entries
-            .iter()
-            .flat_map(|(path, e)| e.key.into_iter().chain([e.value]).map(move |p| (p, path)))
-            .filter(|(p, _)| *p <= pos)
-            .max_by(|(a, pa), (b, pb)| a.cmp(b).then_with(|| pb.len().cmp(&pa.len())))
-            .map(|(_, path)| path.as_str())
+        self.node_at(pos).map(|(_, path)| path)
+    }
+
+    /// Like [`Self::path_at`], and whether `pos` is exactly a key's position.
+    pub fn node_at(&self, pos: Pos) -> Option<(bool, &str)> {
+        let end = self.by_pos.partition_point(|(p, _, _)| *p <= pos);
+        let (p, _, _) = self.by_pos.get(end.checked_sub(1)?)?;
+        // The first entry at the closest position: keys sort before values there.
+        let start = self.by_pos.partition_point(|(q, _, _)| q < p);
+        let (at, is_key, path) = &self.by_pos[start];
+        Some((*is_key && *at == pos, path.as_str()))
     }
 
     /// Keys that appear twice in the same mapping: the path and the second key's position.
@@ -144,109 +193,6 @@ pub fn child(path: &str, key: &str) -> String {
 /// `index("a", 2)` → `a[2]`.
 pub fn index(path: &str, i: usize) -> String {
     format!("{path}[{i}]")
-}
-
-enum Frame {
-    Mapping {
-        path: String,
-        /// The key whose value comes next, with its position; `None` while a key is expected.
-        pending: Option<(String, Pos)>,
-        seen: Vec<String>,
-    },
-    Sequence {
-        path: String,
-        next: usize,
-    },
-}
-
-#[derive(Default)]
-struct Builder {
-    stack: Vec<Frame>,
-    entries: HashMap<String, Entry>,
-    duplicates: Vec<(String, Pos)>,
-    /// Depth of a complex (non-scalar) mapping key being skipped.
-    skipping: usize,
-}
-
-impl Builder {
-    /// A node starts at `pos`: returns its path, or `None` when the node is a mapping key (or
-    /// inside one), which the index does not track.
-    fn node(&mut self, pos: Pos, scalar: Option<&str>) -> Option<String> {
-        let (path, key) = match self.stack.last_mut() {
-            None => (String::new(), None),
-            Some(Frame::Sequence { path, next }) => {
-                let p = index(path, *next);
-                *next += 1;
-                (p, None)
-            }
-            Some(Frame::Mapping {
-                path,
-                pending,
-                seen,
-            }) => match pending.take() {
-                Some((k, kpos)) => (child(path, &k), Some(kpos)),
-                None => {
-                    let k = scalar.unwrap_or("?").to_owned();
-                    // A block mapping's start event comes after its first key has been
-                    // scanned; the mapping starts at that key.
-                    if seen.is_empty()
-                        && let Some(e) = self.entries.get_mut(path.as_str())
-                    {
-                        e.value = e.value.min(pos);
-                    }
-                    if scalar.is_some() && seen.contains(&k) {
-                        self.duplicates.push((child(path, &k), pos));
-                    } else {
-                        seen.push(k.clone());
-                    }
-                    *pending = Some((k, pos));
-                    return None;
-                }
-            },
-        };
-        self.entries
-            .entry(path.clone())
-            .or_insert(Entry { key, value: pos });
-        Some(path)
-    }
-}
-
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
-        let pos = Pos::from_marker(mark);
-        if self.skipping > 0 {
-            match ev {
-                Event::MappingStart(..) | Event::SequenceStart(..) => self.skipping += 1,
-                Event::MappingEnd | Event::SequenceEnd => self.skipping -= 1,
-                _ => {}
-            }
-            return;
-        }
-        match ev {
-            Event::Scalar(ref value, ..) => {
-                self.node(pos, Some(value));
-            }
-            Event::Alias(_) => {
-                self.node(pos, None);
-            }
-            Event::MappingStart(..) | Event::SequenceStart(..) => match self.node(pos, None) {
-                Some(path) => self.stack.push(if matches!(ev, Event::MappingStart(..)) {
-                    Frame::Mapping {
-                        path,
-                        pending: None,
-                        seen: Vec::new(),
-                    }
-                } else {
-                    Frame::Sequence { path, next: 0 }
-                }),
-                None => self.skipping = 1,
-            },
-            Event::MappingEnd | Event::SequenceEnd => {
-                self.stack.pop();
-            }
-            _ => {}
-        }
-    }
 }
 
 #[cfg(test)]
@@ -311,14 +257,10 @@ g:
         let idx = LocationIndex::build(DOC);
         assert_eq!(idx.path_at(pos(7, 6)), Some("g.h"));
         assert_eq!(idx.path_at(pos(4, 10)), Some("b[1].c"));
+        assert_eq!(idx.node_at(pos(7, 3)), Some((true, "g.h")));
+        assert_eq!(idx.node_at(pos(4, 9)), Some((false, "b[1].c")));
         let dup = LocationIndex::build("x: 1\ny: 2\nx: 3\n");
         assert_eq!(dup.duplicates(), &[("x".to_owned(), pos(3, 1))]);
-    }
-
-    #[test]
-    fn complex_keys_are_skipped() {
-        let idx = LocationIndex::build("? [a, b]\n: 1\nc: 2\n");
-        assert_eq!(idx.get("c").map(|e| e.value), Some(pos(3, 4)));
     }
 
     #[test]

@@ -206,6 +206,25 @@ pub struct TrialRecord {
     pub finished_at: Option<String>,
 }
 
+/// What else decides the numbers besides the pipeline: the build of isolab and the binaries
+/// the run used, as seen on the coordinator's host (the embedded agent's, in a local run).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildRecord {
+    /// isolab version (Cargo).
+    pub isolab_version: String,
+    /// Git commit isolab was built from (`-dirty` with uncommitted changes; `unknown` outside
+    /// git).
+    pub git_commit: String,
+    /// SHA-256 (hex) of each binary used: `isolab-workload`, `guest-kernel`, and each runtime
+    /// by name (`runc`, `runsc`, `qemu-system-x86_64`, `docker`, `lxc-start`).
+    #[serde(default)]
+    pub sha256: std::collections::BTreeMap<String, String>,
+    /// Binaries that were looked for but not found, with why.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub missing: std::collections::BTreeMap<String, String>,
+}
+
 /// The whole manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,6 +271,10 @@ pub struct Manifest {
     /// stopped where they did (absent in manifests written before it existed).
     #[serde(default)]
     pub repetition_groups: Vec<RepetitionGroup>,
+    /// The build of isolab and the hashes of the binaries it used (absent in manifests written
+    /// before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<BuildRecord>,
     /// What became of the run's live events on NATS (`--events nats://…`); absent without NATS.
     /// The Parquet files and this manifest are the results either way: events are a live view.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -337,7 +337,7 @@ pub type Params = BTreeMap<String, ParamValue>;
 ///
 /// Deserialized by hand (not `untagged`) so that an unknown key inside the mapping form is
 /// reported as such, with its position.
-#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum WorkloadRef {
     /// Just the name.

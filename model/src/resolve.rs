@@ -12,7 +12,7 @@
 //! use isolab_model::pipeline::{BackendKind, Platform};
 //! use isolab_model::resolve::{ResolvedPlatform, resolve};
 //! let yaml = "backend: vm\nmemory: 128MiB\nlimits: { memory: 1GiB }\n";
-//! let platform: Platform = serde_yaml::from_str(yaml).unwrap();
+//! let platform: Platform = isolab_model::yaml::from_str(yaml).unwrap();
 //! let ResolvedPlatform::Vm(vm) = resolve(&platform).unwrap() else { unreachable!() };
 //! assert_eq!((vm.guest_memory_mib, vm.vcpus), (128, 1));
 //! assert_eq!(vm.limits.memory_bytes, Some(1 << 30));

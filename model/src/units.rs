@@ -194,9 +194,14 @@ impl fmt::Display for Percent {
     }
 }
 
-/// Implements serde and JSON Schema for a unit newtype that also accepts bare numbers.
+/// Implements serde and JSON Schema for a unit newtype; the schema admits bare numbers only
+/// where the parser gives them a meaning (`Bytes`, `Percent`: yes; `HumanDuration`: no, a
+/// duration needs its unit).
 macro_rules! human_unit {
     ($ty:ty, $pattern:expr, $desc:expr) => {
+        human_unit!($ty, $pattern, $desc, [ { "type": "string", "pattern": $pattern }, { "type": "number", "minimum": 0 } ]);
+    };
+    ($ty:ty, $pattern:expr, $desc:expr, $any_of:tt) => {
         impl Serialize for $ty {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
@@ -233,7 +238,7 @@ macro_rules! human_unit {
             fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
                 schemars::json_schema!({
                     "description": $desc,
-                    "anyOf": [ { "type": "string", "pattern": $pattern }, { "type": "number", "minimum": 0 } ]
+                    "anyOf": $any_of
                 })
             }
         }
@@ -243,7 +248,8 @@ macro_rules! human_unit {
 human_unit!(
     HumanDuration,
     r"^\s*[0-9.]+\s*(us|µs|ms|s|m|min|h)\s*$",
-    "A duration such as `10s`, `250ms`, `2m`."
+    "A duration with its unit, such as `10s`, `250ms`, `2m` (a bare number is refused).",
+    [ { "type": "string", "pattern": r"^\s*[0-9.]+\s*(us|µs|ms|s|m|min|h)\s*$" } ]
 );
 human_unit!(
     Bytes,

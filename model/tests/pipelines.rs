@@ -23,7 +23,7 @@ fn schema_validator() -> jsonschema::Validator {
 }
 
 fn schema_errors(validator: &jsonschema::Validator, text: &str) -> Vec<String> {
-    let instance: serde_json::Value = serde_yaml::from_str(text).unwrap();
+    let instance: serde_json::Value = isolab_model::yaml::from_str(text).unwrap();
     validator
         .iter_errors(&instance)
         .map(|e| format!("{} at {}", e, e.instance_path()))
@@ -44,6 +44,32 @@ fn every_shipped_pipeline_is_valid() {
         assert!(!trials.is_empty(), "{}: no trials", f.display());
         let errors = schema_errors(&validator, &std::fs::read_to_string(&f).unwrap());
         assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+}
+
+/// `schema/pipeline-v1.json` is what `isolab schema` prints; regenerate it with
+/// `cargo run -p isolab-coordinator --bin isolab -- schema > schema/pipeline-v1.json`.
+#[test]
+fn committed_schema_is_the_generated_one() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../schema/pipeline-v1.json");
+    let committed =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let generated = serde_json::to_string_pretty(&json_schema()).unwrap() + "\n";
+    assert!(
+        committed == generated,
+        "schema/pipeline-v1.json is stale; regenerate it with `isolab schema > schema/pipeline-v1.json`"
+    );
+}
+
+#[test]
+fn shipped_pipelines_name_the_schema_for_editors() {
+    for f in pipeline_files() {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            text.starts_with("# yaml-language-server: $schema=../schema/pipeline-v1.json\n"),
+            "{}: first line must be the yaml-language-server modeline",
+            f.display()
+        );
     }
 }
 
@@ -84,6 +110,8 @@ fn schema_agrees_with_the_loader_on_shape() {
         ("repetitions: 2", "repetitions: -1"),
         ("backend: vm", "backend: vmm"),
         ("duration: 1s", "duration: soon"),
+        ("duration: 1s", "duration: 10"),
+        ("[syscall, fork_exit]", "[syscall, fork_exti]"),
         ("apiVersion: isolab/v1", "apiVersion: isolab/v2"),
         (
             "workloads: [syscall, fork_exit]",

@@ -11,8 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize as _;
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The name the agents' shared certificate carries (see k8s/base/agent.yaml).
 const AGENT_TLS_NAME: &str = "agent.isolab.svc";
@@ -117,9 +116,7 @@ fn build_and_validate(dir: &Path, tmp: &Path) -> Vec<Value> {
         !report.contains("WARN") && !report.contains("ERROR"),
         "{name}:\n{report}"
     );
-    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
-        .map(|d| Value::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&yaml).unwrap();
     assert!(!docs.is_empty(), "{name} built nothing");
     docs
 }
@@ -136,7 +133,7 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_sequence()
+    v.as_array()
         .map(|s| s.iter().map(|x| x.as_str().unwrap().to_owned()).collect())
         .unwrap_or_default()
 }
@@ -159,7 +156,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     );
 
     // hostPath volumes: exactly these, with these types.
-    let volumes = pod["volumes"].as_sequence().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
     let host_paths: BTreeMap<String, (String, String)> = volumes
         .iter()
         .filter(|v| !v["hostPath"].is_null())
@@ -185,7 +182,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
 
     // One container, privileged, mounting each hostPath where it belongs. No cgroupfs from the
     // host: the runtime's own (read-write for a privileged container) keeps instances in the pod.
-    let containers = pod["containers"].as_sequence().unwrap();
+    let containers = pod["containers"].as_array().unwrap();
     assert_eq!(containers.len(), 1, "{build}: one container");
     let agent = &containers[0];
     assert_eq!(agent["name"], "agent");
@@ -193,7 +190,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
         is_true(&agent["securityContext"]["privileged"]),
         "{build}: the agent must be privileged"
     );
-    let mounts = agent["volumeMounts"].as_sequence().unwrap();
+    let mounts = agent["volumeMounts"].as_array().unwrap();
     for (volume, (path, _)) in &want {
         let m = mounts
             .iter()
@@ -238,7 +235,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
             "{build}: agent command lacks {want}: {args}"
         );
     }
-    let env = agent["env"].as_sequence().unwrap();
+    let env = agent["env"].as_array().unwrap();
     for (var, field) in [("POD_IP", "status.podIP"), ("NODE_NAME", "spec.nodeName")] {
         assert!(
             env.iter()
@@ -247,7 +244,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
         );
     }
     assert!(env.iter().any(|e| e["name"] == "ISOLAB_LOG"), "{build}");
-    let port = agent["ports"].as_sequence().unwrap();
+    let port = agent["ports"].as_array().unwrap();
     assert!(
         port.iter()
             .any(|p| p["containerPort"].as_u64() == Some(7411) && p["name"] == "grpc"),
@@ -294,7 +291,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
 
     // The init container that reads the node's labels: unprivileged, no hostPath, and the only
     // holder of the API token.
-    let inits = pod["initContainers"].as_sequence().unwrap();
+    let inits = pod["initContainers"].as_array().unwrap();
     assert_eq!(inits.len(), 1, "{build}");
     let init = &inits[0];
     assert!(
@@ -303,7 +300,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
     );
     assert!(is_true(&init["securityContext"]["runAsNonRoot"]), "{build}");
     let init_mounts: Vec<&str> = init["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|m| m["name"].as_str().unwrap())
@@ -320,7 +317,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
             && script.contains("/run/isolab/node/labels"),
         "{build}"
     );
-    let env = init["env"].as_sequence().unwrap();
+    let env = init["env"].as_array().unwrap();
     assert!(
         env.iter().any(|e| e["name"] == "NODE_NAME"
             && e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName")
@@ -328,7 +325,7 @@ fn check_agent_daemonset(docs: &[Value], build: &str) {
 
     // RBAC: `get` on nodes, nothing else.
     let role = find(docs, "ClusterRole", "isolab-agent-node-reader");
-    let rules = role["rules"].as_sequence().unwrap();
+    let rules = role["rules"].as_array().unwrap();
     assert_eq!(rules.len(), 1, "{build}");
     assert_eq!(strs(&rules[0]["resources"]), ["nodes"]);
     assert_eq!(strs(&rules[0]["verbs"]), ["get"]);
@@ -382,7 +379,7 @@ fn check_control_plane(docs: &[Value], build: &str) {
         "{build}"
     );
     let config_map_name = job["volumes"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == "pipelines")
@@ -413,10 +410,10 @@ fn check_secrets(docs: &[Value], build: &str) {
     for (name, identity) in expect {
         let secret = find(docs, "Secret", name);
         let mut keys: Vec<String> = secret["data"]
-            .as_mapping()
+            .as_object()
             .unwrap()
             .keys()
-            .map(|k| k.as_str().unwrap().to_owned())
+            .cloned()
             .collect();
         keys.sort();
         let mut want = vec![
@@ -434,7 +431,7 @@ fn check_secrets(docs: &[Value], build: &str) {
         .collect();
     for d in docs {
         for volume in d["spec"]["template"]["spec"]["volumes"]
-            .as_sequence()
+            .as_array()
             .into_iter()
             .flatten()
         {

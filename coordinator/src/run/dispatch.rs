@@ -127,6 +127,16 @@ pub(super) async fn worker(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if attempt > 1 {
+            // Back off before a retry, so that a transient cause (a busy host, an agent
+            // restarting) has time to pass; an interrupt cuts the wait short.
+            let delay = retry_delay(attempt, rand::random::<f64>());
+            let mut interrupt_rx = interrupt.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = interrupt_rx.wait_for(|stop| *stop) => {}
+            }
+        }
         bus.publish(
             RunEvent::trial(&run_id, &trial, attempt, TrialEventState::Running).with_details(
                 Some(&agent.addr),
@@ -243,5 +253,40 @@ pub(super) async fn worker(
         if tx.send(a).await.is_err() || gone {
             return;
         }
+    }
+}
+
+/// First retry's base delay; each later retry doubles it, up to [`RETRY_MAX_DELAY`].
+pub(super) const RETRY_BASE_DELAY: Duration = Duration::from_millis(250);
+/// Longest wait before a retry.
+pub(super) const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+
+/// The wait before attempt `attempt` (2 = the first retry): exponential backoff with "equal
+/// jitter" (half the step fixed, half drawn from `unit` ∈ [0, 1)), so retries of trials that
+/// failed together do not hit an agent together again.
+///
+/// Written here rather than taken from a crate: `backoff` is unmaintained, and `backon` wraps
+/// the retried future in its own loop, while a retry here goes back through the shared queue
+/// (another agent may take it) and only the delay is needed.
+pub(super) fn retry_delay(attempt: u32, unit: f64) -> Duration {
+    let step = RETRY_BASE_DELAY
+        .saturating_mul(1 << attempt.saturating_sub(2).min(16))
+        .min(RETRY_MAX_DELAY);
+    step / 2 + step.mul_f64(unit.clamp(0.0, 1.0) / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_with_jitter() {
+        let ms = Duration::from_millis;
+        assert_eq!(retry_delay(2, 0.0), ms(125));
+        assert_eq!(retry_delay(2, 1.0), ms(250));
+        assert_eq!(retry_delay(3, 0.0), ms(250));
+        assert_eq!(retry_delay(4, 0.5), ms(750));
+        assert_eq!(retry_delay(40, 1.0), RETRY_MAX_DELAY);
+        assert!(retry_delay(40, 0.0) >= RETRY_MAX_DELAY / 2);
     }
 }

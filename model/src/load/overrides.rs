@@ -4,7 +4,7 @@
 //! segment names an item by its `name` field (`experiments.micro.repetitions`) or by its index.
 //! VALUE is read as YAML (`1s`, `2`, `[native, vm]`; empty means "unset").
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::location::{child, index};
 
@@ -55,7 +55,7 @@ pub(crate) fn apply(root: &mut Value, raw: &str) -> Result<Override, (String, St
             format!("invalid key `{key}`: expected dotted names such as `defaults.duration`"),
         );
     }
-    let value: Value = match serde_yaml::from_str(text) {
+    let value: Value = match crate::yaml::from_str(text) {
         Ok(v) => v,
         Err(e) => return fail("", format!("the value is not valid YAML: {e}")),
     };
@@ -68,11 +68,11 @@ pub(crate) fn apply(root: &mut Value, raw: &str) -> Result<Override, (String, St
         path = next_path;
     }
     match node {
-        Value::Mapping(m) => {
+        Value::Object(m) => {
             path = child(&path, last);
-            m.insert(Value::String((*last).to_owned()), value);
+            m.insert((*last).to_owned(), value);
         }
-        Value::Sequence(_) => {
+        Value::Array(_) => {
             let (slot, slot_path) = step(node, &path, last, false)?;
             *slot = value;
             path = slot_path;
@@ -99,18 +99,17 @@ fn step<'v>(
     create: bool,
 ) -> Result<(&'v mut Value, String), (String, String)> {
     match node {
-        Value::Mapping(m) => {
-            let key = Value::String(seg.to_owned());
-            if !m.contains_key(&key) && create {
-                m.insert(key.clone(), Value::Mapping(serde_yaml::Mapping::new()));
+        Value::Object(m) => {
+            if !m.contains_key(seg) && create {
+                m.insert(seg.to_owned(), Value::Object(serde_json::Map::new()));
             }
             let next = child(path, seg);
-            match m.get_mut(&key) {
+            match m.get_mut(seg) {
                 Some(v) => Ok((v, next)),
                 None => Err((path.to_owned(), format!("`{next}` does not exist"))),
             }
         }
-        Value::Sequence(items) => {
+        Value::Array(items) => {
             let names: Vec<String> = items
                 .iter()
                 .filter_map(|i| i.get("name").and_then(Value::as_str).map(str::to_owned))
@@ -143,7 +142,7 @@ mod tests {
     use super::*;
 
     fn doc() -> Value {
-        serde_yaml::from_str(
+        crate::yaml::from_str(
             "defaults: { duration: 2s }\nexperiments:\n  - { name: micro, repetitions: 3 }\n  - { name: scale }\n",
         )
         .unwrap()

@@ -2,15 +2,12 @@
 //! { defaults.duration: 200ms } }`), chosen with `--profile NAME` and applied before the user's
 //! `--set`s.
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 /// The profile names of `root`, in file order.
 pub(crate) fn names(root: &Value) -> Vec<String> {
     match root.get("profiles") {
-        Some(Value::Mapping(m)) => m
-            .keys()
-            .map(|k| k.as_str().map_or_else(|| format!("{k:?}"), str::to_owned))
-            .collect(),
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
         _ => Vec::new(),
     }
 }
@@ -31,17 +28,14 @@ pub(crate) fn flags(root: &Value, name: &str) -> Result<Vec<String>, String> {
             crate::suggest::hint(name, known.iter().map(String::as_str))
         ));
     };
-    let Value::Mapping(entries) = profile else {
+    let Value::Object(entries) = profile else {
         return Err(format!(
             "profile `{name}` must be a mapping of dotted keys to values"
         ));
     };
     entries
         .iter()
-        .map(|(k, v)| {
-            let key = k
-                .as_str()
-                .ok_or_else(|| format!("profile `{name}`: key {k:?} is not a string"))?;
+        .map(|(key, v)| {
             let value = serde_json::to_string(v)
                 .map_err(|e| format!("profile `{name}`: `{key}`: cannot write the value: {e}"))?;
             Ok(format!("{key}={value}"))
@@ -54,7 +48,7 @@ mod tests {
     use super::*;
 
     fn doc() -> Value {
-        serde_yaml::from_str(
+        crate::yaml::from_str(
             "profiles:\n  quick:\n    defaults.duration: 200ms\n    experiments.scale.matrix.instances: [1, 2]\n  full: {}\n",
         )
         .unwrap()

@@ -60,30 +60,47 @@ impl<'de> Deserialize<'de> for ParamValue {
     }
 }
 
+/// The schema lists the catalog's workload names, so that editors complete them and flag a
+/// misspelt one (the loader reports the same with a "did you mean").
+impl schemars::JsonSchema for WorkloadRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "WorkloadRef".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut names = crate::catalog::names();
+        names.push("none");
+        let spec = g.subschema_for::<WorkloadSpec>();
+        schemars::json_schema!({
+            "description": "A workload by name (`isolab-workload --list`), or `{ name, params }`.",
+            "anyOf": [ { "type": "string", "enum": names }, spec ]
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn workload_ref_shapes() {
-        let n: WorkloadRef = serde_yaml::from_str("syscall").unwrap();
+        let n: WorkloadRef = crate::yaml::from_str("syscall").unwrap();
         assert_eq!(n, WorkloadRef::Name("syscall".into()));
         let f: WorkloadRef =
-            serde_yaml::from_str("{ name: mmap, params: { size: 4KiB } }").unwrap();
+            crate::yaml::from_str("{ name: mmap, params: { size: 4KiB } }").unwrap();
         assert_eq!(f.name(), "mmap");
         assert_eq!(
             f.params().get("size"),
             Some(&ParamValue::Str("4KiB".into()))
         );
-        let e = serde_yaml::from_str::<WorkloadRef>("{ name: mmap, parms: {} }").unwrap_err();
+        let e = crate::yaml::from_str::<WorkloadRef>("{ name: mmap, parms: {} }").unwrap_err();
         assert!(e.to_string().contains("unknown field `parms`"), "{e}");
-        let e = serde_yaml::from_str::<WorkloadRef>("[a]").unwrap_err();
+        let e = crate::yaml::from_str::<WorkloadRef>("[a]").unwrap_err();
         assert!(e.to_string().contains("expected a workload name"), "{e}");
     }
 
     #[test]
     fn param_value_shapes() {
-        let v: Vec<ParamValue> = serde_yaml::from_str("[1, -2, 1.5, true, 10s]").unwrap();
+        let v: Vec<ParamValue> = crate::yaml::from_str("[1, -2, 1.5, true, 10s]").unwrap();
         assert_eq!(
             v,
             [
@@ -94,7 +111,7 @@ mod tests {
                 ParamValue::Str("10s".into())
             ]
         );
-        let e = serde_yaml::from_str::<ParamValue>("{a: 1}").unwrap_err();
+        let e = crate::yaml::from_str::<ParamValue>("{a: 1}").unwrap_err();
         assert!(
             e.to_string()
                 .contains("expected a number, a boolean or a string"),

@@ -1,9 +1,11 @@
-//! The agent's configuration: where the workload binary is, the safety envelope, labels, the
-//! shutdown grace period and which cgroup hierarchy to use.
+//! The agent's configuration: where the workload binary is, the safety envelope, the bounds on
+//! what a trial may ask for, labels, the shutdown grace period and which cgroup hierarchy to use.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use isolab_model::validate::ParamBounds;
 
 use crate::cgroup::CgroupVersion;
 
@@ -57,6 +59,9 @@ pub struct AgentConfig {
     pub stats_interval: Duration,
     /// The vm backend's guest kernel, modules and QEMU (`--kernel`, `--modules`, `--qemu`).
     pub vm: crate::vm::VmConfig,
+    /// Upper bounds on parameter values, durations and timeouts of the trials admitted
+    /// (`crate::admission`); the defaults are `isolab validate`'s.
+    pub bounds: ParamBounds,
 }
 
 impl Default for AgentConfig {
@@ -72,6 +77,7 @@ impl Default for AgentConfig {
             hostname: None,
             stats_interval: Duration::from_millis(100),
             vm: crate::vm::VmConfig::default(),
+            bounds: ParamBounds::default(),
         }
     }
 }

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod admission;
 pub mod announce;
 pub mod backend;
 #[cfg(any(test, feature = "testing"))]

@@ -16,6 +16,7 @@ use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
 use isolab_agent::core::AgentCore;
 use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
 use isolab_model::units::{Bytes, HumanDuration};
+use isolab_model::validate::{self, ParamBounds};
 use tokio_util::sync::CancellationToken;
 
 /// The isolab per-host agent: runs trials of allowlisted workloads for a coordinator.
@@ -52,6 +53,24 @@ struct Cli {
     /// How long running trials get to end after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s")]
     grace: HumanDuration,
+    /// Largest `size`/`step` workload parameter a trial may ask for.
+    #[arg(long, default_value = "16GiB")]
+    max_size: Bytes,
+    /// Most `threads`/`jobs` of one instance.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_THREADS)]
+    max_threads: u64,
+    /// Most `connections` of one instance.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: u64,
+    /// Largest `max_forks` of a fork bomb.
+    #[arg(long, default_value_t = validate::DEFAULT_MAX_FORKS)]
+    max_forks: u64,
+    /// Longest trial duration (and `duration`/`interval` parameter).
+    #[arg(long, default_value = "1h")]
+    max_duration: HumanDuration,
+    /// Longest trial timeout.
+    #[arg(long, default_value = "4h")]
+    max_timeout: HumanDuration,
     /// Host name to report (default: the kernel's).
     #[arg(long)]
     hostname: Option<String>,
@@ -160,6 +179,14 @@ async fn main() -> anyhow::Result<()> {
         ceiling_memory_bytes: cli.ceiling_memory.map(Bytes::get),
         grace: cli.grace.0,
         hostname: cli.hostname,
+        bounds: ParamBounds {
+            max_size_bytes: cli.max_size.get(),
+            max_threads: cli.max_threads,
+            max_connections: cli.max_connections,
+            max_forks: cli.max_forks,
+            max_duration: cli.max_duration.0,
+            max_timeout: cli.max_timeout.0,
+        },
         vm: isolab_agent::vm::VmConfig {
             kernel: cli.kernel,
             modules: cli.modules,

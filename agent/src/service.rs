@@ -1,5 +1,9 @@
 //! The `isolab.v1.Agent` gRPC service: translates requests into [`AgentCore`] calls and core
 //! events into protobuf, and errors into `tonic::Status` in one place ([`ServiceError`]).
+//!
+//! Every call is authorized first ([`isolab_tls::authorize`]): under mutual TLS only the
+//! `coordinator` identity may call the agent; on plain-text loopback only root or the agent's own
+//! user. Refusals are logged and answered with PERMISSION_DENIED naming the caller.
 
 use std::pin::Pin;
 
@@ -9,7 +13,22 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::core::{AgentCore, RunTrialError};
+use isolab_tls::authz::AGENT_CALLERS;
 use isolab_wire::convert::{self, ConvertError};
+
+/// The caller of `req` if it may call the agent; else the refusal, logged.
+fn authorize<T>(req: &Request<T>, call: &'static str) -> Result<(), Status> {
+    match isolab_tls::authorize(req, call, AGENT_CALLERS) {
+        Ok(caller) => {
+            tracing::debug!(%caller, call, "authorized");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("refused: {e}");
+            Err(e.into())
+        }
+    }
+}
 
 /// Everything a gRPC call can fail with before its stream starts.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +83,9 @@ pub type TrialEventStream = Pin<Box<dyn Stream<Item = Result<pb::TrialEvent, Sta
 impl pb::agent_server::Agent for AgentService {
     async fn capabilities(
         &self,
-        _request: Request<pb::CapabilitiesRequest>,
+        request: Request<pb::CapabilitiesRequest>,
     ) -> Result<Response<pb::CapabilitiesResponse>, Status> {
+        authorize(&request, "Capabilities")?;
         let caps = self.core.capabilities().await;
         Ok(Response::new(convert::capabilities_to_proto(&caps)))
     }
@@ -76,6 +96,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<pb::RunTrialRequest>,
     ) -> Result<Response<Self::RunTrialStream>, Status> {
+        authorize(&request, "RunTrial")?;
         let run = || -> Result<_, ServiceError> {
             let (metadata, _, message) = request.into_parts();
             let req = convert::trial_from_proto(message)?;
@@ -106,6 +127,7 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<pb::CancelRequest>,
     ) -> Result<Response<pb::CancelResponse>, Status> {
+        authorize(&request, "Cancel")?;
         let id = request.into_inner().trial_id;
         let found = self.core.cancel(&id);
         tracing::info!(trial = %id, found, "Cancel");

@@ -184,6 +184,16 @@ impl ClientTls {
         }
         self
     }
+
+    /// The same with `domain` expected unless a name is set already (an announced agent name,
+    /// below an inventory's `tls_domain` and `--tls-domain`).
+    #[must_use]
+    pub fn or_domain(mut self, domain: Option<String>) -> Self {
+        if self.domain.is_none() {
+            self.domain = domain;
+        }
+        self
+    }
 }
 
 /// The host part of a URL (`https://[::1]:7411` → `::1`).

@@ -184,6 +184,7 @@ pub fn targets(heartbeats: &[Heartbeat]) -> Vec<Target> {
             address: h.address.clone(),
             labels: h.labels.clone(),
             tls_domain: None,
+            announced_name: Some(h.name.clone()),
         })
         .collect()
 }

@@ -108,6 +108,10 @@ pub struct Target {
     pub labels: BTreeMap<String, String>,
     /// The name its TLS certificate carries, when not the host of `address`.
     pub tls_domain: Option<String>,
+    /// The name it announced (discovery): the name its certificate must carry when neither the
+    /// inventory nor `--tls-domain` gives one, so a discovered agent is checked against its own
+    /// per-agent certificate (`isolab certs init --agent NAME`).
+    pub announced_name: Option<String>,
 }
 
 /// The agents of a run: every `--agent` address, then the inventory's.
@@ -125,6 +129,7 @@ pub fn targets(agents: &[String], inventory: Option<&Path>) -> Result<Vec<Target
                 address: a.address,
                 labels: a.labels,
                 tls_domain: a.tls_domain,
+                announced_name: None,
             });
         }
     }

@@ -203,7 +203,7 @@ fn real_main(cli: Cli, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode>
             let mark = |created: bool| if created { "created" } else { "kept" };
             println!("{}  {}", pki.ca_cert.display(), mark(pki.ca_created));
             for id in std::iter::once(&pki.coordinator)
-                .chain([&pki.client])
+                .chain([&pki.client, &pki.health])
                 .chain(&pki.agents)
             {
                 println!("{}  {}", id.cert.display(), mark(id.created));

@@ -196,10 +196,10 @@ pub async fn run(
         local = Some(la);
     } else {
         for t in &targets {
-            let tls = opts
-                .tls
-                .clone()
-                .map(|c| c.with_domain(t.tls_domain.clone()));
+            let tls = opts.tls.clone().map(|c| {
+                c.with_domain(t.tls_domain.clone())
+                    .or_domain(t.announced_name.clone())
+            });
             agents.push(Agent::connect_with(&t.address, tls.as_ref()).await?);
         }
     }

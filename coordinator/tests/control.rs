@@ -113,6 +113,69 @@ async fn run_over_mutual_tls() {
     agent.shutdown().await;
 }
 
+/// The coordinator checks the identity of the agent it dials: the name it expects (inventory
+/// `tls_domain`, `--tls-domain`, or the name a discovered agent announced) must be in the agent's
+/// own certificate, so an agent presenting another agent's certificate is refused, and a
+/// certificate of the CA that is not the coordinator's cannot run trials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_refuses_an_agent_with_another_agents_certificate() {
+    use isolab_coordinator::client::Agent;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let pki = tmp.path().join("pki");
+    isolab_tls::init_dev_pki(&pki, &["t1".to_owned(), "t2".to_owned()], &[]).expect("pki");
+    // The agent at this address holds t1's certificate.
+    let tls = isolab_tls::server_tls(&pki, "agent-t1").expect("server tls");
+    let agent = spawn_local_tls(
+        AgentConfig {
+            workload_bin: Some("/nonexistent/isolab-workload".into()),
+            ..agent_config("ident", "r1")
+        },
+        Some(tls),
+    )
+    .await
+    .expect("agent");
+    let url = agent.url();
+    let expecting = |name: &str| ClientTls::coordinator(&pki).or_domain(Some(name.to_owned()));
+    // Refused in the handshake (at connect, or at the first call of a lazy channel).
+    let refused = match Agent::connect_with(&url, Some(&expecting("t2"))).await {
+        Err(e) => e.to_string(),
+        Ok(a) => a
+            .cancel("nope")
+            .await
+            .expect_err("an agent with t1's certificate was accepted as t2")
+            .to_string(),
+    };
+    assert!(refused.contains(&url), "{refused}");
+    // The inventory's (or --tls-domain's) name wins over an announced one.
+    let inventory_first = ClientTls::coordinator(&pki)
+        .with_domain(Some("t1".into()))
+        .or_domain(Some("t2".into()));
+    let ok = Agent::connect_with(&url, Some(&inventory_first))
+        .await
+        .expect("t1 as t1");
+    ok.cancel("nope")
+        .await
+        .expect("the coordinator may call the agent");
+    // The operator's client certificate is of the same CA but may not call the agent.
+    let as_client = ClientTls {
+        identity: isolab_tls::layout::CLIENT.to_owned(),
+        ..expecting("t1")
+    };
+    let c = Agent::connect_with(&url, Some(&as_client))
+        .await
+        .expect("handshake");
+    let e = c
+        .cancel("nope")
+        .await
+        .expect_err("a client certificate cancelled");
+    assert!(
+        e.to_string()
+            .contains("Cancel: identity `client` may not call this; allowed: coordinator"),
+        "{e}"
+    );
+    agent.shutdown().await;
+}
+
 /// A TCP relay in front of an agent; aborting it drops every connection, like a dead host.
 struct Relay {
     addr: std::net::SocketAddr,

@@ -345,6 +345,26 @@ async fn serve_with_tls_admits_only_clients_of_its_ca() {
         refused(ServiceClient::connect(&addr, Some(&client_of(&foreign))).await).await,
         "client of a foreign CA admitted"
     );
+    // Identities of the CA beyond `client`: the coordinator's may watch and list but not submit
+    // or cancel; the probes' `health` may call nothing but the health service.
+    let as_identity = |identity: &str| ClientTls {
+        identity: identity.to_owned(),
+        ..client_of(&pki)
+    };
+    let coordinator = ServiceClient::connect(&addr, Some(&as_identity("coordinator")))
+        .await
+        .unwrap();
+    assert!(coordinator.list().await.is_ok());
+    let e = coordinator.cancel("nope").await.unwrap_err().to_string();
+    assert!(
+        e.contains("CancelRun: identity `coordinator` may not call this; allowed: client"),
+        "{e}"
+    );
+    let health = ServiceClient::connect(&addr, Some(&as_identity("health")))
+        .await
+        .unwrap();
+    let e = health.list().await.unwrap_err().to_string();
+    assert!(e.contains("identity `health` may not call this"), "{e}");
 }
 
 /// `isolab submit --wait` keeps trying while the service starts (the Kubernetes Job starts beside

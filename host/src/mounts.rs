@@ -10,6 +10,12 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return Vec::new();
     };
+    mount_points_under(&table, dir)
+}
+
+/// The mount points at or below `dir` in a `/proc/<pid>/mountinfo` text, deepest first, each
+/// once (the parser of [`mounts_under`], separate for tests and fuzzing).
+pub fn mount_points_under(table: &str, dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = table
         .lines()
         .filter_map(|l| l.split(' ').nth(4))

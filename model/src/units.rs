@@ -95,7 +95,7 @@ impl fmt::Display for HumanDuration {
 pub struct Bytes(pub u64);
 
 impl Bytes {
-    const EXPECTED: &'static str = "a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB, TiB, K, M, G, KB, MB, GB (e.g. `512MiB`)";
+    const EXPECTED: &'static str = "a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB, TiB, PiB, K, M, G, KB, MB, GB (e.g. `512MiB`)";
 
     /// The size in bytes.
     pub fn get(self) -> u64 {
@@ -122,10 +122,12 @@ impl FromStr for Bytes {
             "MiB" | "M" => 1024.0 * 1024.0,
             "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
             "TiB" | "T" => 1024.0_f64.powi(4),
+            "PiB" | "P" => 1024.0_f64.powi(5),
             "KB" | "kB" => 1e3,
             "MB" => 1e6,
             "GB" => 1e9,
             "TB" => 1e12,
+            "PB" => 1e15,
             _ => return Err(err()),
         };
         let bytes = (value * mult).round();

@@ -6,9 +6,15 @@
 //! concern one experiment live in the `experiment` submodule; this file holds the pipeline-wide and
 //! platform rules.
 
+mod bounds;
 mod experiment;
 mod limits;
 
+pub use bounds::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DURATION, DEFAULT_MAX_FORKS, DEFAULT_MAX_SIZE_BYTES,
+    DEFAULT_MAX_THREADS, DEFAULT_MAX_TIMEOUT, NetContext, ParamBounds, check_dir, check_duration,
+    check_host, check_param, check_timeout,
+};
 pub use limits::{MAX_INSTANCE_STARTS, MAX_TRIALS, Size, size};
 
 use std::collections::HashMap;
@@ -173,6 +179,7 @@ impl Checker {
                 first.insert(&e.name, i);
             }
             self.experiment(&path, e, p);
+            self.bounds(&path, e, p);
         }
         self.plan_size(p);
     }
@@ -182,6 +189,7 @@ impl Checker {
         self.at_least_one("defaults.repetitions", d.repetitions.into());
         self.positive_duration("defaults.duration", Some(d.duration));
         self.positive_duration("defaults.timeout", d.timeout);
+        self.default_bounds(p);
         if let Some(t) = d.timeout
             && !t.0.is_zero()
             && t <= d.duration

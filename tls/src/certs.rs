@@ -2,7 +2,8 @@
 //!
 //! One CA (`ca.pem`, `ca-key.pem`) signs the coordinator's certificate (server and client
 //! authentication), an operator client's (`client.pem`, client authentication, for `isolab submit`
-//! and `isolab watch`) and one per agent (`agent-<name>.pem`, server and client authentication).
+//! and `isolab watch`), the health probes' (`health.pem`, client authentication) and one per agent
+//! (`agent-<name>.pem`, server authentication only: an agent's key cannot act as a client).
 //! Server certificates name their owner, `localhost`, `127.0.0.1`, `::1` and the extra SANs given.
 //! Keys are ECDSA P-256, written with mode 0600; every file is written atomically.
 //!
@@ -80,6 +81,8 @@ pub struct Pki {
     pub coordinator: IssuedIdentity,
     /// The operator client's certificate.
     pub client: IssuedIdentity,
+    /// The health probes' certificate.
+    pub health: IssuedIdentity,
     /// One per agent name, in the order given.
     pub agents: Vec<IssuedIdentity>,
     /// Files of the old CA's agents removed by [`Overwrite::Force`].
@@ -243,6 +246,14 @@ pub fn init_dev_pki_with(
         &[ExtendedKeyUsagePurpose::ClientAuth],
         force,
     )?;
+    let health = issue(
+        dir,
+        &mut ca,
+        layout::HEALTH,
+        vec![layout::HEALTH.to_owned()],
+        &[ExtendedKeyUsagePurpose::ClientAuth],
+        force,
+    )?;
     let mut agents = Vec::with_capacity(agent_names.len());
     for name in dedup(agent_names.to_vec()) {
         let identity = layout::agent_identity(&name);
@@ -251,7 +262,7 @@ pub fn init_dev_pki_with(
             &mut ca,
             &identity,
             server_sans(&name),
-            &both,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
             force,
         )?);
     }
@@ -262,6 +273,7 @@ pub fn init_dev_pki_with(
         ca_created,
         coordinator,
         client,
+        health,
         agents,
         removed,
     })
@@ -342,13 +354,17 @@ fn issue(
     let cert = layout::cert_path(dir, identity);
     let key = layout::key_path(dir, identity);
     if !force && cert.exists() && key.exists() {
-        // Every identity this module issues carries client authentication.
-        config::check_identity(dir, identity).map_err(|source| CertsError::Stale {
+        let server_only = !usages.contains(&ExtendedKeyUsagePurpose::ClientAuth);
+        config::check_identity(dir, identity, server_only).map_err(|source| CertsError::Stale {
             identity: identity.to_owned(),
             source,
         })?;
-        // Kept unless a name asked for now (a new --san) is not in it: then reissue it.
-        if config::names_not_covered(&cert, &sans).is_empty() {
+        // Kept unless a name asked for now (a new --san) is not in it, or it carries a usage it
+        // should not (an agent certificate of an older version with client authentication):
+        // then reissue it.
+        if config::names_not_covered(&cert, &sans).is_empty()
+            && !(server_only && config::has_client_auth(&cert))
+        {
             return Ok(IssuedIdentity {
                 identity: identity.to_owned(),
                 cert,

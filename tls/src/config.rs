@@ -220,10 +220,34 @@ pub fn install_crypto_provider() {
     }
 }
 
-/// Checks that `identity`'s files load and chain to the CA for client authentication (which every
-/// certificate made by [`crate::certs`] carries).
-pub(crate) fn check_identity(dir: &Path, identity: &str) -> Result<(), TlsConfigError> {
-    load(dir, identity, Usage::Client).map(|_| ())
+/// Checks that `identity`'s files load and chain to the CA, for server authentication when
+/// `server` (agents), else for client authentication.
+pub(crate) fn check_identity(
+    dir: &Path,
+    identity: &str,
+    server: bool,
+) -> Result<(), TlsConfigError> {
+    let usage = if server { Usage::Server } else { Usage::Client };
+    load(dir, identity, usage).map(|_| ())
+}
+
+/// Whether the certificate in `cert_path` allows client authentication (no extended key usage
+/// extension allows every use); an unreadable certificate counts as allowing it.
+pub(crate) fn has_client_auth(cert_path: &Path) -> bool {
+    let Ok(pem) = std::fs::read(cert_path) else {
+        return true;
+    };
+    let Ok(der) = CertificateDer::from_pem_slice(&pem) else {
+        return true;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return true;
+    };
+    match cert.extended_key_usage() {
+        Ok(Some(eku)) => eku.value.client_auth || eku.value.any,
+        Ok(None) => true,
+        Err(_) => true,
+    }
 }
 
 /// The names in `names` that the certificate in `cert_path` is not valid for as a server. Wildcard

@@ -7,11 +7,15 @@
 //! coordinator-key.pem
 //! client.pem              an operator's client (`isolab submit`, `isolab watch`): client authentication only
 //! client-key.pem
-//! agent-<name>.pem        one per agent (server and client authentication)
+//! health.pem              health probes: client authentication, allowed only the health service
+//! health-key.pem
+//! agent-<name>.pem        one per agent: server authentication only
 //! agent-<name>-key.pem
 //! ```
 //!
-//! An *identity* is the stem of a certificate file: `coordinator`, `client` or `agent-<name>`.
+//! An *identity* is the stem of a certificate file and its certificate's common name:
+//! `coordinator`, `client`, `health` or `agent-<name>`. Servers authorize each call by it (see
+//! [`crate::authz`]).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +27,8 @@ pub const CA_KEY: &str = "ca-key.pem";
 pub const COORDINATOR: &str = "coordinator";
 /// The operator client's identity (`isolab submit`, `isolab watch`).
 pub const CLIENT: &str = "client";
+/// The health probes' identity (`isolab-health-probe`): may call only `grpc.health.v1`.
+pub const HEALTH: &str = "health";
 /// Prefix of every agent identity.
 pub const AGENT_PREFIX: &str = "agent-";
 

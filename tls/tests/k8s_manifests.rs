@@ -399,15 +399,19 @@ fn check_control_plane(docs: &[Value], build: &str) {
     assert!(pipelines["data"]["racks.yaml"].is_string(), "{build}");
 }
 
-/// Each TLS Secret holds the CA certificate and one identity, never the CA key; every reference
+/// Each TLS Secret holds the CA certificate and its identities (the agents' also `health`, for their
+/// probes), never the CA key; every reference
 /// to one resolves to a Secret in the build.
 fn check_secrets(docs: &[Value], build: &str) {
     let expect = [
-        ("isolab-agent-tls", "agent-agent.isolab.svc"),
-        ("isolab-coordinator-tls", "coordinator"),
-        ("isolab-client-tls", "client"),
+        (
+            "isolab-agent-tls",
+            &["agent-agent.isolab.svc", "health"][..],
+        ),
+        ("isolab-coordinator-tls", &["coordinator"][..]),
+        ("isolab-client-tls", &["client"][..]),
     ];
-    for (name, identity) in expect {
+    for (name, identities) in expect {
         let secret = find(docs, "Secret", name);
         let mut keys: Vec<String> = secret["data"]
             .as_object()
@@ -416,11 +420,10 @@ fn check_secrets(docs: &[Value], build: &str) {
             .cloned()
             .collect();
         keys.sort();
-        let mut want = vec![
-            "ca.pem".to_owned(),
-            format!("{identity}-key.pem"),
-            format!("{identity}.pem"),
-        ];
+        let mut want = vec!["ca.pem".to_owned()];
+        for identity in identities {
+            want.extend([format!("{identity}-key.pem"), format!("{identity}.pem")]);
+        }
         want.sort();
         assert_eq!(keys, want, "{build}: {name}");
     }

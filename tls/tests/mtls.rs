@@ -159,6 +159,20 @@ async fn mutual_tls_admits_only_clients_signed_by_the_ca() {
         "client with a foreign CA's certificate was served: {got:?}"
     );
 
+    // An agent's certificate used as a client: agent certificates carry server authentication
+    // only, so the server refuses it in the handshake (and client_tls will not even load it).
+    let agent_as_client = manual_tls(
+        &ours.join("ca.pem"),
+        Some((&ours.join("agent-r1.pem"), &ours.join("agent-r1-key.pem"))),
+    );
+    let got = check(https(server.addr).tls_config(agent_as_client).unwrap()).await;
+    assert!(
+        got.is_err(),
+        "an agent certificate was accepted as a client: {got:?}"
+    );
+    let e = isolab_tls::client_tls(&ours, "agent-r1", "r1").unwrap_err();
+    assert!(e.to_string().contains("client certificate"), "{e}");
+
     // No certificate at all.
     let anonymous = manual_tls(&ours.join("ca.pem"), None);
     let got = check(https(server.addr).tls_config(anonymous).unwrap()).await;
@@ -232,10 +246,17 @@ async fn the_health_probe_binary_checks_over_mutual_tls() {
     let (ours, foreign) = (tmp.path().join("ours"), tmp.path().join("foreign"));
     pki(&ours);
     pki(&foreign);
-    // A directory shaped like a Kubernetes Secret: the CA and one identity.
+    // A directory shaped like the agents' Kubernetes Secret: the CA, the agent's identity and
+    // the probes' `health` identity (the agent's own certificate cannot act as a client).
     let secret = tmp.path().join("secret");
     fs::create_dir(&secret).unwrap();
-    for f in ["ca.pem", "agent-r1.pem", "agent-r1-key.pem"] {
+    for f in [
+        "ca.pem",
+        "agent-r1.pem",
+        "agent-r1-key.pem",
+        "health.pem",
+        "health-key.pem",
+    ] {
         fs::copy(ours.join(f), secret.join(f)).unwrap();
     }
     let server = TestServer::start(&ours, "agent-r1").await;
@@ -244,9 +265,14 @@ async fn the_health_probe_binary_checks_over_mutual_tls() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("SERVING"), "{out}");
     let (code, out) = probe(server.addr, &secret, None).await;
-    assert_eq!(code, 0, "the sole identity is found by itself: {out}");
+    assert_eq!(code, 0, "the health identity is found by itself: {out}");
+    let (code, out) = probe(server.addr, &secret, Some("agent-r1")).await;
+    assert_eq!(code, 2, "an agent certificate is no client: {out}");
 
-    // Several identities and none named: a usage error, not a guess.
+    // Several identities, none named and no `health`: a usage error, not a guess.
+    for f in ["health.pem", "health-key.pem"] {
+        fs::remove_file(ours.join(f)).unwrap();
+    }
     let (code, out) = probe(server.addr, &ours, None).await;
     assert_eq!(code, 2, "{out}");
     let (code, out) = probe(server.addr, &tmp.path().join("absent"), None).await;

@@ -74,6 +74,7 @@ fn fresh_init_writes_a_ca_and_every_identity() {
     let all = [
         &pki.coordinator,
         &pki.client,
+        &pki.health,
         &pki.agents[0],
         &pki.agents[1],
     ];
@@ -103,9 +104,11 @@ fn fresh_init_writes_a_ca_and_every_identity() {
         "agent-r1 names r2: {sans:?}"
     );
     assert!(
-        server && client,
-        "agent certificates authenticate both ways"
+        server && !client,
+        "agent certificates authenticate servers only: an agent's key is no client"
     );
+    let (_, server, client) = inspect(&pki.health.cert);
+    assert!(!server && client, "the probes' certificate is client-only");
     let (sans, server, client) = inspect(&pki.coordinator.cert);
     assert!(sans.iter().any(|s| s == "coordinator") && sans.iter().any(|s| s == "lab.example"));
     assert!(server && client);
@@ -157,7 +160,9 @@ fn rerun_keeps_the_ca_and_issues_only_what_is_missing() {
     assert_eq!(fs::read(&second.coordinator.cert).unwrap(), coord_before);
     // The new agent is signed by the kept CA.
     server_tls(dir, "agent-r2").unwrap();
-    client_tls(dir, "agent-r2", "r1").unwrap();
+    // An agent's certificate authenticates servers only.
+    client_tls(dir, "agent-r2", "r1").unwrap_err();
+    client_tls(dir, "coordinator", "r2").unwrap();
 
     // A SAN asked for now reissues the certificates that lack it, under the same CA.
     let third = init_dev_pki(
@@ -336,10 +341,10 @@ fn the_agent_finds_its_one_identity() {
         isolab_tls::find_agent_identity(dir).unwrap(),
         "agent-node-a"
     );
-    // Any identity: the coordinator, the client and the agent are all there.
+    // Any identity: the coordinator, the client, the probes' and the agent are all there.
     let err = isolab_tls::find_identity(dir, "").unwrap_err();
     assert!(
-        matches!(err, TlsConfigError::AmbiguousIdentity { ref found, .. } if found.len() == 3),
+        matches!(err, TlsConfigError::AmbiguousIdentity { ref found, .. } if found.len() == 4),
         "{err}"
     );
     assert_eq!(

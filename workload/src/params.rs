@@ -65,7 +65,9 @@ impl ParamKind {
             Self::Count { max: u64::MAX } => "a positive whole number".into(),
             Self::Count { max } => format!("a whole number from 1 to {max}"),
             Self::Bytes => "a size such as `4096`, `64KiB` or `1MiB`".into(),
-            Self::Path => "a non-empty path".into(),
+            Self::Path => {
+                "a relative path without `..`, inside the instance's scratch directory".into()
+            }
             Self::Ip => "an IP address such as `10.0.0.2` (host names are not resolved)".into(),
             Self::Choice(words) => format!("one of {}", words.join(", ")),
         }
@@ -82,7 +84,9 @@ impl ParamKind {
                 (1..=max).contains(&n).then_some(Value::Count(n))
             }
             Self::Bytes => Some(Value::Bytes(text.parse::<Bytes>().ok()?.get())),
-            Self::Path => (!text.is_empty()).then(|| Value::Path(PathBuf::from(text))),
+            Self::Path => isolab_model::validate::check_dir(text)
+                .is_ok()
+                .then(|| Value::Path(PathBuf::from(text))),
             Self::Ip => text.trim().parse().ok().map(Value::Ip),
             Self::Choice(words) => words
                 .iter()
@@ -312,9 +316,9 @@ mod tests {
             p.duration("interval", Duration::ZERO),
             Duration::from_secs(1)
         );
-        let p = parse("file_ops", &["size=1KiB", "dir=/x"]).unwrap();
+        let p = parse("file_ops", &["size=1KiB", "dir=x/y"]).unwrap();
         assert_eq!(p.bytes("size", 0), 1024);
-        assert_eq!(p.path("dir"), Some(Path::new("/x")));
+        assert_eq!(p.path("dir"), Some(Path::new("x/y")));
         assert_eq!(p.run_duration(), DEFAULT_DURATION);
         assert!(matches!(p.budget(), Budget::Duration(_)));
         let p = parse("tcp_stream", &["role=server", "host=10.0.0.1", "port=5001"]).unwrap();
@@ -359,6 +363,10 @@ mod tests {
             .to_string();
         assert!(e.contains("IP address"), "{e}");
         assert!(parse("tcp_rr", &["port=70000"]).is_err());
+        for dir in ["dir=/etc", "dir=../../x", "dir=a/../../b", "dir="] {
+            let e = parse("disk", &[dir]).unwrap_err().to_string();
+            assert!(e.contains("relative path without `..`"), "{dir}: {e}");
+        }
         assert!(matches!(
             parse("syscall", &["duration=1s", "duration=2s"]),
             Err(ParamError::Duplicate { .. })

@@ -194,7 +194,7 @@ fn memory_bomb_with_a_limit_holds_and_ends() {
 #[test]
 fn disk_bomb_stops_at_its_limit_and_removes_its_file() {
     let dir = TestDir::new("disk-bomb");
-    let dir_param = format!("dir={}", dir.path.display());
+    let dir_param = dir.param();
     let r = run(&[
         "disk_bomb",
         "--param",
@@ -231,7 +231,7 @@ fn disk_bomb_fills_a_small_filesystem() {
         "--param",
         "step=1MiB",
         "--param",
-        &format!("dir={}", dir.path.display()),
+        &dir.param(),
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.summary("full"), 1.0);

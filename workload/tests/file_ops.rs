@@ -13,7 +13,7 @@ use support::{BIN, TestDir, run, run_program};
 #[test]
 fn dir_param_is_used_and_left_empty() {
     let dir = TestDir::new("dir");
-    let dir_arg = format!("dir={}", dir.path.display());
+    let dir_arg = dir.param();
     let r = run(&[
         "file_ops",
         "--param",
@@ -29,21 +29,17 @@ fn dir_param_is_used_and_left_empty() {
 }
 
 #[test]
-fn missing_dir_is_a_runtime_error_naming_it() {
-    let r = run(&[
-        "file_ops",
-        "--param",
-        "iterations=1",
-        "--param",
-        "dir=/nonexistent/isolab-test",
-    ]);
-    assert_eq!(r.code, Some(1));
-    assert!(
-        r.stderr.contains("/nonexistent/isolab-test"),
-        "{}",
-        r.stderr
-    );
-    assert!(r.samples.is_empty());
+fn a_dir_outside_the_scratch_is_a_usage_error_naming_it() {
+    for bad in ["dir=/etc", "dir=../../x"] {
+        let r = run(&["file_ops", "--param", "iterations=1", "--param", bad]);
+        assert_eq!(r.code, Some(2), "{bad}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&bad[4..]) && r.stderr.contains("relative path without `..`"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.samples.is_empty());
+    }
 }
 
 #[test]
@@ -79,7 +75,7 @@ fn unusable_tmpdir_falls_back() {
 #[test]
 fn sigterm_stops_and_cleans_up() {
     let dir = TestDir::new("sigterm");
-    let dir_arg = format!("dir={}", dir.path.display());
+    let dir_arg = dir.param();
     let args = [
         "file_ops",
         "--param",

@@ -370,7 +370,7 @@ fn oltp_scale_and_dir() {
         "--param",
         "scale=2",
         "--param",
-        &format!("dir={}", dir.path.display()),
+        &dir.param(),
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(r.summary("ops") >= 1.0);
@@ -394,7 +394,7 @@ fn fileserver_cleans_up_its_dir() {
         "--param",
         "files=50",
         "--param",
-        &format!("dir={}", dir.path.display()),
+        &dir.param(),
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
@@ -445,7 +445,7 @@ fn disk_cleans_up_its_dir() {
         "--param",
         "size=1MiB",
         "--param",
-        &format!("dir={}", dir.path.display()),
+        &dir.param(),
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());

@@ -274,6 +274,7 @@ impl AgentCore {
             return Err(RunTrialError::ShuttingDown { trial: id });
         }
         validate(&req)?;
+        crate::admission::admit_request(&req.trial, &inner.config.bounds)?;
         let backend_name = req.trial.platform_spec.backend().as_str();
         let Some(backend_index) = inner.backends.iter().position(|b| b.name() == backend_name)
         else {

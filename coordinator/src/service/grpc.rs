@@ -1,6 +1,10 @@
 //! The gRPC edge of the coordinator service: `isolab.v1.Coordinator` over tonic, with mutual TLS
 //! (or plaintext on loopback) and the standard `grpc.health.v1` service for probes, one shutdown
 //! future and a bounded drain.
+//!
+//! Every call is authorized by its caller ([`isolab_tls::authorize`]): `SubmitRun` and
+//! `CancelRun` only from the `client` identity, `WatchRun` and `ListRuns` from `client` or
+//! `coordinator`; on plain-text loopback only root or the coordinator's own user.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,6 +21,17 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::core::ServiceCore;
+use isolab_tls::authz::{SUBMIT_CALLERS, WATCH_CALLERS};
+
+/// Checks the caller of `req` against `allowed`; a refusal is logged.
+fn authorize<T>(req: &Request<T>, call: &'static str, allowed: &[&str]) -> Result<(), Status> {
+    isolab_tls::authorize(req, call, allowed)
+        .map(|caller| tracing::debug!(%caller, call, "authorized"))
+        .map_err(|e| {
+            tracing::warn!("refused: {e}");
+            e.into()
+        })
+}
 
 /// How long connections (watchers) get after the drain before the server closes them.
 pub const CONNECTION_LINGER: Duration = Duration::from_secs(3);
@@ -76,6 +91,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::SubmitRunRequest>,
     ) -> Result<Response<pb::SubmitRunResponse>, Status> {
+        authorize(&request, "SubmitRun", SUBMIT_CALLERS)?;
         let req = convert::submit_from_pb(request.into_inner());
         let core = self.core.clone();
         // Planning a large pipeline is CPU work: keep it off the reactor.
@@ -91,6 +107,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::WatchRunRequest>,
     ) -> Result<Response<WatchStream>, Status> {
+        authorize(&request, "WatchRun", WATCH_CALLERS)?;
         let req = request.into_inner();
         let run = (!req.run_id.is_empty()).then_some(req.run_id.as_str());
         let sub = self.core.watch(run)?;
@@ -113,8 +130,9 @@ impl Coordinator for CoordinatorService {
 
     async fn list_runs(
         &self,
-        _request: Request<pb::ListRunsRequest>,
+        request: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        authorize(&request, "ListRuns", WATCH_CALLERS)?;
         let runs = self
             .core
             .list()
@@ -128,6 +146,7 @@ impl Coordinator for CoordinatorService {
         &self,
         request: Request<pb::CancelRunRequest>,
     ) -> Result<Response<pb::CancelRunResponse>, Status> {
+        authorize(&request, "CancelRun", SUBMIT_CALLERS)?;
         let phase = self.core.cancel(&request.into_inner().run_id)?;
         Ok(Response::new(pb::CancelRunResponse {
             state: phase.as_str().to_owned(),

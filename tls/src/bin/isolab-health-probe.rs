@@ -29,8 +29,8 @@ struct Args {
     /// TLS directory made by `isolab certs init` (or a Secret with the same file names).
     #[arg(long)]
     tls_dir: PathBuf,
-    /// Identity to present (file stem: `coordinator`, `client`, `agent-<name>`); by default the
-    /// only certificate in the directory besides `ca.pem`.
+    /// Identity to present (file stem: `health`, `coordinator`, `client`); by default `health`
+    /// when the directory holds it, else the only certificate besides `ca.pem`.
     #[arg(long)]
     identity: Option<String>,
     /// Name the server's certificate must carry.
@@ -48,6 +48,11 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let identity = match args.identity.clone() {
         Some(identity) => identity,
+        None if isolab_tls::layout::cert_path(&args.tls_dir, isolab_tls::layout::HEALTH)
+            .exists() =>
+        {
+            isolab_tls::layout::HEALTH.to_owned()
+        }
         None => match isolab_tls::find_identity(&args.tls_dir, "") {
             Ok(identity) => identity,
             Err(e) => return fail(2, &e),

@@ -148,6 +148,13 @@ impl TestDir {
         Self { path }
     }
 
+    /// The `dir=…` param naming this directory: relative to the system temp dir, which is the
+    /// workload's scratch (`$TMPDIR`, else `/tmp`) too; `dir` takes no absolute paths.
+    pub fn param(&self) -> String {
+        let name = self.path.file_name().unwrap().to_string_lossy();
+        format!("dir={name}")
+    }
+
     /// The names of its entries.
     pub fn entries(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.path)

@@ -22,6 +22,12 @@ use crate::config::AgentConfig;
 use crate::core::AgentCore;
 use crate::service::AgentService;
 
+/// HTTP/2 PING interval towards clients, and how long a PING may stay unanswered.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// TCP keepalive on accepted connections (the kernel's probes, under the HTTP/2 PINGs).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// How long open connections may linger once the trials are drained.
 pub const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
 /// The default listen address of `isolab-agent`.
@@ -140,7 +146,11 @@ pub async fn serve_core_tls(
     let addr = listener
         .local_addr()
         .map_err(|source| ServeError::LocalAddr { source })?;
-    let mut builder = Server::builder();
+    // HTTP/2 PINGs and TCP keepalive find a coordinator that vanished (half-open connection)
+    // within a minute, so its streams end and their trials are cancelled.
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     match tls {
         Some(tls) => {
             builder = builder
@@ -174,7 +184,9 @@ pub async fn serve_core_tls(
         }
         let _ = drained_tx.send(());
     };
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(TCP_KEEPALIVE));
     tracing::info!(%addr, "isolab agent serving");
     let server = builder
         .add_service(health)

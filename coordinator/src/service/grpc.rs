@@ -15,7 +15,6 @@ use futures::Stream;
 use isolab_proto::v1 as pb;
 use pb::coordinator_server::{Coordinator, CoordinatorServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 
@@ -171,7 +170,10 @@ pub async fn serve(
         .local_addr()
         .map_err(|source| ServeError::LocalAddr { source })?;
     isolab_tls::check_listen(addr, tls.is_some(), allow_plaintext)?;
-    let mut builder = Server::builder();
+    // HTTP/2 PINGs and TCP keepalive find a client that vanished (half-open connection).
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
@@ -204,7 +206,11 @@ pub async fn serve(
     let server = builder
         .add_service(health)
         .add_service(CoordinatorServer::new(CoordinatorService::new(core)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_keepalive(Some(Duration::from_secs(60))),
+            signal,
+        );
     let linger = async {
         if drained_rx.await.is_ok() {
             tokio::time::sleep(CONNECTION_LINGER).await;

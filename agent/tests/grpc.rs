@@ -64,6 +64,35 @@ async fn run(
     events
 }
 
+/// Starts `trial` and reads its events until the first sample (the instances run); the stream
+/// is handed back for the rest.
+async fn open_until_first_sample(
+    client: &mut AgentClient<Channel>,
+    trial: &Trial,
+) -> tonic::Streaming<pb::TrialEvent> {
+    let mut stream = client
+        .run_trial(trial_to_proto("r", trial, 0))
+        .await
+        .expect("RunTrial")
+        .into_inner();
+    loop {
+        let event =
+            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
+        if matches!(event, TrialEvent::Sample { .. }) {
+            return stream;
+        }
+    }
+}
+
+/// A shell script standing in for `isolab-workload` (it ignores its arguments).
+fn script_workload(dir: &tempfile::TempDir, name: &str, body: &str) -> std::path::PathBuf {
+    let script = dir.path().join(name);
+    std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    script
+}
+
 fn final_status(events: &[TrialEvent]) -> &isolab_agent::core::TrialStatus {
     events
         .iter()
@@ -381,10 +410,11 @@ async fn a_workload_printing_garbage_fails_the_trial() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = dir.path().join("garbage-printer");
-    std::fs::write(&script, "#!/bin/sh\necho hello\necho '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'\n").expect("write script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let script = script_workload(
+        &dir,
+        "garbage-printer",
+        "echo hello\necho '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'",
+    );
     let mut config = common::config("garbage");
     config.workload_bin = Some(script);
     let (agent, mut client) = start_with(config).await;
@@ -431,19 +461,7 @@ async fn shutdown_cancels_running_trials_and_kills_them() {
         Duration::from_secs(30),
         Duration::from_secs(60),
     );
-    let mut stream = client
-        .run_trial(trial_to_proto("r", &trial, 0))
-        .await
-        .expect("RunTrial")
-        .into_inner();
-    // Wait until it runs.
-    loop {
-        let event =
-            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
-        if matches!(event, TrialEvent::Sample { .. }) {
-            break;
-        }
-    }
+    let mut stream = open_until_first_sample(&mut client, &trial).await;
     let shutdown = tokio::spawn(agent.shutdown());
     let mut last = None;
     while let Some(Ok(event)) = stream.next().await {
@@ -468,14 +486,11 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let script = dir.path().join("sample-flood");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\nwhile :; do echo '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'; done\n",
-    )
-    .expect("write script");
-    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-        .expect("chmod");
+    let script = script_workload(
+        &dir,
+        "sample-flood",
+        "while :; do echo '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'; done",
+    );
     let mut config = common::config("slowclient");
     config.workload_bin = Some(script);
     let (agent, mut client) = start_with(config).await;
@@ -487,18 +502,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
         Duration::from_secs(60),
         Duration::from_secs(2),
     );
-    let mut stream = client
-        .run_trial(trial_to_proto("r", &trial, 0))
-        .await
-        .expect("RunTrial")
-        .into_inner();
-    loop {
-        let event =
-            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
-        if matches!(event, TrialEvent::Sample { .. }) {
-            break;
-        }
-    }
+    let mut stream = open_until_first_sample(&mut client, &trial).await;
     // Read nothing for three times the timeout; the agent's buffers fill within milliseconds.
     let mut alive = common::processes(&trial, 0);
     for _ in 0..60 {

@@ -84,13 +84,22 @@ async fn open_until_first_sample(
     }
 }
 
-/// A shell script standing in for `isolab-workload` (it ignores its arguments).
-fn script_workload(dir: &tempfile::TempDir, name: &str, body: &str) -> std::path::PathBuf {
+/// An agent whose `isolab-workload` is a shell script `name` running `body` (it ignores its
+/// arguments); the script's directory lives as long as the returned guard.
+async fn start_with_script(
+    test: &str,
+    name: &str,
+    body: &str,
+) -> (LocalAgent, AgentClient<Channel>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
     let script = dir.path().join(name);
     std::fs::write(&script, format!("#!/bin/sh\n{body}\n")).expect("write script");
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
-    script
+    let mut config = common::config(test);
+    config.workload_bin = Some(script);
+    let (agent, client) = start_with(config).await;
+    (agent, client, dir)
 }
 
 fn final_status(events: &[TrialEvent]) -> &isolab_agent::core::TrialStatus {
@@ -409,15 +418,12 @@ async fn a_workload_printing_garbage_fails_the_trial() {
     if !common::privileged("garbage") {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let script = script_workload(
-        &dir,
+    let (agent, mut client, _dir) = start_with_script(
+        "garbage",
         "garbage-printer",
         "echo hello\necho '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'",
-    );
-    let mut config = common::config("garbage");
-    config.workload_bin = Some(script);
-    let (agent, mut client) = start_with(config).await;
+    )
+    .await;
     let trial = conformance::trial(
         &common::native(),
         "syscall",
@@ -485,15 +491,12 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
     if !common::privileged("slowclient") {
         return;
     }
-    let dir = tempfile::tempdir().expect("temp dir");
-    let script = script_workload(
-        &dir,
+    let (agent, mut client, _dir) = start_with_script(
+        "slowclient",
         "sample-flood",
         "while :; do echo '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'; done",
-    );
-    let mut config = common::config("slowclient");
-    config.workload_bin = Some(script);
-    let (agent, mut client) = start_with(config).await;
+    )
+    .await;
     let trial = conformance::trial(
         &common::native(),
         "syscall",

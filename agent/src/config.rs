@@ -62,6 +62,8 @@ pub struct AgentConfig {
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
+    /// The host-wide budget of all running trials together ([`crate::budget`]).
+    pub budget: crate::budget::BudgetConfig,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +80,7 @@ impl Default for AgentConfig {
             stats_interval: Duration::from_millis(100),
             vm: crate::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
+            budget: crate::budget::BudgetConfig::default(),
         }
     }
 }

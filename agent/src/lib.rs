@@ -20,6 +20,7 @@ pub mod announce;
 pub mod backend;
 #[cfg(any(test, feature = "testing"))]
 pub mod bench;
+pub mod budget;
 pub mod cgroup;
 pub mod config;
 pub mod container;

@@ -148,7 +148,9 @@ pub async fn serve_core_tls(
         .map_err(|source| ServeError::LocalAddr { source })?;
     // HTTP/2 PINGs and TCP keepalive find a coordinator that vanished (half-open connection)
     // within a minute, so its streams end and their trials are cancelled.
+    // A stream per trial the budget admits, and room for the calls beside them.
     let mut builder = Server::builder()
+        .max_concurrent_streams(Some(core.config().budget.max_concurrent_streams()))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT));
     match tls {

@@ -11,6 +11,7 @@ use futures::{Stream, StreamExt};
 use isolab_proto::v1 as pb;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use crate::core::{AgentCore, RunTrialError};
 use isolab_tls::authz::AGENT_CALLERS;
@@ -53,6 +54,7 @@ impl From<ServiceError> for Status {
                 }
                 RunTrialError::BackendNotImplemented { .. } => Status::failed_precondition(message),
                 RunTrialError::AlreadyRunning { .. } => Status::already_exists(message),
+                RunTrialError::ResourceExhausted { .. } => Status::resource_exhausted(message),
             },
         }
     }
@@ -97,9 +99,9 @@ impl pb::agent_server::Agent for AgentService {
         request: Request<pb::RunTrialRequest>,
     ) -> Result<Response<Self::RunTrialStream>, Status> {
         authorize(&request, "RunTrial")?;
-        let run = || -> Result<_, ServiceError> {
+        let run = async {
             let (metadata, _, message) = request.into_parts();
-            let req = convert::trial_from_proto(message)?;
+            let req = convert::trial_from_proto(message).map_err(ServiceError::from)?;
             // The agent's side of the trial, a child of the coordinator's trial span (W3C
             // `traceparent` in the metadata); the core's task runs inside it.
             let span = tracing::info_span!(
@@ -110,12 +112,14 @@ impl pb::agent_server::Agent for AgentService {
                 run = %req.run_id,
             );
             isolab_telemetry::set_parent_from(&span, &metadata);
-            span.in_scope(|| {
+            async {
                 tracing::info!(trial = %req.trial.id, attempt = req.attempt, run = %req.run_id, "RunTrial");
-                Ok(self.core.run_trial(req)?)
-            })
+                self.core.run_trial(req).await.map_err(ServiceError::from)
+            }
+            .instrument(span)
+            .await
         };
-        let events = run().map_err(|e| {
+        let events = run.await.map_err(|e| {
             tracing::warn!("RunTrial refused: {e}");
             Status::from(e)
         })?;

@@ -22,7 +22,7 @@ use std::time::Duration;
 use isolab_host::leaks::LeakReport;
 
 use super::agent_dir::AgentDir;
-use super::envelope::{Ceilings, block_device_of, instance_limits};
+use super::envelope::{Ceilings, Defaults, block_device_of, instance_limits};
 use super::hierarchy::Hierarchies;
 use super::trial::{self, InstanceCgroup, TrialCgroupError, TrialCgroups};
 use super::{Cgroup, CgroupLimits};
@@ -48,6 +48,11 @@ pub enum InstanceLevel {
 pub struct CgroupPlan {
     /// An instance's memory limit when the platform sets none; `None`: the agent's ceiling.
     pub memory_default_bytes: Option<u64>,
+    /// An instance's `pids.max` when the platform sets none; `None`: the agent's ceiling.
+    pub pids_default: Option<u64>,
+    /// Scratch bytes the backend makes for the whole trial (`/tmp` tmpfs sizes, VM disk
+    /// images), counted in the agent's disk budget ([`crate::budget`]).
+    pub disk_bytes: u64,
     /// A path on the file system whose block device an `io_bps` cap applies to; `None`: the
     /// temporary directory's.
     pub io_path: Option<PathBuf>,
@@ -61,6 +66,8 @@ impl Default for CgroupPlan {
     fn default() -> Self {
         Self {
             memory_default_bytes: None,
+            pids_default: None,
+            disk_bytes: 0,
             io_path: None,
             instance_level: InstanceLevel::Engine,
             kill_timeout: KILL_TIMEOUT,
@@ -152,7 +159,10 @@ impl CgroupEngine {
                     platform,
                     spec,
                     io_device,
-                    plan.memory_default_bytes,
+                    Defaults {
+                        memory_bytes: plan.memory_default_bytes,
+                        pids: plan.pids_default,
+                    },
                 );
                 (spec.index, limits)
             })

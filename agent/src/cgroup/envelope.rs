@@ -22,25 +22,37 @@ pub struct Ceilings {
     pub memory_bytes: u64,
 }
 
+/// The limits of an instance whose platform sets none: the vm backend's memory (what its QEMU
+/// needs), or the instance's share of the agent's budget ([`crate::budget::Ledger::fill_defaults`]);
+/// `None`: the ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Defaults {
+    /// Memory limit.
+    pub memory_bytes: Option<u64>,
+    /// `pids.max`.
+    pub pids: Option<u64>,
+}
+
 /// The limits of one instance: ceilings, tightened by the platform's limits and the instance's
 /// own CPU weight. `io_device` is the block device (major, minor) an `io_bps` cap applies to.
-/// `memory_default_bytes` is the memory limit when the platform sets none (the vm backend: what
-/// its QEMU needs); without one, the ceiling.
+/// `defaults` stand in for the limits the platform does not set; without them, the ceilings.
 pub fn instance_limits(
     ceilings: Ceilings,
     platform: &InstanceLimits,
     instance: &InstanceSpec,
     io_device: Option<(u64, u64)>,
-    memory_default_bytes: Option<u64>,
+    defaults: Defaults,
 ) -> CgroupLimits {
-    let min = |ceiling: u64, asked: Option<u64>| Some(asked.map_or(ceiling, |a| a.min(ceiling)));
-    let memory_bytes = platform.memory_bytes.map_or(
-        memory_default_bytes.unwrap_or(ceilings.memory_bytes),
-        |asked| asked.min(ceilings.memory_bytes),
-    );
+    let pick = |ceiling: u64, asked: Option<u64>, default: Option<u64>| {
+        asked.map_or(default.unwrap_or(ceiling), |a| a.min(ceiling))
+    };
     CgroupLimits {
-        memory_bytes: Some(memory_bytes),
-        pids_max: min(ceilings.pids, platform.pids_max),
+        memory_bytes: Some(pick(
+            ceilings.memory_bytes,
+            platform.memory_bytes,
+            defaults.memory_bytes,
+        )),
+        pids_max: Some(pick(ceilings.pids, platform.pids_max, defaults.pids)),
         cpu_weight: instance.cpu_weight.or(platform.cpu_weight),
         cpu_quota: platform.cpu_quota_cpus,
         cpu_period_us: None,
@@ -105,7 +117,7 @@ mod tests {
             &InstanceLimits::default(),
             &instance(None),
             None,
-            None,
+            Defaults::default(),
         );
         assert_eq!(l.pids_max, Some(4096));
         assert_eq!(l.memory_bytes, Some(1 << 30));
@@ -124,7 +136,13 @@ mod tests {
             io_weight: None,
             io_bps: Some(Bytes(1 << 20)),
         });
-        let l = instance_limits(CEIL, &platform, &instance(Some(300)), Some((8, 0)), None);
+        let l = instance_limits(
+            CEIL,
+            &platform,
+            &instance(Some(300)),
+            Some((8, 0)),
+            Defaults::default(),
+        );
         assert_eq!(
             l.memory_bytes,
             Some(1 << 30),
@@ -144,19 +162,24 @@ mod tests {
     #[test]
     fn a_backend_default_stands_in_only_for_an_unset_memory_limit() {
         let qemu = Some(300 << 20);
+        let defaults = Defaults {
+            memory_bytes: qemu,
+            pids: Some(100),
+        };
         let unset = instance_limits(
             CEIL,
             &InstanceLimits::default(),
             &instance(None),
             None,
-            qemu,
+            defaults,
         );
         assert_eq!(unset.memory_bytes, qemu, "the default, not the ceiling");
+        assert_eq!(unset.pids_max, Some(100), "the default, not the ceiling");
         let platform = InstanceLimits {
             memory_bytes: Some(4 << 30),
             ..InstanceLimits::default()
         };
-        let set = instance_limits(CEIL, &platform, &instance(None), None, qemu);
+        let set = instance_limits(CEIL, &platform, &instance(None), None, defaults);
         assert_eq!(
             set.memory_bytes,
             Some(1 << 30),

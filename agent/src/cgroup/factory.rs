@@ -269,6 +269,17 @@ impl CgroupManager {
         }
     }
 
+    /// Our own cgroup's directory in the hierarchy of `controller` (v2: the unified one).
+    pub fn own_dir(&self, controller: Controller) -> Option<PathBuf> {
+        match &self.layout {
+            Layout::V1(dirs) => dirs
+                .iter()
+                .find(|(c, _)| *c == controller)
+                .map(|(_, d)| d.clone()),
+            Layout::V2(d, _) => Some(d.clone()),
+        }
+    }
+
     /// Our own cgroup's directory in every hierarchy used (deduplicated).
     pub fn own_dirs(&self) -> Vec<PathBuf> {
         let dirs: BTreeSet<&PathBuf> = match &self.layout {

@@ -33,6 +33,8 @@ pub(crate) struct Inner {
     pub(crate) state: PathBuf,
     /// What this host's cgroups support.
     pub(crate) features: HostFeatures,
+    /// Size of every instance's `/tmp` tmpfs.
+    pub(crate) tmp_bytes: u64,
 }
 
 crate::backend::base::deref_to_base!(Inner);
@@ -124,6 +126,7 @@ impl ContainerBackend {
             let inner = Arc::new(Inner {
                 state: config.state_dir.join(base.dir.name()),
                 features: base.cgroups.hierarchies().features(),
+                tmp_bytes: config.tmp_bytes,
                 base,
             });
             stale::remove_stale(&inner, &config.state_dir);
@@ -229,8 +232,9 @@ impl Backend for ContainerBackend {
 
     /// The runtime makes each instance cgroup from the bundle's `cgroupsPath` (the engine's
     /// instance cgroup) and writes the limits the engine computed into it.
-    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, ContainerError> {
+    async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, ContainerError> {
         Ok(CgroupPlan {
+            disk_bytes: crate::budget::tmp_bytes_of(self.config.tmp_bytes, ctx),
             instance_level: InstanceLevel::Runtime,
             kill_timeout: self.config.stop_timeout,
             ..CgroupPlan::default()

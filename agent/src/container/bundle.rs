@@ -95,6 +95,8 @@ pub struct BundleInput<'a> {
     pub limits: &'a CgroupLimits,
     /// What the host supports.
     pub features: HostFeatures,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_bytes: u64,
 }
 
 /// The spec of one instance.
@@ -251,7 +253,17 @@ fn mounts(input: &BundleInput<'_>) -> Result<Vec<Mount>, BundleError> {
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         )?,
-        fs("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"])?,
+        fs(
+            "/tmp",
+            "tmpfs",
+            "tmpfs",
+            &[
+                "nosuid",
+                "nodev",
+                "mode=1777",
+                &format!("size={}", input.tmp_bytes),
+            ],
+        )?,
         bind_ro(Path::new(WORKLOAD_PATH), input.workload_bin)?,
     ];
     for b in &input.rootfs.binds {

@@ -35,6 +35,7 @@ fn config(rootfs: &Rootfs, network: &NetAttach, limits: &CgroupLimits, args: &[&
         cgroups_path: "isolab-agent-1-0/0123456789abcdef-a0/i0",
         limits,
         features: FEATURES,
+        tmp_bytes: 64 << 20,
     };
     to_json(&spec(&input).expect("spec builds"))
 }
@@ -282,6 +283,7 @@ fn write_puts_config_json_in_the_bundle() {
         cgroups_path: "a/b",
         limits: &CgroupLimits::default(),
         features: FEATURES,
+        tmp_bytes: 64 << 20,
     };
     let s = spec(&input).unwrap();
     write(tmp.path(), &s).unwrap();
@@ -289,4 +291,29 @@ fn write_puts_config_json_in_the_bundle() {
     assert_eq!(back, s);
     let e = write(&tmp.path().join("missing"), &s).unwrap_err();
     assert!(e.to_string().contains("missing/config.json"), "{e}");
+}
+
+#[test]
+fn the_tmp_tmpfs_is_sized() {
+    let json = config(
+        &rootfs(&[]),
+        &NetAttach::None,
+        &CgroupLimits::default(),
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let tmp = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/tmp")
+        .expect("a /tmp mount");
+    assert_eq!(tmp["type"], "tmpfs");
+    let options: Vec<&str> = tmp["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_str().unwrap())
+        .collect();
+    assert!(options.contains(&"size=67108864"), "{options:?}");
 }

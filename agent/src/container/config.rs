@@ -19,6 +19,8 @@ pub struct ContainerConfig {
     pub probe_timeout: Duration,
     /// How long killing one trial's containers may take.
     pub stop_timeout: Duration,
+    /// Size of every instance's `/tmp` tmpfs (counted in the agent's disk budget).
+    pub tmp_bytes: u64,
 }
 
 impl Default for ContainerConfig {
@@ -28,6 +30,7 @@ impl Default for ContainerConfig {
             runtimes: DEFAULT_RUNTIMES.iter().map(|s| (*s).to_owned()).collect(),
             probe_timeout: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(15),
+            tmp_bytes: crate::budget::DEFAULT_TMP_BYTES,
         }
     }
 }

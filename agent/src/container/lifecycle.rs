@@ -178,6 +178,7 @@ fn make_parts(
             cgroups_path: &cgroup.oci_path,
             limits: &cgroup.limits,
             features: inner.features,
+            tmp_bytes: inner.tmp_bytes,
         };
         let bundle_err = |source| ContainerError::Bundle {
             instance: plan.index,

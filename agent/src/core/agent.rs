@@ -17,11 +17,13 @@ use super::{Capabilities, HostInfo, TrialEvent, TrialRequest, relay};
 use crate::backend::envelope::Ceilings;
 use crate::backend::native::NativeBackend;
 use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
+use crate::budget::{Ask, Budget, BudgetError, HostLimits, Ledger, Reservation, limit_agent_dir};
 use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
 use crate::container::{ContainerBackend, ContainerConfig};
 use crate::docker::{DockerBackend, DockerConfig};
 use crate::lxc::{LxcBackend, LxcConfig};
+use crate::runner::lifecycle::{Lifecycle, Planned};
 use crate::runner::{self, RunnerOptions};
 use crate::vm::VmBackend;
 
@@ -75,6 +77,15 @@ pub enum RunTrialError {
         /// Trial id.
         trial: String,
     },
+    /// The trial does not fit in what is left of the host's budget.
+    #[error("trial {trial}: {source}")]
+    ResourceExhausted {
+        /// Trial id.
+        trial: String,
+        /// What does not fit.
+        #[source]
+        source: BudgetError,
+    },
 }
 
 /// What a shutdown could not finish within its grace period.
@@ -101,6 +112,7 @@ struct Inner {
     runner: RunnerOptions,
     dir: Option<Arc<AgentDir>>,
     metrics: Metrics,
+    ledger: Arc<Ledger>,
 }
 
 /// Removes a trial from the registry when its task ends, also on panic.
@@ -125,9 +137,22 @@ impl AgentCore {
     /// failing here.
     pub async fn new(config: AgentConfig) -> Self {
         let cfg = config.clone();
-        let (facts, dir, bin) = tokio::task::spawn_blocking(move || {
+        let (facts, dir, bin, budget) = tokio::task::spawn_blocking(move || {
             let facts = crate::host::collect();
             let dir = claim_dir(&cfg);
+            let host = HostLimits::read(
+                facts.memory_bytes,
+                &std::env::temp_dir(),
+                dir.as_ref().ok().map(|d| d.manager().as_ref()),
+            );
+            let budget = Budget::resolve(&cfg.budget, &host);
+            tracing::info!(?budget, ?host, "host budget");
+            // The kernel holds the budget too: without that, no cgroups at all.
+            let dir = dir.and_then(|d| {
+                limit_agent_dir(&d, &budget)
+                    .map(|()| d)
+                    .map_err(|e| format!("cannot limit the agent's cgroup to the budget: {e}"))
+            });
             let bin = match &cfg.workload_bin {
                 // Absolute: the path is bind-mounted into containers and read from other
                 // working directories.
@@ -136,27 +161,52 @@ impl AgentCore {
                 Some(p) => Err(format!("workload binary {} does not exist", p.display())),
                 None => isolab_host::workload_bin::locate().map_err(|e| e.to_string()),
             };
-            (facts, dir, bin)
+            (facts, dir, bin, budget)
         })
         .await
         .unwrap_or_else(|e| {
             let why = format!("agent start-up task failed: {e}");
-            (crate::host::collect(), Err(why.clone()), Err(why))
+            let host = HostLimits::read(0, &std::env::temp_dir(), None);
+            let budget = Budget::resolve(&config.budget, &host);
+            (crate::host::collect(), Err(why.clone()), Err(why), budget)
         });
+        // No instance may hold more than the whole budget.
         let ceilings = Ceilings {
-            pids: config.ceiling_pids,
-            memory_bytes: config.effective_ceiling_memory_bytes(facts.memory_bytes),
+            pids: config.ceiling_pids.min(budget.pids),
+            memory_bytes: config
+                .effective_ceiling_memory_bytes(facts.memory_bytes)
+                .min(budget.memory_bytes),
         };
+        let ledger = Ledger::new(budget, ceilings);
+        let tmp_bytes = config.budget.tmp_bytes;
         let container = ContainerBackend::new(
             dir.clone(),
             bin.clone(),
             ceilings,
-            ContainerConfig::default(),
+            ContainerConfig {
+                tmp_bytes,
+                ..ContainerConfig::default()
+            },
         );
         let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
-        let docker =
-            DockerBackend::new(dir.clone(), bin.clone(), ceilings, DockerConfig::default());
-        let lxc = LxcBackend::new(dir.clone(), bin.clone(), ceilings, LxcConfig::default());
+        let docker = DockerBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            DockerConfig {
+                tmp_bytes,
+                ..DockerConfig::default()
+            },
+        );
+        let lxc = LxcBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            LxcConfig {
+                tmp_bytes,
+                ..LxcConfig::default()
+            },
+        );
         let native = NativeBackend::new(dir.clone(), bin, ceilings);
         let host = HostInfo {
             hostname: config
@@ -197,6 +247,7 @@ impl AgentCore {
                 runner,
                 dir: dir.ok(),
                 metrics: Metrics::new("isolab_agent"),
+                ledger,
             }),
         }
     }
@@ -209,6 +260,16 @@ impl AgentCore {
     /// Its backends (for `isolab-bench`, which measures them directly).
     pub fn backends(&self) -> &[AnyBackend] {
         &self.inner.backends
+    }
+
+    /// The host-wide budget in force.
+    pub fn budget(&self) -> Budget {
+        self.inner.ledger.budget()
+    }
+
+    /// What running trials hold of the budget now.
+    pub fn budget_in_use(&self) -> Ask {
+        self.inner.ledger.in_use()
     }
 
     /// The configuration it was started with.
@@ -262,9 +323,14 @@ impl AgentCore {
         }
     }
 
-    /// Checks and starts a trial; its events arrive on the returned receiver, the last one being
-    /// its final status. Dropping the receiver cancels the trial.
-    pub fn run_trial(
+    /// Checks and admits a trial, then starts it; its events arrive on the returned receiver,
+    /// the last one being its final status. Dropping the receiver cancels the trial.
+    ///
+    /// Admission computes every instance's final limits (the cgroup engine's, once) and takes
+    /// the trial's part of the host budget before anything is made; a trial that does not fit
+    /// is refused at once ([`RunTrialError::ResourceExhausted`]). The reservation is given back
+    /// when the runner has torn the trial down.
+    pub async fn run_trial(
         &self,
         req: TrialRequest,
     ) -> Result<mpsc::Receiver<TrialEvent>, RunTrialError> {
@@ -296,20 +362,24 @@ impl AgentCore {
             inner: Arc::clone(inner),
             id,
         };
-        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         let instances = u32::try_from(req.trial.instances.len()).unwrap_or(u32::MAX);
-        let memory_limits_bytes = req
-            .trial
-            .platform_spec
-            .limits()
-            .memory_bytes
-            .unwrap_or(0)
-            .saturating_mul(u64::from(instances));
         let ctx = TrialContext {
             run_id: req.run_id,
             trial: Arc::new(req.trial),
             attempt: req.attempt,
         };
+        let (planned, reservation) =
+            admit_to_budget(&inner.backends[backend_index], &inner.ledger, &ctx)
+                .await
+                .map_err(|source| {
+                    inner.metrics.trial_started().finish("refused");
+                    RunTrialError::ResourceExhausted {
+                        trial: ctx.trial.id.clone(),
+                        source,
+                    }
+                })?;
+        let memory_limits_bytes = reservation.ask().memory_bytes;
+        let (tx, rx) = mpsc::channel(EVENT_BUFFER);
         inner.tracker.spawn(
             async move {
                 let inner = Arc::clone(&registered.inner);
@@ -324,9 +394,11 @@ impl AgentCore {
                     memory_limits_bytes,
                 );
                 tokio::join!(
-                    runner::run_trial(backend, ctx, runner_tx, token, &inner.runner),
+                    runner::run_planned(backend, ctx, planned, runner_tx, token, &inner.runner),
                     relay
                 );
+                // The trial is torn down: its part of the budget is free again.
+                drop(reservation);
                 drop(registered);
             }
             .in_current_span(),
@@ -383,6 +455,29 @@ impl AgentCore {
         }
         report
     }
+}
+
+/// The trial's cgroup plan and final instance limits (or why there are none: the runner reports
+/// it as the trial's prepare error) and its reservation of the budget. Makes nothing.
+async fn admit_to_budget(
+    backend: &AnyBackend,
+    ledger: &Arc<Ledger>,
+    ctx: &TrialContext,
+) -> Result<(Result<Planned, String>, Reservation), BudgetError> {
+    let life = Lifecycle(backend);
+    let planned = match life.cgroup_plan(ctx).await {
+        Ok(mut plan) => {
+            ledger.fill_defaults(&mut plan, ctx.trial.instances.len());
+            life.planned(ctx, plan).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    let ask = planned.as_ref().map_or_else(
+        |_| Ask::default(),
+        |p| Ask::of(&p.limits, p.plan.disk_bytes),
+    );
+    let reservation = ledger.reserve(ask)?;
+    Ok((planned, reservation))
 }
 
 /// Finds the cgroup hierarchy and claims the agent's directory in it.

@@ -72,6 +72,7 @@ impl DockerBackend {
             let base = ContainerBase::new(&dir, workload_bin, ceilings)?;
             Ok(Arc::new(Inner {
                 private_dir: config.state_dir.join(base.dir.name()).join("dockerd"),
+                tmp_bytes: config.tmp_bytes,
                 base,
             }))
         })();
@@ -250,8 +251,9 @@ impl Backend for DockerBackend {
         Ok(&self.inner()?.cgroups)
     }
 
-    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
+    async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
         Ok(CgroupPlan {
+            disk_bytes: crate::budget::tmp_bytes_of(self.config.tmp_bytes, ctx),
             kill_timeout: self.config.stop_timeout,
             ..CgroupPlan::default()
         })

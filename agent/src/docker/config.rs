@@ -42,6 +42,8 @@ pub struct DockerConfig {
     /// Remove the workload image at teardown too. Off by default: the image is tagged with the
     /// binary's hash and reused by the next trial (an intended cache, not a leak).
     pub remove_image: bool,
+    /// Size of every instance's `/tmp` tmpfs (counted in the agent's disk budget).
+    pub tmp_bytes: u64,
 }
 
 impl Default for DockerConfig {
@@ -60,6 +62,7 @@ impl Default for DockerConfig {
             probe_timeout: Duration::from_secs(30),
             stop_timeout: Duration::from_secs(10),
             remove_image: false,
+            tmp_bytes: crate::budget::DEFAULT_TMP_BYTES,
         }
     }
 }

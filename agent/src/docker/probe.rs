@@ -158,6 +158,7 @@ async fn probe_container(backend: &DockerBackend, engine: &Engine, n: u64) -> Re
         cgroup_rel: &rel,
         rootfs: kind,
         runtime: None,
+        tmp_bytes: inner.tmp_bytes,
     });
     let outcome = run_container(engine, &name, body).await;
     let placed = match &outcome {

@@ -52,6 +52,8 @@ pub struct InstanceSpec<'a> {
     pub rootfs: RootfsKind,
     /// An OCI runtime the daemon knows (`runc`, `runsc`…), `None` for the daemon's default.
     pub runtime: Option<&'a str>,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_bytes: u64,
 }
 
 /// The create body of one instance's container.
@@ -87,7 +89,7 @@ pub fn container_body(spec: &InstanceSpec<'_>) -> ContainerCreateBody {
         readonly_rootfs: Some(true),
         tmpfs: Some(HashMap::from([(
             "/tmp".to_owned(),
-            "rw,nosuid,nodev,mode=1777".to_owned(),
+            format!("rw,nosuid,nodev,mode=1777,size={}", spec.tmp_bytes),
         )])),
         log_config: Some(HostConfigLogConfig {
             typ: Some("none".to_owned()),
@@ -136,6 +138,7 @@ mod tests {
             cgroup_rel: "isolab-agent-1-0/t1-a0/i3",
             rootfs,
             runtime: None,
+            tmp_bytes: 64 << 20,
         })
     }
 
@@ -166,7 +169,11 @@ mod tests {
         );
         assert_eq!(h.network_mode.as_deref(), Some("none"));
         assert_eq!(h.readonly_rootfs, Some(true));
-        assert!(h.tmpfs.unwrap().contains_key("/tmp"));
+        assert_eq!(
+            h.tmpfs.unwrap().get("/tmp").map(String::as_str),
+            Some("rw,nosuid,nodev,mode=1777,size=67108864"),
+            "the /tmp tmpfs is sized"
+        );
         assert_eq!(h.binds, None);
         assert_eq!(
             h.memory, None,

@@ -23,6 +23,8 @@ pub(crate) struct Inner {
     pub(crate) base: ContainerBase,
     /// Where a private daemon keeps its state.
     pub(crate) private_dir: PathBuf,
+    /// Size of every instance's `/tmp` tmpfs.
+    pub(crate) tmp_bytes: u64,
 }
 
 crate::backend::base::deref_to_base!(Inner);
@@ -115,6 +117,7 @@ pub(crate) async fn create(
             cgroup_rel: &rel,
             rootfs,
             runtime,
+            tmp_bytes: inner.tmp_bytes,
         });
         if mode == NetworkMode::Host
             && let Some(h) = body.host_config.as_mut()

@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     pub(crate) lxcpath: PathBuf,
     /// The `lxc-execute` binary.
     pub(crate) program: PathBuf,
+    /// Size of every instance's `/tmp` tmpfs.
+    pub(crate) tmp_bytes: u64,
 }
 
 crate::backend::base::deref_to_base!(Inner);
@@ -97,6 +99,7 @@ impl LxcBackend {
                 lxcpath: state.join("path"),
                 state,
                 program,
+                tmp_bytes: config.tmp_bytes,
                 base,
             }))
         })();
@@ -201,8 +204,9 @@ impl Backend for LxcBackend {
         Ok(&self.inner()?.cgroups)
     }
 
-    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, LxcError> {
+    async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, LxcError> {
         Ok(CgroupPlan {
+            disk_bytes: crate::budget::tmp_bytes_of(self.config.tmp_bytes, ctx),
             kill_timeout: self.config.stop_timeout,
             ..CgroupPlan::default()
         })

@@ -48,6 +48,8 @@ pub struct ConfSpec<'a> {
     pub network: NetworkMode,
     /// Host command LXC runs when the container has stopped, before it removes its cgroup.
     pub stop_hook: Option<&'a str>,
+    /// Size of the `/tmp` tmpfs.
+    pub tmp_bytes: u64,
 }
 
 /// The configuration text.
@@ -92,7 +94,10 @@ pub fn render(spec: &ConfSpec<'_>) -> String {
     );
     line(
         "lxc.mount.entry",
-        "tmpfs tmp tmpfs rw,nosuid,nodev,mode=1777 0 0",
+        &format!(
+            "tmpfs tmp tmpfs rw,nosuid,nodev,mode=1777,size={} 0 0",
+            spec.tmp_bytes
+        ),
     );
     for b in spec.binds {
         let p = b.path.display().to_string();
@@ -146,6 +151,7 @@ mod tests {
             trial_rel: "isolab-agent-1-0/t1-a0",
             network,
             stop_hook: Some("/bin/true"),
+            tmp_bytes: 64 << 20,
         })
     }
 
@@ -192,8 +198,8 @@ mod tests {
             "{mounts:?}"
         );
         assert!(
-            mounts.iter().any(|m| m.starts_with("tmpfs tmp tmpfs")),
-            "{mounts:?}"
+            mounts.contains(&"tmpfs tmp tmpfs rw,nosuid,nodev,mode=1777,size=67108864 0 0"),
+            "the /tmp tmpfs is sized: {mounts:?}"
         );
         assert!(value(&c, "lxc.environment").contains(&"ISOLAB_TRIAL=t1-a0"));
     }

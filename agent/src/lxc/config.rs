@@ -15,6 +15,8 @@ pub struct LxcConfig {
     pub probe_timeout: Duration,
     /// How long killing one trial's containers may take.
     pub stop_timeout: Duration,
+    /// Size of every instance's `/tmp` tmpfs (counted in the agent's disk budget).
+    pub tmp_bytes: u64,
 }
 
 impl Default for LxcConfig {
@@ -24,6 +26,7 @@ impl Default for LxcConfig {
             lxc_execute: "lxc-execute".to_owned(),
             probe_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(5),
+            tmp_bytes: crate::budget::DEFAULT_TMP_BYTES,
         }
     }
 }

@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::RunnerOptions;
 use super::collect::{self, StdoutSummary};
-use super::lifecycle::{Lifecycle, Prepared};
+use super::lifecycle::{Lifecycle, Planned, Prepared};
 use super::noise;
 use super::outcome::{InstanceReport, Interrupt, Outcome};
 use crate::backend::InstanceExit;
@@ -45,7 +45,29 @@ pub async fn run_trial<B: Backend>(
         backend = backend.name(),
         instances = ctx.trial.instances.len()
     );
-    run(backend, ctx, events, cancel, opts)
+    run(backend, ctx, None, events, cancel, opts)
+        .instrument(span)
+        .await
+}
+
+/// [`run_trial`] with the cgroup plan and instance limits computed at admission (the agent's
+/// core), or the reason there are none (reported as the trial's prepare error).
+pub async fn run_planned<B: Backend>(
+    backend: &B,
+    ctx: TrialContext,
+    planned: Result<Planned, String>,
+    events: mpsc::Sender<TrialEvent>,
+    cancel: CancellationToken,
+    opts: &RunnerOptions,
+) -> TrialStatus {
+    let span = tracing::info_span!(
+        "trial",
+        id = %ctx.trial.id,
+        attempt = ctx.attempt,
+        backend = backend.name(),
+        instances = ctx.trial.instances.len()
+    );
+    run(backend, ctx, Some(planned), events, cancel, opts)
         .instrument(span)
         .await
 }
@@ -53,6 +75,7 @@ pub async fn run_trial<B: Backend>(
 async fn run<B: Backend>(
     backend: &B,
     ctx: TrialContext,
+    planned: Option<Result<Planned, String>>,
     events: mpsc::Sender<TrialEvent>,
     cancel: CancellationToken,
     opts: &RunnerOptions,
@@ -79,11 +102,17 @@ async fn run<B: Backend>(
     };
     let mut accel = None;
     let life = Lifecycle(backend);
-    match life
-        .prepare(&ctx)
-        .instrument(tracing::info_span!("prepare"))
-        .await
-    {
+    let prepared = async {
+        match planned {
+            None => life.prepare(&ctx).await.map_err(|e| e.to_string()),
+            Some(Ok(planned)) => life
+                .prepare_planned(&ctx, planned)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e),
+        }
+    };
+    match prepared.instrument(tracing::info_span!("prepare")).await {
         Err(e) => {
             outcome.errors.push(format!("prepare: {e}"));
             outcome.leaks = life.leftovers(&ctx);

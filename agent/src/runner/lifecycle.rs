@@ -15,7 +15,9 @@ use std::sync::Arc;
 use isolab_host::leaks::{Leak, LeakReport};
 
 use crate::backend::{Backend, Launch, TrialContext};
-use crate::cgroup::{CgroupEngine, CgroupStats, TrialCgroupError, TrialCgroups};
+use crate::cgroup::{
+    CgroupEngine, CgroupLimits, CgroupPlan, CgroupStats, TrialCgroupError, TrialCgroups,
+};
 
 /// What went wrong in a trial's life: the backend's own error, or the cgroups'.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,16 @@ pub struct Prepared<P> {
     pub backend: P,
 }
 
+/// A trial's cgroup plan and the final limits of its instances, computed before anything is
+/// made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Planned {
+    /// How the engine makes the cgroups.
+    pub plan: CgroupPlan,
+    /// `(instance index, limits)`.
+    pub limits: Vec<(u32, CgroupLimits)>,
+}
+
 /// Drives backend `B` through trials.
 #[derive(Debug)]
 pub struct Lifecycle<'a, B>(pub &'a B);
@@ -48,22 +60,52 @@ impl<B: Backend> Lifecycle<'_, B> {
         self.0.cgroup_engine().map_err(LifecycleError::Backend)
     }
 
+    /// The backend's [`CgroupPlan`] for the trial: checks what can be checked, makes nothing.
+    pub async fn cgroup_plan(
+        &self,
+        ctx: &TrialContext,
+    ) -> Result<CgroupPlan, LifecycleError<B::Error>> {
+        self.cgroup_engine()?;
+        self.0
+            .cgroup_plan(ctx)
+            .await
+            .map_err(LifecycleError::Backend)
+    }
+
+    /// The final limits of every instance under `plan`: computed here, once, by the engine,
+    /// and used as they are for admission and for the cgroups.
+    pub fn planned(
+        &self,
+        ctx: &TrialContext,
+        plan: CgroupPlan,
+    ) -> Result<Planned, LifecycleError<B::Error>> {
+        let limits = self.cgroup_engine()?.limits(
+            ctx.trial.platform_spec.limits(),
+            &ctx.trial.instances,
+            &plan,
+        );
+        Ok(Planned { plan, limits })
+    }
+
     /// The cgroups, then the backend's resources. On error nothing of the trial is left made.
     pub async fn prepare(
         &self,
         ctx: &TrialContext,
     ) -> Result<Prepared<B::Prepared>, LifecycleError<B::Error>> {
+        let plan = self.cgroup_plan(ctx).await?;
+        let planned = self.planned(ctx, plan)?;
+        self.prepare_planned(ctx, planned).await
+    }
+
+    /// [`Self::prepare`] with the plan and limits already computed (at admission).
+    pub async fn prepare_planned(
+        &self,
+        ctx: &TrialContext,
+        planned: Planned,
+    ) -> Result<Prepared<B::Prepared>, LifecycleError<B::Error>> {
         let backend = self.0;
         let engine = self.cgroup_engine()?;
-        let plan = backend
-            .cgroup_plan(ctx)
-            .await
-            .map_err(LifecycleError::Backend)?;
-        let limits = engine.limits(
-            ctx.trial.platform_spec.limits(),
-            &ctx.trial.instances,
-            &plan,
-        );
+        let Planned { plan, limits } = planned;
         let (task_engine, slug) = (Arc::clone(engine), ctx.slug());
         let cgroups = tokio::task::spawn_blocking(move || task_engine.create(&slug, limits, &plan))
             .await

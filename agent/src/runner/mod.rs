@@ -18,7 +18,7 @@ mod outcome;
 
 use std::time::Duration;
 
-pub use drive::run_trial;
+pub use drive::{run_planned, run_trial};
 
 /// How the runner behaves; the defaults suit every backend.
 #[derive(Debug, Clone, PartialEq, Eq)]

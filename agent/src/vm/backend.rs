@@ -248,8 +248,19 @@ impl Backend for VmBackend {
                 ),
             });
         }
+        // Disk images are sparse, but each may fill up to its size: the whole size counts.
+        let disks = ctx
+            .trial
+            .instances
+            .iter()
+            .filter(|i| plan::wants_disk(i))
+            .count();
         Ok(CgroupPlan {
             memory_default_bytes: Some(qemu_bytes),
+            disk_bytes: self
+                .config
+                .disk_bytes
+                .saturating_mul(u64::try_from(disks).unwrap_or(u64::MAX)),
             io_path: Some(self.config.runtime_dir(dir)),
             ..CgroupPlan::default()
         })

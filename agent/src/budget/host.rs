@@ -1,0 +1,115 @@
+//! What the host (or the pod) allows, read once at start, and the limits written on the agent's
+//! own cgroup directory so that the kernel holds the budget even if the accounting is wrong.
+
+use std::path::Path;
+
+use crate::cgroup::{AgentDir, Cgroup, CgroupError, CgroupLimits, CgroupManager, Controller};
+
+use super::Budget;
+
+/// Values at or above this in a limit file mean "no limit" (v1 writes `PAGE_COUNTER_MAX` pages,
+/// 9223372036854771712, for an unlimited `memory.limit_in_bytes`).
+const UNLIMITED: u64 = 1 << 62;
+
+/// What the host allows, before any reserve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostLimits {
+    /// Physical memory.
+    pub memory_bytes: u64,
+    /// The smaller of `kernel.pid_max` and `kernel.threads-max`.
+    pub pids: u64,
+    /// Free space of the file system that holds the agent's temporary directory.
+    pub disk_free_bytes: u64,
+    /// The memory limit of the cgroup the agent was started in or of any above it (a
+    /// Kubernetes pod's or container's limit), if any.
+    pub own_memory_bytes: Option<u64>,
+    /// Their smallest `pids.max`, if any.
+    pub own_pids: Option<u64>,
+}
+
+impl HostLimits {
+    /// Reads this host: `memory_bytes` from the host facts, the rest from `/proc/sys/kernel`,
+    /// `statvfs` of `temp_dir` and, when cgroups are usable, the limits above the agent
+    /// ([`own_limits`]).
+    pub fn read(memory_bytes: u64, temp_dir: &Path, manager: Option<&CgroupManager>) -> Self {
+        let sysctl = |name: &str| {
+            std::fs::read_to_string(Path::new("/proc/sys/kernel").join(name))
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        let pids = [sysctl("pid_max"), sysctl("threads-max")]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(32768);
+        // `fsblkcnt_t` and `c_ulong` are u64 here, narrower on 32-bit targets.
+        #[allow(clippy::useless_conversion)]
+        let disk_free_bytes = nix::sys::statvfs::statvfs(temp_dir)
+            .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+            .unwrap_or(0);
+        let (own_memory_bytes, own_pids) = manager.map_or((None, None), own_limits);
+        Self {
+            memory_bytes,
+            pids,
+            disk_free_bytes,
+            own_memory_bytes,
+            own_pids,
+        }
+    }
+}
+
+/// The smallest memory limit and `pids.max` on the path from the agent's own cgroup up to the
+/// root of its hierarchy (what a Kubernetes pod, a container or a systemd slice set); `None` for
+/// no limit. Only reads.
+pub fn own_limits(manager: &CgroupManager) -> (Option<u64>, Option<u64>) {
+    let memory_file = match manager.version() {
+        crate::cgroup::CgroupVersion::V1 => "memory.limit_in_bytes",
+        crate::cgroup::CgroupVersion::V2 => "memory.max",
+    };
+    (
+        smallest_up(manager.own_dir(Controller::Memory).as_deref(), memory_file),
+        smallest_up(manager.own_dir(Controller::Pids).as_deref(), "pids.max"),
+    )
+}
+
+/// The smallest limit in `file` of `dir` and its ancestors that have the file.
+fn smallest_up(dir: Option<&Path>, file: &str) -> Option<u64> {
+    dir?.ancestors()
+        .map_while(|d| std::fs::read_to_string(d.join(file)).ok())
+        .filter_map(|text| parse_limit(&text))
+        .min()
+}
+
+/// A limit file's value: `None` for `max` or an unlimited number.
+fn parse_limit(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text == "max" {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|&n| n < UNLIMITED)
+}
+
+/// Writes the budget's memory and pids as the limits of the agent's own directory (v1 and v2),
+/// under which every trial's cgroups live: the kernel then holds the envelope even if the
+/// accounting had a bug. Only the agent's directory is written, nothing above it. Blocks.
+pub fn limit_agent_dir(dir: &AgentDir, budget: &Budget) -> Result<(), CgroupError> {
+    let cg = dir.manager().open(dir.name())?;
+    cg.apply(&CgroupLimits {
+        memory_bytes: Some(budget.memory_bytes),
+        pids_max: Some(budget.pids),
+        ..CgroupLimits::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_files_read_max_and_huge_as_unlimited() {
+        assert_eq!(parse_limit("max\n"), None);
+        assert_eq!(parse_limit("9223372036854771712\n"), None);
+        assert_eq!(parse_limit("2147483648\n"), Some(2 << 30));
+        assert_eq!(parse_limit("garbage"), None);
+    }
+}

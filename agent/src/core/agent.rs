@@ -170,12 +170,11 @@ impl AgentCore {
             let budget = Budget::resolve(&config.budget, &host);
             (crate::host::collect(), Err(why.clone()), Err(why), budget)
         });
-        // No instance may hold more than the whole budget.
+        // Not capped by the budget: a platform asking more than the whole budget is refused
+        // at admission rather than silently shrunk.
         let ceilings = Ceilings {
-            pids: config.ceiling_pids.min(budget.pids),
-            memory_bytes: config
-                .effective_ceiling_memory_bytes(facts.memory_bytes)
-                .min(budget.memory_bytes),
+            pids: config.ceiling_pids,
+            memory_bytes: config.effective_ceiling_memory_bytes(facts.memory_bytes),
         };
         let ledger = Ledger::new(budget, ceilings);
         let tmp_bytes = config.budget.tmp_bytes;
@@ -394,11 +393,17 @@ impl AgentCore {
                     memory_limits_bytes,
                 );
                 tokio::join!(
-                    runner::run_planned(backend, ctx, planned, runner_tx, token, &inner.runner),
+                    runner::run_planned(
+                        backend,
+                        ctx,
+                        planned,
+                        reservation,
+                        runner_tx,
+                        token,
+                        &inner.runner
+                    ),
                     relay
                 );
-                // The trial is torn down: its part of the budget is free again.
-                drop(reservation);
                 drop(registered);
             }
             .in_current_span(),

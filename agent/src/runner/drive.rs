@@ -22,6 +22,7 @@ use super::noise;
 use super::outcome::{InstanceReport, Interrupt, Outcome};
 use crate::backend::InstanceExit;
 use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
+use crate::budget::Reservation;
 use crate::cgroup::CgroupStats;
 use crate::core::{TrialEvent, TrialState, TrialStatus};
 
@@ -45,17 +46,20 @@ pub async fn run_trial<B: Backend>(
         backend = backend.name(),
         instances = ctx.trial.instances.len()
     );
-    run(backend, ctx, None, events, cancel, opts)
+    run(backend, ctx, None, None, events, cancel, opts)
         .instrument(span)
         .await
 }
 
 /// [`run_trial`] with the cgroup plan and instance limits computed at admission (the agent's
-/// core), or the reason there are none (reported as the trial's prepare error).
+/// core), or the reason there are none (reported as the trial's prepare error), and the trial's
+/// part of the host budget: given back once the teardown is done, before the final status is
+/// sent (a client that starts its next trial on it finds the budget free).
 pub async fn run_planned<B: Backend>(
     backend: &B,
     ctx: TrialContext,
     planned: Result<Planned, String>,
+    reservation: Reservation,
     events: mpsc::Sender<TrialEvent>,
     cancel: CancellationToken,
     opts: &RunnerOptions,
@@ -67,15 +71,24 @@ pub async fn run_planned<B: Backend>(
         backend = backend.name(),
         instances = ctx.trial.instances.len()
     );
-    run(backend, ctx, Some(planned), events, cancel, opts)
-        .instrument(span)
-        .await
+    run(
+        backend,
+        ctx,
+        Some(planned),
+        Some(reservation),
+        events,
+        cancel,
+        opts,
+    )
+    .instrument(span)
+    .await
 }
 
 async fn run<B: Backend>(
     backend: &B,
     ctx: TrialContext,
     planned: Option<Result<Planned, String>>,
+    reservation: Option<Reservation>,
     events: mpsc::Sender<TrialEvent>,
     cancel: CancellationToken,
     opts: &RunnerOptions,
@@ -160,6 +173,8 @@ async fn run<B: Backend>(
         _ => tracing::warn!(state = %state, "trial ended: {message}"),
     }
     let last = status(state, message, accel, outcome.leaks.lines());
+    // Torn down: the trial's part of the budget is free again.
+    drop(reservation);
     let _ = events.send(TrialEvent::Status(last.clone())).await;
     last
 }

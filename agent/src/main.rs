@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Parser;
 use isolab_agent::announce::{self, Heartbeat};
+use isolab_agent::budget::BudgetConfig;
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
 use isolab_agent::core::AgentCore;
 use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
@@ -50,6 +51,32 @@ struct Cli {
     /// Hard memory limit of every instance, e.g. `4GiB` (default: half of the host's memory).
     #[arg(long)]
     ceiling_memory: Option<Bytes>,
+    /// Most memory the limits of all running instances may sum to, e.g. `48GiB` (default: the
+    /// host's RAM, or the pod's memory limit when lower, less max(1GiB, 10%)). Also the memory
+    /// limit of the agent's own cgroup.
+    #[arg(long, value_name = "SIZE")]
+    budget_memory: Option<Bytes>,
+    /// Most processes the `pids.max` of all running instances may sum to (default: the smallest
+    /// of kernel.pid_max, kernel.threads-max and the pod's pids limit, less max(1024, 10%)).
+    /// Also the `pids.max` of the agent's own cgroup.
+    #[arg(long, value_name = "N")]
+    budget_pids: Option<u64>,
+    /// Most scratch all running instances may have, `/tmp` tmpfs sizes and VM disk images
+    /// together, e.g. `100GiB` (default: the free space of the temporary directory's file
+    /// system at start, less max(1GiB, 10%)).
+    #[arg(long, value_name = "SIZE")]
+    budget_disk: Option<Bytes>,
+    /// Most trials running at once; one more is refused (RESOURCE_EXHAUSTED). HTTP/2 streams per
+    /// connection are capped at this plus 32.
+    #[arg(long, default_value_t = isolab_agent::budget::DEFAULT_MAX_TRIALS)]
+    max_trials: usize,
+    /// Most instances running at once, all trials together.
+    #[arg(long, default_value_t = isolab_agent::budget::DEFAULT_MAX_INSTANCES)]
+    max_instances: usize,
+    /// Size of the `/tmp` tmpfs of every runc, Docker and LXC instance (counted in
+    /// `--budget-disk`).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    tmp_size: Bytes,
     /// How long running trials get to end after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s")]
     grace: HumanDuration,
@@ -100,7 +127,8 @@ struct Cli {
     advertise: Option<String>,
     /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
     /// `0.0.0.0:9464`: trials running, finished by status, trial durations, instances running,
-    /// memory limits committed, events dropped for slow clients. Counts only, no names.
+    /// memory limits committed, the host budget, events dropped for slow clients. Counts only,
+    /// no names.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
 }
@@ -167,6 +195,9 @@ async fn main() -> anyhow::Result<()> {
         }
         None => None,
     };
+    if cli.max_trials == 0 || cli.max_instances == 0 {
+        bail!("--max-trials and --max-instances must be at least 1");
+    }
     let mut labels = match &cli.labels_file {
         Some(path) => read_labels_file(path)?,
         None => BTreeMap::new(),
@@ -186,6 +217,14 @@ async fn main() -> anyhow::Result<()> {
             max_forks: cli.max_forks,
             max_duration: cli.max_duration.0,
             max_timeout: cli.max_timeout.0,
+        },
+        budget: BudgetConfig {
+            memory_bytes: cli.budget_memory.map(Bytes::get),
+            pids: cli.budget_pids,
+            disk_bytes: cli.budget_disk.map(Bytes::get),
+            max_trials: cli.max_trials,
+            max_instances: cli.max_instances,
+            tmp_bytes: cli.tmp_size.get(),
         },
         vm: isolab_agent::vm::VmConfig {
             kernel: cli.kernel,
@@ -356,6 +395,41 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    #[test]
+    fn budget_flags_take_sizes_with_units() {
+        let cli = Cli::try_parse_from([
+            "isolab-agent",
+            "--budget-memory",
+            "48GiB",
+            "--budget-pids",
+            "20000",
+            "--budget-disk",
+            "100GiB",
+            "--max-trials",
+            "4",
+            "--max-instances",
+            "512",
+            "--tmp-size",
+            "64MiB",
+        ])
+        .expect("parses");
+        assert_eq!(cli.budget_memory.map(Bytes::get), Some(48 << 30));
+        assert_eq!(cli.budget_pids, Some(20000));
+        assert_eq!(cli.budget_disk.map(Bytes::get), Some(100 << 30));
+        assert_eq!((cli.max_trials, cli.max_instances), (4, 512));
+        assert_eq!(cli.tmp_size.get(), 64 << 20);
+        let defaults = Cli::try_parse_from(["isolab-agent"]).expect("parses");
+        assert_eq!(defaults.budget_memory, None);
+        assert_eq!(
+            defaults.tmp_size.get(),
+            isolab_agent::budget::DEFAULT_TMP_BYTES
+        );
+        let e = Cli::try_parse_from(["isolab-agent", "--budget-memory", "lots"])
+            .expect_err("not a size")
+            .to_string();
+        assert!(e.contains("--budget-memory"), "{e}");
     }
 
     #[test]

@@ -203,6 +203,10 @@ async fn a_trial_over_the_memory_budget_is_refused_and_nothing_is_made() {
         text.contains("isolab_agent_trials_finished_total{status=\"refused\"} 1"),
         "{text}"
     );
+    assert!(
+        text.contains("isolab_agent_budget{resource=\"memory_bytes\"} 268435456"),
+        "{text}"
+    );
     s.shutdown().await;
 }
 
@@ -224,6 +228,11 @@ async fn a_second_trial_that_does_not_fit_is_refused_until_the_first_ends() {
     let first = spin(768 * MIB, Duration::from_secs(60), Duration::from_secs(120));
     let stream = open_running(&mut s.client, &first).await;
     assert_eq!(s.core.budget_in_use().memory_bytes, 768 * MIB);
+    let text = s.core.metrics().encode();
+    assert!(
+        text.contains("isolab_agent_memory_limits_committed_bytes 805306368"),
+        "the committed memory is the instances' limits: {text}"
+    );
     let err = s
         .client
         .run_trial(trial_to_proto("r", &second, 0))

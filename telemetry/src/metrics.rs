@@ -40,6 +40,15 @@ struct StatusLabel {
     status: &'static str,
 }
 
+/// The parts of the agent's host-wide budget, as label values of `budget`.
+pub const BUDGET_RESOURCES: &[&str] =
+    &["memory_bytes", "pids", "disk_bytes", "trials", "instances"];
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabel {
+    resource: &'static str,
+}
+
 /// The process's metrics: cheap to clone, every handle shared.
 #[derive(Clone)]
 pub struct Metrics {
@@ -50,6 +59,7 @@ pub struct Metrics {
     instances_running: Gauge,
     memory_committed_bytes: Gauge,
     events_dropped: Counter,
+    budget: Family<ResourceLabel, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -102,6 +112,13 @@ impl Metrics {
             "Trial events dropped because the receiver was too slow",
             events_dropped.clone(),
         );
+        let budget = Family::<ResourceLabel, Gauge>::default();
+        registry.register(
+            "budget",
+            "The agent's host-wide budget, by resource (memory_bytes, pids, disk_bytes, trials, \
+             instances)",
+            budget.clone(),
+        );
         Self {
             registry: Arc::new(registry),
             trials_running,
@@ -110,6 +127,16 @@ impl Metrics {
             instances_running,
             memory_committed_bytes,
             events_dropped,
+            budget,
+        }
+    }
+
+    /// Sets the budget of `resource` (one of [`BUDGET_RESOURCES`]; anything else is ignored).
+    pub fn set_budget(&self, resource: &str, value: u64) {
+        if let Some(resource) = BUDGET_RESOURCES.iter().copied().find(|r| *r == resource) {
+            self.budget
+                .get_or_create(&ResourceLabel { resource })
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
         }
     }
 
@@ -285,6 +312,21 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("t_trial_duration_seconds_count 1"), "{text}");
+    }
+
+    #[test]
+    fn the_budget_is_a_gauge_per_resource() {
+        let m = Metrics::new("t");
+        m.set_budget("memory_bytes", 8 << 30);
+        m.set_budget("trials", 16);
+        m.set_budget("made-up", 1);
+        let text = m.encode();
+        assert!(
+            text.contains("t_budget{resource=\"memory_bytes\"} 8589934592"),
+            "{text}"
+        );
+        assert!(text.contains("t_budget{resource=\"trials\"} 16"), "{text}");
+        assert!(!text.contains("made-up"), "{text}");
     }
 
     #[test]

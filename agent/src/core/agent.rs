@@ -177,6 +177,19 @@ impl AgentCore {
             memory_bytes: config.effective_ceiling_memory_bytes(facts.memory_bytes),
         };
         let ledger = Ledger::new(budget, ceilings);
+        let metrics = Metrics::new("isolab_agent");
+        for (resource, value) in [
+            ("memory_bytes", budget.memory_bytes),
+            ("pids", budget.pids),
+            ("disk_bytes", budget.disk_bytes),
+            ("trials", u64::try_from(budget.trials).unwrap_or(u64::MAX)),
+            (
+                "instances",
+                u64::try_from(budget.instances).unwrap_or(u64::MAX),
+            ),
+        ] {
+            metrics.set_budget(resource, value);
+        }
         let tmp_bytes = config.budget.tmp_bytes;
         let container = ContainerBackend::new(
             dir.clone(),
@@ -245,7 +258,7 @@ impl AgentCore {
                 tracker: TaskTracker::new(),
                 runner,
                 dir: dir.ok(),
-                metrics: Metrics::new("isolab_agent"),
+                metrics,
                 ledger,
             }),
         }

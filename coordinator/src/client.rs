@@ -60,6 +60,18 @@ pub enum ClientError {
         /// What was wrong.
         what: String,
     },
+    /// The agent refused to start the trial (over its host budget, a request it does not
+    /// accept, a backend it lacks): the trial fails with the agent's reason; the connection is
+    /// fine.
+    #[error("agent {addr} refused the trial ({code:?}): {message}")]
+    Refused {
+        /// The agent.
+        addr: String,
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The agent's reason.
+        message: String,
+    },
     /// The agent's stream of a trial outlived the trial's own timeout by more than the margin
     /// (a hung or half-open connection); the trial was cancelled at the agent.
     #[error(
@@ -337,7 +349,23 @@ impl Agent {
         };
         let deadline = trial.timeout.0.saturating_add(self.stream_margin);
         let stream = async {
-            let mut stream = c.run_trial(req).await.map_err(rpc)?.into_inner();
+            let mut stream = c
+                .run_trial(req)
+                .await
+                .map_err(|s| match s.code() {
+                    // The agent answered and said no: not a lost connection.
+                    tonic::Code::ResourceExhausted
+                    | tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::AlreadyExists
+                    | tonic::Code::PermissionDenied => ClientError::Refused {
+                        addr: self.addr.clone(),
+                        code: s.code(),
+                        message: s.message().to_owned(),
+                    },
+                    _ => rpc(s),
+                })?
+                .into_inner();
             while let Some(ev) = stream.next().await {
                 let ev = ev.map_err(rpc)?;
                 if let Some(e) = self.translate(ev)? {

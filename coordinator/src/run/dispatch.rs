@@ -220,6 +220,15 @@ pub(super) async fn worker(
                 None,
                 vec![],
             ),
+            // Refused at admission (the agent's host budget, a check): its reason is the
+            // trial's; retried only as the pipeline's `retries` say, like any failure.
+            (Err(e @ ClientError::Refused { .. }), _) => (
+                FinalState::Failed,
+                e.to_string(),
+                host.clone(),
+                None,
+                vec![],
+            ),
             (Err(e), _) => (
                 FinalState::Failed,
                 format!("lost contact with agent: {e}"),

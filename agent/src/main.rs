@@ -63,8 +63,9 @@ struct Cli {
     budget_pids: Option<u64>,
     /// Most scratch all running instances may have, `/tmp` tmpfs sizes and VM disk images
     /// together, e.g. `100GiB` (default: the free space of the temporary directory's file
-    /// system at start, less max(1GiB, 10%)).
-    #[arg(long, value_name = "SIZE")]
+    /// system at start, less max(1GiB, 10%)). In Kubernetes, set it under the state volume's
+    /// `sizeLimit` (the kubelet evicts the pod beyond it; `statvfs` sees the node's disk).
+    #[arg(long, value_name = "SIZE", env = "ISOLAB_BUDGET_DISK")]
     budget_disk: Option<Bytes>,
     /// Most trials running at once; one more is refused (RESOURCE_EXHAUSTED). HTTP/2 streams per
     /// connection are capped at this plus 32.

@@ -5,8 +5,11 @@
 //! quota, cpuset and I/O settings come from the pipeline alone. A CPU reservation is a share
 //! guarantee, not a cap: planning expresses it through weights, so it adds no limit here.
 //! Called once per instance, by the cgroup engine ([`super::engine::CgroupEngine::limits`]),
-//! before any backend code runs; a backend can only name the memory limit for when the platform
-//! sets none (the vm backend: what QEMU needs), never change the rule.
+//! at the trial's admission, before any backend code runs; a backend can only name the memory
+//! limit for when the platform sets none (the vm backend: what QEMU needs), never change the
+//! rule. Otherwise an unset limit is the instance's share of the agent's host-wide budget, at
+//! most the ceiling ([`Defaults`], filled by [`crate::budget::Ledger::fill_defaults`]); the sum
+//! over all running instances is the budget's to bound ([`crate::budget`]).
 
 use isolab_model::plan::InstanceSpec;
 use isolab_model::resolve::InstanceLimits;

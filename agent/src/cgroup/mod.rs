@@ -4,7 +4,8 @@
 //! # Where things are
 //!
 //! - How a cgroup limit is written: [`envelope`] computes an instance's final limits (platform
-//!   limits under the agent's ceilings), [`CgroupEngine::create`] (`engine.rs`) makes the
+//!   limits under the agent's ceilings; their sum over running trials is bounded by the host-wide
+//!   budget, [`crate::budget`]), [`CgroupEngine::create`] (`engine.rs`) makes the
 //!   instance cgroup and calls [`Cgroup::apply`], which writes the kernel files (`v1.rs`,
 //!   `v2.rs`; checks and unit conversions in `limits.rs`).
 //! - A trial's cgroups from creation to removal: [`TrialCgroups`] (`trial.rs`); the agent's

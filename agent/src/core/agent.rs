@@ -13,17 +13,18 @@ use tracing::Instrument as _;
 
 use isolab_telemetry::metrics::Metrics;
 
+use super::admit::admit_to_budget;
+use super::error::RunTrialError;
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest, relay};
 use crate::backend::envelope::Ceilings;
 use crate::backend::native::NativeBackend;
 use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
-use crate::budget::{Ask, Budget, BudgetError, HostLimits, Ledger, Reservation, limit_agent_dir};
+use crate::budget::{Ask, Budget, HostLimits, Ledger, limit_agent_dir};
 use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
 use crate::container::{ContainerBackend, ContainerConfig};
 use crate::docker::{DockerBackend, DockerConfig};
 use crate::lxc::{LxcBackend, LxcConfig};
-use crate::runner::lifecycle::{Lifecycle, Planned};
 use crate::runner::{self, RunnerOptions};
 use crate::vm::VmBackend;
 
@@ -31,62 +32,6 @@ use crate::vm::VmBackend;
 const EVENT_BUFFER: usize = 1024;
 /// Most instances one trial may ask for.
 pub const MAX_INSTANCES: usize = 4096;
-
-/// Why a trial was refused before it started.
-#[derive(Debug, thiserror::Error)]
-pub enum RunTrialError {
-    /// The agent is shutting down.
-    #[error("trial {trial}: the agent is shutting down")]
-    ShuttingDown {
-        /// Trial id.
-        trial: String,
-    },
-    /// The request is malformed.
-    #[error("trial {trial:?}: {reason}")]
-    InvalidTrial {
-        /// Trial id.
-        trial: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A workload outside the catalog.
-    #[error(
-        "trial {trial}: instance {instance}: unknown workload `{name}`; this agent runs only: {known}"
-    )]
-    UnknownWorkload {
-        /// Trial id.
-        trial: String,
-        /// Instance index.
-        instance: u32,
-        /// The name asked for.
-        name: String,
-        /// The catalog's names.
-        known: String,
-    },
-    /// A backend this agent does not have.
-    #[error("trial {trial}: backend `{backend}` is not implemented in this agent version")]
-    BackendNotImplemented {
-        /// Trial id.
-        trial: String,
-        /// Backend name.
-        backend: String,
-    },
-    /// The same trial id is already running here.
-    #[error("trial {trial} is already running on this agent")]
-    AlreadyRunning {
-        /// Trial id.
-        trial: String,
-    },
-    /// The trial does not fit in what is left of the host's budget.
-    #[error("trial {trial}: {source}")]
-    ResourceExhausted {
-        /// Trial id.
-        trial: String,
-        /// What does not fit.
-        #[source]
-        source: BudgetError,
-    },
-}
 
 /// What a shutdown could not finish within its grace period.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -473,29 +418,6 @@ impl AgentCore {
         }
         report
     }
-}
-
-/// The trial's cgroup plan and final instance limits (or why there are none: the runner reports
-/// it as the trial's prepare error) and its reservation of the budget. Makes nothing.
-async fn admit_to_budget(
-    backend: &AnyBackend,
-    ledger: &Arc<Ledger>,
-    ctx: &TrialContext,
-) -> Result<(Result<Planned, String>, Reservation), BudgetError> {
-    let life = Lifecycle(backend);
-    let planned = match life.cgroup_plan(ctx).await {
-        Ok(mut plan) => {
-            ledger.fill_defaults(&mut plan, ctx.trial.instances.len());
-            life.planned(ctx, plan).map_err(|e| e.to_string())
-        }
-        Err(e) => Err(e.to_string()),
-    };
-    let ask = planned.as_ref().map_or_else(
-        |_| Ask::default(),
-        |p| Ask::of(&p.limits, p.plan.disk_bytes),
-    );
-    let reservation = ledger.reserve(ask)?;
-    Ok((planned, reservation))
 }
 
 /// Finds the cgroup hierarchy and claims the agent's directory in it.

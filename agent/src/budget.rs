@@ -152,6 +152,19 @@ impl Budget {
     }
 }
 
+impl From<Budget> for isolab_wire::HostBudget {
+    fn from(b: Budget) -> Self {
+        let to_u64 = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Self {
+            memory_bytes: b.memory_bytes,
+            pids: b.pids,
+            disk_bytes: b.disk_bytes,
+            max_trials: to_u64(b.trials),
+            max_instances: to_u64(b.instances),
+        }
+    }
+}
+
 /// Which part of the budget a trial does not fit in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resource {

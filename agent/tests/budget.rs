@@ -346,5 +346,11 @@ async fn the_agent_cgroup_carries_the_budget_on_the_real_hierarchy() {
     assert_eq!(read(Controller::Pids, "pids.max"), "5000");
     let b = core.budget();
     assert_eq!((b.memory_bytes, b.pids), (3 * GIB_1, 5000));
+    let caps = core.capabilities().await;
+    let reported = caps.budget.expect("capabilities carry the budget");
+    assert_eq!(
+        (reported.memory_bytes, reported.pids, reported.max_trials),
+        (3 * GIB_1, 5000, 16)
+    );
     core.shutdown(Duration::from_secs(5)).await;
 }

@@ -360,6 +360,11 @@ impl RunDir {
                 "reason": b.reason, "accel": b.accel,
             })).collect::<Vec<_>>(),
             "workloads": caps.workloads,
+            // The agent's host-wide budget (absent from agents that do not report one).
+            "budget": caps.budget.as_ref().map(|b| serde_json::json!({
+                "memory_bytes": b.memory_bytes, "pids": b.pids, "disk_bytes": b.disk_bytes,
+                "max_trials": b.max_trials, "max_instances": b.max_instances,
+            })),
         });
         let safe: String = name
             .chars()

@@ -96,6 +96,7 @@ mod tests {
             ],
             labels: [("rack".to_owned(), "r1".to_owned())].into(),
             workloads: vec![],
+            budget: None,
         };
         let hb = Heartbeat::from_capabilities(
             "a",

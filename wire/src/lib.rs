@@ -26,6 +26,6 @@ pub mod types;
 
 pub use convert::ConvertError;
 pub use types::{
-    BackendStatus, Capabilities, HostInfo, HostNoise, InstanceStats, LogStream, TrialEvent,
-    TrialRequest, TrialSpec, TrialState, TrialStatus,
+    BackendStatus, Capabilities, HostBudget, HostInfo, HostNoise, InstanceStats, LogStream,
+    TrialEvent, TrialRequest, TrialSpec, TrialState, TrialStatus,
 };

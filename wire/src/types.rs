@@ -255,6 +255,23 @@ pub struct Capabilities {
     pub labels: BTreeMap<String, String>,
     /// Workloads it will run (the catalog).
     pub workloads: Vec<String>,
+    /// Its host-wide budget; `None` from agents that do not report one.
+    pub budget: Option<HostBudget>,
+}
+
+/// What all trials running on an agent together may hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostBudget {
+    /// Sum of the memory limits of running instances.
+    pub memory_bytes: u64,
+    /// Sum of their `pids.max`.
+    pub pids: u64,
+    /// Sum of their scratch bytes (`/tmp` tmpfs sizes, VM disk images).
+    pub disk_bytes: u64,
+    /// Trials at once.
+    pub max_trials: u64,
+    /// Instances at once.
+    pub max_instances: u64,
 }
 
 impl Capabilities {

@@ -277,6 +277,7 @@ impl AgentCore {
             backends,
             labels: self.inner.config.labels.clone(),
             workloads: catalog::names().into_iter().map(str::to_owned).collect(),
+            budget: Some(self.inner.ledger.budget().into()),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use isolab_proto::v1 as pb;
 
 use super::ConvertError;
-use crate::types::{BackendStatus, Capabilities, HostInfo};
+use crate::types::{BackendStatus, Capabilities, HostBudget, HostInfo};
 
 /// Capabilities as the protobuf response.
 pub fn capabilities_to_proto(c: &Capabilities) -> pb::CapabilitiesResponse {
@@ -41,6 +41,13 @@ pub fn capabilities_to_proto(c: &Capabilities) -> pb::CapabilitiesResponse {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         workloads: c.workloads.clone(),
+        budget: c.budget.map(|b| pb::HostBudget {
+            memory_bytes: b.memory_bytes,
+            pids: b.pids,
+            disk_bytes: b.disk_bytes,
+            max_trials: b.max_trials,
+            max_instances: b.max_instances,
+        }),
     }
 }
 
@@ -74,5 +81,12 @@ pub fn capabilities_from_proto(c: pb::CapabilitiesResponse) -> Result<Capabiliti
             .collect(),
         labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
         workloads: c.workloads,
+        budget: c.budget.map(|b| HostBudget {
+            memory_bytes: b.memory_bytes,
+            pids: b.pids,
+            disk_bytes: b.disk_bytes,
+            max_trials: b.max_trials,
+            max_instances: b.max_instances,
+        }),
     })
 }

@@ -13,8 +13,8 @@ use proptest::prelude::*;
 use super::trial::param_from_text;
 use super::*;
 use crate::types::{
-    BackendStatus, Capabilities, HostInfo, InstanceStats, LogStream, TrialEvent, TrialSpec,
-    TrialState, TrialStatus,
+    BackendStatus, Capabilities, HostBudget, HostInfo, InstanceStats, LogStream, TrialEvent,
+    TrialSpec, TrialState, TrialStatus,
 };
 
 fn platform(backend: BackendKind) -> Platform {
@@ -294,6 +294,13 @@ fn capabilities_round_trip() {
         ],
         labels: BTreeMap::from([("rack".into(), "r1".into())]),
         workloads: vec!["syscall".into()],
+        budget: Some(HostBudget {
+            memory_bytes: 8 << 30,
+            pids: 30000,
+            disk_bytes: 50 << 30,
+            max_trials: 16,
+            max_instances: 4096,
+        }),
     };
     assert_eq!(
         capabilities_from_proto(capabilities_to_proto(&c)).unwrap(),

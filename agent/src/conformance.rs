@@ -3,81 +3,33 @@
 //! Each `check_*` drives the backend through [`crate::runner::run_trial`] (as the agent does) with
 //! a platform the caller gives (so a container test passes its runtime, a VM test its machine)
 //! and asserts the outcome and that nothing is left: the final status lists no leak, the
-//! leftover scan of the trial's cgroups and of the backend ([`Lifecycle::leftovers`]) is clean, and no process of the trial is alive. The last
-//! check relies on a convention every backend follows: each process it starts for a trial has
-//! `ISOLAB_TRIAL=<slug>` in its environment ([`TRIAL_ENV`](crate::backend::TRIAL_ENV)). They panic on failure, like asserts.
+//! leftover scan of the trial's cgroups and of the backend ([`Lifecycle::leftovers`]) is clean,
+//! and no process of the trial is alive. The last check relies on a convention every backend
+//! follows: each process it starts for a trial has `ISOLAB_TRIAL=<slug>` in its environment
+//! ([`TRIAL_ENV`](isolab_backends::TRIAL_ENV)). They panic on failure, like asserts. It lives in
+//! the agent (feature `testing`) because it drives the agent's runner; the trial fixtures are
+//! `isolab_backends::testing`'s.
 //!
 //! ```no_run
-//! # async fn demo(backend: &isolab_agent::backend::AnyBackend, platform: isolab_model::pipeline::Platform) {
-//! isolab_agent::backend::conformance::check_all(backend, &platform).await;
+//! # async fn demo(backend: &isolab_backends::AnyBackend, platform: isolab_model::pipeline::Platform) {
+//! isolab_agent::conformance::check_all(backend, &platform).await;
 //! # }
 //! ```
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use isolab_model::pipeline::{AnalysisKind, ParamValue, Params, Platform};
-use isolab_model::plan::{InstanceSpec, Role, Trial};
-use isolab_model::units::HumanDuration;
+use isolab_model::pipeline::Platform;
+use isolab_model::plan::Trial;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, TRIAL_ENV, TrialContext};
 use crate::core::{TrialEvent, TrialState, TrialStatus};
-use crate::runner::lifecycle::Lifecycle;
 use crate::runner::{RunnerOptions, run_trial};
+use isolab_backends::lifecycle::Lifecycle;
+use isolab_backends::{Backend, TRIAL_ENV, TrialContext};
 
-static NEXT_ID: AtomicU32 = AtomicU32::new(0);
-
-/// A trial id unique in this machine's recent history (pid and a counter).
-pub fn unique_trial_id() -> String {
-    let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    format!("c{:07x}{:08x}", std::process::id() & 0x0fff_ffff, n)
-}
-
-/// A one-platform trial of `n` instances of `workload` with `params`.
-pub fn trial(
-    platform: &Platform,
-    workload: &str,
-    n: u32,
-    params: &[(&str, &str)],
-    duration: Duration,
-    timeout: Duration,
-) -> Trial {
-    let params: Params = params
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), ParamValue::Str((*v).to_owned())))
-        .collect();
-    Trial {
-        id: unique_trial_id(),
-        experiment: "conformance".into(),
-        analysis: AnalysisKind::Overhead,
-        platform: platform.backend.as_str().into(),
-        platform_spec: platform.clone(),
-        resolved: isolab_model::resolve::resolve(platform)
-            .unwrap_or_else(|e| panic!("a conformance platform must resolve: {e}")),
-        repetition: 0,
-        warmup: false,
-        workload: workload.into(),
-        adversary: None,
-        params: Params::new(),
-        instances: (0..n)
-            .map(|index| InstanceSpec {
-                index,
-                role: Role::Peer,
-                group: None,
-                workload: workload.into(),
-                params: params.clone(),
-                cpu_weight: None,
-                cpu_reservation: None,
-            })
-            .collect(),
-        duration: HumanDuration(duration),
-        timeout: HumanDuration(timeout),
-        retries: 0,
-    }
-}
+pub use isolab_backends::testing::{trial, unique_trial_id};
 
 /// What a trial run produced.
 #[derive(Debug)]
@@ -114,7 +66,7 @@ impl Observed {
     }
 
     /// The final statistics of instance `i`.
-    pub fn final_stats(&self, i: u32) -> Option<crate::cgroup::CgroupStats> {
+    pub fn final_stats(&self, i: u32) -> Option<isolab_host::cgroup::CgroupStats> {
         self.events.iter().rev().find_map(|e| match e {
             TrialEvent::Stats {
                 instance,
@@ -177,7 +129,7 @@ pub fn processes_of(ctx: &TrialContext) -> Vec<u32> {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|&b| b == 0).any(|var| var == needle.as_slice()))
         })
-        .filter(|&pid| super::process_alive(pid, None).is_some())
+        .filter(|&pid| isolab_backends::process_alive(pid, None).is_some())
         .collect()
 }
 

@@ -187,11 +187,11 @@ async fn main() -> anyhow::Result<()> {
             max_duration: cli.max_duration.0,
             max_timeout: cli.max_timeout.0,
         },
-        vm: isolab_agent::vm::VmConfig {
+        vm: isolab_backends::vm::VmConfig {
             kernel: cli.kernel,
             modules: cli.modules,
             qemu: cli.qemu,
-            ..isolab_agent::vm::VmConfig::default()
+            ..isolab_backends::vm::VmConfig::default()
         },
         ..AgentConfig::default()
     };

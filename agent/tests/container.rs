@@ -10,14 +10,18 @@ use std::time::Duration;
 use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
 use isolab_model::units::Bytes;
 
-use super::{ContainerBackend, ContainerConfig};
-use crate::backend::conformance::{self, Observed};
-use crate::backend::envelope::Ceilings;
-use crate::backend::{AgentDir, Backend, TrialContext};
-use crate::cgroup::CgroupManager;
-use crate::cgroup::Hierarchies;
-use crate::core::TrialState;
-use crate::runner::lifecycle::Lifecycle;
+use isolab_agent::conformance::{self, Observed};
+use isolab_agent::core::TrialState;
+use isolab_backends::container::{ContainerBackend, ContainerConfig};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lifecycle::Lifecycle;
+use isolab_backends::{AgentDir, Backend, TrialContext};
+use isolab_host::cgroup::CgroupManager;
+use isolab_host::cgroup::Hierarchies;
+
+/// The probe's tests against fake and real runtimes.
+#[path = "container/probe.rs"]
+mod probe;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -25,14 +29,14 @@ const CEILINGS: Ceilings = Ceilings {
 };
 
 /// A backend on real cgroups with its own agent directory and state directory.
-pub(super) struct Setup {
-    pub(super) backend: ContainerBackend,
-    pub(super) dir: Arc<AgentDir>,
-    pub(super) state: tempfile::TempDir,
+pub(crate) struct Setup {
+    pub(crate) backend: ContainerBackend,
+    pub(crate) dir: Arc<AgentDir>,
+    pub(crate) state: tempfile::TempDir,
 }
 
 /// Everything a real test needs, or `None` (outside CI) with the reason printed.
-pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
+pub(crate) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     let ci = std::env::var_os("CI").is_some();
     let missing = |why: String| {
         assert!(!ci, "{test}: {why} (CI must have it)");
@@ -43,14 +47,14 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     if unsafe { libc::geteuid() } != 0 {
         return missing("needs root".into());
     }
-    if super::runtime::resolve("runc").is_err() {
+    if isolab_backends::container::runtime::resolve("runc").is_err() {
         return missing("runc is not installed".into());
     }
     let bin = match isolab_host::workload_bin::locate() {
         Ok(b) => b,
         Err(e) => return missing(e.to_string()),
     };
-    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
+    if isolab_backends::rootfs::is_static_elf(&bin) != Some(true) {
         return missing(format!(
             "{} is not static: set ISOLAB_WORKLOAD_BIN to `just build-workload`'s",
             bin.display()
@@ -77,7 +81,7 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     })
 }
 
-pub(super) fn platform(limits: Limits) -> Platform {
+pub(crate) fn platform(limits: Limits) -> Platform {
     Platform {
         backend: BackendKind::Container,
         runtime: Some("runc".into()),
@@ -107,7 +111,7 @@ async fn available(s: &Setup) {
 }
 
 /// Nothing of the trial anywhere: the suite's checks plus every hierarchy looked at directly.
-pub(super) fn assert_nothing_left(s: &Setup, o: &Observed) {
+pub(crate) fn assert_nothing_left(s: &Setup, o: &Observed) {
     conformance::assert_clean(&s.backend, o);
     let rel = s.dir.rel(&o.ctx.slug());
     let hierarchies = Hierarchies::detect().expect("hierarchies");
@@ -138,7 +142,7 @@ async fn runsc_containers_pass_the_conformance_suite() {
     let Some(s) = setup("conformance-runsc", &["runc", "runsc"]) else {
         return;
     };
-    if super::runtime::resolve("runsc").is_err() {
+    if isolab_backends::container::runtime::resolve("runsc").is_err() {
         assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
         eprintln!("skipping: runsc is not installed");
         return;

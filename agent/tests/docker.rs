@@ -9,14 +9,14 @@ use std::time::Duration;
 use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
 use isolab_model::units::Bytes;
 
-use super::{DaemonMode, DockerBackend, DockerConfig};
-use crate::backend::conformance::{self, Observed};
-use crate::backend::envelope::Ceilings;
-use crate::backend::{AgentDir, Backend, TrialContext, process_alive};
-use crate::cgroup::CgroupManager;
-use crate::cgroup::Hierarchies;
-use crate::core::TrialState;
-use crate::runner::lifecycle::Lifecycle;
+use isolab_agent::conformance::{self, Observed};
+use isolab_agent::core::TrialState;
+use isolab_backends::docker::{DaemonMode, DockerBackend, DockerConfig};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lifecycle::Lifecycle;
+use isolab_backends::{AgentDir, Backend, TrialContext, process_alive};
+use isolab_host::cgroup::CgroupManager;
+use isolab_host::cgroup::Hierarchies;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -45,7 +45,7 @@ async fn setup(test: &str, daemon: DaemonMode) -> Option<Setup> {
         return None;
     }
     if isolab_host::which::find_binary("dockerd").is_none()
-        && !std::path::Path::new(super::DEFAULT_SOCKET).exists()
+        && !std::path::Path::new(isolab_backends::docker::DEFAULT_SOCKET).exists()
     {
         skip_or_fail(
             test,
@@ -60,7 +60,7 @@ async fn setup(test: &str, daemon: DaemonMode) -> Option<Setup> {
             return None;
         }
     };
-    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
+    if isolab_backends::rootfs::is_static_elf(&bin) != Some(true) {
         let why = format!(
             "{} is not static: set ISOLAB_WORKLOAD_BIN to `just build-workload`'s",
             bin.display()

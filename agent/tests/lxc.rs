@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use isolab_model::pipeline::{BackendKind, Limits, NetworkMode, Platform, RootfsKind};
 
-use super::{LxcBackend, LxcConfig};
-use crate::backend::conformance::{self, Observed};
-use crate::backend::envelope::Ceilings;
-use crate::backend::{AgentDir, Backend, TrialContext};
-use crate::cgroup::CgroupManager;
-use crate::cgroup::Hierarchies;
-use crate::runner::lifecycle::Lifecycle;
+use isolab_agent::conformance::{self, Observed};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lifecycle::Lifecycle;
+use isolab_backends::lxc::{LxcBackend, LxcConfig};
+use isolab_backends::{AgentDir, Backend, TrialContext};
+use isolab_host::cgroup::CgroupManager;
+use isolab_host::cgroup::Hierarchies;
 
 const CEILINGS: Ceilings = Ceilings {
     pids: 1024,
@@ -55,7 +55,7 @@ async fn setup(test: &str) -> Option<Setup> {
             return None;
         }
     };
-    if crate::backend::rootfs::is_static_elf(&bin) != Some(true) {
+    if isolab_backends::rootfs::is_static_elf(&bin) != Some(true) {
         skip_or_fail(
             test,
             &format!(
@@ -159,7 +159,7 @@ async fn host_ro_root_runs_and_the_backend_leaves_no_lock_or_state() {
         state,
     } = s;
     let name = dir.name().to_owned();
-    let lock = super::trial::lock_dir(&state.path().join(&name).join("lxc/path"));
+    let lock = isolab_backends::lxc::lock_dir(&state.path().join(&name).join("lxc/path"));
     drop(backend);
     drop(dir);
     assert!(!lock.exists(), "lock directory {} left", lock.display());

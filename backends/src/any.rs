@@ -5,11 +5,11 @@ use super::native::{NativeBackend, NativeError, NativePrepared};
 use std::sync::Arc;
 
 use super::{Backend, BackendStatus, Launch, LeakReport, TrialContext};
-use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 use crate::container::{ContainerBackend, ContainerError, ContainerPrepared};
 use crate::docker::{DockerBackend, DockerError, DockerPrepared};
 use crate::lxc::{LxcBackend, LxcError, LxcPrepared};
 use crate::vm::{VmBackend, VmError, VmPrepared};
+use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 
 /// Every backend this agent has.
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use isolab_model::catalog;
 use isolab_model::plan::InstanceSpec;
 
-use crate::backend::TrialContext;
+use crate::TrialContext;
 
 /// Why an instance's command line could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,7 +84,7 @@ mod tests {
     use isolab_model::pipeline::{BackendKind, Platform};
 
     use super::*;
-    use crate::backend::conformance;
+    use crate::testing as conformance;
 
     fn platform() -> Platform {
         serde_json::from_value(serde_json::json!({ "backend": BackendKind::Docker })).unwrap()

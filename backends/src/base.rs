@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::AgentDir;
 use super::envelope::Ceilings;
-use crate::cgroup::CgroupEngine;
+use isolab_host::cgroup::CgroupEngine;
 
 /// The cgroup engine and the workload binary of a container backend.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ impl ContainerBase {
 macro_rules! deref_to_base {
     ($t:ty) => {
         impl std::ops::Deref for $t {
-            type Target = $crate::backend::base::ContainerBase;
+            type Target = $crate::base::ContainerBase;
 
             fn deref(&self) -> &Self::Target {
                 &self.base

@@ -1,16 +1,22 @@
-//! Backends: how an instance is isolated (a plain process, a container, a virtual machine).
+//! `isolab-backends`: how an instance is isolated — a plain process ([`native`]), an OCI
+//! container through runc, crun or runsc ([`container`]), a Docker container ([`docker`]), an
+//! LXC container ([`lxc`]) or a QEMU virtual machine ([`vm`]). One module per backend, and no
+//! backend imports another (`tests/backend_isolation.rs`): what two of them share is in this
+//! crate's root modules (rootfs, scratch, spawner, handle, args, base) or in `isolab-host`
+//! (cgroups, network namespaces, mounts, /proc scans, reaping).
 //!
 //! Every backend implements [`Backend`] with its own error type and per-trial state, and
 //! [`AnyBackend`] dispatches over them so the agent holds one list. A backend implements only
-//! what differs; the life of one trial is the runner's ([`crate::runner::lifecycle`]):
+//! what differs; the life of one trial is the [`lifecycle`]'s, driven by the agent's runner:
 //! [`Backend::cgroup_plan`] → the cgroup engine makes the trial and instance cgroups with their
-//! final limits ([`crate::cgroup::CgroupEngine`]) → [`Backend::prepare`] makes the backend's own
-//! resources (bundle, rootfs, image, VM files, network namespaces) → [`Backend::start`] starts
-//! every instance in its instance cgroup and hands back one [`InstanceHandle`] each (line
-//! streams of stdout and stderr, a pid, the exit) → statistics from the engine while they run →
-//! [`Backend::stop`] and the engine's kill on deadline or cancel → [`Backend::teardown`] and the
-//! engine's removal, always → the leftover scan of both, reported as a [`LeakReport`].
-//! `conformance` (feature `testing`) holds the checks that every backend's tests run.
+//! final limits ([`isolab_host::cgroup::CgroupEngine`]) → [`Backend::prepare`] makes the
+//! backend's own resources (bundle, rootfs, image, VM files, network namespaces) →
+//! [`Backend::start`] starts every instance in its instance cgroup and hands back one
+//! [`InstanceHandle`] each (line streams of stdout and stderr, a pid, the exit) → statistics
+//! from the engine while they run → [`Backend::stop`] and the engine's kill on deadline or
+//! cancel → [`Backend::teardown`] and the engine's removal, always → the leftover scan of both,
+//! reported as a [`LeakReport`]. `testing` (feature `testing`) holds trial fixtures for tests;
+//! the conformance suite every backend's tests run is the agent's (it drives the runner).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,29 +25,34 @@ use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
 use isolab_wire::TrialSpec;
 
-use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
+use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 
 mod any;
 pub mod args;
 pub mod base;
 pub mod catalog;
-#[cfg(any(test, feature = "testing"))]
-pub mod conformance;
-pub use crate::cgroup::envelope;
+pub mod container;
+pub mod docker;
+pub use isolab_host::cgroup::envelope;
 mod handle;
+pub mod lifecycle;
+pub mod lxc;
 pub(crate) use isolab_host::mounts;
 pub mod native;
 pub use isolab_host::reap;
 pub mod rootfs;
 pub mod scratch;
 pub mod spawner;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod vm;
 
-pub use crate::cgroup::agent_dir::{AgentDir, remove_stale_runtime};
 pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
 pub use handle::{
     ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, clean_log_line,
     last_lines, lines,
 };
+pub use isolab_host::cgroup::agent_dir::{AgentDir, remove_stale_runtime};
 pub use isolab_host::leaks::{Leak, LeakReport, process_alive, process_start_time};
 
 /// Environment variable naming the trial attempt (`<id>-a<attempt>`) in every process a backend
@@ -98,7 +109,7 @@ pub use isolab_wire::BackendStatus;
 
 /// One way of isolating instances: only what differs between backends. See the module
 /// documentation for the life of a trial; the runner drives it through
-/// [`crate::runner::lifecycle::Lifecycle`], which owns the trial's cgroups.
+/// [`crate::lifecycle::Lifecycle`], which owns the trial's cgroups.
 ///
 /// Every process a backend starts for a trial carries `ISOLAB_TRIAL=<slug>` in its environment
 /// ([`TRIAL_ENV`]), so that leftover processes can be found independently.

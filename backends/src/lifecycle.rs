@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use isolab_host::leaks::{Leak, LeakReport};
 
-use crate::backend::{Backend, Launch, TrialContext};
-use crate::cgroup::{CgroupEngine, CgroupStats, TrialCgroupError, TrialCgroups};
+use crate::{Backend, Launch, TrialContext};
+use isolab_host::cgroup::{CgroupEngine, CgroupStats, TrialCgroupError, TrialCgroups};
 
 /// What went wrong in a trial's life: the backend's own error, or the cgroups'.
 #[derive(Debug, thiserror::Error)]

@@ -1,17 +1,18 @@
-//! No backend module imports another backend module: what two backends share lives in a module
-//! that is no backend (`backend`'s shared part, `cgroup`, `runner`) or in `isolab-host`.
+//! No backend module of `isolab-backends` imports another backend module: what two backends
+//! share lives in a root module of the crate that is no backend (`rootfs`, `scratch`, `spawner`,
+//! `handle`, `args`, `base`, `lifecycle`) or in `isolab-host` (cgroups, namespaces, mounts).
 //!
 //! The check reads every `.rs` file of each backend's directory, drops comments and string
 //! literals, and collects every path that names a crate-level module: `crate::x`, the groups of
-//! `crate::{x, y::z}`, and `isolab_agent::x` (in doc tests). A path naming another backend fails
-//! the test with the file and the path.
+//! `crate::{x, y::z}`, `isolab_backends::x` (in doc tests) and `super::x`. A path naming another backend
+//! fails the test with the file and the path.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Each backend: its name as a crate-level path segment and its directory below `src/`.
 const BACKENDS: [(&str, &str); 5] = [
-    ("native", "backend/native"),
+    ("native", "native"),
     ("container", "container"),
     ("docker", "docker"),
     ("lxc", "lxc"),
@@ -90,12 +91,13 @@ fn code_only(src: &str) -> String {
     out
 }
 
-/// The crate-level module each `crate::…` (or `isolab_agent::…`) path in `code` starts with;
-/// `backend::native` counts as `native`.
+/// The crate-level module each `crate::…` (or `isolab_backends::…`) path in `code` starts with,
+/// and every module a `super::` names (a backend's `mod.rs` sits right below the crate root, so
+/// `super::docker` there, or `super::super::docker` one level down, is a sibling backend).
 fn crate_paths(code: &str) -> BTreeSet<String> {
     let squeezed = squeeze(code);
     let mut found = BTreeSet::new();
-    for root in ["crate::", "isolab_agent::"] {
+    for root in ["crate::", "isolab_backends::", "super::"] {
         let mut rest = squeezed.as_str();
         while let Some(at) = rest.find(root) {
             let before = rest[..at].chars().last();
@@ -135,27 +137,11 @@ fn squeeze(code: &str) -> String {
     out
 }
 
-/// `x` of `x::…`, or `native` for `backend::native…`.
+/// `x` of `x::…`.
 fn first_module(path: &str) -> String {
-    let seg = |p: &str| {
-        p.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect::<String>()
-    };
-    let first = seg(path);
-    if first == "backend"
-        && let Some(rest) = path.strip_prefix("backend::")
-    {
-        if let Some(group) = rest.strip_prefix('{') {
-            let end = matching_brace(group);
-            if split_top(&group[..end]).any(|i| seg(i) == "native") {
-                return "native".into();
-            }
-        } else if seg(rest) == "native" {
-            return "native".into();
-        }
-    }
-    first
+    path.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
 }
 
 /// Index of the `}` closing a group whose `{` was just before `s`.
@@ -202,41 +188,71 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// What in `text`, a file of backend `name`, names another backend, one line each.
+fn offences(name: &str, file: &Path, text: &str) -> Vec<String> {
+    crate_paths(&code_only(text))
+        .into_iter()
+        .filter(|module| module != name && BACKENDS.iter().any(|(other, _)| other == module))
+        .map(|module| format!("{} uses crate::{module}", file.display()))
+        .collect()
+}
+
 #[test]
 fn the_path_collector_sees_plain_grouped_and_nested_paths() {
     let code = code_only(
         "use crate::docker::x;\n// crate::lxc in a comment\nlet s = \"crate::vm\";\n\
-         use crate::{cgroup::Cgroup, container::{a, b}};\nuse crate::backend::{native::N, args};\n\
-         let f = isolab_agent::vm::f; my_crate::other::x();\nuse crate :: {\n    lxc ,\n};",
+         use crate::{cgroup::Cgroup, container::{a, b}};\nuse crate::{native::N, args};\n\
+         let f = isolab_backends::vm::f; my_crate::other::x();\nuse crate :: {\n    lxc ,\n};",
     );
     let got = crate_paths(&code);
-    let want: BTreeSet<String> = ["docker", "cgroup", "container", "native", "vm", "lxc"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let want: BTreeSet<String> = [
+        "docker",
+        "cgroup",
+        "container",
+        "native",
+        "vm",
+        "lxc",
+        "args",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn an_injected_sibling_import_is_caught() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let file = src.join("lxc/backend.rs");
+    let text = std::fs::read_to_string(&file).expect("read lxc/backend.rs");
+    assert_eq!(offences("lxc", &file, &text), Vec::<String>::new());
+    for injected in [
+        "use crate::docker::DockerBackend;",
+        "use crate::{args, container::runtime};",
+        "fn f() { isolab_backends::vm::kernel::locate(None, None); }",
+        "use super::super::native::NativeBackend;",
+    ] {
+        let got = offences("lxc", &file, &format!("{text}\n{injected}\n"));
+        assert_eq!(got.len(), 1, "{injected}: {got:?}");
+    }
 }
 
 #[test]
 fn no_backend_imports_another_backend() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut offences = Vec::new();
+    let mut found = Vec::new();
     for (name, dir) in BACKENDS {
         let mut files = Vec::new();
         rust_files(&src.join(dir), &mut files);
         assert!(!files.is_empty(), "no sources in {dir}");
         for file in files {
             let text = std::fs::read_to_string(&file).expect("read source");
-            for module in crate_paths(&code_only(&text)) {
-                if module != name && BACKENDS.iter().any(|(other, _)| *other == module) {
-                    offences.push(format!("{} uses crate::{module}", file.display()));
-                }
-            }
+            found.extend(offences(name, &file, &text));
         }
     }
     assert!(
-        offences.is_empty(),
+        found.is_empty(),
         "backends import each other:\n{}",
-        offences.join("\n")
+        found.join("\n")
     );
 }

@@ -21,11 +21,12 @@ use isolab_model::pipeline::{BackendKind, Limits, Platform};
 use isolab_model::units::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use super::ContainerBackend;
-use crate::backend::{TrialContext, conformance};
-use crate::bench::timed;
+use super::timed;
+use crate::conformance;
 use crate::core::{TrialEvent, TrialState};
-use crate::runner::lifecycle::Lifecycle;
+use isolab_backends::TrialContext;
+use isolab_backends::container::ContainerBackend;
+use isolab_backends::lifecycle::Lifecycle;
 
 /// The workload every measurement here runs: it prints `awake` at once and then sleeps.
 const IDLE: &str = "idle";
@@ -156,7 +157,7 @@ async fn through_agent(
 /// One bare `<runtime> run --bundle <bundle> <id>` (no `--keep`: the runtime removes the
 /// container when it ends): (first sample line, exit).
 async fn bare(
-    prepared: &super::ContainerPrepared,
+    prepared: &isolab_backends::container::ContainerPrepared,
     bundle: &Path,
     round: u32,
 ) -> Result<(Duration, Duration), String> {
@@ -197,7 +198,7 @@ async fn bare(
         (Some(first), Ok(s)) if s.success() => Ok((first, gone)),
         (_, s) => Err(format!(
             "bare container failed ({s:?}): {}",
-            crate::backend::last_lines(&stderr, 3)
+            isolab_backends::last_lines(&stderr, 3)
         )),
     }
 }

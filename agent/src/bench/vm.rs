@@ -12,7 +12,7 @@
 //!   KVM).
 //! - [`max_concurrent`]: the largest power of two of VMs (up to a bound) that all boot and report
 //!   in one trial (goal ≥ 32 at 64 MiB; the Debian cloud kernel needs 80 MiB,
-//!   [`super::setup::MIN_GUEST_MIB`]).
+//!   [`isolab_backends::vm::setup::MIN_GUEST_MIB`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,13 +23,14 @@ use isolab_model::units::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::backend::VmBackend;
-use super::cmdline::GuestCmdline;
-use super::launch;
-use super::qemu::{AccelKind, VmSpec};
-use crate::backend::{TrialContext, conformance};
+use crate::conformance;
 use crate::core::{TrialEvent, TrialState};
 use crate::runner::{RunnerOptions, run_trial};
+use isolab_backends::TrialContext;
+use isolab_backends::vm::backend::VmBackend;
+use isolab_backends::vm::cmdline::GuestCmdline;
+use isolab_backends::vm::launch;
+use isolab_backends::vm::qemu::{AccelKind, VmSpec};
 
 /// How long one measured boot may take before it counts as failed.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -113,7 +114,7 @@ pub async fn bare_first_sample(
     let dir = runtime.join(format!("bench-bare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let result = async {
-        let image = dir.join(super::setup::INITRAMFS_FILE);
+        let image = dir.join(isolab_backends::vm::setup::INITRAMFS_FILE);
         ready
             .write_initramfs(&image, &[])
             .map_err(|e| e.to_string())?;

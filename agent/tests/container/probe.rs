@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use isolab_model::pipeline::Limits;
 
-use super::real_tests::{assert_nothing_left, platform, setup};
-use crate::backend::conformance;
-use crate::backend::{Backend, BackendStatus};
-use crate::core::TrialState;
+use super::{assert_nothing_left, platform, setup};
+use isolab_agent::conformance;
+use isolab_agent::core::TrialState;
+use isolab_backends::{Backend, BackendStatus};
 
 fn status(statuses: &[BackendStatus], runtime: &str) -> BackendStatus {
     statuses
@@ -23,7 +23,7 @@ fn status(statuses: &[BackendStatus], runtime: &str) -> BackendStatus {
 
 /// Whether `runtime` is installed; outside CI a missing one skips the test.
 fn installed(runtime: &str) -> bool {
-    if super::runtime::resolve(runtime).is_ok() {
+    if isolab_backends::container::runtime::resolve(runtime).is_ok() {
         return true;
     }
     assert!(
@@ -143,7 +143,7 @@ async fn a_runtime_that_misplaces_the_container_is_unavailable() {
         .parse()
         .expect("pid");
     assert_eq!(
-        crate::backend::process_alive(pid, None),
+        isolab_backends::process_alive(pid, None),
         None,
         "the misplaced probe workload {pid} still runs"
     );

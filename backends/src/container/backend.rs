@@ -14,14 +14,16 @@ use super::bundle::HostFeatures;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::runtime::{Runtime, RuntimeError};
 use super::{ContainerConfig, ContainerError, leftovers, probe, stale};
-use crate::backend::TRIAL_ENV;
-use crate::backend::base::ContainerBase;
-use crate::backend::envelope::Ceilings;
-use crate::backend::{
+use crate::TRIAL_ENV;
+use crate::base::ContainerBase;
+use crate::envelope::Ceilings;
+use crate::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
     TrialContext, lines, process_start_time,
 };
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupEngine, CgroupPlan, InstanceLevel, TrialCgroups};
+use isolab_host::cgroup::{
+    AnyCgroup, Cgroup, CgroupEngine, CgroupPlan, InstanceLevel, TrialCgroups,
+};
 use isolab_host::netns::TrialNetwork;
 
 /// What every trial of this backend shares; `Arc`ed into blocking tasks.
@@ -35,7 +37,7 @@ pub(crate) struct Inner {
     pub(crate) features: HostFeatures,
 }
 
-crate::backend::base::deref_to_base!(Inner);
+crate::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Names and places of a trial attempt (or a probe) called `slug`.
@@ -97,14 +99,14 @@ impl ContainerPrepared {
 
     /// The runtime its instances run with (for the bench driver).
     #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn runtime(&self) -> &Runtime {
+    pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
 
     /// A container id of this trial's (removed with it at teardown) that no instance uses (for
     /// the bench driver).
     #[cfg(any(test, feature = "testing"))]
-    pub(crate) fn spare_id(&self, n: u32) -> String {
+    pub fn spare_id(&self, n: u32) -> String {
         format!("{}0x{n}", self.names.id_prefix())
     }
 }
@@ -259,7 +261,7 @@ impl Backend for ContainerBackend {
                 reason: e.to_string(),
             })?;
         let kind = platform.rootfs;
-        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let plans = ctx
             .trial
             .instances
@@ -267,7 +269,7 @@ impl Backend for ContainerBackend {
             .map(|spec| {
                 Ok(InstancePlan {
                     index: spec.index,
-                    args: crate::backend::args::workload_args(ctx, spec)?,
+                    args: crate::args::workload_args(ctx, spec)?,
                 })
             })
             .collect::<Result<Vec<_>, ContainerError>>()?;

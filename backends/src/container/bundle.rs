@@ -19,8 +19,8 @@ use oci_spec::runtime::{
     get_default_readonly_paths,
 };
 
-use crate::backend::rootfs::{Rootfs, WORKLOAD_PATH};
-use crate::cgroup::CgroupLimits;
+use crate::rootfs::{Rootfs, WORKLOAD_PATH};
+use isolab_host::cgroup::CgroupLimits;
 
 /// The OCI runtime spec version the bundles declare (what runc 1.1 implements).
 pub const OCI_VERSION: &str = "1.0.2";
@@ -69,7 +69,7 @@ pub enum NetAttach {
     Netns(PathBuf),
 }
 
-pub use crate::cgroup::HostFeatures;
+pub use isolab_host::cgroup::HostFeatures;
 
 /// Everything one instance's `config.json` is made from.
 #[derive(Debug, Clone)]
@@ -79,11 +79,11 @@ pub struct BundleInput<'a> {
     /// Instance index (in the environment as `ISOLAB_INSTANCE`).
     pub instance: u32,
     /// Trial attempt slug (in the environment as `ISOLAB_TRIAL`, see
-    /// [`crate::backend::TRIAL_ENV`]).
+    /// [`crate::TRIAL_ENV`]).
     pub trial: &'a str,
     /// Host name inside the container.
     pub hostname: &'a str,
-    /// The root made by [`crate::backend::rootfs::create`] (at `<bundle>/rootfs`).
+    /// The root made by [`crate::rootfs::create`] (at `<bundle>/rootfs`).
     pub rootfs: &'a Rootfs,
     /// The workload binary on the host, bound read-only at [`WORKLOAD_PATH`].
     pub workload_bin: &'a Path,
@@ -111,7 +111,7 @@ pub fn spec(input: &BundleInput<'_>) -> Result<Spec, BundleError> {
             "LANG=C".to_owned(),
             "TMPDIR=/tmp".to_owned(),
             format!("ISOLAB_INSTANCE={}", input.instance),
-            format!("{}={}", crate::backend::TRIAL_ENV, input.trial),
+            format!("{}={}", crate::TRIAL_ENV, input.trial),
         ])
         .cwd("/")
         .capabilities(

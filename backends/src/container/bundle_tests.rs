@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::backend::rootfs::HostBind;
+use crate::rootfs::HostBind;
 
 const FEATURES: HostFeatures = HostFeatures {
     swap_limit: true,

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use super::bundle::BundleError;
 use super::runtime::RuntimeError;
-use crate::backend::rootfs::RootfsError;
-use crate::cgroup::TrialCgroupError;
-use crate::cgroup::hierarchy::HierarchyError;
+use crate::rootfs::RootfsError;
+use isolab_host::cgroup::TrialCgroupError;
+use isolab_host::cgroup::hierarchy::HierarchyError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the container backend.
@@ -15,7 +15,7 @@ use isolab_host::netns::NetnsError;
 pub enum ContainerError {
     /// The trial's platform is another backend's.
     #[error(transparent)]
-    Platform(#[from] crate::backend::PlatformMismatch),
+    Platform(#[from] crate::PlatformMismatch),
     /// The backend cannot run here at all.
     #[error("container backend unavailable: {reason}")]
     Unavailable {
@@ -32,10 +32,10 @@ pub enum ContainerError {
     },
     /// The minimal root needs a statically linked workload binary.
     #[error(transparent)]
-    NotStatic(#[from] crate::backend::rootfs::NotStatic),
+    NotStatic(#[from] crate::rootfs::NotStatic),
     /// The instance's command line is not allowed.
     #[error(transparent)]
-    Args(#[from] crate::backend::args::ArgsError),
+    Args(#[from] crate::args::ArgsError),
     /// A directory of the trial's state could not be made or removed.
     #[error("state directory {}: {source}", path.display())]
     StateDir {

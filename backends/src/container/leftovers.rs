@@ -3,7 +3,7 @@
 
 use super::lifecycle::TrialNames;
 use super::runtime::Runtime;
-use crate::backend::{Leak, LeakReport};
+use crate::{Leak, LeakReport};
 use isolab_host::mounts::mounts_under;
 use isolab_host::netns;
 

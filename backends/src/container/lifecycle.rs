@@ -12,9 +12,9 @@ use super::ContainerError;
 use super::backend::Inner;
 use super::bundle::{self, BundleInput, NetAttach};
 use super::runtime::Runtime;
-use crate::backend::process_alive;
-use crate::backend::rootfs;
-use crate::cgroup::{AnyCgroup, Cgroup, TrialCgroupError, TrialCgroups};
+use crate::process_alive;
+use crate::rootfs;
+use isolab_host::cgroup::{AnyCgroup, Cgroup, TrialCgroupError, TrialCgroups};
 use isolab_host::mounts::{mounts_under, unmount_detach};
 use isolab_host::netns::{self, TrialNetwork};
 

@@ -4,7 +4,7 @@
 //!
 //! [`ContainerBackend`] prepares, per instance, a bundle directory under the agent's state dir
 //! (`<state>/<agent dir>/trials/<trial slug>/i<index>/`) holding a `config.json` built with the
-//! `oci-spec` crate ([`bundle`]) and a root filesystem ([`crate::backend::rootfs`]: `minimal` or `host-ro`). For
+//! `oci-spec` crate ([`bundle`]) and a root filesystem ([`crate::rootfs`]: `minimal` or `host-ro`). For
 //! network `bridge` it makes the trial's network namespaces ([`netns`]). It starts each instance
 //! with `<runtime> --root <agent state>/runtime/<name> run --keep --bundle … <id>` in the
 //! foreground ([`runtime`]): the runtime hands its own stdout and stderr (our pipes) to the
@@ -15,23 +15,21 @@
 //! # cgroups
 //!
 //! The runner's cgroup engine makes the trial cgroup and names each instance cgroup
-//! ([`crate::cgroup::InstanceLevel::Runtime`]); the bundle's `cgroupsPath` is that instance
+//! ([`isolab_host::cgroup::InstanceLevel::Runtime`]); the bundle's `cgroupsPath` is that instance
 //! cgroup (*relative* `<agent dir>/<trial slug>/i<index>` on v1: runc, a child of the agent, nests
 //! it under its own, so the agent's, cgroup in every hierarchy). The runtime makes it and writes
 //! the limits the engine computed, which travel in `config.json`; the engine reads statistics,
 //! kills, and removes the trial's directories from every hierarchy at teardown (runc also makes
-//! the path in hierarchies the cgroup layer does not use: [`crate::cgroup::Hierarchies`]).
+//! the path in hierarchies the cgroup layer does not use: [`isolab_host::cgroup::Hierarchies`]).
 //!
 //! # Teardown that proves itself
 //!
 //! After a trial, [`ContainerBackend::leftovers`] looks for processes in any of the trial's
 //! cgroups, the cgroups themselves in every hierarchy, containers the runtime still lists, the
 //! bundle directories, mounts below them and network namespaces; anything found is a
-//! [`crate::backend::Leak`] and fails the trial.
+//! [`crate::Leak`] and fails the trial.
 
 mod backend;
-#[cfg(any(test, feature = "testing"))]
-pub mod bench;
 pub mod bundle;
 mod config;
 mod error;
@@ -42,11 +40,6 @@ mod probe;
 pub mod runtime;
 pub mod seccomp;
 mod stale;
-
-#[cfg(test)]
-mod probe_tests;
-#[cfg(test)]
-mod real_tests;
 
 pub use backend::{ContainerBackend, ContainerPrepared};
 pub use config::{ContainerConfig, DEFAULT_RUNTIMES};

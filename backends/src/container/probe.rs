@@ -16,9 +16,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use super::backend::Inner;
 use super::lifecycle::{self, Instance, InstancePlan, Running};
 use super::runtime::Runtime;
-use crate::backend::last_lines;
-use crate::backend::{BackendStatus, process_start_time};
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, InstanceLevel};
+use crate::last_lines;
+use crate::{BackendStatus, process_start_time};
+use isolab_host::cgroup::{Cgroup, CgroupLimits, CgroupPlan, InstanceLevel};
 
 /// The probe container's workload: it reports at once, then sleeps (so that where it runs can
 /// be checked while it is alive).
@@ -167,7 +167,7 @@ async fn run_container(
     running: &mut Vec<Running>,
 ) -> Result<(), String> {
     let mut cmd = runtime.run_command(&instance.bundle, &instance.id);
-    cmd.env(crate::backend::TRIAL_ENV, slug);
+    cmd.env(crate::TRIAL_ENV, slug);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", runtime.program().display()))?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::backend::last_lines;
+use crate::last_lines;
 // `PATH` for the runtime (and for finding it): the agent may run with a short `PATH`.
 use isolab_host::which::SEARCH_PATH;
 
@@ -258,7 +258,7 @@ impl Runtime {
             return false;
         };
         if state.init_process_pid > 0
-            && crate::backend::process_alive(state.init_process_pid, Some(state.init_process_start))
+            && crate::process_alive(state.init_process_pid, Some(state.init_process_start))
                 .is_some()
         {
             return false;
@@ -409,7 +409,7 @@ mod tests {
         state("t-i0", ended_pid, 1);
         // Running: this test's own process.
         let me = std::process::id();
-        state("t-i1", me, crate::backend::process_start_time(me).unwrap());
+        state("t-i1", me, crate::process_start_time(me).unwrap());
         // Unreadable state: left to the runtime.
         std::fs::create_dir_all(root.path().join("t-i2")).unwrap();
         std::fs::create_dir_all(root.path().join("other-i0")).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::backend::Inner;
 use super::runtime::Runtime;
-use crate::backend::process_alive;
+use crate::process_alive;
 use isolab_host::mounts::mounts_under;
 use isolab_host::netns;
 
@@ -79,7 +79,7 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if e.path().is_dir() && dead(prefix, &name).is_some_and(|agent| agent == name) {
-                let one = crate::cgroup::Hierarchies {
+                let one = isolab_host::cgroup::Hierarchies {
                     list: vec![h.clone()],
                 };
                 if let Err(err) = one.remove(&name) {

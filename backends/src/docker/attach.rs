@@ -9,8 +9,8 @@ use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::DockerError;
-use crate::backend::{InstanceExit, InstanceHandle, lines};
-use crate::cgroup::TrialCgroups;
+use crate::{InstanceExit, InstanceHandle, lines};
+use isolab_host::cgroup::TrialCgroups;
 
 /// Buffer of each output pipe between the attach stream and the line readers.
 const PIPE_BYTES: usize = 256 * 1024;
@@ -109,7 +109,7 @@ pub(crate) fn handle(
         )))
     })
     .filter_map(futures::future::ready);
-    let stderr: crate::backend::LineStream = Box::pin(lines(attached.stderr).chain(note));
+    let stderr: crate::LineStream = Box::pin(lines(attached.stderr).chain(note));
     let docker = docker.clone();
     let name = name.to_owned();
     let exit = Box::pin(async move {

@@ -13,11 +13,11 @@ use super::engine::{self, Engine, LABEL_AGENT};
 use super::image::WorkloadImage;
 use super::trial::{self, DockerInstance, Inner, Plan};
 use super::{DockerConfig, DockerError, attach, probe};
-use crate::backend::args;
-use crate::backend::base::ContainerBase;
-use crate::backend::envelope::Ceilings;
-use crate::backend::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
-use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
+use crate::args;
+use crate::base::ContainerBase;
+use crate::envelope::Ceilings;
+use crate::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
+use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 use isolab_host::netns::TrialNetwork;
 
 /// The Docker backend.
@@ -265,7 +265,7 @@ impl Backend for DockerBackend {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Docker, ResolvedPlatform::as_docker)?;
         let kind = platform.rootfs;
-        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let mode = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let engine = self.engine(false).await?;

@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::process_alive;
+use crate::process_alive;
 use isolab_host::mounts::{detach, mounts_under};
 // `PATH` finds `dockerd`, and the daemon finds `containerd` and `runc` on it.
 use isolab_host::which::{SEARCH_PATH, find_binary as find};
@@ -179,7 +179,7 @@ impl PrivateDaemon {
         if let Ok(mut f) = std::fs::File::open(self.dir.join("dockerd.log")) {
             let _ = f.read_to_string(&mut text);
         }
-        crate::backend::last_lines(&text, 3)
+        crate::last_lines(&text, 3)
     }
 
     /// The daemon's exit status if it has ended.

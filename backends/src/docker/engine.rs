@@ -15,7 +15,7 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 
 use super::config::{DaemonMode, DockerConfig};
 use super::daemon::PrivateDaemon;
-use crate::backend::process_alive;
+use crate::process_alive;
 
 /// Label naming the agent directory that made a container.
 pub const LABEL_AGENT: &str = "isolab.agent";
@@ -202,7 +202,7 @@ pub async fn remove_orphans(docker: &Docker) {
 }
 
 /// Runs `f` on a fresh single-threaded runtime in its own thread and waits for it: for the
-/// synchronous parts of the [`crate::backend::Backend`] trait (the leak check) and for `Drop`.
+/// synchronous parts of the [`crate::Backend`] trait (the leak check) and for `Drop`.
 pub fn block_on<T: Send>(f: impl std::future::Future<Output = T> + Send) -> Option<T> {
     std::thread::scope(|s| {
         s.spawn(|| {

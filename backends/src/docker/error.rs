@@ -1,8 +1,8 @@
 //! [`DockerError`]: what goes wrong in the Docker backend.
 
 use super::daemon::DaemonError;
-use crate::backend::args::ArgsError;
-use crate::cgroup::TrialCgroupError;
+use crate::args::ArgsError;
+use isolab_host::cgroup::TrialCgroupError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the Docker backend.
@@ -10,7 +10,7 @@ use isolab_host::netns::NetnsError;
 pub enum DockerError {
     /// The trial's platform is another backend's.
     #[error(transparent)]
-    Platform(#[from] crate::backend::PlatformMismatch),
+    Platform(#[from] crate::PlatformMismatch),
     /// The backend cannot run here.
     #[error("docker backend unavailable: {reason}")]
     Unavailable {
@@ -22,7 +22,7 @@ pub enum DockerError {
     Args(#[from] ArgsError),
     /// A `minimal` root needs a statically linked workload.
     #[error(transparent)]
-    NotStatic(#[from] crate::backend::rootfs::NotStatic),
+    NotStatic(#[from] crate::rootfs::NotStatic),
     /// A setting this backend cannot honour.
     #[error("docker backend: {what} is not supported")]
     Unsupported {

@@ -14,7 +14,7 @@
 //!
 //! - prepare: the workload image ([`image`]: imported from a tar stream holding the static
 //!   `isolab-workload`, tagged with the binary's hash, reused when present); the trial and
-//!   instance cgroups with every limit (made by the runner's engine, [`crate::cgroup::engine`]);
+//!   instance cgroups with every limit (made by the runner's engine, [`isolab_host::cgroup::engine`]);
 //!   for network `bridge` the trial's network
 //!   namespaces ([`isolab_host::netns`]); one created, not started, container per instance
 //!   ([`spec`]: `cgroup_parent` = the instance cgroup, network `none`, read-only root, `/tmp`
@@ -43,6 +43,3 @@ pub use backend::{DockerBackend, DockerPrepared};
 pub use config::{DEFAULT_SOCKET, DaemonMode, DockerConfig};
 pub use daemon::{DaemonError, PrivateDaemon};
 pub use error::DockerError;
-
-#[cfg(test)]
-mod real_tests;

@@ -15,8 +15,8 @@ use super::backend::DockerBackend;
 use super::engine::{self, Engine};
 use super::spec::{self, InstanceSpec};
 use super::{DaemonMode, DockerError, attach};
-use crate::backend::InstanceExit;
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion, TrialCgroups};
+use crate::InstanceExit;
+use isolab_host::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion, TrialCgroups};
 use isolab_host::which::find_binary;
 
 /// Runs the probe; `Ok(version)` or `Err((version if known, reason))`.

@@ -27,8 +27,8 @@ use isolab_model::pipeline::RootfsKind;
 
 use super::engine::{LABEL_AGENT, LABEL_PID, LABEL_TRIAL};
 use super::image::WORKLOAD_PATH;
-use crate::backend::TRIAL_ENV;
-use crate::backend::rootfs::HOST_RO_PATHS;
+use crate::TRIAL_ENV;
+use crate::rootfs::HOST_RO_PATHS;
 
 /// `PATH` inside the container.
 const CONTAINER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

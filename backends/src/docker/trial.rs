@@ -11,9 +11,9 @@ use super::DockerError;
 use super::engine::{self, Engine};
 use super::engine::{LABEL_AGENT, LABEL_TRIAL};
 use super::spec::{self, InstanceSpec};
-use crate::backend::base::ContainerBase;
-use crate::backend::{Leak, LeakReport};
-use crate::cgroup::TrialCgroups;
+use crate::base::ContainerBase;
+use crate::{Leak, LeakReport};
+use isolab_host::cgroup::TrialCgroups;
 use isolab_host::netns::{self, TrialNetwork};
 
 /// What every trial of this backend shares.
@@ -25,7 +25,7 @@ pub(crate) struct Inner {
     pub(crate) private_dir: PathBuf,
 }
 
-crate::backend::base::deref_to_base!(Inner);
+crate::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Container name of instance `index` of trial attempt `slug`.

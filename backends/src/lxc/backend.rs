@@ -10,14 +10,14 @@ use isolab_model::resolve::ResolvedPlatform;
 
 use super::trial::{self, Made, Plan};
 use super::{LxcConfig, LxcError};
-use crate::backend::args;
-use crate::backend::base::ContainerBase;
-use crate::backend::envelope::Ceilings;
-use crate::backend::{
+use crate::args;
+use crate::base::ContainerBase;
+use crate::envelope::Ceilings;
+use crate::{
     AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
     TrialContext, lines, process_start_time,
 };
-use crate::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
+use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
 
 /// What every trial of this backend shares.
 #[derive(Debug)]
@@ -32,7 +32,7 @@ pub(crate) struct Inner {
     pub(crate) program: PathBuf,
 }
 
-crate::backend::base::deref_to_base!(Inner);
+crate::base::deref_to_base!(Inner);
 
 impl Inner {
     /// Prefix of the trial's network namespaces.
@@ -216,7 +216,7 @@ impl Backend for LxcBackend {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Lxc, ResolvedPlatform::as_lxc)?;
         let kind = platform.rootfs;
-        crate::backend::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
         let network = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let (slug, cgs) = (ctx.slug(), cgroups.clone());

@@ -1,6 +1,6 @@
 //! The LXC configuration file of one instance, generated (never read from `/etc/lxc`).
 //!
-//! - Root: a directory root made like the container backend's ([`crate::backend::rootfs`]:
+//! - Root: a directory root made like the container backend's ([`crate::rootfs`]:
 //!   mount points, a placeholder for the workload, and for `host-ro` the host's libraries),
 //!   mounted read-only; the workload binary bound read-only onto its placeholder, a `/tmp`
 //!   tmpfs, `/proc` and a read-only `/sys`, LXC's minimal `/dev`.
@@ -23,8 +23,8 @@ use std::path::Path;
 
 use isolab_model::pipeline::NetworkMode;
 
-use crate::backend::TRIAL_ENV;
-use crate::backend::rootfs::{HostBind, WORKLOAD_PATH};
+use crate::TRIAL_ENV;
+use crate::rootfs::{HostBind, WORKLOAD_PATH};
 
 /// `PATH` inside the container.
 const CONTAINER_PATH: &str = "/usr/local/bin:/usr/bin:/bin";

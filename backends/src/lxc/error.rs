@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::backend::args::ArgsError;
-use crate::backend::rootfs::RootfsError;
-use crate::cgroup::TrialCgroupError;
+use crate::args::ArgsError;
+use crate::rootfs::RootfsError;
+use isolab_host::cgroup::TrialCgroupError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the LXC backend.
@@ -12,7 +12,7 @@ use isolab_host::netns::NetnsError;
 pub enum LxcError {
     /// The trial's platform is another backend's.
     #[error(transparent)]
-    Platform(#[from] crate::backend::PlatformMismatch),
+    Platform(#[from] crate::PlatformMismatch),
     /// The backend cannot run here.
     #[error("lxc backend unavailable: {reason}")]
     Unavailable {
@@ -24,7 +24,7 @@ pub enum LxcError {
     Args(#[from] ArgsError),
     /// A `minimal` root needs a statically linked workload.
     #[error(transparent)]
-    NotStatic(#[from] crate::backend::rootfs::NotStatic),
+    NotStatic(#[from] crate::rootfs::NotStatic),
     /// The root directory could not be made.
     #[error(transparent)]
     Rootfs(#[from] RootfsError),

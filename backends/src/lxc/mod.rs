@@ -4,8 +4,8 @@
 //! # Life of a trial
 //!
 //! - prepare (the runner's cgroup engine made the trial and instance cgroups with every limit,
-//!   [`crate::cgroup::engine`]): a read-only directory root holding mount points and a
-//!   placeholder for the workload ([`crate::backend::rootfs`]),
+//!   [`isolab_host::cgroup::engine`]): a read-only directory root holding mount points and a
+//!   placeholder for the workload ([`crate::rootfs`]),
 //!   for `bridge` the trial's network namespaces ([`isolab_host::netns`]), and one
 //!   configuration file per instance.
 //! - start: `lxc-execute -P <own LXC path> -n <slug>-i<i> -f <conf> -- /isolab-workload …`
@@ -13,7 +13,7 @@
 //!   them), and for `bridge` inside the instance's network namespace (`lxc.net.0.type = none`
 //!   then shares it). `-P` keeps the agent to its own containers.
 //! - stats: the runner's, on the instance cgroup (LXC's own level below it is removed when the
-//!   container exits; its counters are kept by a stop hook, see [`crate::cgroup::TrialCgroups`]).
+//!   container exits; its counters are kept by a stop hook, see [`isolab_host::cgroup::TrialCgroups`]).
 //! - stop: the runner kills the instance cgroups; then let the monitors report, kill what is
 //!   left in the trial's.
 //! - teardown: the network namespaces, the trial directory and LXC's lock files below
@@ -29,10 +29,7 @@ mod error;
 mod probe;
 mod trial;
 
-#[cfg(test)]
-mod real_tests;
-
 pub use backend::{LxcBackend, LxcPrepared};
 pub use config::LxcConfig;
 pub use error::LxcError;
-pub use trial::LOCK_DIR;
+pub use trial::{LOCK_DIR, lock_dir};

@@ -10,8 +10,8 @@ use isolab_model::pipeline::RootfsKind;
 use super::LxcConfig;
 use super::backend::Inner;
 use super::trial::{self, Made, Plan};
-use crate::backend::envelope::Ceilings;
-use crate::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion};
+use crate::envelope::Ceilings;
+use isolab_host::cgroup::{Cgroup, CgroupLimits, CgroupPlan, CgroupVersion};
 
 /// Runs `isolab-workload --list` in a container under the ceilings and checks that it
 /// answers and that it ran inside the instance cgroup the agent made.
@@ -105,7 +105,7 @@ async fn run_probe(inner: &Inner, made: &Made) -> Result<(), String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let expected = catalog::names().first().copied().unwrap_or("syscall");
     if !out.status.success() || !stdout.contains(expected) {
-        let said = crate::backend::last_lines(&String::from_utf8_lossy(&out.stderr), 3);
+        let said = crate::last_lines(&String::from_utf8_lossy(&out.stderr), 3);
         return Err(format!(
             "probe container failed ({}){}",
             out.status,

@@ -20,10 +20,10 @@ use isolab_model::pipeline::{NetworkMode, RootfsKind};
 use super::LxcError;
 use super::backend::Inner;
 use super::conf::{self, ConfSpec};
-use crate::backend::TRIAL_ENV;
-use crate::backend::rootfs::{self, WORKLOAD_PATH};
-use crate::backend::{Leak, LeakReport, process_alive};
-use crate::cgroup::TrialCgroups;
+use crate::TRIAL_ENV;
+use crate::rootfs::{self, WORKLOAD_PATH};
+use crate::{Leak, LeakReport, process_alive};
+use isolab_host::cgroup::TrialCgroups;
 use isolab_host::mounts::{detach, mounts_under};
 use isolab_host::netns::{self, TrialNetwork};
 use isolab_host::which::SEARCH_PATH;
@@ -145,7 +145,8 @@ fn counter_files(cgs: &TrialCgroups, rel: &str) -> Vec<PathBuf> {
         if ctrls.contains(&"pids") {
             files.push(dir.join("pids.events"));
         }
-        if h.name == "unified" && cgs.manager().version() == crate::cgroup::CgroupVersion::V2 {
+        if h.name == "unified" && cgs.manager().version() == isolab_host::cgroup::CgroupVersion::V2
+        {
             files.push(dir.join("memory.events"));
             files.push(dir.join("pids.events"));
         }
@@ -293,7 +294,7 @@ pub(crate) fn lock_files(lxcpath: &Path, name: &str) -> Vec<PathBuf> {
 }
 
 /// LXC's lock directory for `lxcpath`: `/run/lxc/lock/<lxcpath without its leading slash>`.
-pub(crate) fn lock_dir(lxcpath: &Path) -> PathBuf {
+pub fn lock_dir(lxcpath: &Path) -> PathBuf {
     Path::new(LOCK_DIR).join(lxcpath.strip_prefix("/").unwrap_or(lxcpath))
 }
 

@@ -13,7 +13,7 @@ use super::envelope::Ceilings;
 use super::reap;
 use super::scratch::Scratch;
 use super::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
-use crate::cgroup::{
+use isolab_host::cgroup::{
     Cgroup, CgroupEngine, CgroupError, InstanceCgroup, TrialCgroupError, TrialCgroups,
 };
 
@@ -29,7 +29,7 @@ const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
 pub enum NativeError {
     /// The trial's platform is another backend's.
     #[error(transparent)]
-    Platform(#[from] crate::backend::PlatformMismatch),
+    Platform(#[from] crate::PlatformMismatch),
     /// The backend cannot run here.
     #[error("native backend unavailable: {reason}")]
     Unavailable {
@@ -38,7 +38,7 @@ pub enum NativeError {
     },
     /// The instance's command line is not allowed.
     #[error(transparent)]
-    Args(#[from] crate::backend::args::ArgsError),
+    Args(#[from] crate::args::ArgsError),
     /// The trial's cgroups.
     #[error(transparent)]
     Cgroups(#[from] TrialCgroupError),
@@ -148,7 +148,7 @@ impl NativeBackend {
             self.probes.fetch_add(1, Ordering::Relaxed)
         ));
         let ceilings = engine.ceilings();
-        let limits = crate::cgroup::CgroupLimits {
+        let limits = isolab_host::cgroup::CgroupLimits {
             memory_bytes: Some(ceilings.memory_bytes),
             pids_max: Some(ceilings.pids),
             ..Default::default()

@@ -1,6 +1,6 @@
 //! Starting workload processes: a clean environment, piped output, the cgroup joined between
 //! fork and exec, SIGKILL if the agent dies (forked from a dedicated spawner thread, see
-//! [`crate::backend::spawner`]), and the pid registered against the orphan reaper.
+//! [`crate::spawner`]), and the pid registered against the orphan reaper.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -11,9 +11,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backend::TRIAL_ENV;
-use crate::backend::{InstanceExit, InstanceHandle, LineStream, lines};
-use crate::cgroup::JoinTarget;
+use crate::TRIAL_ENV;
+use crate::{InstanceExit, InstanceHandle, LineStream, lines};
+use isolab_host::cgroup::JoinTarget;
 use isolab_host::reap;
 
 /// `PATH` given to workloads (their environment is otherwise empty, for reproducibility).
@@ -37,7 +37,7 @@ fn command(program: &Path, args: &[String]) -> Command {
 }
 
 /// `TMPDIR` and the working directory of an instance: its scratch tmpfs
-/// ([`crate::backend::scratch`]).
+/// ([`crate::scratch`]).
 fn in_scratch(cmd: &mut Command, scratch: &Path) {
     cmd.env("TMPDIR", scratch).current_dir(scratch);
 }
@@ -104,7 +104,7 @@ pub(super) async fn spawn_instance(
         });
     }
     let (started_tx, started_rx) = oneshot::channel::<std::io::Result<Started>>();
-    crate::backend::spawner::handle()?.spawn(async move {
+    crate::spawner::handle()?.spawn(async move {
         let mut child = match spawn_registered(&mut cmd) {
             Ok(child) => child,
             Err(e) => {

@@ -24,10 +24,12 @@ use super::plan::{self, Shape};
 use super::probe;
 use super::qemu::{AccelKind, VmSpec};
 use super::setup::{self, Ready, VmConfig};
-use crate::backend::TRIAL_ENV;
-use crate::backend::envelope::Ceilings;
-use crate::backend::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
-use crate::cgroup::{CgroupEngine, CgroupPlan, InstanceCgroup, TrialCgroupError, TrialCgroups};
+use crate::TRIAL_ENV;
+use crate::envelope::Ceilings;
+use crate::{AgentDir, Backend, BackendStatus, Launch, Leak, LeakReport, TrialContext};
+use isolab_host::cgroup::{
+    CgroupEngine, CgroupPlan, InstanceCgroup, TrialCgroupError, TrialCgroups,
+};
 
 /// The `vm` backend.
 #[derive(Debug)]
@@ -78,7 +80,7 @@ impl VmBackend {
     ) -> Self {
         let ready = workload_bin.and_then(|bin| Ready::find(&config, bin).map(Arc::new));
         if let Ok(d) = &dir {
-            let stale = crate::backend::remove_stale_runtime(&config.runtime_root(), d.name());
+            let stale = crate::remove_stale_runtime(&config.runtime_root(), d.name());
             if !stale.is_empty() {
                 tracing::warn!(
                     ?stale,

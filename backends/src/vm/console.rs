@@ -11,7 +11,7 @@ use futures::StreamExt;
 use isolab_model::sample::FRAME_PREFIX;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::backend::LineStream;
+use crate::LineStream;
 
 /// Lines buffered per stream before the console reader waits (and with it, QEMU's serial port).
 const BUFFER_LINES: usize = 256;
@@ -177,7 +177,7 @@ pub fn split(console: LineStream, on_ready: Option<oneshot::Sender<()>>) -> Cons
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::lines;
+    use crate::lines;
 
     #[test]
     fn only_framed_lines_are_records() {

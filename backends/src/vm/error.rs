@@ -5,14 +5,14 @@ use super::accel::AccelError;
 use super::cmdline::CmdlineError;
 use super::initramfs::InitramfsError;
 use super::launch::LaunchError;
-use crate::cgroup::TrialCgroupError;
+use isolab_host::cgroup::TrialCgroupError;
 
 /// What went wrong in the vm backend.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     /// The trial's platform is another backend's.
     #[error(transparent)]
-    Platform(#[from] crate::backend::PlatformMismatch),
+    Platform(#[from] crate::PlatformMismatch),
     /// The backend cannot run here (no kernel, no QEMU, no static workload binary, no cgroups).
     #[error("vm backend unavailable: {reason}")]
     Unavailable {

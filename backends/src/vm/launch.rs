@@ -13,9 +13,9 @@ use super::console::{self, ConsoleSummary, GuestEnd};
 use super::error::VmError;
 use super::qemu::VmSpec;
 use super::vmm::{Vmm, VmmError};
-use crate::backend::spawner;
-use crate::backend::{InstanceExit, InstanceHandle, lines, process_alive, process_start_time};
-use crate::cgroup::JoinTarget;
+use crate::spawner;
+use crate::{InstanceExit, InstanceHandle, lines, process_alive, process_start_time};
+use isolab_host::cgroup::JoinTarget;
 
 /// QEMU stderr lines kept for the exit message.
 const QEMU_TAIL_LINES: usize = 3;
@@ -27,7 +27,7 @@ const KILL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct VmProcess {
     /// Its pid.
     pub pid: u32,
-    /// Its start time (see [`crate::backend::process_start_time`]).
+    /// Its start time (see [`crate::process_start_time`]).
     pub start_time: Option<u64>,
 }
 

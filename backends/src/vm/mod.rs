@@ -16,11 +16,11 @@
 //!    `-no-reboot`, serial on stdout); [`launch`] starts it inside the instance cgroup the
 //!    runner's cgroup engine made (whose memory limit, unless the platform sets one, is what
 //!    QEMU needs: [`setup::qemu_memory_bytes`], told to the engine by the backend's
-//!    `cgroup_plan`), forked by the long-lived [`crate::backend::spawner`] thread.
+//!    `cgroup_plan`), forked by the long-lived [`crate::spawner`] thread.
 //! 4. In the guest, `/init` (`workload/src/pid1.rs`) mounts, loads modules, runs the workload,
 //!    frames each sample line on the serial console, writes an end record and powers off.
 //!    [`console`] splits the console back into samples and log lines.
-//! 5. [`backend::VmBackend`] drives all this on the [`crate::backend::Backend`] trait: deadline
+//! 5. [`backend::VmBackend`] drives all this on the [`crate::Backend`] trait: deadline
 //!    and cancel kill QEMU by pid (the runner kills what is left in the cgroups), teardown
 //!    removes the files and the bridge network (the runner the cgroups), and the leftover scan
 //!    ([`setup::vm_processes`]) looks for any QEMU process carrying the trial's name.
@@ -41,8 +41,6 @@
 
 pub mod accel;
 pub mod backend;
-#[cfg(any(test, feature = "testing"))]
-pub mod bench;
 pub mod cmdline;
 pub mod console;
 pub mod error;

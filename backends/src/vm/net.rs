@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use super::error::VmError;
 use super::qemu::TapNic;
-use crate::backend::Leak;
+use crate::Leak;
 use isolab_host::netns;
 
 /// One VM's place on the trial's bridge.

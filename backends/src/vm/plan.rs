@@ -22,7 +22,7 @@ use super::modules::ModuleFile;
 use super::net::{self, VmNic};
 use super::qemu::{AccelKind, Machine, VmSpec};
 use super::setup::{self, INITRAMFS_FILE, PlannedVm, Ready};
-use crate::backend::TrialContext;
+use crate::TrialContext;
 
 /// The guest's disk as `/init` sees it (the first virtio-blk device).
 pub const GUEST_DISK: &str = "/dev/vda";

@@ -13,8 +13,8 @@ use super::cmdline::GuestCmdline;
 use super::launch;
 use super::qemu::{AccelKind, VmSpec};
 use super::setup::{INITRAMFS_FILE, Ready, qemu_memory_bytes};
-use crate::backend::AgentDir;
-use crate::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
+use crate::AgentDir;
+use isolab_host::cgroup::{AnyCgroup, Cgroup, CgroupLimits};
 
 /// Guest memory of a probe VM.
 const PROBE_GUEST_MIB: u64 = 96;

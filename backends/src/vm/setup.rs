@@ -19,7 +19,7 @@ use super::modules::{ModuleFile, ModuleIndex};
 use super::plan::TrialPlan;
 use super::qemu::{AccelKind, Machine, TCG_TB_MIB, VmSpec};
 use super::vmm::Vmm;
-use crate::backend::{AgentDir, TrialContext};
+use crate::{AgentDir, TrialContext};
 
 /// The initramfs's file name in a trial directory.
 pub const INITRAMFS_FILE: &str = "initramfs.cpio";
@@ -285,7 +285,7 @@ pub fn vm_processes(prefix: &str) -> Vec<u32> {
         let hit = named
             .windows(2)
             .any(|w| w[0] == b"-name" && w[1].starts_with(prefix.as_bytes()));
-        if hit && crate::backend::process_alive(pid, None).is_some() {
+        if hit && crate::process_alive(pid, None).is_some() {
             pids.push(pid);
         }
     }

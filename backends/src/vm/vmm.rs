@@ -109,12 +109,11 @@ impl Vmm {
 
     /// The first line of `--version` (`QEMU emulator version 7.2.22 (…)`). Blocks briefly.
     pub fn version(&self) -> Result<String, VmmError> {
-        crate::host::tool_version(&self.binary().to_string_lossy(), &["--version"]).ok_or_else(
-            || VmmError::Version {
+        isolab_host::facts::tool_version(&self.binary().to_string_lossy(), &["--version"])
+            .ok_or_else(|| VmmError::Version {
                 path: self.binary().to_path_buf(),
                 reason: "no answer".into(),
-            },
-        )
+            })
     }
 
     /// The program and arguments that boot `spec` (see the module documentation for what the

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use isolab_host::leaks::process_alive;
-use isolab_host::mounts;
+use crate::leaks::process_alive;
+use crate::mounts;
 
 use super::{Cgroup, CgroupError, CgroupManager};
 

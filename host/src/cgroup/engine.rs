@@ -1,7 +1,7 @@
 //! [`CgroupEngine`]: the one place where a trial's cgroups are made and limited, for every
 //! backend and on v1 and v2 alike ([`super::CgroupManager`] hides the difference).
 //!
-//! The runner ([`crate::runner::lifecycle`]) asks the engine for a trial's cgroups before the
+//! The runner (`isolab_backends::lifecycle`) asks the engine for a trial's cgroups before the
 //! backend prepares anything: the trial cgroup `<agent dir>/<slug>` and, per instance,
 //! `…/i<index>` with its final limits — the resolved platform's limits tightened by the agent's
 //! safety envelope ([`super::envelope`]), computed here and nowhere else. What was left by an
@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use isolab_host::leaks::LeakReport;
+use crate::leaks::LeakReport;
 
 use super::agent_dir::AgentDir;
 use super::envelope::{Ceilings, block_device_of, instance_limits};

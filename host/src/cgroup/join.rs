@@ -13,7 +13,7 @@ use super::CgroupError;
 ///
 /// ```no_run
 /// # use std::os::unix::process::CommandExt;
-/// # fn demo(cg: &isolab_agent::cgroup::AnyCgroup) -> Result<(), Box<dyn std::error::Error>> {
+/// # fn demo(cg: &isolab_host::cgroup::AnyCgroup) -> Result<(), Box<dyn std::error::Error>> {
 /// let target = cg.join_target()?;
 /// let mut cmd = std::process::Command::new("sleep");
 /// cmd.arg("1");

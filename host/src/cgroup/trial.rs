@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use isolab_host::leaks::{Leak, LeakReport, process_alive};
+use crate::leaks::{Leak, LeakReport, process_alive};
 
 use super::hierarchy::Hierarchies;
 use super::{AnyCgroup, Cgroup, CgroupError, CgroupLimits, CgroupManager, CgroupStats, JoinTarget};

@@ -5,7 +5,7 @@
 //! # What is counted
 //!
 //! - memory: the sum of the memory limits of every running instance, each the limit the cgroup
-//!   engine writes ([`crate::cgroup::CgroupEngine::limits`], computed once at admission and handed
+//!   engine writes ([`isolab_host::cgroup::CgroupEngine::limits`], computed once at admission and handed
 //!   to the runner);
 //! - pids: the sum of their `pids.max`;
 //! - disk: the bytes of scratch the agent makes for them (the `/tmp` tmpfs of runc, Docker and
@@ -42,8 +42,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use isolab_model::units::Bytes;
 
-use crate::cgroup::envelope::Ceilings;
-use crate::cgroup::{CgroupLimits, CgroupPlan};
+use isolab_host::cgroup::envelope::Ceilings;
+use isolab_host::cgroup::{CgroupLimits, CgroupPlan};
 
 mod host;
 #[cfg(test)]
@@ -56,14 +56,9 @@ pub const DEFAULT_MAX_TRIALS: usize = 16;
 /// Default most instances running at once (all trials together).
 pub const DEFAULT_MAX_INSTANCES: usize = 4096;
 /// Default size of the `/tmp` tmpfs of a runc, Docker or LXC instance.
-pub const DEFAULT_TMP_BYTES: u64 = 256 << 20;
+pub use isolab_backends::tmpfs::DEFAULT_TMP_BYTES;
 /// HTTP/2 streams one connection may have open beyond the trials (capabilities, cancel, health).
 pub const EXTRA_STREAMS: u32 = 32;
-
-/// The `/tmp` tmpfs bytes of a trial of runc, Docker or LXC instances: `tmp_bytes` each.
-pub fn tmp_bytes_of(tmp_bytes: u64, ctx: &crate::backend::TrialContext) -> u64 {
-    tmp_bytes.saturating_mul(u64::try_from(ctx.trial.instances.len()).unwrap_or(u64::MAX))
-}
 
 /// The budget as configured: `None` takes the default (see the module documentation).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use isolab_model::validate::ParamBounds;
 
-use crate::cgroup::CgroupVersion;
+use isolab_host::cgroup::CgroupVersion;
 
 /// Default hard `pids` ceiling of every instance cgroup.
 pub const DEFAULT_CEILING_PIDS: u64 = 4096;
@@ -58,7 +58,7 @@ pub struct AgentConfig {
     /// How often running instances' cgroup statistics are sampled.
     pub stats_interval: Duration,
     /// The vm backend's guest kernel, modules and QEMU (`--kernel`, `--modules`, `--qemu`).
-    pub vm: crate::vm::VmConfig,
+    pub vm: isolab_backends::vm::VmConfig,
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
@@ -78,7 +78,7 @@ impl Default for AgentConfig {
             cgroup_prefix: DEFAULT_CGROUP_PREFIX.to_owned(),
             hostname: None,
             stats_interval: Duration::from_millis(100),
-            vm: crate::vm::VmConfig::default(),
+            vm: isolab_backends::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
             budget: crate::budget::BudgetConfig::default(),
         }

@@ -227,11 +227,11 @@ async fn main() -> anyhow::Result<()> {
             max_instances: cli.max_instances,
             tmp_bytes: cli.tmp_size.get(),
         },
-        vm: isolab_agent::vm::VmConfig {
+        vm: isolab_backends::vm::VmConfig {
             kernel: cli.kernel,
             modules: cli.modules,
             qemu: cli.qemu,
-            ..isolab_agent::vm::VmConfig::default()
+            ..isolab_backends::vm::VmConfig::default()
         },
         ..AgentConfig::default()
     };

@@ -8,12 +8,12 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
-use isolab_agent::backend::conformance;
 use isolab_agent::budget::{Ask, BudgetConfig};
-use isolab_agent::cgroup::Controller;
 use isolab_agent::config::AgentConfig;
+use isolab_agent::conformance;
 use isolab_agent::core::{AgentCore, TrialEvent, TrialState};
 use isolab_agent::serve::serve_core;
+use isolab_host::cgroup::{CgroupVersion, Controller};
 use isolab_model::pipeline::{Limits, Platform};
 use isolab_model::plan::Trial;
 use isolab_model::units::Bytes;
@@ -339,8 +339,8 @@ async fn the_agent_cgroup_carries_the_budget_on_the_real_hierarchy() {
             .to_owned()
     };
     let (memory_file, own_memory) = match m.version() {
-        isolab_agent::cgroup::CgroupVersion::V1 => ("memory.limit_in_bytes", "3221225472"),
-        isolab_agent::cgroup::CgroupVersion::V2 => ("memory.max", "3221225472"),
+        CgroupVersion::V1 => ("memory.limit_in_bytes", "3221225472"),
+        CgroupVersion::V2 => ("memory.max", "3221225472"),
     };
     assert_eq!(read(Controller::Memory, memory_file), own_memory);
     assert_eq!(read(Controller::Pids, "pids.max"), "5000");

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use crate::cgroup::{AgentDir, Cgroup, CgroupError, CgroupLimits, CgroupManager, Controller};
+use isolab_host::cgroup::{
+    AgentDir, Cgroup, CgroupError, CgroupLimits, CgroupManager, CgroupVersion, Controller,
+};
 
 use super::Budget;
 
@@ -63,8 +65,8 @@ impl HostLimits {
 /// no limit. Only reads.
 pub fn own_limits(manager: &CgroupManager) -> (Option<u64>, Option<u64>) {
     let memory_file = match manager.version() {
-        crate::cgroup::CgroupVersion::V1 => "memory.limit_in_bytes",
-        crate::cgroup::CgroupVersion::V2 => "memory.max",
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+        CgroupVersion::V2 => "memory.max",
     };
     (
         smallest_up(manager.own_dir(Controller::Memory).as_deref(), memory_file),
@@ -108,7 +110,6 @@ mod tests {
 
     use super::*;
     use crate::budget::{BudgetConfig, less_reserve};
-    use crate::cgroup::CgroupVersion;
 
     const GIB: u64 = 1 << 30;
 

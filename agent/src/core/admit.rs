@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::backend::{AnyBackend, TrialContext};
 use crate::budget::{Ask, BudgetError, Ledger, Reservation};
-use crate::runner::lifecycle::{Lifecycle, Planned};
+use isolab_backends::lifecycle::{Lifecycle, Planned};
+use isolab_backends::{AnyBackend, TrialContext};
 
 /// The trial's cgroup plan and final instance limits (or why there are none: the runner reports
 /// it as the trial's prepare error) and its reservation of the budget. Makes nothing.

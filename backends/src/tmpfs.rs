@@ -1,0 +1,12 @@
+//! The `/tmp` tmpfs of runc, Docker and LXC instances: its default size, and the bytes a trial's
+//! tmpfs take together (what the agent counts in its host-wide disk budget).
+
+use crate::TrialContext;
+
+/// Default size of the `/tmp` tmpfs of a runc, Docker or LXC instance.
+pub const DEFAULT_TMP_BYTES: u64 = 256 << 20;
+
+/// The `/tmp` tmpfs bytes of a trial of runc, Docker or LXC instances: `tmp_bytes` each.
+pub fn tmp_bytes_of(tmp_bytes: u64, ctx: &TrialContext) -> u64 {
+    tmp_bytes.saturating_mul(u64::try_from(ctx.trial.instances.len()).unwrap_or(u64::MAX))
+}

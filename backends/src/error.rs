@@ -1,5 +1,5 @@
 //! [`CommonError`]: what goes wrong alike in every backend, declared once. Each backend's error
-//! type wraps it in a variant `Common` and adds only its own; [`from_common!`] lets `?` turn
+//! type wraps it in a variant `Common` and adds only its own; `from_common!` lets `?` turn
 //! each cause into that variant.
 
 use std::path::PathBuf;

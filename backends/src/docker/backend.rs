@@ -231,19 +231,15 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    fn kill_timeout(&self) -> std::time::Duration {
+        self.config.stop_timeout
+    }
+
     async fn probe(&self) -> BackendStatus {
         let n = self.probes.fetch_add(1, Ordering::Relaxed);
         match probe::run(self, n).await {
-            Ok(version) => BackendStatus {
-                name: self.name().into(),
-                available: true,
-                version,
-                ..BackendStatus::default()
-            },
-            Err((version, reason)) => BackendStatus {
-                version,
-                ..BackendStatus::unavailable(self.name(), reason)
-            },
+            Ok(version) => crate::probe_status(self.name(), version, Ok(())),
+            Err((version, reason)) => crate::probe_status(self.name(), version, Err(reason)),
         }
     }
 
@@ -253,8 +249,9 @@ impl Backend for DockerBackend {
 
     async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
         Ok(CgroupPlan {
+            // The `/tmp` tmpfs of every instance, counted in the agent's disk budget.
             disk_bytes: crate::tmpfs::tmp_bytes_of(self.config.tmp_bytes, ctx),
-            kill_timeout: self.config.stop_timeout,
+            kill_timeout: self.kill_timeout(),
             ..CgroupPlan::default()
         })
     }
@@ -267,7 +264,7 @@ impl Backend for DockerBackend {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Docker, ResolvedPlatform::as_docker)?;
         let kind = platform.rootfs;
-        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        inner.check_static(kind)?;
         let mode = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let engine = self.engine(false).await?;
@@ -382,10 +379,7 @@ impl Backend for DockerBackend {
                 Some(oom),
             ));
         }
-        Ok(Launch {
-            instances: handles,
-            accel: None,
-        })
+        Ok(handles.into())
     }
 
     async fn teardown(&self, prepared: DockerPrepared) -> Vec<String> {

@@ -48,10 +48,11 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// Which cgroup hierarchy to use.
     pub cgroups: CgroupSource,
-    /// Prefix of the agent's cgroup directory. The directory is `<prefix>-<pid>-<n>` under the
-    /// agent's own cgroup (`n` counts agents started in one process), so that several agents
-    /// can share a cgroup; at start an agent removes `<prefix>-<pid>-*` directories whose
-    /// process is gone (left by a crashed agent) and never touches any other.
+    /// Prefix of the agent's cgroup directory. The directory is `<prefix>-<owner>-<n>` under
+    /// the agent's own cgroup (`<owner>` is `<pid>.<start ticks>`, see [`crate::owner`]; `n`
+    /// counts agents started in one process), so that several agents can share a cgroup; at
+    /// start an agent removes `<prefix>-*` directories whose owner is not alive (left by a
+    /// crashed agent, also one that had this agent's pid) and never touches any other.
     pub cgroup_prefix: String,
     /// Host name reported in capabilities and statuses; `None` uses the kernel's.
     pub hostname: Option<String>,
@@ -62,6 +63,9 @@ pub struct AgentConfig {
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
+    /// The state directory everything the agent creates on disk lives under (see
+    /// [`crate::state_dir`]); default [`crate::state_dir::DEFAULT_STATE_DIR`].
+    pub state_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +82,7 @@ impl Default for AgentConfig {
             stats_interval: Duration::from_millis(100),
             vm: crate::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
+            state_dir: PathBuf::from(crate::state_dir::DEFAULT_STATE_DIR),
         }
     }
 }

@@ -98,6 +98,13 @@ struct Cli {
     /// of an unspecified address).
     #[arg(long, value_name = "URL", requires = "announce")]
     advertise: Option<String>,
+    /// Directory for everything the agent creates on disk (runtime state, bundles, scratch
+    /// mounts, VM working directories), never the temp dir. Created mode 0700 if missing; the
+    /// agent refuses to start unless it is a real directory owned by its uid and writable by
+    /// nobody else. Default: `$STATE_DIRECTORY` (the first, as systemd's `StateDirectory=` sets
+    /// it), else /var/lib/isolab.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
     /// `0.0.0.0:9464`: trials running, finished by status, trial durations, instances running,
     /// memory limits committed, events dropped for slow clients. Counts only, no names.
@@ -127,6 +134,17 @@ fn read_labels_file(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, S
         labels.insert(k, v);
     }
     Ok(labels)
+}
+
+/// The state directory without `--state-dir`: the first of `$STATE_DIRECTORY` (systemd sets a
+/// colon-separated list), else [`isolab_agent::state_dir::DEFAULT_STATE_DIR`].
+fn state_dir_default(env: Option<&std::ffi::OsStr>) -> PathBuf {
+    env.and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').find(|s| !s.is_empty()))
+        .map_or_else(
+            || PathBuf::from(isolab_agent::state_dir::DEFAULT_STATE_DIR),
+            PathBuf::from,
+        )
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -172,6 +190,14 @@ async fn main() -> anyhow::Result<()> {
         None => BTreeMap::new(),
     };
     labels.extend(cli.labels);
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state_dir_default(std::env::var_os("STATE_DIRECTORY").as_deref()));
+    // Refuse to start on an unsafe state directory, before anything is made.
+    let state = isolab_agent::state_dir::StateDir::open(&state_dir)
+        .context("--state-dir (or $STATE_DIRECTORY)")?;
+    tracing::info!(dir = %state.root().display(), "state directory");
     let config = AgentConfig {
         workload_bin: cli.workload_bin,
         labels,
@@ -193,6 +219,7 @@ async fn main() -> anyhow::Result<()> {
             qemu: cli.qemu,
             ..isolab_agent::vm::VmConfig::default()
         },
+        state_dir,
         ..AgentConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -356,6 +383,21 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    #[test]
+    fn the_state_dir_defaults_to_systemds_then_var_lib() {
+        assert_eq!(state_dir_default(None), PathBuf::from("/var/lib/isolab"));
+        assert_eq!(
+            state_dir_default(Some("/var/lib/a:/var/lib/b".as_ref())),
+            PathBuf::from("/var/lib/a")
+        );
+        assert_eq!(
+            state_dir_default(Some("".as_ref())),
+            PathBuf::from("/var/lib/isolab")
+        );
+        let cli = Cli::try_parse_from(["isolab-agent", "--state-dir", "/srv/isolab"]).unwrap();
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/srv/isolab")));
     }
 
     #[test]

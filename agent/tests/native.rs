@@ -17,7 +17,12 @@ fn backend(prefix: &str, ceilings: Ceilings) -> (NativeBackend, Arc<AgentDir>) {
     let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
     let (dir, _) = AgentDir::claim(manager, prefix).expect("claim agent dir");
     let dir = Arc::new(dir);
-    let b = NativeBackend::new(Ok(Arc::clone(&dir)), Ok(common::workload_bin()), ceilings);
+    let b = NativeBackend::new(
+        Ok(Arc::clone(&dir)),
+        Ok(common::workload_bin()),
+        ceilings,
+        &common::state_dir(),
+    );
     (b, dir)
 }
 

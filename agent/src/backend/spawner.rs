@@ -42,6 +42,45 @@ pub fn handle() -> std::io::Result<&'static tokio::runtime::Handle> {
         .map_err(|e| std::io::Error::other(e.clone()))
 }
 
+/// A child forked on the spawner thread: its pid, pipes and exit status.
+#[derive(Debug)]
+pub struct SpawnedChild {
+    /// Its pid (`None` if it was reaped at once).
+    pub pid: Option<u32>,
+    /// Its stdout, when piped.
+    pub stdout: Option<tokio::process::ChildStdout>,
+    /// Its stderr, when piped.
+    pub stderr: Option<tokio::process::ChildStderr>,
+    /// Its exit status, once the spawner reaped it.
+    pub exit: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
+}
+
+/// Forks `cmd` on the spawner thread and reaps it there, so that a `PR_SET_PDEATHSIG` set in
+/// its `pre_exec` fires when the agent dies, never when some worker thread ends.
+pub async fn spawn(mut cmd: tokio::process::Command) -> std::io::Result<SpawnedChild> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    handle()?.spawn(async move {
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+        let spawned = SpawnedChild {
+            pid: child.id(),
+            stdout: child.stdout.take(),
+            stderr: child.stderr.take(),
+            exit: exit_rx,
+        };
+        let _ = tx.send(Ok(spawned));
+        let _ = exit_tx.send(child.wait().await);
+    });
+    rx.await
+        .map_err(|_| std::io::Error::other("the spawner thread is gone"))?
+}
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]

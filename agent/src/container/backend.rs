@@ -309,8 +309,10 @@ impl Backend for ContainerBackend {
                 program: prepared.runtime.program().to_owned(),
                 source,
             };
-            let mut child = cmd.spawn().map_err(spawn_err)?;
-            let pid = child.id();
+            let child = crate::backend::spawner::spawn(cmd)
+                .await
+                .map_err(spawn_err)?;
+            let pid = child.pid;
             if let Some(pid) = pid {
                 prepared.running.push(Running {
                     index: inst.index,
@@ -318,17 +320,26 @@ impl Backend for ContainerBackend {
                     start_time: process_start_time(pid),
                 });
             }
-            let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            let (Some(stdout), Some(stderr)) = (child.stdout, child.stderr) else {
                 // Both are piped by `run_command`; without them there is nothing to measure.
-                let _ = child.start_kill();
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid.cast_signed()),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 return Err(spawn_err(std::io::Error::other(
                     "stdout or stderr not piped",
                 )));
             };
+            let exit_rx = child.exit;
             let exit = Box::pin(async move {
-                match child.wait().await {
-                    Ok(status) => InstanceExit::from_runtime_status(status),
-                    Err(e) => InstanceExit::Lost(format!("waiting for the runtime failed: {e}")),
+                match exit_rx.await {
+                    Ok(Ok(status)) => InstanceExit::from_runtime_status(status),
+                    Ok(Err(e)) => {
+                        InstanceExit::Lost(format!("waiting for the runtime failed: {e}"))
+                    }
+                    Err(_) => InstanceExit::Lost("the spawner thread is gone".into()),
                 }
             });
             let stderr = with_oom_note(lines(stderr), Arc::clone(&inst.cgroup), inst.memory_bytes);

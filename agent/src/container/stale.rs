@@ -1,44 +1,46 @@
 //! What an agent leaves when it goes away, and what a crashed one left.
 //!
 //! Everything the backend makes is named after the agent's cgroup directory
-//! `<prefix>-<pid>-<n>`: the state directory `<state_dir>/<prefix>-<pid>-<n>` (runtime roots and
-//! bundles), network namespaces `<prefix>-<pid>-<n>-<trial>…`, and the runtime-made cgroup
-//! directories in hierarchies the cgroup layer does not manage. When the backend is dropped it
-//! removes its own; at start it removes those of agents with the same prefix whose process no
-//! longer exists. Nothing with another name, or of a live process, is touched.
+//! `<prefix>-<owner>-<n>` (`<owner>` is `<pid>.<start ticks>`, see [`Owner`]): the state
+//! directory `<state_dir>/<prefix>-<owner>-<n>` (runtime roots and bundles), network namespaces
+//! `<prefix>-<owner>-<n>-<trial>…`, and the runtime-made cgroup directories in hierarchies the
+//! cgroup layer does not manage. When the backend is dropped it removes its own; at start it
+//! removes those of agents with the same prefix whose owner is not alive (gone, or its pid now
+//! another process's, this agent's included). Nothing with another name, or of a live agent,
+//! is touched.
 
 use std::path::Path;
 
 use super::backend::Inner;
 use super::runtime::Runtime;
-use crate::backend::process_alive;
+use crate::owner::Owner;
 use isolab_host::mounts::mounts_under;
 use isolab_host::netns;
 
-/// `<prefix>-<pid>-<n>` → (`prefix`, `pid`), also when followed by `-<more>`.
-fn parse_agent_name<'a>(prefix: &str, name: &'a str) -> Option<(u32, &'a str)> {
+/// `<prefix>-<owner>-<n>` → (owner, agent name), also when followed by `-<more>`.
+fn parse_agent_name<'a>(prefix: &str, name: &'a str) -> Option<(Owner, &'a str)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
     let mut parts = rest.splitn(3, '-');
-    let pid = parts.next()?.parse().ok()?;
+    let owner = Owner::parse(parts.next()?)?;
     let n = parts.next()?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let agent_len = name.len() - parts.next().map_or(0, |more| more.len() + 1);
-    Some((pid, &name[..agent_len]))
+    Some((owner, &name[..agent_len]))
 }
 
-/// The prefix of this agent's directory name `<prefix>-<pid>-<n>`.
+/// The prefix of this agent's directory name `<prefix>-<owner>-<n>`.
 fn own_prefix(name: &str) -> Option<&str> {
     let mut it = name.rsplitn(3, '-');
     let (_n, _pid, prefix) = (it.next()?, it.next()?, it.next()?);
     Some(prefix)
 }
 
-/// Whether an agent directory name belongs to a process that is gone.
+/// The agent part of a name whose owner is not alive (never this process's own names).
 fn dead(prefix: &str, name: &str) -> Option<String> {
-    let (pid, agent) = parse_agent_name(prefix, name)?;
-    (pid != std::process::id() && process_alive(pid, None).is_none()).then(|| agent.to_owned())
+    let (owner, agent) = parse_agent_name(prefix, name)?;
+    (!owner.is_alive()).then(|| agent.to_owned())
 }
 
 /// Removes the leftovers of dead agents with this agent's prefix.
@@ -158,33 +160,50 @@ mod tests {
 
     #[test]
     fn agent_names_are_recognised_with_and_without_a_trial_suffix() {
+        let o = Owner {
+            pid: 12,
+            start_ticks: 77,
+        };
         assert_eq!(
-            parse_agent_name("isolab-agent", "isolab-agent-12-0"),
-            Some((12, "isolab-agent-12-0"))
+            parse_agent_name("isolab-agent", "isolab-agent-12.77-0"),
+            Some((o, "isolab-agent-12.77-0"))
         );
         assert_eq!(
-            parse_agent_name("isolab-agent", "isolab-agent-12-3-c0ffee-a0-i1"),
-            Some((12, "isolab-agent-12-3"))
+            parse_agent_name("isolab-agent", "isolab-agent-12.77-3-c0ffee-a0-i1"),
+            Some((o, "isolab-agent-12.77-3"))
         );
-        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12.77"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12-0"), None);
         assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-x-0"), None);
-        assert_eq!(parse_agent_name("isolab-agent", "other-12-0"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "other-12.77-0"), None);
         assert_eq!(
-            own_prefix("isolab-test-ct-bridge-18100-1"),
+            own_prefix("isolab-test-ct-bridge-18100.5-1"),
             Some("isolab-test-ct-bridge")
         );
     }
 
     #[test]
     fn only_dead_agents_are_stale() {
-        let me = std::process::id();
+        let me = Owner::me();
         assert_eq!(
             dead("p", &format!("p-{me}-0")),
             None,
             "our own names are never stale here"
         );
+        // Our pid, another start time: a predecessor that had our pid (PID 1 after a restart).
+        let before = Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert_eq!(
+            dead("p", &format!("p-{before}-2-t")),
+            Some(format!("p-{before}-2"))
+        );
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
+        let gone = Owner {
+            pid: child.id(),
+            start_ticks: isolab_host::leaks::process_start_time(child.id()).unwrap_or(1),
+        };
         child.wait().unwrap();
         assert_eq!(
             dead("p", &format!("p-{gone}-4-t-a0")),

@@ -23,6 +23,7 @@ use crate::container::{ContainerBackend, ContainerConfig};
 use crate::docker::{DockerBackend, DockerConfig};
 use crate::lxc::{LxcBackend, LxcConfig};
 use crate::runner::{self, RunnerOptions};
+use crate::state_dir::StateDir;
 use crate::vm::VmBackend;
 
 /// Events buffered per trial towards the client; beyond it the relay drops (see [`relay`]).
@@ -125,9 +126,11 @@ impl AgentCore {
     /// failing here.
     pub async fn new(config: AgentConfig) -> Self {
         let cfg = config.clone();
-        let (facts, dir, bin) = tokio::task::spawn_blocking(move || {
+        let (facts, state, dir, bin) = tokio::task::spawn_blocking(move || {
             let facts = crate::host::collect();
-            let dir = claim_dir(&cfg);
+            // The state directory first: nothing is made (not even a cgroup) when it is unsafe.
+            let state = StateDir::open(&cfg.state_dir).map_err(|e| e.to_string());
+            let dir = state.clone().and_then(|_| claim_dir(&cfg));
             let bin = match &cfg.workload_bin {
                 // Absolute: the path is bind-mounted into containers and read from other
                 // working directories.
@@ -136,28 +139,73 @@ impl AgentCore {
                 Some(p) => Err(format!("workload binary {} does not exist", p.display())),
                 None => isolab_host::workload_bin::locate().map_err(|e| e.to_string()),
             };
-            (facts, dir, bin)
+            (facts, state, dir, bin)
         })
         .await
         .unwrap_or_else(|e| {
             let why = format!("agent start-up task failed: {e}");
-            (crate::host::collect(), Err(why.clone()), Err(why))
+            (
+                crate::host::collect(),
+                Err(why.clone()),
+                Err(why.clone()),
+                Err(why),
+            )
         });
         let ceilings = Ceilings {
             pids: config.ceiling_pids,
             memory_bytes: config.effective_ceiling_memory_bytes(facts.memory_bytes),
         };
+        // Unusable state directory: every backend is unavailable with that reason (`dir` is
+        // then the same error), the paths below are never used.
+        let sub = |purpose: &str| {
+            state.as_ref().map_or_else(
+                |_| config.state_dir.join(purpose),
+                |s| s.root().join(purpose),
+            )
+        };
+        let containers = sub(crate::state_dir::CONTAINERS);
         let container = ContainerBackend::new(
             dir.clone(),
             bin.clone(),
             ceilings,
-            ContainerConfig::default(),
+            ContainerConfig {
+                state_dir: containers.clone(),
+                ..ContainerConfig::default()
+            },
         );
-        let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
-        let docker =
-            DockerBackend::new(dir.clone(), bin.clone(), ceilings, DockerConfig::default());
-        let lxc = LxcBackend::new(dir.clone(), bin.clone(), ceilings, LxcConfig::default());
-        let native = NativeBackend::new(dir.clone(), bin, ceilings);
+        let vm = VmBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            crate::vm::VmConfig {
+                runtime_root: config
+                    .vm
+                    .runtime_root
+                    .clone()
+                    .or_else(|| Some(sub(crate::state_dir::VM))),
+                ..config.vm.clone()
+            },
+        );
+        let docker = DockerBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            DockerConfig {
+                state_dir: containers.clone(),
+                ..DockerConfig::default()
+            },
+        );
+        let lxc = LxcBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            LxcConfig {
+                state_dir: containers,
+                ..LxcConfig::default()
+            },
+        );
+        let native =
+            NativeBackend::new(dir.clone(), bin, ceilings, &sub(crate::state_dir::SCRATCH));
         let host = HostInfo {
             hostname: config
                 .hostname

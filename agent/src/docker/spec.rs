@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use isolab_model::pipeline::RootfsKind;
 
-use super::engine::{LABEL_AGENT, LABEL_PID, LABEL_TRIAL};
+use super::engine::{LABEL_AGENT, LABEL_OWNER, LABEL_TRIAL};
 use super::image::WORKLOAD_PATH;
 use crate::backend::TRIAL_ENV;
 use crate::backend::rootfs::HOST_RO_PATHS;
@@ -68,7 +68,10 @@ pub fn container_body(spec: &InstanceSpec<'_>) -> ContainerCreateBody {
     let labels = HashMap::from([
         (LABEL_AGENT.to_owned(), spec.agent.to_owned()),
         (LABEL_TRIAL.to_owned(), spec.slug.to_owned()),
-        (LABEL_PID.to_owned(), std::process::id().to_string()),
+        (
+            LABEL_OWNER.to_owned(),
+            crate::owner::Owner::me().to_string(),
+        ),
     ]);
     let binds = match spec.rootfs {
         RootfsKind::Minimal => None,

@@ -105,11 +105,33 @@ struct Cli {
     /// it), else /var/lib/isolab.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Prefix of the agent's cgroup directory and of every name it gives (`<prefix>-<pid>.<start
+    /// ticks>-<n>`); at start the agent removes what dead agents with the same prefix left, and
+    /// nothing else. Two agents on one host need different prefixes only to keep their
+    /// leftovers apart.
+    #[arg(long, default_value = isolab_agent::config::DEFAULT_CGROUP_PREFIX, value_parser = parse_prefix)]
+    cgroup_prefix: String,
     /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
     /// `0.0.0.0:9464`: trials running, finished by status, trial durations, instances running,
     /// memory limits committed, events dropped for slow clients. Counts only, no names.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}`: expected 1 to 64 of a-z, 0-9 and `-`, not starting or ending with `-`"
+        ))
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -220,6 +242,7 @@ async fn main() -> anyhow::Result<()> {
             ..isolab_agent::vm::VmConfig::default()
         },
         state_dir,
+        cgroup_prefix: cli.cgroup_prefix,
         ..AgentConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -398,6 +421,13 @@ mod tests {
         );
         let cli = Cli::try_parse_from(["isolab-agent", "--state-dir", "/srv/isolab"]).unwrap();
         assert_eq!(cli.state_dir, Some(PathBuf::from("/srv/isolab")));
+        assert_eq!(cli.cgroup_prefix, "isolab-agent");
+        let cli = Cli::try_parse_from(["isolab-agent", "--cgroup-prefix", "lab-2"]).unwrap();
+        assert_eq!(cli.cgroup_prefix, "lab-2");
+        for bad in ["", "A", "a/b", "-a", "a-", "a.b"] {
+            let e = Cli::try_parse_from(["isolab-agent", "--cgroup-prefix", bad]).unwrap_err();
+            assert!(e.to_string().contains("--cgroup-prefix"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -92,7 +92,61 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
     }
 }
 
-/// Deletes every container under the runtime roots of a state directory, then the directory.
+/// How long processes of a dead agent's state directory get to die after SIGKILL.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Live processes whose command line names a path below `dir`: what a dead agent started with
+/// its state directory (a private `dockerd`, its `containerd` and shims, `lxc-execute`, a
+/// runtime), never anything else, since only the agent makes such paths.
+fn processes_naming(dir: &Path) -> Vec<u32> {
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_slice()))
+        })
+        .filter(|&pid| isolab_host::leaks::process_alive(pid, None).is_some())
+        .collect()
+}
+
+/// SIGKILLs the processes of a dead agent's state directory and waits (bounded) until they
+/// are gone; returns those still alive.
+fn kill_processes_naming(dir: &Path) -> Vec<u32> {
+    let pids = processes_naming(dir);
+    if pids.is_empty() {
+        return pids;
+    }
+    tracing::warn!(?pids, dir = %dir.display(), "killing processes of an agent that is gone");
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.cast_signed()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = std::time::Instant::now() + KILL_WAIT;
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| isolab_host::leaks::process_alive(p, None).is_some())
+            .collect();
+        if alive.is_empty() || std::time::Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Deletes every container under the runtime roots of a state directory, kills what else the
+/// dead agent started there (a private Docker daemon), detaches its mounts, then removes it.
 fn remove_state(dir: &Path) {
     if let Ok(roots) = std::fs::read_dir(dir.join("runtime")) {
         for root in roots.flatten() {
@@ -107,6 +161,15 @@ fn remove_state(dir: &Path) {
                 }
             }
         }
+    }
+    let alive = kill_processes_naming(dir);
+    if !alive.is_empty() {
+        tracing::warn!(?alive, dir = %dir.display(), "processes of a stale state directory survived; keeping it");
+        return;
+    }
+    // A killed private dockerd leaves its overlay, netns and data-root mounts.
+    for point in mounts_under(dir) {
+        isolab_host::mounts::detach(&point);
     }
     if !mounts_under(dir).is_empty() {
         tracing::warn!(dir = %dir.display(), "mounts below a stale state directory; keeping it");
@@ -180,6 +243,36 @@ mod tests {
             own_prefix("isolab-test-ct-bridge-18100.5-1"),
             Some("isolab-test-ct-bridge")
         );
+    }
+
+    #[test]
+    fn processes_naming_a_stale_state_directory_are_killed_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("p-1.1-0");
+        let other = dir.path().join("p-1.1-00");
+        std::fs::create_dir_all(state.join("dockerd")).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let sleeper = |arg: &Path| {
+            // `sleep` with the path as its argv[0]: in the command line, as a daemon's paths are.
+            use std::os::unix::process::CommandExt as _;
+            std::process::Command::new("sleep")
+                .arg0(arg)
+                .arg("600")
+                .spawn()
+                .unwrap()
+        };
+        let mut inside = sleeper(&state.join("dockerd/docker.sock"));
+        let mut beside = sleeper(&other.join("x"));
+        assert_eq!(processes_naming(&state), vec![inside.id()]);
+        let reaper = std::thread::spawn(move || inside.wait().unwrap());
+        assert_eq!(kill_processes_naming(&state), Vec::<u32>::new());
+        assert!(!reaper.join().unwrap().success());
+        assert!(
+            isolab_host::leaks::process_alive(beside.id(), None).is_some(),
+            "a process naming another directory was killed"
+        );
+        beside.kill().unwrap();
+        beside.wait().unwrap();
     }
 
     #[test]

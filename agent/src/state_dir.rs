@@ -12,7 +12,10 @@
 //! - `vm/<agent dir>/<trial>/`: VM working directories (initramfs, disks).
 //!
 //! `<agent dir>` is the agent's cgroup directory name `<prefix>-<owner>-<n>` (see
-//! [`crate::owner`]), so a restarted agent finds and removes what a dead one left. Directories
+//! [`crate::owner`]), so a restarted agent finds and removes what a dead one left. The file
+//! `boot_id` records the boot the contents belong to: the first agent of a new boot removes
+//! every agent's directories (nothing of them survived the reboot, and owners are only unique
+//! within a boot). Directories
 //! below are created with [`create_dirs_beneath`] and files with [`create_file`]: neither follows
 //! a symbolic link found in the way, and a file is never opened if it already exists.
 
@@ -29,6 +32,18 @@ pub const CONTAINERS: &str = "containers";
 pub const SCRATCH: &str = "scratch";
 /// Subdirectory of VM working directories.
 pub const VM: &str = "vm";
+/// File holding the boot id of the boot the directory's contents belong to.
+const BOOT_FILE: &str = "boot_id";
+/// Lock file held while a starting agent checks the boot id.
+const LOCK_FILE: &str = ".lock";
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), `None` when unreadable.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
 
 /// Why the state directory cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +160,58 @@ impl StateDir {
         for sub in [CONTAINERS, SCRATCH, VM] {
             dir.sub(sub)?;
         }
+        if let Some(boot) = boot_id() {
+            dir.sweep_other_boot(&boot)?;
+        }
         Ok(dir)
+    }
+
+    /// When the directory's contents are from another boot (its `boot_id` file differs from
+    /// `boot`), removes every agent's directories in it: no process, mount or namespace of a
+    /// previous boot survives, and owners (pid, start tick) are only unique within one boot.
+    /// Then records `boot`. Under an exclusive lock, so that of two agents starting at once
+    /// only the first sweeps, before either makes anything.
+    fn sweep_other_boot(&self, boot: &str) -> Result<(), StateDirError> {
+        let io_err = |path: PathBuf, op| move |source| StateDirError::Io { path, op, source };
+        let lock_path = self.root.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(io_err(lock_path.clone(), "opening its lock file"))?;
+        let _held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io_err(lock_path, "locking it")(io::Error::from(e)))?;
+        let boot_path = self.root.join(BOOT_FILE);
+        let recorded = std::fs::read_to_string(&boot_path).unwrap_or_default();
+        if recorded.trim() == boot {
+            return Ok(());
+        }
+        for sub in [CONTAINERS, SCRATCH, VM] {
+            let dir = self.root.join(sub);
+            let entries = std::fs::read_dir(&dir).map_err(io_err(dir.clone(), "listing it"))?;
+            for e in entries.flatten() {
+                let path = e.path();
+                tracing::warn!(path = %path.display(), "removing the state of an agent of a previous boot");
+                // Symbolic links inside are removed, never followed.
+                let removed = match e.file_type() {
+                    Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                    _ => std::fs::remove_file(&path),
+                };
+                removed.map_err(io_err(path, "removing what a previous boot left"))?;
+            }
+        }
+        let tmp = self.root.join(format!("{BOOT_FILE}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let write = create_file(&tmp).and_then(|mut f| {
+            use io::Write as _;
+            f.write_all(format!("{boot}\n").as_bytes())
+        });
+        write
+            .and_then(|()| std::fs::rename(&tmp, &boot_path))
+            .map_err(io_err(boot_path, "recording the boot id"))
     }
 
     /// Checks that `path` is a directory, not a symbolic link, owned by the agent's uid and not

@@ -137,3 +137,51 @@ fn planted_symlinks_are_not_followed_when_creating() {
         "never an existing file"
     );
 }
+
+#[test]
+fn what_a_previous_boot_left_is_removed_once() {
+    let Some(boot) = boot_id() else {
+        assert!(std::env::var_os("CI").is_none(), "CI has a boot id");
+        eprintln!("skipping: no /proc/sys/kernel/random/boot_id");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state");
+    StateDir::open(&path).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(path.join("boot_id"))
+            .unwrap()
+            .trim(),
+        boot
+    );
+    // Same boot: another agent's directories stay.
+    let live = path.join(VM).join("a-1.1-0/t-a0");
+    std::fs::create_dir_all(&live).unwrap();
+    StateDir::open(&path).unwrap();
+    assert!(live.exists(), "removed on the same boot");
+    // Another boot: every agent's directories go, links inside are not followed.
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("precious"), b"keep").unwrap();
+    std::os::unix::fs::symlink(outside.path(), live.join("link")).unwrap();
+    std::fs::create_dir_all(path.join(SCRATCH).join("a-1.1-0/t-a0/i0")).unwrap();
+    std::fs::create_dir_all(path.join(CONTAINERS).join("a-1.1-0/runtime")).unwrap();
+    std::fs::write(path.join("boot_id"), "another-boot\n").unwrap();
+    StateDir::open(&path).unwrap();
+    for sub in [CONTAINERS, SCRATCH, VM] {
+        assert_eq!(
+            std::fs::read_dir(path.join(sub)).unwrap().count(),
+            0,
+            "{sub} kept what a previous boot left"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(path.join("boot_id"))
+            .unwrap()
+            .trim(),
+        boot
+    );
+    assert_eq!(
+        std::fs::read(outside.path().join("precious")).unwrap(),
+        b"keep"
+    );
+}

@@ -70,6 +70,19 @@ pub enum DaemonError {
         /// The last lines of its log.
         log: String,
     },
+    /// A socket of the daemon would not fit in a Unix socket address.
+    #[error(
+        "private dockerd: socket path {} is {len} bytes, over the {max} a Unix socket allows; use a shorter --state-dir or --cgroup-prefix",
+        path.display()
+    )]
+    SocketPath {
+        /// The longest socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Processes of the daemon outlived `SIGKILL`.
     #[error("private dockerd processes still alive after SIGKILL: {pids:?}")]
     Survived {
@@ -99,6 +112,7 @@ impl PrivateDaemon {
             let path = path.to_owned();
             move |source| DaemonError::Io { path, source }
         };
+        check_socket_path(dir)?;
         for sub in ["data", "exec"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
@@ -276,6 +290,22 @@ impl Drop for PrivateDaemon {
     }
 }
 
+/// The longest socket the daemon makes below `dir` (its `containerd`'s) must fit in
+/// `sockaddr_un` (107 bytes and a NUL), or the daemon fails with a bare `invalid argument`.
+fn check_socket_path(dir: &Path) -> Result<(), DaemonError> {
+    const MAX: usize = 107;
+    let path = dir.join("exec/containerd/containerd.sock");
+    let len = path.as_os_str().len();
+    if len > MAX {
+        return Err(DaemonError::SocketPath {
+            path,
+            len,
+            max: MAX,
+        });
+    }
+    Ok(())
+}
+
 /// The daemon's command line (after the program).
 fn daemon_args(dir: &Path) -> Vec<String> {
     let p = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
@@ -337,6 +367,20 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_path_over_the_unix_limit_is_named() {
+        let ok = Path::new("/var/lib/isolab/containers/isolab-agent-4194304.9999999999-0/dockerd");
+        assert!(check_socket_path(ok).is_ok());
+        let long = Path::new("/var/lib/isolab")
+            .join("x".repeat(60))
+            .join("dockerd");
+        let e = check_socket_path(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("containerd.sock") && e.contains("--state-dir"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_daemon_keeps_off_the_host_network_and_uses_cgroupfs() {

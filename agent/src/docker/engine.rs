@@ -24,6 +24,9 @@ pub const LABEL_AGENT: &str = "isolab.agent";
 pub const LABEL_TRIAL: &str = "isolab.trial";
 /// Label holding the agent process that made a container: its [`Owner`] `<pid>.<start ticks>`.
 pub const LABEL_OWNER: &str = "isolab.agent-owner";
+/// Label holding the boot id of the boot the container was made in: owners are only unique
+/// within one boot, and the containers of an existing daemon outlive a reboot (stopped).
+pub const LABEL_BOOT: &str = "isolab.agent-boot";
 
 /// A connected Engine.
 #[derive(Debug)]
@@ -170,6 +173,7 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), bollard::errors::
 /// Removes containers made by agent processes that are not alive (a crashed agent's, also one
 /// that had this agent's pid).
 pub async fn remove_orphans(docker: &Docker) {
+    let boot = crate::state_dir::boot_id();
     let Ok(list) = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
@@ -185,12 +189,14 @@ pub async fn remove_orphans(docker: &Docker) {
         return;
     };
     for c in list {
-        let owner = c
-            .labels
-            .as_ref()
+        let labels = c.labels.as_ref();
+        let owner = labels
             .and_then(|l| l.get(LABEL_OWNER))
             .and_then(|p| Owner::parse(p));
-        let Some(owner) = owner.filter(|o| !o.is_alive()) else {
+        let other_boot = labels
+            .and_then(|l| l.get(LABEL_BOOT))
+            .is_some_and(|b| Some(b) != boot.as_ref());
+        let Some(owner) = owner.filter(|o| other_boot || !o.is_alive()) else {
             continue;
         };
         let id = c.id.unwrap_or_default();

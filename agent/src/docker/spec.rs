@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use isolab_model::pipeline::RootfsKind;
 
-use super::engine::{LABEL_AGENT, LABEL_OWNER, LABEL_TRIAL};
+use super::engine::{LABEL_AGENT, LABEL_BOOT, LABEL_OWNER, LABEL_TRIAL};
 use super::image::WORKLOAD_PATH;
 use crate::backend::TRIAL_ENV;
 use crate::backend::rootfs::HOST_RO_PATHS;
@@ -65,7 +65,7 @@ pub fn container_body(spec: &InstanceSpec<'_>) -> ContainerCreateBody {
         "TMPDIR=/tmp".to_owned(),
         "LANG=C".to_owned(),
     ];
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_AGENT.to_owned(), spec.agent.to_owned()),
         (LABEL_TRIAL.to_owned(), spec.slug.to_owned()),
         (
@@ -73,6 +73,9 @@ pub fn container_body(spec: &InstanceSpec<'_>) -> ContainerCreateBody {
             crate::owner::Owner::me().to_string(),
         ),
     ]);
+    if let Some(boot) = crate::state_dir::boot_id() {
+        labels.insert(LABEL_BOOT.to_owned(), boot);
+    }
     let binds = match spec.rootfs {
         RootfsKind::Minimal => None,
         RootfsKind::HostRo => Some(
@@ -158,6 +161,12 @@ mod tests {
             labels.get(LABEL_AGENT).map(String::as_str),
             Some("isolab-agent-1-0")
         );
+        let owner = labels.get(LABEL_OWNER).expect("owner label");
+        assert_eq!(
+            crate::owner::Owner::parse(owner),
+            Some(crate::owner::Owner::me())
+        );
+        assert_eq!(labels.get(LABEL_BOOT), crate::state_dir::boot_id().as_ref());
     }
 
     #[test]

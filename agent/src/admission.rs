@@ -82,7 +82,7 @@ mod tests {
     use isolab_model::units::HumanDuration;
 
     use super::*;
-    use crate::backend::conformance::trial;
+    use crate::conformance::trial;
 
     fn spec(
         backend: BackendKind,

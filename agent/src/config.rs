@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use isolab_model::validate::ParamBounds;
 
-use crate::cgroup::CgroupVersion;
+use isolab_host::cgroup::CgroupVersion;
 
 /// Default hard `pids` ceiling of every instance cgroup.
 pub const DEFAULT_CEILING_PIDS: u64 = 4096;
@@ -49,7 +49,7 @@ pub struct AgentConfig {
     /// Which cgroup hierarchy to use.
     pub cgroups: CgroupSource,
     /// Prefix of the agent's cgroup directory. The directory is `<prefix>-<owner>-<n>` under
-    /// the agent's own cgroup (`<owner>` is `<pid>.<start ticks>`, see [`crate::owner`]; `n`
+    /// the agent's own cgroup (`<owner>` is `<pid>.<start ticks>`, see [`isolab_host::owner`]; `n`
     /// counts agents started in one process), so that several agents can share a cgroup; at
     /// start an agent removes `<prefix>-*` directories whose owner is not alive (left by a
     /// crashed agent, also one that had this agent's pid) and never touches any other.
@@ -59,12 +59,12 @@ pub struct AgentConfig {
     /// How often running instances' cgroup statistics are sampled.
     pub stats_interval: Duration,
     /// The vm backend's guest kernel, modules and QEMU (`--kernel`, `--modules`, `--qemu`).
-    pub vm: crate::vm::VmConfig,
+    pub vm: isolab_backends::vm::VmConfig,
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
     /// The state directory everything the agent creates on disk lives under (see
-    /// [`crate::state_dir`]); default [`crate::state_dir::DEFAULT_STATE_DIR`].
+    /// [`isolab_host::state_dir`]); default [`isolab_host::state_dir::DEFAULT_STATE_DIR`].
     pub state_dir: PathBuf,
 }
 
@@ -80,9 +80,9 @@ impl Default for AgentConfig {
             cgroup_prefix: DEFAULT_CGROUP_PREFIX.to_owned(),
             hostname: None,
             stats_interval: Duration::from_millis(100),
-            vm: crate::vm::VmConfig::default(),
+            vm: isolab_backends::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
-            state_dir: PathBuf::from(crate::state_dir::DEFAULT_STATE_DIR),
+            state_dir: PathBuf::from(isolab_host::state_dir::DEFAULT_STATE_DIR),
         }
     }
 }

@@ -159,12 +159,12 @@ fn read_labels_file(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, S
 }
 
 /// The state directory without `--state-dir`: the first of `$STATE_DIRECTORY` (systemd sets a
-/// colon-separated list), else [`isolab_agent::state_dir::DEFAULT_STATE_DIR`].
+/// colon-separated list), else [`isolab_host::state_dir::DEFAULT_STATE_DIR`].
 fn state_dir_default(env: Option<&std::ffi::OsStr>) -> PathBuf {
     env.and_then(|v| v.to_str())
         .and_then(|v| v.split(':').find(|s| !s.is_empty()))
         .map_or_else(
-            || PathBuf::from(isolab_agent::state_dir::DEFAULT_STATE_DIR),
+            || PathBuf::from(isolab_host::state_dir::DEFAULT_STATE_DIR),
             PathBuf::from,
         )
 }
@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| state_dir_default(std::env::var_os("STATE_DIRECTORY").as_deref()));
     // Refuse to start on an unsafe state directory, before anything is made.
-    let state = isolab_agent::state_dir::StateDir::open(&state_dir)
+    let state = isolab_host::state_dir::StateDir::open(&state_dir)
         .context("--state-dir (or $STATE_DIRECTORY)")?;
     tracing::info!(dir = %state.root().display(), "state directory");
     let config = AgentConfig {
@@ -235,11 +235,11 @@ async fn main() -> anyhow::Result<()> {
             max_duration: cli.max_duration.0,
             max_timeout: cli.max_timeout.0,
         },
-        vm: isolab_agent::vm::VmConfig {
+        vm: isolab_backends::vm::VmConfig {
             kernel: cli.kernel,
             modules: cli.modules,
             qemu: cli.qemu,
-            ..isolab_agent::vm::VmConfig::default()
+            ..isolab_backends::vm::VmConfig::default()
         },
         state_dir,
         cgroup_prefix: cli.cgroup_prefix,
@@ -425,7 +425,8 @@ mod tests {
         let cli = Cli::try_parse_from(["isolab-agent", "--cgroup-prefix", "lab-2"]).unwrap();
         assert_eq!(cli.cgroup_prefix, "lab-2");
         for bad in ["", "A", "a/b", "-a", "a-", "a.b"] {
-            let e = Cli::try_parse_from(["isolab-agent", "--cgroup-prefix", bad]).unwrap_err();
+            let arg = format!("--cgroup-prefix={bad}");
+            let e = Cli::try_parse_from(["isolab-agent", arg.as_str()]).unwrap_err();
             assert!(e.to_string().contains("--cgroup-prefix"), "{bad}: {e}");
         }
     }

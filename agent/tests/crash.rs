@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use isolab_agent::backend::TrialContext;
-use isolab_agent::backend::conformance;
+use isolab_agent::conformance;
 use isolab_agent::core::TrialEvent;
+use isolab_backends::TrialContext;
 use isolab_model::pipeline::{Accel, BackendKind, NetworkMode, Platform};
 use isolab_model::plan::Trial;
 use isolab_model::units::Bytes;

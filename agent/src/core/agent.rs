@@ -14,17 +14,17 @@ use tracing::Instrument as _;
 use isolab_telemetry::metrics::Metrics;
 
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest, relay};
-use crate::backend::envelope::Ceilings;
-use crate::backend::native::NativeBackend;
-use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
-use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
-use crate::container::{ContainerBackend, ContainerConfig};
-use crate::docker::{DockerBackend, DockerConfig};
-use crate::lxc::{LxcBackend, LxcConfig};
 use crate::runner::{self, RunnerOptions};
-use crate::state_dir::StateDir;
-use crate::vm::VmBackend;
+use isolab_backends::container::{ContainerBackend, ContainerConfig};
+use isolab_backends::docker::{DockerBackend, DockerConfig};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lxc::{LxcBackend, LxcConfig};
+use isolab_backends::native::NativeBackend;
+use isolab_backends::vm::VmBackend;
+use isolab_backends::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
+use isolab_host::cgroup::CgroupManager;
+use isolab_host::state_dir::StateDir;
 
 /// Events buffered per trial towards the client; beyond it the relay drops (see [`relay`]).
 const EVENT_BUFFER: usize = 1024;
@@ -127,7 +127,7 @@ impl AgentCore {
     pub async fn new(config: AgentConfig) -> Self {
         let cfg = config.clone();
         let (facts, state, dir, bin) = tokio::task::spawn_blocking(move || {
-            let facts = crate::host::collect();
+            let facts = isolab_host::facts::collect();
             // The state directory first: nothing is made (not even a cgroup) when it is unsafe.
             let state = StateDir::open(&cfg.state_dir).map_err(|e| e.to_string());
             let dir = state.clone().and_then(|_| claim_dir(&cfg));
@@ -145,7 +145,7 @@ impl AgentCore {
         .unwrap_or_else(|e| {
             let why = format!("agent start-up task failed: {e}");
             (
-                crate::host::collect(),
+                isolab_host::facts::collect(),
                 Err(why.clone()),
                 Err(why.clone()),
                 Err(why),
@@ -163,7 +163,7 @@ impl AgentCore {
                 |s| s.root().join(purpose),
             )
         };
-        let containers = sub(crate::state_dir::CONTAINERS);
+        let containers = sub(isolab_host::state_dir::CONTAINERS);
         let container = ContainerBackend::new(
             dir.clone(),
             bin.clone(),
@@ -177,12 +177,12 @@ impl AgentCore {
             dir.clone(),
             bin.clone(),
             ceilings,
-            crate::vm::VmConfig {
+            isolab_backends::vm::VmConfig {
                 runtime_root: config
                     .vm
                     .runtime_root
                     .clone()
-                    .or_else(|| Some(sub(crate::state_dir::VM))),
+                    .or_else(|| Some(sub(isolab_host::state_dir::VM))),
                 ..config.vm.clone()
             },
         );
@@ -204,8 +204,12 @@ impl AgentCore {
                 ..LxcConfig::default()
             },
         );
-        let native =
-            NativeBackend::new(dir.clone(), bin, ceilings, &sub(crate::state_dir::SCRATCH));
+        let native = NativeBackend::new(
+            dir.clone(),
+            bin,
+            ceilings,
+            &sub(isolab_host::state_dir::SCRATCH),
+        );
         let host = HostInfo {
             hostname: config
                 .hostname
@@ -290,7 +294,7 @@ impl AgentCore {
                 statuses.extend(c.runtime_statuses());
             }
             if let AnyBackend::Vm(v) = b {
-                statuses.push(crate::backend::catalog::kvm_status(&v.kvm_check().await));
+                statuses.push(isolab_backends::catalog::kvm_status(&v.kvm_check().await));
             }
             statuses
         });
@@ -300,7 +304,7 @@ impl AgentCore {
             .flatten()
             .collect();
         // Platforms that cannot run here (Xen, OpenVZ…) and backends this agent lacks.
-        crate::backend::catalog::complete(&mut backends);
+        isolab_backends::catalog::complete(&mut backends);
         Capabilities {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.inner.host.clone(),
@@ -509,7 +513,7 @@ mod tests {
     use isolab_model::pipeline::{BackendKind, Limits, Platform};
 
     use super::*;
-    use crate::backend::conformance::trial;
+    use crate::conformance::trial;
 
     fn request(workload: &str) -> TrialRequest {
         let platform = Platform {

@@ -52,9 +52,9 @@ struct Setup {
 
 impl Setup {
     fn new(test: &str, pidns: bool) -> Self {
-        // Short: a private dockerd's sockets live below it, and a Unix socket path has at most
-        // 107 bytes (`/tmp/isolab-XXXXXX/containers/ic-docker-<pid>.<ticks>-0/dockerd/exec/
-        // containerd/containerd.sock`).
+        // Short: a private dockerd's sockets live below it, and containerd takes at most 104
+        // bytes (`/tmp/isolab-XXXXXX/containers/ic-docker-<pid>.<ticks>-0/dk/x/containerd/
+        // containerd-debug.sock`).
         let state = tempfile::Builder::new()
             .prefix("isolab-")
             .tempdir()

@@ -250,7 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("p-1.1-0");
         let other = dir.path().join("p-1.1-00");
-        std::fs::create_dir_all(state.join("dockerd")).unwrap();
+        std::fs::create_dir_all(state.join("dk")).unwrap();
         std::fs::create_dir_all(&other).unwrap();
         let sleeper = |arg: &Path| {
             // `sleep` with the path as its argv[0]: in the command line, as a daemon's paths are.
@@ -261,7 +261,7 @@ mod tests {
                 .spawn()
                 .unwrap()
         };
-        let mut inside = sleeper(&state.join("dockerd/docker.sock"));
+        let mut inside = sleeper(&state.join("dk/docker.sock"));
         let mut beside = sleeper(&other.join("x"));
         assert_eq!(processes_naming(&state), vec![inside.id()]);
         let reaper = std::thread::spawn(move || inside.wait().unwrap());

@@ -72,7 +72,7 @@ pub enum DaemonError {
     },
     /// A socket of the daemon would not fit in a Unix socket address.
     #[error(
-        "private dockerd: socket path {} is {len} bytes, over the {max} a Unix socket allows; use a shorter --state-dir or --cgroup-prefix",
+        "private dockerd: socket path {} is {len} bytes, over the {max} containerd allows; use a shorter --state-dir or --cgroup-prefix",
         path.display()
     )]
     SocketPath {
@@ -113,7 +113,7 @@ impl PrivateDaemon {
             move |source| DaemonError::Io { path, source }
         };
         check_socket_path(dir)?;
-        for sub in ["data", "exec"] {
+        for sub in ["data", EXEC] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
@@ -263,7 +263,7 @@ impl PrivateDaemon {
     fn stragglers(&self) -> Vec<u32> {
         let needle = self
             .dir
-            .join("exec")
+            .join(EXEC)
             .to_string_lossy()
             .into_owned()
             .into_bytes();
@@ -290,11 +290,16 @@ impl Drop for PrivateDaemon {
     }
 }
 
-/// The longest socket the daemon makes below `dir` (its `containerd`'s) must fit in
-/// `sockaddr_un` (107 bytes and a NUL), or the daemon fails with a bare `invalid argument`.
+/// The daemon's exec root below its directory: one letter, because the sockets of the daemon's
+/// `containerd` live below it and their paths are limited (see [`check_socket_path`]).
+const EXEC: &str = "x";
+
+/// The longest socket the daemon makes below `dir` (its `containerd`'s debug socket) must be
+/// at most 104 bytes (`containerd` refuses longer ones; `sockaddr_un` holds 107), or the daemon
+/// fails with a timeout waiting for `containerd`.
 fn check_socket_path(dir: &Path) -> Result<(), DaemonError> {
-    const MAX: usize = 107;
-    let path = dir.join("exec/containerd/containerd.sock");
+    const MAX: usize = 104;
+    let path = dir.join(EXEC).join("containerd/containerd-debug.sock");
     let len = path.as_os_str().len();
     if len > MAX {
         return Err(DaemonError::SocketPath {
@@ -312,7 +317,7 @@ fn daemon_args(dir: &Path) -> Vec<String> {
     vec![
         format!("--config-file={}", p("daemon.json")),
         format!("--data-root={}", p("data")),
-        format!("--exec-root={}", p("exec")),
+        format!("--exec-root={}", p(EXEC)),
         format!("--pidfile={}", p("dockerd.pid")),
         format!("--host=unix://{}", p("docker.sock")),
         "--bridge=none".into(),
@@ -370,14 +375,16 @@ mod tests {
 
     #[test]
     fn a_socket_path_over_the_unix_limit_is_named() {
-        let ok = Path::new("/var/lib/isolab/containers/isolab-agent-4194304.9999999999-0/dockerd");
+        // The longest default: the largest pid, ten digits of start ticks, `dk` (see
+        // `DockerBackend::new`).
+        let ok = Path::new("/var/lib/isolab/containers/isolab-agent-4194304.9999999999-0/dk");
         assert!(check_socket_path(ok).is_ok());
         let long = Path::new("/var/lib/isolab")
             .join("x".repeat(60))
             .join("dockerd");
         let e = check_socket_path(&long).unwrap_err().to_string();
         assert!(
-            e.contains("containerd.sock") && e.contains("--state-dir"),
+            e.contains("containerd-debug.sock") && e.contains("--state-dir"),
             "{e}"
         );
     }

@@ -55,6 +55,48 @@ pub struct SpawnedChild {
     pub exit: tokio::sync::oneshot::Receiver<std::io::Result<std::process::ExitStatus>>,
 }
 
+impl SpawnedChild {
+    /// The instance handle of a runtime process forked here, as
+    /// [`crate::InstanceHandle::of_runtime_child`] makes one of a child forked elsewhere: its
+    /// pipes as line streams (`stderr` wraps the error stream), its exit from the status.
+    pub fn into_runtime_handle(
+        self,
+        index: u32,
+        runtime: &str,
+        stderr: impl FnOnce(crate::LineStream) -> crate::LineStream,
+    ) -> std::io::Result<crate::InstanceHandle> {
+        let (Some(out), Some(err)) = (self.stdout, self.stderr) else {
+            // Both are piped by whoever made the command; without them there is nothing to
+            // measure.
+            if let Some(pid) = self.pid {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid.cast_signed()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            return Err(std::io::Error::other("stdout or stderr not piped"));
+        };
+        let runtime = runtime.to_owned();
+        let exit_rx = self.exit;
+        let exit = Box::pin(async move {
+            match exit_rx.await {
+                Ok(Ok(status)) => crate::InstanceExit::from_runtime_status(status),
+                Ok(Err(e)) => {
+                    crate::InstanceExit::Lost(format!("waiting for {runtime} failed: {e}"))
+                }
+                Err(_) => crate::InstanceExit::Lost("the spawner thread is gone".into()),
+            }
+        });
+        Ok(crate::InstanceHandle {
+            index,
+            pid: self.pid,
+            stdout: crate::lines(out),
+            stderr: stderr(crate::lines(err)),
+            exit,
+        })
+    }
+}
+
 /// Forks `cmd` on the spawner thread and reaps it there, so that a `PR_SET_PDEATHSIG` set in
 /// its `pre_exec` fires when the agent dies, never when some worker thread ends.
 pub async fn spawn(mut cmd: tokio::process::Command) -> std::io::Result<SpawnedChild> {

@@ -48,10 +48,11 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// Which cgroup hierarchy to use.
     pub cgroups: CgroupSource,
-    /// Prefix of the agent's cgroup directory. The directory is `<prefix>-<pid>-<n>` under the
-    /// agent's own cgroup (`n` counts agents started in one process), so that several agents
-    /// can share a cgroup; at start an agent removes `<prefix>-<pid>-*` directories whose
-    /// process is gone (left by a crashed agent) and never touches any other.
+    /// Prefix of the agent's cgroup directory. The directory is `<prefix>-<owner>-<n>` under
+    /// the agent's own cgroup (`<owner>` is `<pid>.<start ticks>`, see [`isolab_host::owner`]; `n`
+    /// counts agents started in one process), so that several agents can share a cgroup; at
+    /// start an agent removes `<prefix>-*` directories whose owner is not alive (left by a
+    /// crashed agent, also one that had this agent's pid) and never touches any other.
     pub cgroup_prefix: String,
     /// Host name reported in capabilities and statuses; `None` uses the kernel's.
     pub hostname: Option<String>,
@@ -64,6 +65,9 @@ pub struct AgentConfig {
     pub bounds: ParamBounds,
     /// The host-wide budget of all running trials together ([`crate::budget`]).
     pub budget: crate::budget::BudgetConfig,
+    /// The state directory everything the agent creates on disk lives under (see
+    /// [`isolab_host::state_dir`]); default [`isolab_host::state_dir::DEFAULT_STATE_DIR`].
+    pub state_dir: PathBuf,
 }
 
 impl Default for AgentConfig {
@@ -81,6 +85,7 @@ impl Default for AgentConfig {
             vm: isolab_backends::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
             budget: crate::budget::BudgetConfig::default(),
+            state_dir: PathBuf::from(isolab_host::state_dir::DEFAULT_STATE_DIR),
         }
     }
 }

@@ -126,12 +126,41 @@ struct Cli {
     /// of an unspecified address).
     #[arg(long, value_name = "URL", requires = "announce")]
     advertise: Option<String>,
+    /// Directory for everything the agent creates on disk (runtime state, bundles, scratch
+    /// mounts, VM working directories), never the temp dir. Created mode 0700 if missing; the
+    /// agent refuses to start unless it is a real directory owned by its uid and writable by
+    /// nobody else. Default: `$STATE_DIRECTORY` (the first, as systemd's `StateDirectory=` sets
+    /// it), else /var/lib/isolab.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Prefix of the agent's cgroup directory and of every name it gives (`<prefix>-<pid>.<start
+    /// ticks>-<n>`); at start the agent removes what dead agents with the same prefix left, and
+    /// nothing else. Two agents on one host need different prefixes only to keep their
+    /// leftovers apart.
+    #[arg(long, default_value = isolab_agent::config::DEFAULT_CGROUP_PREFIX, value_parser = parse_prefix)]
+    cgroup_prefix: String,
     /// Serve Prometheus metrics (text format, plain HTTP) on `GET /metrics` at this address, e.g.
     /// `0.0.0.0:9464`: trials running, finished by status, trial durations, instances running,
     /// memory limits committed, the host budget, events dropped for slow clients. Counts only,
     /// no names.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}`: expected 1 to 64 of a-z, 0-9 and `-`, not starting or ending with `-`"
+        ))
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -156,6 +185,17 @@ fn read_labels_file(path: &std::path::Path) -> anyhow::Result<BTreeMap<String, S
         labels.insert(k, v);
     }
     Ok(labels)
+}
+
+/// The state directory without `--state-dir`: the first of `$STATE_DIRECTORY` (systemd sets a
+/// colon-separated list), else [`isolab_host::state_dir::DEFAULT_STATE_DIR`].
+fn state_dir_default(env: Option<&std::ffi::OsStr>) -> PathBuf {
+    env.and_then(|v| v.to_str())
+        .and_then(|v| v.split(':').find(|s| !s.is_empty()))
+        .map_or_else(
+            || PathBuf::from(isolab_host::state_dir::DEFAULT_STATE_DIR),
+            PathBuf::from,
+        )
 }
 
 /// Resolves on the first SIGINT or SIGTERM.
@@ -204,6 +244,14 @@ async fn main() -> anyhow::Result<()> {
         None => BTreeMap::new(),
     };
     labels.extend(cli.labels);
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state_dir_default(std::env::var_os("STATE_DIRECTORY").as_deref()));
+    // Refuse to start on an unsafe state directory, before anything is made.
+    let state = isolab_host::state_dir::StateDir::open(&state_dir)
+        .context("--state-dir (or $STATE_DIRECTORY)")?;
+    tracing::info!(dir = %state.root().display(), "state directory");
     let config = AgentConfig {
         workload_bin: cli.workload_bin,
         labels,
@@ -233,6 +281,8 @@ async fn main() -> anyhow::Result<()> {
             qemu: cli.qemu,
             ..isolab_backends::vm::VmConfig::default()
         },
+        state_dir,
+        cgroup_prefix: cli.cgroup_prefix,
         ..AgentConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(cli.listen)
@@ -431,6 +481,29 @@ mod tests {
             .expect_err("not a size")
             .to_string();
         assert!(e.contains("--budget-memory"), "{e}");
+    }
+
+    #[test]
+    fn the_state_dir_defaults_to_systemds_then_var_lib() {
+        assert_eq!(state_dir_default(None), PathBuf::from("/var/lib/isolab"));
+        assert_eq!(
+            state_dir_default(Some("/var/lib/a:/var/lib/b".as_ref())),
+            PathBuf::from("/var/lib/a")
+        );
+        assert_eq!(
+            state_dir_default(Some("".as_ref())),
+            PathBuf::from("/var/lib/isolab")
+        );
+        let cli = Cli::try_parse_from(["isolab-agent", "--state-dir", "/srv/isolab"]).unwrap();
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/srv/isolab")));
+        assert_eq!(cli.cgroup_prefix, "isolab-agent");
+        let cli = Cli::try_parse_from(["isolab-agent", "--cgroup-prefix", "lab-2"]).unwrap();
+        assert_eq!(cli.cgroup_prefix, "lab-2");
+        for bad in ["", "A", "a/b", "-a", "a-", "a.b"] {
+            let arg = format!("--cgroup-prefix={bad}");
+            let e = Cli::try_parse_from(["isolab-agent", arg.as_str()]).unwrap_err();
+            assert!(e.to_string().contains("--cgroup-prefix"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! refused, an agent certificate cannot even act as a client); on plain-text loopback only root
 //! (or the agent's own user) may, and another local user is refused by uid.
 
+mod common;
+
 use std::path::Path;
 
 use isolab_agent::config::AgentConfig;
@@ -16,6 +18,7 @@ fn config() -> AgentConfig {
         // No trial runs here: the workload binary is not needed.
         workload_bin: Some("/nonexistent/isolab-workload".into()),
         cgroup_prefix: "isolab-test-authz".into(),
+        state_dir: common::state_dir(),
         ..AgentConfig::default()
     }
 }

@@ -296,7 +296,7 @@ async fn a_private_daemon_is_stopped_and_removed_with_the_backend() {
     let left: Vec<_> = std::fs::read_dir(&state)
         .map(|d| d.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
-    let daemon_dirs: Vec<_> = left.iter().filter(|p| p.join("dockerd").exists()).collect();
+    let daemon_dirs: Vec<_> = left.iter().filter(|p| p.join("dk").exists()).collect();
     assert!(
         daemon_dirs.is_empty(),
         "private daemon state left: {daemon_dirs:?}"

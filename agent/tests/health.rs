@@ -1,6 +1,8 @@
 //! Serving: the health service goes SERVING → NOT_SERVING when shutdown begins and the server
 //! then stops; non-loopback addresses without TLS are refused, by the library and the binary.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +21,7 @@ fn config() -> AgentConfig {
         // No trial runs here: the workload binary is not needed.
         workload_bin: Some("/nonexistent/isolab-workload".into()),
         cgroup_prefix: "isolab-test-health".into(),
+        state_dir: common::state_dir(),
         ..AgentConfig::default()
     }
 }

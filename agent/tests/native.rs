@@ -17,7 +17,12 @@ fn backend(prefix: &str, ceilings: Ceilings) -> (NativeBackend, Arc<AgentDir>) {
     let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
     let (dir, _) = AgentDir::claim(manager, prefix).expect("claim agent dir");
     let dir = Arc::new(dir);
-    let b = NativeBackend::new(Ok(Arc::clone(&dir)), Ok(common::workload_bin()), ceilings);
+    let b = NativeBackend::new(
+        Ok(Arc::clone(&dir)),
+        Ok(common::workload_bin()),
+        ceilings,
+        &common::state_dir(),
+    );
     (b, dir)
 }
 
@@ -102,18 +107,34 @@ fn stale_cgroups_of_a_dead_agent_are_removed_and_others_kept() {
     let mut child = std::process::Command::new("true")
         .spawn()
         .expect("spawn true");
-    let dead = child.id();
+    let dead = isolab_host::owner::Owner {
+        pid: child.id(),
+        start_ticks: isolab_host::leaks::process_start_time(child.id()).unwrap_or(1),
+    };
     child.wait().expect("wait");
+    // This process's pid with another start time: an agent that had our pid before (PID 1 of
+    // a restarted container).
+    let me = isolab_host::owner::Owner::me();
+    let before = isolab_host::owner::Owner {
+        start_ticks: me.start_ticks + 1,
+        ..me
+    };
     let prefix = "isolab-test-stale";
     let stale = format!("{prefix}-{dead}-0");
+    let same_pid = format!("{prefix}-{before}-0");
     let foreign = format!("{prefix}x-{dead}-0");
     manager
         .create(&format!("{stale}/trial-a0/i0"))
         .expect("make stale cgroup");
+    manager.create(&same_pid).expect("make stale cgroup");
     manager.create(&foreign).expect("make foreign cgroup");
-    let (dir, removed) = AgentDir::claim(Arc::clone(&manager), prefix).expect("claim");
-    assert_eq!(removed, vec![stale.clone()]);
+    let (dir, mut removed) = AgentDir::claim(Arc::clone(&manager), prefix).expect("claim");
+    removed.sort();
+    let mut expected = vec![stale.clone(), same_pid.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
     assert!(!manager.exists(&stale));
+    assert!(!manager.exists(&same_pid));
     assert!(
         manager.exists(&foreign),
         "a cgroup of another naming was touched"

@@ -52,7 +52,12 @@ async fn orphans_of_a_killed_fork_exit_are_reaped() {
         pids: 256,
         memory_bytes: 1 << 30,
     };
-    let b = NativeBackend::new(Ok(Arc::new(dir)), Ok(common::workload_bin()), ceilings);
+    let b = NativeBackend::new(
+        Ok(Arc::new(dir)),
+        Ok(common::workload_bin()),
+        ceilings,
+        &common::state_dir(),
+    );
     let t = conformance::trial(
         &common::native(),
         "fork_exit",

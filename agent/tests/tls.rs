@@ -1,6 +1,8 @@
 //! Mutual TLS on the agent: a client with a certificate from the agent's CA is served; a plaintext
 //! client and a client whose certificate comes from another CA are refused.
 
+mod common;
+
 use std::time::Duration;
 
 use isolab_agent::config::AgentConfig;
@@ -18,6 +20,7 @@ fn config() -> AgentConfig {
         // No trial runs here: the workload binary is not needed.
         workload_bin: Some("/nonexistent/isolab-workload".into()),
         cgroup_prefix: "isolab-test-tls".into(),
+        state_dir: common::state_dir(),
         ..AgentConfig::default()
     }
 }

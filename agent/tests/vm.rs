@@ -66,7 +66,11 @@ fn vm_ready(test: &str) -> Option<PathBuf> {
     static_workload()
 }
 
-fn backend(prefix: &str, bin: PathBuf, config: VmConfig) -> (VmBackend, Arc<AgentDir>) {
+fn backend(prefix: &str, bin: PathBuf, mut config: VmConfig) -> (VmBackend, Arc<AgentDir>) {
+    let state = isolab_host::state_dir::StateDir::open(&common::state_dir()).expect("state dir");
+    config
+        .runtime_root
+        .get_or_insert_with(|| state.root().join(isolab_host::state_dir::VM));
     let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
     let (dir, _) = AgentDir::claim(manager, prefix).expect("claim agent dir");
     let dir = Arc::new(dir);

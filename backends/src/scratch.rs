@@ -1,6 +1,8 @@
 //! Scratch space of native instances: each gets a tmpfs of its own, as large as its memory
-//! limit, at `<temp dir>/isolab-scratch/<agent dir>/<trial slug>/i<index>`; it is the instance's
-//! working directory and `$TMPDIR`.
+//! limit, at `<state dir>/scratch/<agent dir>/<trial slug>/i<index>`; it is the instance's
+//! working directory and `$TMPDIR`. The directories are made without following a symbolic link
+//! planted in the way ([`isolab_host::state_dir::create_dirs_beneath`]), so the tmpfs is never
+//! mounted anywhere else.
 //!
 //! Why: containers (runc, Docker, LXC) write to a `/tmp` tmpfs and a VM to its RAM-backed
 //! initramfs, so a native instance writing to the host's disk made file workloads (`oltp`,
@@ -13,9 +15,6 @@ use std::path::{Path, PathBuf};
 
 use super::Leak;
 use super::mounts::{mounts_under, unmount_detach};
-
-/// Directory under the temp dir that holds every agent's scratch root.
-const SCRATCH_DIR: &str = "isolab-scratch";
 
 /// Why a scratch directory could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -33,19 +32,24 @@ pub struct ScratchError {
 /// The scratch root of one agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Scratch {
+    /// `<state dir>/scratch`.
+    parent: PathBuf,
+    /// `<agent dir>`.
+    agent: String,
     root: PathBuf,
 }
 
 impl Scratch {
-    /// The scratch root of the agent whose cgroup directory is named `agent` (`<prefix>-<pid>-<n>`),
-    /// under `base` (normally the temp dir). Removes (and unmounts) what crashed agents of the
-    /// same prefix left there.
-    pub fn new(base: &Path, agent: &str) -> Self {
-        let parent = base.join(SCRATCH_DIR);
-        for stale in super::remove_stale_runtime(&parent, agent) {
+    /// The scratch root of the agent whose cgroup directory is named `agent`
+    /// (`<prefix>-<owner>-<n>`), under `parent` (the state directory's `scratch/`). Removes
+    /// (and unmounts) what dead agents of the same prefix left there.
+    pub fn new(parent: &Path, agent: &str) -> Self {
+        for stale in super::remove_stale_runtime(parent, agent) {
             tracing::info!(dir = %stale.display(), "removed the scratch space of a dead agent");
         }
         Self {
+            parent: parent.to_owned(),
+            agent: agent.to_owned(),
             root: parent.join(agent),
         }
     }
@@ -64,7 +68,9 @@ impl Scratch {
             op,
             source,
         };
-        std::fs::create_dir_all(&path).map_err(|e| err("create the directory", e))?;
+        let rel = Path::new(&self.agent).join(slug).join(format!("i{index}"));
+        isolab_host::state_dir::create_dirs_beneath(&self.parent, &rel)
+            .map_err(|e| err("create the directory", e))?;
         let options = format!("size={size_bytes},mode=0700");
         nix::mount::mount(
             Some("tmpfs"),
@@ -138,7 +144,7 @@ mod tests {
             return;
         }
         let base = tempfile::tempdir().unwrap();
-        let scratch = Scratch::new(base.path(), "isolab-test-scratch-1-0");
+        let scratch = Scratch::new(base.path(), "isolab-test-scratch-1.1-0");
         let dir = scratch.create("t-a0", 0, 1 << 20).unwrap();
         assert_eq!(mounts_under(&dir), vec![dir.clone()]);
         // Bounded: 2 MiB do not fit in a 1 MiB tmpfs.
@@ -161,11 +167,40 @@ mod tests {
         }
         let base = tempfile::tempdir().unwrap();
         // An agent whose pid cannot be alive (above pid_max) left a mounted scratch.
-        let dead = Scratch::new(base.path(), "isolab-test-stale-4194999-0");
+        // An agent that had this process's pid but started at another tick (as PID 1 of a
+        // restarted container) left a mounted scratch.
+        let me = isolab_host::owner::Owner::me();
+        let before = isolab_host::owner::Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        let dead = Scratch::new(base.path(), &format!("isolab-test-stale-{before}-0"));
         let left = dead.create("t-a0", 3, 1 << 20).unwrap();
         std::fs::write(left.join("f"), b"x").unwrap();
-        let _fresh = Scratch::new(base.path(), "isolab-test-stale-1-0");
+        let _fresh = Scratch::new(base.path(), &format!("isolab-test-stale-{me}-1"));
         assert!(mounts_under(base.path()).is_empty());
         assert!(!dead.trial_dir("t-a0").exists());
+    }
+
+    #[test]
+    fn a_symlink_planted_in_the_scratch_path_is_not_followed() {
+        if !can_mount() {
+            return;
+        }
+        let base = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"keep").unwrap();
+        let scratch = Scratch::new(base.path(), "isolab-test-plant-1.1-0");
+        // Where the trial's directory goes.
+        std::os::unix::fs::symlink(outside.path(), base.path().join("isolab-test-plant-1.1-0"))
+            .unwrap();
+        let e = scratch.create("t-a0", 0, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert!(mounts_under(outside.path()).is_empty(), "mounted outside");
+        assert!(!outside.path().join("t-a0").exists());
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"keep"
+        );
     }
 }

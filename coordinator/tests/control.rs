@@ -22,11 +22,25 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+/// A state directory for this test binary's agents, not the production `/var/lib/isolab`.
+fn test_state_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("state-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("state dir")
+    })
+    .path()
+    .to_owned()
+}
+
 fn agent_config(name: &str, rack: &str) -> AgentConfig {
     AgentConfig {
         hostname: Some(name.to_owned()),
         labels: [("rack".to_owned(), rack.to_owned())].into(),
         cgroup_prefix: format!("isolab-test-control-{name}"),
+        state_dir: test_state_dir(),
         ..AgentConfig::default()
     }
 }

@@ -221,11 +221,14 @@ async fn run_with_discover_uses_the_announced_agents() {
     let interval = Duration::from_millis(300);
     let mut agents = Vec::new();
     let mut announcers = Vec::new();
+    // The agents' state directory (not the production /var/lib/isolab); dropped after them.
+    let state = tempfile::tempdir().expect("state dir");
     for (name, rack) in [("disc-a", "r1"), ("disc-b", "r2")] {
         let agent = spawn_local(AgentConfig {
             hostname: Some(name.to_owned()),
             labels: [("rack".to_owned(), rack.to_owned())].into(),
             cgroup_prefix: format!("isolab-test-discover-{name}"),
+            state_dir: state.path().to_owned(),
             ..AgentConfig::default()
         })
         .await

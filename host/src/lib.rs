@@ -4,7 +4,8 @@
 //! ([`facts`]), network namespaces, bridges and veths through `ip` ([`netns`]), mount
 //! points ([`mounts`]), `/proc` scans for what a trial left behind ([`leaks`]), reaping orphans
 //! ([`reap`]), finding host binaries ([`which`]) and the `isolab-workload` binary
-//! ([`workload_bin`]). Backends move shared
+//! ([`workload_bin`]), who owns a leftover ([`owner`]) and the agent's state directory
+//! ([`state_dir`]). Backends move shared
 //! code down here rather than importing each other.
 
 pub mod cgroup;
@@ -12,6 +13,8 @@ pub mod facts;
 pub mod leaks;
 pub mod mounts;
 pub mod netns;
+pub mod owner;
 pub mod reap;
+pub mod state_dir;
 pub mod which;
 pub mod workload_bin;

@@ -27,6 +27,7 @@ use isolab_backends::native::NativeBackend;
 use isolab_backends::vm::VmBackend;
 use isolab_backends::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
 use isolab_host::cgroup::CgroupManager;
+use isolab_host::state_dir::StateDir;
 
 /// Events buffered per trial towards the client; beyond it the relay drops (see [`relay`]).
 const EVENT_BUFFER: usize = 1024;
@@ -82,12 +83,16 @@ impl AgentCore {
     /// failing here.
     pub async fn new(config: AgentConfig) -> Self {
         let cfg = config.clone();
-        let (facts, dir, bin, budget) = tokio::task::spawn_blocking(move || {
+        let (facts, state, dir, bin, budget) = tokio::task::spawn_blocking(move || {
             let facts = isolab_host::facts::collect();
-            let dir = claim_dir(&cfg);
+            // The state directory first: nothing is made (not even a cgroup) when it is unsafe.
+            let state = StateDir::open(&cfg.state_dir).map_err(|e| e.to_string());
+            let dir = state.clone().and_then(|_| claim_dir(&cfg));
+            // Scratch, bundles and VM disks live in the state directory: its file system's free
+            // space bounds the disk budget.
             let host = HostLimits::read(
                 facts.memory_bytes,
-                &std::env::temp_dir(),
+                &cfg.state_dir,
                 dir.as_ref().ok().map(|d| d.manager().as_ref()),
             );
             let budget = Budget::resolve(&cfg.budget, &host);
@@ -106,15 +111,16 @@ impl AgentCore {
                 Some(p) => Err(format!("workload binary {} does not exist", p.display())),
                 None => isolab_host::workload_bin::locate().map_err(|e| e.to_string()),
             };
-            (facts, dir, bin, budget)
+            (facts, state, dir, bin, budget)
         })
         .await
         .unwrap_or_else(|e| {
             let why = format!("agent start-up task failed: {e}");
-            let host = HostLimits::read(0, &std::env::temp_dir(), None);
+            let host = HostLimits::read(0, &config.state_dir, None);
             let budget = Budget::resolve(&config.budget, &host);
             (
                 isolab_host::facts::collect(),
+                Err(why.clone()),
                 Err(why.clone()),
                 Err(why),
                 budget,
@@ -141,21 +147,44 @@ impl AgentCore {
             metrics.set_budget(resource, value);
         }
         let tmp_bytes = config.budget.tmp_bytes;
+        // Unusable state directory: every backend is unavailable with that reason (`dir` is
+        // then the same error), the paths below are never used.
+        let sub = |purpose: &str| {
+            state.as_ref().map_or_else(
+                |_| config.state_dir.join(purpose),
+                |s| s.root().join(purpose),
+            )
+        };
+        let containers = sub(isolab_host::state_dir::CONTAINERS);
         let container = ContainerBackend::new(
             dir.clone(),
             bin.clone(),
             ceilings,
             ContainerConfig {
+                state_dir: containers.clone(),
                 tmp_bytes,
                 ..ContainerConfig::default()
             },
         );
-        let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
+        let vm = VmBackend::new(
+            dir.clone(),
+            bin.clone(),
+            ceilings,
+            isolab_backends::vm::VmConfig {
+                runtime_root: config
+                    .vm
+                    .runtime_root
+                    .clone()
+                    .or_else(|| Some(sub(isolab_host::state_dir::VM))),
+                ..config.vm.clone()
+            },
+        );
         let docker = DockerBackend::new(
             dir.clone(),
             bin.clone(),
             ceilings,
             DockerConfig {
+                state_dir: containers.clone(),
                 tmp_bytes,
                 ..DockerConfig::default()
             },
@@ -165,11 +194,17 @@ impl AgentCore {
             bin.clone(),
             ceilings,
             LxcConfig {
+                state_dir: containers,
                 tmp_bytes,
                 ..LxcConfig::default()
             },
         );
-        let native = NativeBackend::new(dir.clone(), bin, ceilings);
+        let native = NativeBackend::new(
+            dir.clone(),
+            bin,
+            ceilings,
+            &sub(isolab_host::state_dir::SCRATCH),
+        );
         let host = HostInfo {
             hostname: config
                 .hostname

@@ -49,11 +49,28 @@ pub fn workload_bin() -> PathBuf {
     .clone()
 }
 
-/// An agent configuration for tests: the workload binary, a cgroup prefix of its own.
+/// A state directory for this test binary's agents (mode 0700, in the build tree's scratch
+/// space), so that tests never share the production `/var/lib/isolab`. Kept to the end of the
+/// process; every agent removes what it made in it.
+pub fn state_dir() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("state-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("make a state directory")
+    })
+    .path()
+    .to_owned()
+}
+
+/// An agent configuration for tests: the workload binary, a cgroup prefix of its own, the
+/// test binary's state directory.
 pub fn config(test: &str) -> AgentConfig {
     AgentConfig {
         workload_bin: Some(workload_bin()),
         cgroup_prefix: format!("isolab-test-{test}"),
+        state_dir: state_dir(),
         ..AgentConfig::default()
     }
 }

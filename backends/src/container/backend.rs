@@ -17,8 +17,8 @@ use crate::TRIAL_ENV;
 use crate::base::ContainerBase;
 use crate::envelope::Ceilings;
 use crate::{
-    AgentDir, Backend, BackendStatus, InstanceHandle, Launch, LeakReport, TrialContext,
-    process_start_time, then_note,
+    AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext, process_start_time,
+    then_note,
 };
 use isolab_host::cgroup::{
     AnyCgroup, Cgroup, CgroupEngine, CgroupPlan, InstanceLevel, TrialCgroups,
@@ -311,8 +311,8 @@ impl Backend for ContainerBackend {
                 program: prepared.runtime.program().to_owned(),
                 source,
             };
-            let child = cmd.spawn().map_err(spawn_err)?;
-            if let Some(pid) = child.id() {
+            let child = crate::spawner::spawn(cmd).await.map_err(spawn_err)?;
+            if let Some(pid) = child.pid {
                 prepared.running.push(Running {
                     index: inst.index,
                     pid,
@@ -320,10 +320,9 @@ impl Backend for ContainerBackend {
                 });
             }
             let oom = oom_note(Arc::clone(&inst.cgroup), inst.memory_bytes);
-            let handle = InstanceHandle::of_runtime_child(inst.index, child, "the runtime", |e| {
-                then_note(e, oom)
-            })
-            .map_err(spawn_err)?;
+            let handle = child
+                .into_runtime_handle(inst.index, "the runtime", |e| then_note(e, oom))
+                .map_err(spawn_err)?;
             handles.push(handle);
         }
         Ok(handles.into())

@@ -168,17 +168,17 @@ async fn run_container(
 ) -> Result<(), String> {
     let mut cmd = runtime.run_command(&instance.bundle, &instance.id);
     cmd.env(crate::TRIAL_ENV, slug);
-    let mut child = cmd
-        .spawn()
+    let child = crate::spawner::spawn(cmd)
+        .await
         .map_err(|e| format!("cannot start {}: {e}", runtime.program().display()))?;
-    if let Some(pid) = child.id() {
+    if let Some(pid) = child.pid {
         running.push(Running {
             index: instance.index,
             pid,
             start_time: process_start_time(pid),
         });
     }
-    let (out, mut err) = (child.stdout.take(), child.stderr.take());
+    let (out, mut err, exit) = (child.stdout, child.stderr, child.exit);
     let first_sample = async {
         let mut lines = out.map(|o| BufReader::new(o).lines());
         while let Some(l) = lines.as_mut() {
@@ -207,7 +207,10 @@ async fn run_container(
         if let Some(s) = err.as_mut() {
             let _ = s.read_to_string(&mut e).await;
         }
-        (child.wait().await, e)
+        let status = exit
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread is gone")));
+        (status, e)
     };
     let (status, stderr) = tokio::time::timeout(timeout, finished)
         .await

@@ -161,7 +161,11 @@ impl Runtime {
 
     /// The command that runs a container in the foreground: `run [--keep] --bundle <dir> <id>`
     /// (`--keep` when the runtime supports it), stdin from `/dev/null`, stdout and stderr
-    /// piped, a clean environment.
+    /// piped, a clean environment, and SIGKILL when the agent dies (`PR_SET_PDEATHSIG`; start it
+    /// with [`crate::spawner::spawn`] so that this tracks the agent process). The
+    /// container's own processes outlive a killed runtime (they are reparented); the agent's
+    /// next start kills them with the dead agent's cgroup directory and deletes its runtime
+    /// state (see `stale`).
     pub fn run_command(&self, bundle: &Path, id: &str) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(self.global_args()).arg("run");
@@ -176,6 +180,16 @@ impl Runtime {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // SAFETY: runs in the child between fork and exec; prctl with plain integers is
+        // async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
         cmd
     }
 

@@ -1,44 +1,46 @@
 //! What an agent leaves when it goes away, and what a crashed one left.
 //!
 //! Everything the backend makes is named after the agent's cgroup directory
-//! `<prefix>-<pid>-<n>`: the state directory `<state_dir>/<prefix>-<pid>-<n>` (runtime roots and
-//! bundles), network namespaces `<prefix>-<pid>-<n>-<trial>…`, and the runtime-made cgroup
-//! directories in hierarchies the cgroup layer does not manage. When the backend is dropped it
-//! removes its own; at start it removes those of agents with the same prefix whose process no
-//! longer exists. Nothing with another name, or of a live process, is touched.
+//! `<prefix>-<owner>-<n>` (`<owner>` is `<pid>.<start ticks>`, see [`Owner`]): the state
+//! directory `<state_dir>/<prefix>-<owner>-<n>` (runtime roots and bundles), network namespaces
+//! `<prefix>-<owner>-<n>-<trial>…`, and the runtime-made cgroup directories in hierarchies the
+//! cgroup layer does not manage. When the backend is dropped it removes its own; at start it
+//! removes those of agents with the same prefix whose owner is not alive (gone, or its pid now
+//! another process's, this agent's included). Nothing with another name, or of a live agent,
+//! is touched.
 
 use std::path::Path;
 
 use super::backend::Inner;
 use super::runtime::Runtime;
-use crate::process_alive;
 use isolab_host::mounts::mounts_under;
 use isolab_host::netns;
+use isolab_host::owner::Owner;
 
-/// `<prefix>-<pid>-<n>` → (`prefix`, `pid`), also when followed by `-<more>`.
-fn parse_agent_name<'a>(prefix: &str, name: &'a str) -> Option<(u32, &'a str)> {
+/// `<prefix>-<owner>-<n>` → (owner, agent name), also when followed by `-<more>`.
+fn parse_agent_name<'a>(prefix: &str, name: &'a str) -> Option<(Owner, &'a str)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
     let mut parts = rest.splitn(3, '-');
-    let pid = parts.next()?.parse().ok()?;
+    let owner = Owner::parse(parts.next()?)?;
     let n = parts.next()?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let agent_len = name.len() - parts.next().map_or(0, |more| more.len() + 1);
-    Some((pid, &name[..agent_len]))
+    Some((owner, &name[..agent_len]))
 }
 
-/// The prefix of this agent's directory name `<prefix>-<pid>-<n>`.
+/// The prefix of this agent's directory name `<prefix>-<owner>-<n>`.
 fn own_prefix(name: &str) -> Option<&str> {
     let mut it = name.rsplitn(3, '-');
     let (_n, _pid, prefix) = (it.next()?, it.next()?, it.next()?);
     Some(prefix)
 }
 
-/// Whether an agent directory name belongs to a process that is gone.
+/// The agent part of a name whose owner is not alive (never this process's own names).
 fn dead(prefix: &str, name: &str) -> Option<String> {
-    let (pid, agent) = parse_agent_name(prefix, name)?;
-    (pid != std::process::id() && process_alive(pid, None).is_none()).then(|| agent.to_owned())
+    let (owner, agent) = parse_agent_name(prefix, name)?;
+    (!owner.is_alive()).then(|| agent.to_owned())
 }
 
 /// Removes the leftovers of dead agents with this agent's prefix.
@@ -90,7 +92,61 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
     }
 }
 
-/// Deletes every container under the runtime roots of a state directory, then the directory.
+/// How long processes of a dead agent's state directory get to die after SIGKILL.
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Live processes whose command line names a path below `dir`: what a dead agent started with
+/// its state directory (a private `dockerd`, its `containerd` and shims, `lxc-execute`, a
+/// runtime), never anything else, since only the agent makes such paths.
+fn processes_naming(dir: &Path) -> Vec<u32> {
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_slice()))
+        })
+        .filter(|&pid| isolab_host::leaks::process_alive(pid, None).is_some())
+        .collect()
+}
+
+/// SIGKILLs the processes of a dead agent's state directory and waits (bounded) until they
+/// are gone; returns those still alive.
+fn kill_processes_naming(dir: &Path) -> Vec<u32> {
+    let pids = processes_naming(dir);
+    if pids.is_empty() {
+        return pids;
+    }
+    tracing::warn!(?pids, dir = %dir.display(), "killing processes of an agent that is gone");
+    for &pid in &pids {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid.cast_signed()),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let deadline = std::time::Instant::now() + KILL_WAIT;
+    loop {
+        let alive: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|&p| isolab_host::leaks::process_alive(p, None).is_some())
+            .collect();
+        if alive.is_empty() || std::time::Instant::now() >= deadline {
+            return alive;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Deletes every container under the runtime roots of a state directory, kills what else the
+/// dead agent started there (a private Docker daemon), detaches its mounts, then removes it.
 fn remove_state(dir: &Path) {
     if let Ok(roots) = std::fs::read_dir(dir.join("runtime")) {
         for root in roots.flatten() {
@@ -105,6 +161,15 @@ fn remove_state(dir: &Path) {
                 }
             }
         }
+    }
+    let alive = kill_processes_naming(dir);
+    if !alive.is_empty() {
+        tracing::warn!(?alive, dir = %dir.display(), "processes of a stale state directory survived; keeping it");
+        return;
+    }
+    // A killed private dockerd leaves its overlay, netns and data-root mounts.
+    for point in mounts_under(dir) {
+        isolab_host::mounts::detach(&point);
     }
     if !mounts_under(dir).is_empty() {
         tracing::warn!(dir = %dir.display(), "mounts below a stale state directory; keeping it");
@@ -158,33 +223,80 @@ mod tests {
 
     #[test]
     fn agent_names_are_recognised_with_and_without_a_trial_suffix() {
+        let o = Owner {
+            pid: 12,
+            start_ticks: 77,
+        };
         assert_eq!(
-            parse_agent_name("isolab-agent", "isolab-agent-12-0"),
-            Some((12, "isolab-agent-12-0"))
+            parse_agent_name("isolab-agent", "isolab-agent-12.77-0"),
+            Some((o, "isolab-agent-12.77-0"))
         );
         assert_eq!(
-            parse_agent_name("isolab-agent", "isolab-agent-12-3-c0ffee-a0-i1"),
-            Some((12, "isolab-agent-12-3"))
+            parse_agent_name("isolab-agent", "isolab-agent-12.77-3-c0ffee-a0-i1"),
+            Some((o, "isolab-agent-12.77-3"))
         );
-        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12.77"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-12-0"), None);
         assert_eq!(parse_agent_name("isolab-agent", "isolab-agent-x-0"), None);
-        assert_eq!(parse_agent_name("isolab-agent", "other-12-0"), None);
+        assert_eq!(parse_agent_name("isolab-agent", "other-12.77-0"), None);
         assert_eq!(
-            own_prefix("isolab-test-ct-bridge-18100-1"),
+            own_prefix("isolab-test-ct-bridge-18100.5-1"),
             Some("isolab-test-ct-bridge")
         );
     }
 
     #[test]
+    fn processes_naming_a_stale_state_directory_are_killed_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("p-1.1-0");
+        let other = dir.path().join("p-1.1-00");
+        std::fs::create_dir_all(state.join("dk")).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        let sleeper = |arg: &Path| {
+            // `sleep` with the path as its argv[0]: in the command line, as a daemon's paths are.
+            use std::os::unix::process::CommandExt as _;
+            std::process::Command::new("sleep")
+                .arg0(arg)
+                .arg("600")
+                .spawn()
+                .unwrap()
+        };
+        let mut inside = sleeper(&state.join("dk/docker.sock"));
+        let mut beside = sleeper(&other.join("x"));
+        assert_eq!(processes_naming(&state), vec![inside.id()]);
+        let reaper = std::thread::spawn(move || inside.wait().unwrap());
+        assert_eq!(kill_processes_naming(&state), Vec::<u32>::new());
+        assert!(!reaper.join().unwrap().success());
+        assert!(
+            isolab_host::leaks::process_alive(beside.id(), None).is_some(),
+            "a process naming another directory was killed"
+        );
+        beside.kill().unwrap();
+        beside.wait().unwrap();
+    }
+
+    #[test]
     fn only_dead_agents_are_stale() {
-        let me = std::process::id();
+        let me = Owner::me();
         assert_eq!(
             dead("p", &format!("p-{me}-0")),
             None,
             "our own names are never stale here"
         );
+        // Our pid, another start time: a predecessor that had our pid (PID 1 after a restart).
+        let before = Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert_eq!(
+            dead("p", &format!("p-{before}-2-t")),
+            Some(format!("p-{before}-2"))
+        );
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let gone = child.id();
+        let gone = Owner {
+            pid: child.id(),
+            start_ticks: isolab_host::leaks::process_start_time(child.id()).unwrap_or(1),
+        };
         child.wait().unwrap();
         assert_eq!(
             dead("p", &format!("p-{gone}-4-t-a0")),

@@ -71,7 +71,8 @@ impl DockerBackend {
         let inner = (|| {
             let base = ContainerBase::new(&dir, workload_bin, ceilings)?;
             Ok(Arc::new(Inner {
-                private_dir: config.state_dir.join(base.dir.name()).join("dockerd"),
+                // Short: the daemon's socket paths below it are limited (`daemon.rs`).
+                private_dir: config.state_dir.join(base.dir.name()).join("dk"),
                 tmp_bytes: config.tmp_bytes,
                 base,
             }))

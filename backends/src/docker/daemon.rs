@@ -70,6 +70,19 @@ pub enum DaemonError {
         /// The last lines of its log.
         log: String,
     },
+    /// A socket of the daemon would not fit in a Unix socket address.
+    #[error(
+        "private dockerd: socket path {} is {len} bytes, over the {max} containerd allows; use a shorter --state-dir or --cgroup-prefix",
+        path.display()
+    )]
+    SocketPath {
+        /// The longest socket path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Processes of the daemon outlived `SIGKILL`.
     #[error("private dockerd processes still alive after SIGKILL: {pids:?}")]
     Survived {
@@ -99,7 +112,8 @@ impl PrivateDaemon {
             let path = path.to_owned();
             move |source| DaemonError::Io { path, source }
         };
-        for sub in ["data", "exec"] {
+        check_socket_path(dir)?;
+        for sub in ["data", EXEC] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
@@ -249,7 +263,7 @@ impl PrivateDaemon {
     fn stragglers(&self) -> Vec<u32> {
         let needle = self
             .dir
-            .join("exec")
+            .join(EXEC)
             .to_string_lossy()
             .into_owned()
             .into_bytes();
@@ -276,13 +290,34 @@ impl Drop for PrivateDaemon {
     }
 }
 
+/// The daemon's exec root below its directory: one letter, because the sockets of the daemon's
+/// `containerd` live below it and their paths are limited (see [`check_socket_path`]).
+const EXEC: &str = "x";
+
+/// The longest socket the daemon makes below `dir` (its `containerd`'s debug socket) must be
+/// at most 104 bytes (`containerd` refuses longer ones; `sockaddr_un` holds 107), or the daemon
+/// fails with a timeout waiting for `containerd`.
+fn check_socket_path(dir: &Path) -> Result<(), DaemonError> {
+    const MAX: usize = 104;
+    let path = dir.join(EXEC).join("containerd/containerd-debug.sock");
+    let len = path.as_os_str().len();
+    if len > MAX {
+        return Err(DaemonError::SocketPath {
+            path,
+            len,
+            max: MAX,
+        });
+    }
+    Ok(())
+}
+
 /// The daemon's command line (after the program).
 fn daemon_args(dir: &Path) -> Vec<String> {
     let p = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
     vec![
         format!("--config-file={}", p("daemon.json")),
         format!("--data-root={}", p("data")),
-        format!("--exec-root={}", p("exec")),
+        format!("--exec-root={}", p(EXEC)),
         format!("--pidfile={}", p("dockerd.pid")),
         format!("--host=unix://{}", p("docker.sock")),
         "--bridge=none".into(),
@@ -337,6 +372,22 @@ fn wait_child(child: &mut Child, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_path_over_the_unix_limit_is_named() {
+        // The longest default: the largest pid, ten digits of start ticks, `dk` (see
+        // `DockerBackend::new`).
+        let ok = Path::new("/var/lib/isolab/containers/isolab-agent-4194304.9999999999-0/dk");
+        assert!(check_socket_path(ok).is_ok());
+        let long = Path::new("/var/lib/isolab")
+            .join("x".repeat(60))
+            .join("dockerd");
+        let e = check_socket_path(&long).unwrap_err().to_string();
+        assert!(
+            e.contains("containerd-debug.sock") && e.contains("--state-dir"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn the_daemon_keeps_off_the_host_network_and_uses_cgroupfs() {

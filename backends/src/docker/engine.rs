@@ -3,8 +3,9 @@
 //!
 //! Every container the agent makes carries the labels [`LABEL_AGENT`] (the agent's cgroup
 //! directory name, unique per agent), [`LABEL_TRIAL`] (the trial attempt's slug) and
-//! [`LABEL_PID`] (the agent's pid). Listing by label is how teardown and the leak check find
-//! them, and how a new agent finds the containers of a crashed one (whose pid is gone).
+//! [`LABEL_OWNER`] (the agent process, `<pid>.<start ticks>`, see [`Owner`]). Listing by label
+//! is how teardown and the leak check find them, and how a new agent finds the containers of a
+//! crashed one (whose owner is not alive, also when the new agent got the same pid).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,14 +16,17 @@ use bollard::query_parameters::{ListContainersOptionsBuilder, RemoveContainerOpt
 
 use super::config::{DaemonMode, DockerConfig};
 use super::daemon::PrivateDaemon;
-use crate::process_alive;
+use isolab_host::owner::Owner;
 
 /// Label naming the agent directory that made a container.
 pub const LABEL_AGENT: &str = "isolab.agent";
 /// Label naming the trial attempt a container belongs to.
 pub const LABEL_TRIAL: &str = "isolab.trial";
-/// Label holding the pid of the agent process that made a container.
-pub const LABEL_PID: &str = "isolab.agent-pid";
+/// Label holding the agent process that made a container: its [`Owner`] `<pid>.<start ticks>`.
+pub const LABEL_OWNER: &str = "isolab.agent-owner";
+/// Label holding the boot id of the boot the container was made in: owners are only unique
+/// within one boot, and the containers of an existing daemon outlive a reboot (stopped).
+pub const LABEL_BOOT: &str = "isolab.agent-boot";
 
 /// A connected Engine.
 #[derive(Debug)]
@@ -166,15 +170,17 @@ pub async fn remove(docker: &Docker, name: &str) -> Result<(), bollard::errors::
     }
 }
 
-/// Removes containers made by agent processes that no longer exist (a crashed agent's).
+/// Removes containers made by agent processes that are not alive (a crashed agent's, also one
+/// that had this agent's pid).
 pub async fn remove_orphans(docker: &Docker) {
+    let boot = isolab_host::state_dir::boot_id();
     let Ok(list) = docker
         .list_containers(Some(
             ListContainersOptionsBuilder::default()
                 .all(true)
                 .filters(&HashMap::from([(
                     "label".to_owned(),
-                    vec![LABEL_PID.to_owned()],
+                    vec![LABEL_OWNER.to_owned()],
                 )]))
                 .build(),
         ))
@@ -183,18 +189,18 @@ pub async fn remove_orphans(docker: &Docker) {
         return;
     };
     for c in list {
-        let pid = c
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_PID))
-            .and_then(|p| p.parse::<u32>().ok());
-        let Some(pid) =
-            pid.filter(|&p| p != std::process::id() && process_alive(p, None).is_none())
-        else {
+        let labels = c.labels.as_ref();
+        let owner = labels
+            .and_then(|l| l.get(LABEL_OWNER))
+            .and_then(|p| Owner::parse(p));
+        let other_boot = labels
+            .and_then(|l| l.get(LABEL_BOOT))
+            .is_some_and(|b| Some(b) != boot.as_ref());
+        let Some(owner) = owner.filter(|o| other_boot || !o.is_alive()) else {
             continue;
         };
         let id = c.id.unwrap_or_default();
-        tracing::warn!(container = %id, agent_pid = pid, "removing a container of a gone agent");
+        tracing::warn!(container = %id, %owner, "removing a container of a gone agent");
         if let Err(e) = remove(docker, &id).await {
             tracing::warn!(container = %id, "cannot remove it: {e}");
         }

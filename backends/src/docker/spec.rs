@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use isolab_model::pipeline::RootfsKind;
 
-use super::engine::{LABEL_AGENT, LABEL_PID, LABEL_TRIAL};
+use super::engine::{LABEL_AGENT, LABEL_BOOT, LABEL_OWNER, LABEL_TRIAL};
 use super::image::WORKLOAD_PATH;
 use crate::TRIAL_ENV;
 use crate::rootfs::HOST_RO_PATHS;
@@ -67,11 +67,17 @@ pub fn container_body(spec: &InstanceSpec<'_>) -> ContainerCreateBody {
         "TMPDIR=/tmp".to_owned(),
         "LANG=C".to_owned(),
     ];
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         (LABEL_AGENT.to_owned(), spec.agent.to_owned()),
         (LABEL_TRIAL.to_owned(), spec.slug.to_owned()),
-        (LABEL_PID.to_owned(), std::process::id().to_string()),
+        (
+            LABEL_OWNER.to_owned(),
+            isolab_host::owner::Owner::me().to_string(),
+        ),
     ]);
+    if let Some(boot) = isolab_host::state_dir::boot_id() {
+        labels.insert(LABEL_BOOT.to_owned(), boot);
+    }
     let binds = match spec.rootfs {
         RootfsKind::Minimal => None,
         RootfsKind::HostRo => Some(
@@ -157,6 +163,15 @@ mod tests {
         assert_eq!(
             labels.get(LABEL_AGENT).map(String::as_str),
             Some("isolab-agent-1-0")
+        );
+        let owner = labels.get(LABEL_OWNER).expect("owner label");
+        assert_eq!(
+            isolab_host::owner::Owner::parse(owner),
+            Some(isolab_host::owner::Owner::me())
+        );
+        assert_eq!(
+            labels.get(LABEL_BOOT),
+            isolab_host::state_dir::boot_id().as_ref()
         );
     }
 

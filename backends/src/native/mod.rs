@@ -80,13 +80,16 @@ pub struct NativePrepared {
 }
 
 impl NativeBackend {
-    /// A native backend nesting its cgroups in `dir` and running `workload_bin`; either may be
-    /// an error text, which then makes the backend unavailable with that reason. Makes this
-    /// process a child subreaper so that orphans of killed workloads can be reaped.
+    /// A native backend nesting its cgroups in `dir`, running `workload_bin` and mounting its
+    /// instances' scratch below `scratch_root` (the state directory's `scratch/`); `dir` or
+    /// `workload_bin` may be an error text, which then makes the backend unavailable with that
+    /// reason. Makes this process a child subreaper so that orphans of killed workloads can be
+    /// reaped.
     pub fn new(
         dir: Result<Arc<AgentDir>, String>,
         workload_bin: Result<PathBuf, String>,
         ceilings: Ceilings,
+        scratch_root: &std::path::Path,
     ) -> Self {
         if dir.is_ok()
             && let Err(e) = reap::become_subreaper()
@@ -100,7 +103,7 @@ impl NativeBackend {
         let scratch = dir
             .as_ref()
             .ok()
-            .map(|d| Scratch::new(&std::env::temp_dir(), d.name()));
+            .map(|d| Scratch::new(scratch_root, d.name()));
         Self {
             engine: CgroupEngine::for_backend(&dir, ceilings),
             workload_bin,

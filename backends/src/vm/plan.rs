@@ -175,7 +175,8 @@ pub fn make_disk(path: &Path, bytes: u64) -> Result<(), VmError> {
         path: path.to_path_buf(),
         reason,
     };
-    std::fs::File::create(path)
+    // A new file, never one planted there (nor what a symbolic link there points to).
+    isolab_host::state_dir::create_file(path)
         .and_then(|f| f.set_len(bytes))
         .map_err(|e| err(format!("creating it failed: {e}")))?;
     let mkfs = find_mkfs().ok_or_else(|| err("mkfs.ext4 not found (install e2fsprogs)".into()))?;
@@ -270,5 +271,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing/d.raw"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_planted_where_a_disk_goes_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let precious = outside.path().join("precious");
+        std::fs::write(&precious, b"keep").unwrap();
+        let disk = dir.path().join("disk-i0.raw");
+        std::os::unix::fs::symlink(&precious, &disk).unwrap();
+        let err = make_disk(&disk, 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("disk-i0.raw"), "{err}");
+        assert_eq!(std::fs::read(&precious).unwrap(), b"keep", "target changed");
+        std::os::unix::fs::symlink(outside.path().join("new"), dir.path().join("d2.raw")).unwrap();
+        assert!(make_disk(&dir.path().join("d2.raw"), 1 << 20).is_err());
+        assert!(
+            !outside.path().join("new").exists(),
+            "made through the link"
+        );
     }
 }

@@ -110,7 +110,7 @@ async fn boot_probe_in(
         ..CgroupLimits::default()
     };
     let cgroup = tokio::task::spawn_blocking(move || -> Result<AnyCgroup, String> {
-        std::fs::create_dir_all(&made_dir).map_err(|e| format!("{}: {e}", made_dir.display()))?;
+        super::setup::fresh_dir(&made_dir).map_err(|e| format!("{}: {e}", made_dir.display()))?;
         ready_owned
             .write_initramfs(&made_dir.join(INITRAMFS_FILE), &[])
             .map_err(|e| e.to_string())?;

@@ -40,7 +40,8 @@ pub struct VmConfig {
     pub modules: Option<PathBuf>,
     /// QEMU binary (default `qemu-system-x86_64` in `PATH`).
     pub qemu: Option<PathBuf>,
-    /// Where trial directories go (default `$TMPDIR/isolab-vm`).
+    /// Where trial directories go (default `vm/` in [`isolab_host::state_dir::DEFAULT_STATE_DIR`]; the
+    /// agent sets its state directory's).
     pub runtime_root: Option<PathBuf>,
     /// How long a KVM probe VM gets to answer.
     pub kvm_probe_timeout: Duration,
@@ -70,9 +71,9 @@ impl Default for VmConfig {
 impl VmConfig {
     /// The directory holding every agent's runtime directory.
     pub fn runtime_root(&self) -> PathBuf {
-        self.runtime_root
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join("isolab-vm"))
+        self.runtime_root.clone().unwrap_or_else(|| {
+            Path::new(isolab_host::state_dir::DEFAULT_STATE_DIR).join(isolab_host::state_dir::VM)
+        })
     }
 
     /// The directory holding this agent's trial directories.
@@ -159,13 +160,41 @@ impl Ready {
                 bytes
             }
         };
-        std::fs::write(path, bytes.as_slice()).map_err(|source| {
-            VmError::Initramfs(initramfs::InitramfsError::Write {
-                path: path.to_path_buf(),
-                source,
+        use std::io::Write as _;
+        isolab_host::state_dir::create_file(path)
+            .and_then(|mut f| f.write_all(bytes.as_slice()))
+            .map_err(|source| {
+                VmError::Initramfs(initramfs::InitramfsError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                })
             })
-        })
     }
+}
+
+/// Makes the empty directory `dir` = `<runtime root>/<agent dir>/<name>`, removing what was there
+/// (a symbolic link is removed, not followed) and creating `<agent dir>` when missing, without
+/// following a symbolic link below the runtime root
+/// ([`isolab_host::state_dir::create_dirs_beneath`]). Blocking.
+pub(crate) fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    let (Some(name), Some(agent), Some(root)) = (
+        dir.file_name(),
+        dir.parent().and_then(Path::file_name),
+        dir.parent().and_then(Path::parent),
+    ) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: not <runtime root>/<agent>/<name>", dir.display()),
+        ));
+    };
+    match std::fs::symlink_metadata(dir) {
+        // `remove_dir_all` does not follow symbolic links inside the directory either.
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(dir)?,
+        Ok(_) => std::fs::remove_file(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    isolab_host::state_dir::create_dirs_beneath(root, &Path::new(agent).join(name)).map(|_| ())
 }
 
 fn read_head(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
@@ -234,10 +263,7 @@ pub fn make_trial(
         path: trial_dir.to_path_buf(),
         source,
     };
-    if trial_dir.exists() {
-        std::fs::remove_dir_all(trial_dir).map_err(dir_err)?;
-    }
-    std::fs::create_dir_all(trial_dir).map_err(dir_err)?;
+    fresh_dir(trial_dir).map_err(dir_err)?;
     let made = (|| {
         ready.write_initramfs(&trial_dir.join(INITRAMFS_FILE), &modules)?;
         for disk in plans.iter().filter_map(|p| p.spec.disk.as_deref()) {
@@ -291,4 +317,40 @@ pub fn vm_processes(prefix: &str) -> Vec<u32> {
     }
     pids.sort_unstable();
     pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_dirs_never_follow_a_planted_symlink() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("precious"), b"keep").unwrap();
+        // Where the agent's runtime directory goes: refused.
+        std::os::unix::fs::symlink(outside.path(), root.path().join("agent-1.1-0")).unwrap();
+        let e = fresh_dir(&root.path().join("agent-1.1-0/t-a0")).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // Where the trial directory goes: the link itself is replaced by a directory.
+        std::fs::create_dir(root.path().join("agent-1.1-1")).unwrap();
+        let trial = root.path().join("agent-1.1-1/t-a0");
+        std::os::unix::fs::symlink(outside.path(), &trial).unwrap();
+        fresh_dir(&trial).unwrap();
+        assert!(std::fs::symlink_metadata(&trial).unwrap().is_dir());
+        // A stale trial directory with a link inside: removed without following it.
+        std::os::unix::fs::symlink(outside.path(), trial.join("inner")).unwrap();
+        fresh_dir(&trial).unwrap();
+        assert_eq!(std::fs::read_dir(&trial).unwrap().count(), 0);
+        let left: Vec<_> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["precious"]);
+        assert_eq!(
+            std::fs::read(outside.path().join("precious")).unwrap(),
+            b"keep"
+        );
+        assert!(fresh_dir(Path::new("/")).is_err());
+    }
 }

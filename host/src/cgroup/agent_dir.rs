@@ -1,11 +1,13 @@
 //! The agent's own cgroup directory, under which every trial's cgroups live.
 //!
-//! Naming: `<prefix>-<pid>-<n>` directly under the cgroup the agent was started in (in every
-//! controller), where `n` counts the agents started in this process. So several agents (in one
-//! process, as tests do, or in several) can share a cgroup without touching each other's trials.
-//! At claim time, directories `<prefix>-<pid>-<n>` whose process no longer exists (a crashed
-//! agent), or whose pid is ours but that no live agent of this process holds, are killed and
-//! removed; nothing else is ever touched.
+//! Naming: `<prefix>-<owner>-<n>` directly under the cgroup the agent was started in (in every
+//! controller), where `<owner>` is the agent process as `<pid>.<start ticks>` ([`Owner`]) and `n`
+//! counts the agents started in this process. So several agents (in one process, as tests do,
+//! or in several) can share a cgroup without touching each other's trials. At claim time,
+//! directories `<prefix>-<owner>-<n>` whose owner is not alive (a crashed agent, also one that
+//! had the pid this agent has now, as PID 1 of a container after a restart), or that are ours
+//! but that no live agent of this process holds, are killed and removed; nothing else is ever
+//! touched.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -13,10 +15,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::leaks::process_alive;
 use crate::mounts;
 
 use super::{Cgroup, CgroupError, CgroupManager};
+use crate::owner::Owner;
 
 /// How long killing the processes of a stale or released directory may take.
 const KILL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,20 +42,23 @@ impl AgentDir {
         manager: Arc<CgroupManager>,
         prefix: &str,
     ) -> Result<(Self, Vec<String>), CgroupError> {
-        let me = std::process::id();
-        let name = format!("{prefix}-{me}-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{prefix}-{}-{}",
+            Owner::me(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let mut live = LIVE
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut removed = Vec::new();
         for entry in manager.list("") {
-            let Some(pid) = owner_pid(prefix, &entry) else {
+            let Some(owner) = owner_of(prefix, &entry) else {
                 continue;
             };
-            let stale = if pid == me {
+            let stale = if owner.is_me() {
                 !live.contains(&entry)
             } else {
-                process_alive(pid, None).is_none()
+                !owner.is_alive()
             };
             if stale {
                 tracing::warn!(cgroup = %entry, "removing stale cgroup of a previous agent");
@@ -105,19 +110,19 @@ impl Drop for AgentDir {
     }
 }
 
-/// The pid in `<prefix>-<pid>-<n>`, if `name` has that shape.
-fn owner_pid(prefix: &str, name: &str) -> Option<u32> {
+/// The owner in `<prefix>-<owner>-<n>`, if `name` has that shape.
+fn owner_of(prefix: &str, name: &str) -> Option<Owner> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('-')?;
-    let (pid, n) = rest.split_once('-')?;
+    let (owner, n) = rest.split_once('-')?;
     if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    pid.parse().ok()
+    Owner::parse(owner)
 }
 
-/// Removes the directories (`<root>/<prefix>-<pid>-<n>`: VM runtime dirs, scratch roots) of agents with the same
-/// prefix as `own` (this agent's `<prefix>-<pid>-<n>`) whose process is gone: what a crashed
-/// agent left. Their QEMUs died with them (`PR_SET_PDEATHSIG`), their cgroups and network
+/// Removes the directories (`<root>/<prefix>-<owner>-<n>`: VM runtime dirs, scratch roots) of
+/// agents with the same prefix as `own` (this agent's `<prefix>-<owner>-<n>`) whose owner is not
+/// alive: what a crashed agent left. Their QEMUs died with them (`PR_SET_PDEATHSIG`), their cgroups and network
 /// namespaces are removed by the cgroup layer and the container backend. Returns what it removed.
 pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
     let mut parts = own.rsplitn(3, '-');
@@ -134,12 +139,10 @@ pub fn remove_stale_runtime(root: &Path, own: &str) -> Vec<PathBuf> {
             continue;
         };
         let mut it = rest.splitn(2, '-');
-        let (Some(pid), Some(n)) = (it.next().and_then(|p| p.parse::<u32>().ok()), it.next())
-        else {
+        let (Some(owner), Some(n)) = (it.next().and_then(Owner::parse), it.next()) else {
             continue;
         };
-        let ours = pid == std::process::id();
-        if ours || !n.bytes().all(|b| b.is_ascii_digit()) || process_alive(pid, None).is_some() {
+        if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) || owner.is_alive() {
             continue;
         }
         // A crashed agent's tmpfs scratch is still mounted there: detach it first.
@@ -161,22 +164,36 @@ mod tests {
     fn only_runtime_dirs_of_dead_agents_with_our_prefix_go() {
         let root = tempfile::tempdir().unwrap();
         let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
+        let dead_pid = child.id();
+        let dead_start = crate::leaks::process_start_time(dead_pid).unwrap_or(1);
         child.wait().unwrap();
-        let me = std::process::id();
+        let dead = Owner {
+            pid: dead_pid,
+            start_ticks: dead_start,
+        };
+        let me = Owner::me();
+        // This process's pid with another start time: an agent that had our pid before.
+        let same_pid = Owner {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
         let names = [
             format!("isolab-agent-{dead}-0"),
+            format!("isolab-agent-{same_pid}-0"),
             format!("isolab-agent-{me}-1"),
-            "isolab-agent-1-0".to_owned(),
+            format!("isolab-agent-{dead_pid}-0"),
             format!("other-{dead}-0"),
             "isolab-agent-x-0".to_owned(),
         ];
         for n in &names {
             std::fs::create_dir_all(root.path().join(n).join("trial")).unwrap();
         }
-        let removed = remove_stale_runtime(root.path(), &format!("isolab-agent-{me}-0"));
-        assert_eq!(removed, vec![root.path().join(&names[0])]);
-        for n in &names[1..] {
+        let mut removed = remove_stale_runtime(root.path(), &format!("isolab-agent-{me}-0"));
+        removed.sort();
+        let mut expected = vec![root.path().join(&names[0]), root.path().join(&names[1])];
+        expected.sort();
+        assert_eq!(removed, expected);
+        for n in &names[2..] {
             assert!(root.path().join(n).exists(), "{n} was removed");
         }
         assert!(remove_stale_runtime(root.path(), "noprefix").is_empty());
@@ -184,10 +201,15 @@ mod tests {
 
     #[test]
     fn only_our_naming_is_recognised() {
-        assert_eq!(owner_pid("isolab-agent", "isolab-agent-123-0"), Some(123));
-        assert_eq!(owner_pid("isolab-agent", "isolab-agent-123-x"), None);
-        assert_eq!(owner_pid("isolab-agent", "isolab-agent-123"), None);
-        assert_eq!(owner_pid("isolab-agent", "other-123-0"), None);
-        assert_eq!(owner_pid("isolab-agent", "isolab-agentx-123-0"), None);
+        let o = Some(Owner {
+            pid: 123,
+            start_ticks: 45,
+        });
+        assert_eq!(owner_of("isolab-agent", "isolab-agent-123.45-0"), o);
+        assert_eq!(owner_of("isolab-agent", "isolab-agent-123.45-x"), None);
+        assert_eq!(owner_of("isolab-agent", "isolab-agent-123.45"), None);
+        assert_eq!(owner_of("isolab-agent", "isolab-agent-123-0"), None);
+        assert_eq!(owner_of("isolab-agent", "other-123.45-0"), None);
+        assert_eq!(owner_of("isolab-agent", "isolab-agentx-123.45-0"), None);
     }
 }

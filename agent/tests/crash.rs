@@ -229,10 +229,20 @@ async fn run_to_end(
     last.expect("a final status")
 }
 
+/// A platform with a small memory limit, so that several trials fit in the agent's host
+/// budget at once (without one, each instance is charged the agent's ceiling).
+fn small(platform: &Platform) -> Platform {
+    let mut p = platform.clone();
+    if p.backend != BackendKind::Vm {
+        p.limits.memory = Some(Bytes(128 << 20));
+    }
+    p
+}
+
 /// A trial of the `idle` workload that runs far longer than the test.
 fn long_trial(platform: &Platform, instances: u32) -> Trial {
     conformance::trial(
-        platform,
+        &small(platform),
         "idle",
         instances,
         &[],
@@ -395,7 +405,7 @@ async fn crash_and_restart(test: &str, pidns: bool, platforms: &[Platform]) {
     // The new agent runs trials of the same platforms to their end.
     for p in platforms {
         let t = conformance::trial(
-            p,
+            &small(p),
             "idle",
             1,
             &[],

@@ -1,5 +1,6 @@
 //! The agent's configuration: where the workload binary is, the safety envelope, the bounds on
-//! what a trial may ask for, labels, the shutdown grace period and which cgroup hierarchy to use.
+//! what a trial may ask for, the runtimes a trial may name, labels, the shutdown grace period and
+//! which cgroup hierarchy to use.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use isolab_model::validate::ParamBounds;
 
 use crate::cgroup::CgroupVersion;
+use crate::container::RuntimeTable;
 
 /// Default hard `pids` ceiling of every instance cgroup.
 pub const DEFAULT_CEILING_PIDS: u64 = 4096;
@@ -62,6 +64,9 @@ pub struct AgentConfig {
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
+    /// The OCI runtimes trials may name (`--runtime NAME=/abs/path`, `--runtime-arg NAME=ARG`);
+    /// the default is `runc`, `crun`, `youki` and `runsc` as found on `PATH` at start.
+    pub runtimes: RuntimeTable,
 }
 
 impl Default for AgentConfig {
@@ -78,6 +83,7 @@ impl Default for AgentConfig {
             stats_interval: Duration::from_millis(100),
             vm: crate::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
+            runtimes: RuntimeTable::detect(),
         }
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use isolab_agent::announce::{self, Heartbeat};
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
+use isolab_agent::container::RuntimeTable;
 use isolab_agent::core::AgentCore;
 use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
 use isolab_model::units::{Bytes, HumanDuration};
@@ -71,6 +72,20 @@ struct Cli {
     /// Longest trial timeout.
     #[arg(long, default_value = "4h")]
     max_timeout: HumanDuration,
+    /// An OCI runtime trials may name, `NAME=/abs/path` (repeatable; e.g.
+    /// `--runtime runsc=/usr/bin/runsc`). Trials name runtimes, never paths. Default: `runc`,
+    /// `crun`, `youki` and `runsc` as found on `PATH` and in the sbin directories at start.
+    #[arg(long = "runtime", value_name = "NAME=PATH")]
+    runtimes: Vec<String>,
+    /// A global argument the operator approves for every call of runtime NAME, `NAME=ARG`
+    /// (repeatable; e.g. `--runtime-arg runsc=--platform=systrap`). Pipelines may only pass the
+    /// runtime's allowlisted `runtime_args`.
+    #[arg(
+        long = "runtime-arg",
+        value_name = "NAME=ARG",
+        allow_hyphen_values = true
+    )]
+    runtime_args: Vec<String>,
     /// Host name to report (default: the kernel's).
     #[arg(long)]
     hostname: Option<String>,
@@ -172,7 +187,10 @@ async fn main() -> anyhow::Result<()> {
         None => BTreeMap::new(),
     };
     labels.extend(cli.labels);
+    let runtimes = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args)?;
+    tracing::info!(runtimes = %runtimes.known(), "OCI runtimes trials may name");
     let config = AgentConfig {
+        runtimes,
         workload_bin: cli.workload_bin,
         labels,
         ceiling_pids: cli.ceiling_pids,
@@ -356,6 +374,28 @@ mod tests {
                 file.display()
             );
         }
+    }
+
+    #[test]
+    fn runtime_flags_make_the_table() {
+        let cli = Cli::try_parse_from([
+            "isolab-agent",
+            "--runtime",
+            "gvisor=/bin/sh",
+            "--runtime-arg",
+            "gvisor=--platform=systrap",
+        ])
+        .expect("flags");
+        let t = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args).expect("table");
+        let e = t.get("gvisor").expect("gvisor");
+        assert_eq!(e.args, ["--platform=systrap"]);
+        assert!(
+            t.get("runc").is_err(),
+            "given runtimes replace the defaults"
+        );
+        let cli = Cli::try_parse_from(["isolab-agent", "--runtime", "runc=runc"]).expect("flags");
+        let e = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
     }
 
     #[test]

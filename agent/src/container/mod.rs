@@ -40,6 +40,7 @@ mod leftovers;
 mod lifecycle;
 mod probe;
 pub mod runtime;
+pub mod runtimes;
 pub mod seccomp;
 mod stale;
 
@@ -51,3 +52,4 @@ mod real_tests;
 pub use backend::{ContainerBackend, ContainerPrepared};
 pub use config::{ContainerConfig, DEFAULT_RUNTIMES};
 pub use error::ContainerError;
+pub use runtimes::{RuntimeEntry, RuntimeTable, RuntimeTableError};

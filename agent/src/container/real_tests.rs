@@ -31,8 +31,32 @@ pub(super) struct Setup {
     pub(super) state: tempfile::TempDir,
 }
 
+/// The runtime table of `runtimes`: `NAME=/abs/path` as given, a bare name as found on `PATH`
+/// (left out when not installed).
+pub(super) fn table(runtimes: &[&str]) -> super::RuntimeTable {
+    let flags: Vec<String> = runtimes
+        .iter()
+        .filter_map(|r| {
+            if r.contains('=') {
+                return Some((*r).to_owned());
+            }
+            let path = isolab_host::which::find_binary(r)?;
+            Some(format!("{r}={}", std::path::absolute(path).ok()?.display()))
+        })
+        .collect();
+    super::RuntimeTable::from_flags(&flags, &[]).expect("runtime table")
+}
+
 /// Everything a real test needs, or `None` (outside CI) with the reason printed.
 pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
+    setup_table(test, || table(runtimes))
+}
+
+/// [`setup`] with the runtime table `runtimes` makes (once the test is known to run here).
+pub(super) fn setup_table(
+    test: &str,
+    runtimes: impl FnOnce() -> super::RuntimeTable,
+) -> Option<Setup> {
     let ci = std::env::var_os("CI").is_some();
     let missing = |why: String| {
         assert!(!ci, "{test}: {why} (CI must have it)");
@@ -43,7 +67,7 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     if unsafe { libc::geteuid() } != 0 {
         return missing("needs root".into());
     }
-    if super::runtime::resolve("runc").is_err() {
+    if isolab_host::which::find_binary("runc").is_none() {
         return missing("runc is not installed".into());
     }
     let bin = match isolab_host::workload_bin::locate() {
@@ -66,7 +90,7 @@ pub(super) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
         .expect("state dir");
     let config = ContainerConfig {
         state_dir: state.path().to_owned(),
-        runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
+        runtimes: runtimes(),
         ..ContainerConfig::default()
     };
     let backend = ContainerBackend::new(Ok(Arc::clone(&dir)), Ok(bin), CEILINGS, config);
@@ -131,6 +155,46 @@ async fn container_backend_passes_the_conformance_suite() {
     conformance::check_all(&s.backend, &platform(Limits::default())).await;
 }
 
+/// The runtime a trial names is the operator's: `--runtime oci=<runc's absolute path>` with an
+/// operator argument (`--runtime-arg oci=--log-format=json`, which runc takes globally) runs the
+/// whole suite under the name `oci`; the binary is the table's, and its arguments reach every
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_runtime_name_passes_the_conformance_suite() {
+    let Some(s) = setup_table("conformance-named", || {
+        let runc = isolab_host::which::find_binary("runc").expect("runc");
+        let runc = std::path::absolute(runc).expect("absolute");
+        super::RuntimeTable::from_flags(
+            &[format!("oci={}", runc.display())],
+            &["oci=--log-format=json".into()],
+        )
+        .expect("table")
+    }) else {
+        return;
+    };
+    let summary = s.backend.probe().await;
+    assert!(summary.available, "{}", summary.reason);
+    let statuses = s.backend.runtime_statuses();
+    assert!(
+        statuses
+            .iter()
+            .any(|st| st.name == "container/oci" && st.available),
+        "{statuses:?}"
+    );
+    let mut p = platform(Limits::default());
+    p.runtime = Some("oci".into());
+    let rt = s
+        .backend
+        .runtime_named("oci", &[], NetworkMode::None)
+        .expect("the configured runtime");
+    assert_eq!(
+        rt.global_args()[2..],
+        ["--log-format=json".to_owned()],
+        "the operator's argument follows --root"
+    );
+    conformance::check_all(&s.backend, &p).await;
+}
+
 /// gVisor removes the container's cgroup as it ends (no `run --keep`): the final statistics are
 /// its last periodic reading, so the whole suite (final statistics included) passes for it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +202,7 @@ async fn runsc_containers_pass_the_conformance_suite() {
     let Some(s) = setup("conformance-runsc", &["runc", "runsc"]) else {
         return;
     };
-    if super::runtime::resolve("runsc").is_err() {
+    if isolab_host::which::find_binary("runsc").is_none() {
         assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
         eprintln!("skipping: runsc is not installed");
         return;
@@ -419,21 +483,27 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
-    let Some(s) = setup("missing", &["runc", "isolab-no-such-runtime"]) else {
+    let Some(s) = setup("missing", &["runc"]) else {
         return;
     };
     available(&s).await;
     let statuses = s.backend.runtime_statuses();
-    let missing = statuses
-        .iter()
-        .find(|st| st.name == "container/isolab-no-such-runtime")
-        .expect("status");
-    assert!(!missing.available);
-    assert!(
-        missing.reason.contains("not installed"),
-        "reason: {}",
-        missing.reason
-    );
+    // The usual runtimes not in the table are reported, unavailable, with the reason.
+    for name in super::DEFAULT_RUNTIMES.iter().filter(|n| **n != "runc") {
+        let st = statuses
+            .iter()
+            .find(|st| st.name == format!("container/{name}"))
+            .unwrap_or_else(|| panic!("no status for {name}: {statuses:?}"));
+        assert!(!st.available);
+        assert!(
+            st.reason.contains("not installed")
+                || st
+                    .reason
+                    .contains("is not configured on this agent (known: runc)"),
+            "reason: {}",
+            st.reason
+        );
+    }
     assert!(
         statuses
             .iter()
@@ -445,7 +515,10 @@ async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
     let o = conformance::run(&s.backend, t, |_| false).await;
     assert_eq!(o.status.state, TrialState::Failed);
     assert!(
-        o.status.message.contains("unavailable"),
+        o.status.message.contains("unavailable")
+            && o.status.message.contains(
+                "runtime `isolab-no-such-runtime` is not configured on this agent (known: runc)"
+            ),
         "message: {}",
         o.status.message
     );

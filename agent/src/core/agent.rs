@@ -151,7 +151,10 @@ impl AgentCore {
             dir.clone(),
             bin.clone(),
             ceilings,
-            ContainerConfig::default(),
+            ContainerConfig {
+                runtimes: config.runtimes.clone(),
+                ..ContainerConfig::default()
+            },
         );
         let vm = VmBackend::new(dir.clone(), bin.clone(), ceilings, config.vm.clone());
         let docker =
@@ -274,7 +277,7 @@ impl AgentCore {
             return Err(RunTrialError::ShuttingDown { trial: id });
         }
         validate(&req)?;
-        crate::admission::admit_request(&req.trial, &inner.config.bounds)?;
+        crate::admission::admit_request(&req.trial, &inner.config.bounds, &inner.config.runtimes)?;
         let backend_name = req.trial.platform_spec.backend().as_str();
         let Some(backend_index) = inner.backends.iter().position(|b| b.name() == backend_name)
         else {

@@ -26,6 +26,8 @@ pub mod args;
 pub mod base;
 pub mod catalog;
 #[cfg(any(test, feature = "testing"))]
+pub mod confinement;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub use crate::cgroup::envelope;
 mod handle;

@@ -595,3 +595,43 @@ async fn memory_bomb_is_oom_killed_at_128_mib() {
         conformance::check_memory_bomb(&s.backend, &platform(Limits::default()), 128 << 20).await;
     assert_nothing_left(&s, &o);
 }
+
+/// runc runs with the bundle's hardening: isolab's seccomp filter (`Seccomp: 2`) and no
+/// capabilities at all (`runc spec`'s default keeps `audit_write`, `kill`, `net_bind_service`
+/// and installs no filter; the bundle is stricter on both), read from the host in
+/// `/proc/<pid>/status` of the running workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_instances_run_with_the_bundles_filter_and_no_capabilities() {
+    let Some(s) = setup("hardening", &["runc"]) else {
+        return;
+    };
+    available(&s).await;
+    let seen = crate::backend::confinement::observe(&s.backend, &platform(Limits::default())).await;
+    for c in seen {
+        assert_eq!(c.seccomp, 2, "no seccomp filter on the workload: {c:?}");
+        assert_eq!(c.cap_eff, 0, "capabilities left: {c:?}");
+    }
+}
+
+/// gVisor runs with its defaults: the workload is not a host process; what runs on the host is
+/// the sandbox, which confines itself with its own seccomp filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runsc_sandboxes_run_under_gvisors_own_filter() {
+    let Some(s) = setup("hardening-runsc", &["runc", "runsc"]) else {
+        return;
+    };
+    if isolab_host::which::find_binary("runsc").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
+        eprintln!("skipping: runsc is not installed");
+        return;
+    }
+    let mut p = platform(Limits::default());
+    p.runtime = Some("runsc".into());
+    let seen = crate::backend::confinement::observe_commands(&s.backend, &p, |argv0| {
+        argv0.ends_with(b"runsc-sandbox")
+    })
+    .await;
+    for c in seen {
+        assert_eq!(c.seccomp, 2, "the sandbox runs without its filter: {c:?}");
+    }
+}

@@ -440,3 +440,36 @@ async fn gvisor_under_a_private_daemon_passes_the_suite_and_contains_bombs() {
     );
     assert_nothing_left(&s, &o);
 }
+
+/// Docker runs with its defaults: its default seccomp profile (`Seccomp: 2`) and default
+/// capability set (14 capabilities, `0xa80425fb`), nothing added, read from the host in
+/// `/proc/<pid>/status` of the running workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_with_dockers_default_seccomp_profile_and_capabilities() {
+    use crate::backend::confinement::{mask, observe};
+    let Some(s) = setup("hardening", DaemonMode::Auto).await else {
+        return;
+    };
+    let default = mask(&[
+        "chown",
+        "dac_override",
+        "fowner",
+        "fsetid",
+        "kill",
+        "setgid",
+        "setuid",
+        "setpcap",
+        "net_bind_service",
+        "net_raw",
+        "sys_chroot",
+        "mknod",
+        "audit_write",
+        "setfcap",
+    ])
+    .expect("capability names");
+    assert_eq!(default, 0xa804_25fb);
+    for c in observe(&s.backend, &platform(Limits::default())).await {
+        assert_eq!(c.seccomp, 2, "no seccomp filter on the workload: {c:?}");
+        assert_eq!(c.cap_eff, default, "CapEff {:#x}: {c:?}", c.cap_eff);
+    }
+}

@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     pub(crate) lxcpath: PathBuf,
     /// The `lxc-execute` binary.
     pub(crate) program: PathBuf,
+    /// LXC's default capability drops and seccomp profile.
+    pub(crate) hardening: super::hardening::LxcHardening,
 }
 
 crate::backend::base::deref_to_base!(Inner);
@@ -92,8 +94,10 @@ impl LxcBackend {
                         config.lxc_execute
                     )
                 })?;
+            let hardening = super::hardening::LxcHardening::read(&config.common_conf)?;
             let state = config.state_dir.join(base.dir.name()).join("lxc");
             Ok(Arc::new(Inner {
+                hardening,
                 lxcpath: state.join("path"),
                 state,
                 program,

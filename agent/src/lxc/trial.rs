@@ -119,6 +119,7 @@ fn fill(
             trial_rel: &made.cgroups.trial_rel,
             network,
             stop_hook: Some(&hook),
+            hardening: &inner.hardening,
         });
         let path = made.dir.join(format!("i{index}.conf"));
         std::fs::write(&path, text).map_err(io(&path))?;

@@ -16,8 +16,8 @@ use isolab_model::resolve::ResolvedPlatform;
 use isolab_model::validate::{self, NetContext, ParamBounds};
 use isolab_wire::TrialSpec;
 
-use crate::container::RuntimeTable;
 use crate::core::RunTrialError;
+use isolab_backends::container::RuntimeTable;
 
 /// Why a trial was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,7 +136,7 @@ mod tests {
     use isolab_model::units::HumanDuration;
 
     use super::*;
-    use crate::backend::conformance::trial;
+    use crate::conformance::trial;
 
     fn spec(
         backend: BackendKind,

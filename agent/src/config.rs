@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use isolab_model::validate::ParamBounds;
 
-use crate::cgroup::CgroupVersion;
-use crate::container::RuntimeTable;
+use isolab_backends::container::RuntimeTable;
+use isolab_host::cgroup::CgroupVersion;
 
 /// Default hard `pids` ceiling of every instance cgroup.
 pub const DEFAULT_CEILING_PIDS: u64 = 4096;
@@ -60,7 +60,7 @@ pub struct AgentConfig {
     /// How often running instances' cgroup statistics are sampled.
     pub stats_interval: Duration,
     /// The vm backend's guest kernel, modules and QEMU (`--kernel`, `--modules`, `--qemu`).
-    pub vm: crate::vm::VmConfig,
+    pub vm: isolab_backends::vm::VmConfig,
     /// Upper bounds on parameter values, durations and timeouts of the trials admitted
     /// (`crate::admission`); the defaults are `isolab validate`'s.
     pub bounds: ParamBounds,
@@ -81,7 +81,7 @@ impl Default for AgentConfig {
             cgroup_prefix: DEFAULT_CGROUP_PREFIX.to_owned(),
             hostname: None,
             stats_interval: Duration::from_millis(100),
-            vm: crate::vm::VmConfig::default(),
+            vm: isolab_backends::vm::VmConfig::default(),
             bounds: ParamBounds::default(),
             runtimes: RuntimeTable::detect(),
         }

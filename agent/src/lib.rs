@@ -17,17 +17,14 @@
 
 pub mod admission;
 pub mod announce;
-pub mod backend;
 #[cfg(any(test, feature = "testing"))]
 pub mod bench;
-pub mod cgroup;
 pub mod config;
-pub mod container;
+#[cfg(any(test, feature = "testing"))]
+pub mod confinement;
+#[cfg(any(test, feature = "testing"))]
+pub mod conformance;
 pub mod core;
-pub mod docker;
-pub mod host;
-pub mod lxc;
 pub mod runner;
 pub mod serve;
 pub mod service;
-pub mod vm;

@@ -13,9 +13,9 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use isolab_agent::announce::{self, Heartbeat};
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
-use isolab_agent::container::RuntimeTable;
 use isolab_agent::core::AgentCore;
 use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
+use isolab_backends::container::RuntimeTable;
 use isolab_model::units::{Bytes, HumanDuration};
 use isolab_model::validate::{self, ParamBounds};
 use tokio_util::sync::CancellationToken;
@@ -205,11 +205,11 @@ async fn main() -> anyhow::Result<()> {
             max_duration: cli.max_duration.0,
             max_timeout: cli.max_timeout.0,
         },
-        vm: isolab_agent::vm::VmConfig {
+        vm: isolab_backends::vm::VmConfig {
             kernel: cli.kernel,
             modules: cli.modules,
             qemu: cli.qemu,
-            ..isolab_agent::vm::VmConfig::default()
+            ..isolab_backends::vm::VmConfig::default()
         },
         ..AgentConfig::default()
     };

@@ -5,11 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use isolab_agent::backend::AnyBackend;
+use isolab_agent::bench::container as cbench;
 use isolab_agent::bench::spectrum;
-use isolab_agent::container::ContainerBackend;
-use isolab_agent::container::bench as cbench;
 use isolab_agent::core::AgentCore;
+use isolab_backends::AnyBackend;
+use isolab_backends::container::ContainerBackend;
 use isolab_model::pipeline::Limits;
 
 fn container(core: &AgentCore) -> &ContainerBackend {

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
-use isolab_agent::backend::conformance;
+use isolab_agent::conformance;
 use isolab_agent::core::{TrialEvent, TrialState};
 use isolab_agent::serve::{LocalAgent, spawn_local};
 use isolab_model::plan::Trial;

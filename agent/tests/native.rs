@@ -6,12 +6,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isolab_agent::backend::conformance;
-use isolab_agent::backend::envelope::Ceilings;
-use isolab_agent::backend::native::NativeBackend;
-use isolab_agent::backend::{AgentDir, Backend, TrialContext};
-use isolab_agent::cgroup::CgroupManager;
-use isolab_agent::runner::lifecycle::Lifecycle;
+use isolab_agent::conformance;
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lifecycle::Lifecycle;
+use isolab_backends::native::NativeBackend;
+use isolab_backends::{AgentDir, Backend, TrialContext};
+use isolab_host::cgroup::CgroupManager;
 
 fn backend(prefix: &str, ceilings: Ceilings) -> (NativeBackend, Arc<AgentDir>) {
     let manager = Arc::new(CgroupManager::detect().expect("cgroups"));
@@ -124,5 +124,5 @@ fn stale_cgroups_of_a_dead_agent_are_removed_and_others_kept() {
     assert!(!manager.exists(&name), "the agent's cgroup outlived it");
     let _ = manager
         .open(&foreign)
-        .and_then(|cg| isolab_agent::cgroup::Cgroup::remove(&cg));
+        .and_then(|cg| isolab_host::cgroup::Cgroup::remove(&cg));
 }

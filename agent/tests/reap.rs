@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use isolab_agent::backend::AgentDir;
-use isolab_agent::backend::conformance;
-use isolab_agent::backend::envelope::Ceilings;
-use isolab_agent::backend::native::NativeBackend;
-use isolab_agent::cgroup::CgroupManager;
+use isolab_agent::conformance;
 use isolab_agent::core::TrialState;
+use isolab_backends::AgentDir;
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::native::NativeBackend;
+use isolab_host::cgroup::CgroupManager;
 
 /// Zombie children of this process.
 fn zombie_children() -> Vec<(u32, String)> {

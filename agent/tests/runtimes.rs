@@ -7,9 +7,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use isolab_agent::backend::conformance;
-use isolab_agent::container::RuntimeTable;
+use isolab_agent::conformance;
 use isolab_agent::serve::spawn_local;
+use isolab_backends::container::RuntimeTable;
 use isolab_model::pipeline::{BackendKind, Platform};
 use isolab_proto::v1::agent_client::AgentClient;
 use isolab_wire::convert::trial_to_proto;

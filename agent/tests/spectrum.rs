@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use isolab_agent::backend::catalog::{BACKENDS, OUT_OF_REACH};
 use isolab_agent::core::AgentCore;
+use isolab_backends::catalog::{BACKENDS, OUT_OF_REACH};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capabilities_name_every_platform_with_a_version_or_a_reason() {

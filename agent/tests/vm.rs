@@ -9,20 +9,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use isolab_agent::backend::conformance;
-use isolab_agent::backend::envelope::Ceilings;
-use isolab_agent::backend::{AgentDir, Backend, TrialContext};
-use isolab_agent::cgroup::CgroupManager;
+use isolab_agent::conformance;
 use isolab_agent::core::TrialState;
-use isolab_agent::runner::lifecycle::{Lifecycle, LifecycleError};
-use isolab_agent::vm::cmdline::GuestCmdline;
-use isolab_agent::vm::initramfs;
-use isolab_agent::vm::kernel::{self, DEFAULT_KERNEL_DIR};
-use isolab_agent::vm::launch;
-use isolab_agent::vm::modules::ModuleIndex;
-use isolab_agent::vm::qemu::{AccelKind, Machine, VmSpec};
-use isolab_agent::vm::vmm::Vmm;
-use isolab_agent::vm::{VmBackend, VmConfig, VmError};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lifecycle::{Lifecycle, LifecycleError};
+use isolab_backends::vm::cmdline::GuestCmdline;
+use isolab_backends::vm::initramfs;
+use isolab_backends::vm::kernel::{self, DEFAULT_KERNEL_DIR};
+use isolab_backends::vm::launch;
+use isolab_backends::vm::modules::ModuleIndex;
+use isolab_backends::vm::qemu::{AccelKind, Machine, VmSpec};
+use isolab_backends::vm::vmm::Vmm;
+use isolab_backends::vm::{VmBackend, VmConfig, VmError};
+use isolab_backends::{AgentDir, Backend, TrialContext};
+use isolab_host::cgroup::CgroupManager;
 use isolab_model::pipeline::{Accel, BackendKind, Platform};
 use isolab_model::units::Bytes;
 
@@ -314,7 +314,7 @@ async fn two_vms_talk_tcp_over_the_trial_bridge_and_the_network_is_removed() {
         attempt: 0,
     };
     let prefix = format!("{}-{}", dir.name(), ctx.slug());
-    let server = isolab_agent::vm::net::nic(&prefix, 0)
+    let server = isolab_backends::vm::net::nic(&prefix, 0)
         .expect("address")
         .addr;
     let param = |k: &str, v: &str| {
@@ -340,7 +340,7 @@ async fn two_vms_talk_tcp_over_the_trial_bridge_and_the_network_is_removed() {
     assert_eq!(o.status.state, TrialState::Ok, "{}", o.status.message);
     assert!(!o.samples(1).is_empty(), "the client measured nothing");
     conformance::assert_clean(&b, &o);
-    assert!(isolab_agent::vm::net::leftovers(&prefix).is_empty());
+    assert!(isolab_backends::vm::net::leftovers(&prefix).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +363,7 @@ async fn guest_loads_virtio_modules_and_boots_with_a_disk() {
         .unwrap();
     let cmdline = GuestCmdline {
         console: "ttyS0".into(),
-        tsc_khz: isolab_agent::vm::cmdline::host_tsc_khz(),
+        tsc_khz: isolab_backends::vm::cmdline::host_tsc_khz(),
         workload: Some("syscall".into()),
         params: vec![("duration".into(), "100ms".into())],
         modules: order.iter().map(|m| m.name.clone()).collect(),
@@ -402,17 +402,17 @@ async fn bench_measurements_run() {
         return;
     };
     let (b, _dir) = backend("isolab-test-vmbench", bin, VmConfig::default());
-    let platform = isolab_agent::vm::bench::platform(128, Accel::Tcg);
-    let through = isolab_agent::vm::bench::backend_first_sample(&b, &platform)
+    let platform = isolab_agent::bench::vm::platform(128, Accel::Tcg);
+    let through = isolab_agent::bench::vm::backend_first_sample(&b, &platform)
         .await
         .expect("through the backend");
-    let bare = isolab_agent::vm::bench::bare_first_sample(&b, 128, AccelKind::Tcg)
+    let bare = isolab_agent::bench::vm::bare_first_sample(&b, 128, AccelKind::Tcg)
         .await
         .expect("bare");
     eprintln!("first sample: {through:?} through the backend, {bare:?} bare");
     assert!(through > Duration::ZERO && bare > Duration::ZERO);
     assert_eq!(
-        isolab_agent::vm::bench::max_concurrent(&b, &platform, 2).await,
+        isolab_agent::bench::vm::max_concurrent(&b, &platform, 2).await,
         2
     );
     let runtime = b.runtime_dir().unwrap();

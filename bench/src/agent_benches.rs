@@ -1,18 +1,18 @@
 //! The benchmarks that run the agent's backends in-process (`container`, `container-max`, `vm`,
 //! `spectrum`): one agent core for all, the measurements from the agent crate
-//! (`isolab_agent::container::bench`, `isolab_agent::vm::bench`, `isolab_agent::bench`), and
+//! (`isolab_agent::bench::container`, `isolab_agent::bench::vm`, `isolab_agent::bench`), and
 //! the table rows.
 
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use isolab_agent::backend::AnyBackend;
+use isolab_agent::bench::container as cbench;
+use isolab_agent::bench::vm as vbench;
 use isolab_agent::bench::{median, spectrum};
 use isolab_agent::config::AgentConfig;
-use isolab_agent::container::bench as cbench;
 use isolab_agent::core::AgentCore;
-use isolab_agent::vm::bench as vbench;
-use isolab_agent::vm::qemu::AccelKind;
+use isolab_backends::AnyBackend;
+use isolab_backends::vm::qemu::AccelKind;
 use isolab_model::pipeline::{Accel, Limits};
 
 /// The benchmarks of this module, in the order they run.
@@ -82,7 +82,7 @@ pub(crate) async fn run(chosen: &[&str], opts: &Options) -> anyhow::Result<()> {
 
 fn container_backend(
     core: &AgentCore,
-) -> anyhow::Result<&isolab_agent::container::ContainerBackend> {
+) -> anyhow::Result<&isolab_backends::container::ContainerBackend> {
     core.backends()
         .iter()
         .find_map(|b| match b {
@@ -183,10 +183,10 @@ async fn vm(
         return Ok(());
     }
     let accel = match backend.kvm_check().await {
-        isolab_agent::vm::accel::KvmCheck::Works { .. } => AccelKind::Kvm,
-        isolab_agent::vm::accel::KvmCheck::Unusable { .. } => AccelKind::Tcg,
+        isolab_backends::vm::accel::KvmCheck::Works { .. } => AccelKind::Kvm,
+        isolab_backends::vm::accel::KvmCheck::Unusable { .. } => AccelKind::Tcg,
     };
-    let mib = isolab_agent::vm::setup::MIN_GUEST_MIB;
+    let mib = isolab_backends::vm::setup::MIN_GUEST_MIB;
     let platform = vbench::platform(
         mib,
         if accel == AccelKind::Kvm {

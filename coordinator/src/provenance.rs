@@ -45,7 +45,7 @@ pub fn build_record(pipeline: &Pipeline) -> BuildRecord {
             ResolvedPlatform::Vm(_) => {
                 wanted.insert(
                     "guest-kernel".to_owned(),
-                    isolab_agent::vm::kernel::locate(None, None)
+                    isolab_backends::vm::kernel::locate(None, None)
                         .map(|k| k.image)
                         .map_err(|e| e.to_string()),
                 );

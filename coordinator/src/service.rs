@@ -10,8 +10,11 @@
 //! - [`convert`]: protobuf ↔ core.
 //! - [`grpc`]: the tonic service and [`grpc::serve`] (mutual TLS, one shutdown future, drain).
 //! - [`client`]: the client behind `isolab submit` and `isolab watch --server`.
+//! - `supervise`: each run in its own task, so a panicking run ends as an error and the queue
+//!   goes on; the queue task restarted if it dies.
 
 pub mod client;
 pub mod convert;
 pub mod core;
 pub mod grpc;
+mod supervise;

@@ -1,4 +1,4 @@
-//! The cgroup statistics file parsers (`isolab_agent::cgroup::stats`): any text as
+//! The cgroup statistics file parsers (`isolab_host::cgroup::stats`): any text as
 //! `memory.current`, `cpu.stat`, `io.stat`, `blkio.*service_bytes`. Must never panic.
 //!
 //! The module is pure (std only) and included by path, so this target does not build the whole
@@ -8,7 +8,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code, unreachable_pub, missing_docs)]
-#[path = "../../agent/src/cgroup/stats.rs"]
+#[path = "../../host/src/cgroup/stats.rs"]
 mod stats;
 
 fuzz_target!(|data: &[u8]| {

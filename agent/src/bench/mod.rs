@@ -1,9 +1,11 @@
 //! Measurements for `just bench` (`isolab-bench`) that span backends: a timed trial through the
-//! runner ([`timed`]), and the platform [`spectrum`]. Backend-specific ones live with their
-//! backend (`container::bench`, `vm::bench`). Nothing here asserts a speed: the caller prints
+//! runner ([`timed`]), and the platform [`spectrum`]. Backend-specific ones: [`container`] (runc
+//! start-up, prepare vs. start) and [`vm`] (boot, TCG vs. KVM). Nothing here asserts a speed: the caller prints
 //! ratios measured side by side.
 
+pub mod container;
 pub mod spectrum;
+pub mod vm;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,9 +14,9 @@ use isolab_model::plan::Trial;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, TrialContext};
 use crate::core::{TrialEvent, TrialStatus};
 use crate::runner::{RunnerOptions, run_trial};
+use isolab_backends::{Backend, TrialContext};
 
 /// What one timed trial produced.
 #[derive(Debug)]

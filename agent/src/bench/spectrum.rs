@@ -12,8 +12,9 @@ use std::time::Duration;
 use isolab_model::pipeline::{Accel, BackendKind, Limits, Platform};
 
 use super::{median, timed};
-use crate::backend::{AnyBackend, conformance};
+use crate::conformance;
 use crate::core::{AgentCore, TrialState};
+use isolab_backends::AnyBackend;
 
 /// How long one spectrum trial may take (a VM boots under TCG).
 const TRIAL_TIMEOUT: Duration = Duration::from_secs(120);
@@ -46,7 +47,7 @@ fn spec(backend: BackendKind) -> Platform {
 
 /// native, container/runc, container/runsc, docker, lxc, vm (the smallest guest that boots).
 pub fn platforms() -> Vec<SpectrumPlatform> {
-    let container = |runtime| crate::container::bench::platform(runtime, Limits::default());
+    let container = |runtime| super::container::platform(runtime, Limits::default());
     vec![
         SpectrumPlatform {
             label: "native",
@@ -76,7 +77,7 @@ pub fn platforms() -> Vec<SpectrumPlatform> {
         SpectrumPlatform {
             label: "vm",
             status: "vm",
-            platform: crate::vm::bench::platform(crate::vm::setup::MIN_GUEST_MIB, Accel::Auto),
+            platform: super::vm::platform(isolab_backends::vm::setup::MIN_GUEST_MIB, Accel::Auto),
         },
     ]
 }
@@ -132,7 +133,7 @@ pub async fn spectrum(
             let backend = core
                 .backends()
                 .iter()
-                .find(|b| crate::backend::Backend::name(*b) == p.platform.backend.as_str())
+                .find(|b| isolab_backends::Backend::name(*b) == p.platform.backend.as_str())
                 .ok_or_else(|| format!("{}: no such backend", p.label))?;
             let figures = measure(backend, &p.platform, duration)
                 .await

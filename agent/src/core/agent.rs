@@ -14,16 +14,16 @@ use tracing::Instrument as _;
 use isolab_telemetry::metrics::Metrics;
 
 use super::{Capabilities, HostInfo, TrialEvent, TrialRequest, relay};
-use crate::backend::envelope::Ceilings;
-use crate::backend::native::NativeBackend;
-use crate::backend::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
-use crate::cgroup::CgroupManager;
 use crate::config::{AgentConfig, CgroupSource};
-use crate::container::{ContainerBackend, ContainerConfig};
-use crate::docker::{DockerBackend, DockerConfig};
-use crate::lxc::{LxcBackend, LxcConfig};
 use crate::runner::{self, RunnerOptions};
-use crate::vm::VmBackend;
+use isolab_backends::container::{ContainerBackend, ContainerConfig};
+use isolab_backends::docker::{DockerBackend, DockerConfig};
+use isolab_backends::envelope::Ceilings;
+use isolab_backends::lxc::{LxcBackend, LxcConfig};
+use isolab_backends::native::NativeBackend;
+use isolab_backends::vm::VmBackend;
+use isolab_backends::{AgentDir, AnyBackend, Backend, BackendStatus, TrialContext};
+use isolab_host::cgroup::CgroupManager;
 
 /// Events buffered per trial towards the client; beyond it the relay drops (see [`relay`]).
 const EVENT_BUFFER: usize = 1024;
@@ -126,7 +126,7 @@ impl AgentCore {
     pub async fn new(config: AgentConfig) -> Self {
         let cfg = config.clone();
         let (facts, dir, bin) = tokio::task::spawn_blocking(move || {
-            let facts = crate::host::collect();
+            let facts = isolab_host::facts::collect();
             let dir = claim_dir(&cfg);
             let bin = match &cfg.workload_bin {
                 // Absolute: the path is bind-mounted into containers and read from other
@@ -141,7 +141,7 @@ impl AgentCore {
         .await
         .unwrap_or_else(|e| {
             let why = format!("agent start-up task failed: {e}");
-            (crate::host::collect(), Err(why.clone()), Err(why))
+            (isolab_host::facts::collect(), Err(why.clone()), Err(why))
         });
         let ceilings = Ceilings {
             pids: config.ceiling_pids,
@@ -245,7 +245,7 @@ impl AgentCore {
                 statuses.extend(c.runtime_statuses());
             }
             if let AnyBackend::Vm(v) = b {
-                statuses.push(crate::backend::catalog::kvm_status(&v.kvm_check().await));
+                statuses.push(isolab_backends::catalog::kvm_status(&v.kvm_check().await));
             }
             statuses
         });
@@ -255,7 +255,7 @@ impl AgentCore {
             .flatten()
             .collect();
         // Platforms that cannot run here (Xen, OpenVZ…) and backends this agent lacks.
-        crate::backend::catalog::complete(&mut backends);
+        isolab_backends::catalog::complete(&mut backends);
         Capabilities {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.inner.host.clone(),
@@ -464,7 +464,7 @@ mod tests {
     use isolab_model::pipeline::{BackendKind, Limits, Platform};
 
     use super::*;
-    use crate::backend::conformance::trial;
+    use crate::conformance::trial;
 
     fn request(workload: &str) -> TrialRequest {
         let platform = Platform {

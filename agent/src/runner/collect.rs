@@ -8,8 +8,8 @@ use futures::StreamExt;
 use isolab_model::sample::{ParseSampleError, Sample};
 use tokio::sync::mpsc;
 
-use crate::backend::LineStream;
 use crate::core::{LogStream, TrialEvent};
+use isolab_backends::LineStream;
 
 /// How many stderr lines are kept for a failure message.
 pub(crate) const STDERR_TAIL_LINES: usize = 5;
@@ -103,7 +103,7 @@ pub(crate) async fn stderr(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::lines;
+    use isolab_backends::lines;
 
     #[tokio::test]
     async fn samples_are_forwarded_and_garbage_is_reported() {

@@ -17,13 +17,13 @@ use tracing::Instrument;
 
 use super::RunnerOptions;
 use super::collect::{self, StdoutSummary};
-use super::lifecycle::{Lifecycle, Prepared};
 use super::noise;
 use super::outcome::{InstanceReport, Interrupt, Outcome};
-use crate::backend::InstanceExit;
-use crate::backend::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
-use crate::cgroup::CgroupStats;
 use crate::core::{TrialEvent, TrialState, TrialStatus};
+use isolab_backends::InstanceExit;
+use isolab_backends::lifecycle::{Lifecycle, Prepared};
+use isolab_backends::{Backend, Leak, LeakReport, TrialContext, process_alive, process_start_time};
+use isolab_host::cgroup::CgroupStats;
 
 /// A started instance's main process: pid and start time, to check it is gone at the end.
 type ProcessId = (u32, Option<u64>);

@@ -12,7 +12,6 @@
 
 mod collect;
 mod drive;
-pub mod lifecycle;
 mod noise;
 mod outcome;
 

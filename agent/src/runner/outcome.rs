@@ -1,7 +1,7 @@
 //! Deciding a trial's final state and message from what happened.
 
-use crate::backend::{InstanceExit, LeakReport};
 use crate::core::TrialState;
+use isolab_backends::{InstanceExit, LeakReport};
 
 /// Why the run loop stopped before every instance ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +125,7 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::Leak;
+    use isolab_backends::Leak;
 
     fn report(index: u32, exit: InstanceExit, samples: u64) -> InstanceReport {
         InstanceReport {

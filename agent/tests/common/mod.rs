@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use isolab_agent::backend::TrialContext;
-use isolab_agent::cgroup::CgroupManager;
 use isolab_agent::config::AgentConfig;
+use isolab_backends::TrialContext;
+use isolab_host::cgroup::CgroupManager;
 use isolab_model::pipeline::{BackendKind, Limits, Platform};
 
 /// True when cgroups can be made. Off CI without root, prints why the test is skipped.
@@ -91,5 +91,5 @@ pub fn processes(trial: &isolab_model::plan::Trial, attempt: u32) -> Vec<u32> {
         trial: Arc::new(isolab_wire::TrialSpec::from(trial)),
         attempt,
     };
-    isolab_agent::backend::conformance::processes_of(&ctx)
+    isolab_agent::conformance::processes_of(&ctx)
 }

@@ -12,8 +12,9 @@ use tokio::sync::{Notify, watch};
 
 use crate::client::ClientTls;
 use crate::events::{EventBus, EventKind, RunEvent, Subscription};
-use crate::run::{self, RunOptions};
+use crate::run::RunOptions;
 use crate::rundir;
+use crate::service::supervise::{self, Executor};
 
 /// How the service runs pipelines.
 #[derive(Debug, Clone, Default)]
@@ -173,16 +174,23 @@ pub struct ServiceCore {
     state: Arc<Mutex<State>>,
     wake: Arc<Notify>,
     drain: watch::Sender<bool>,
+    executor: Executor,
 }
 
 impl ServiceCore {
-    /// A core with `config`; call [`ServiceCore::run_queue`] to start executing runs.
+    /// A core with `config`; call [`ServiceCore::supervise_queue`] to start executing runs.
     pub fn new(config: ServiceConfig) -> Self {
+        Self::with_executor(config, Executor::default())
+    }
+
+    /// A core whose runs are executed by `executor` (tests; production uses [`Self::new`]).
+    pub(crate) fn with_executor(config: ServiceConfig, executor: Executor) -> Self {
         Self {
             config: Arc::new(config),
             state: Arc::new(Mutex::new(State::default())),
             wake: Arc::new(Notify::new()),
             drain: watch::channel(false).0,
+            executor,
         }
     }
 
@@ -346,7 +354,44 @@ impl ServiceCore {
         ));
     }
 
+    /// Executes queued runs like [`Self::run_queue`], and restarts the queue if its task dies
+    /// (a bug in the queue itself: a panic inside a run is already caught per run), marking the
+    /// run it was executing as an error, so later submissions are never queued forever.
+    pub async fn supervise_queue(&self) {
+        loop {
+            let core = self.clone();
+            match tokio::spawn(async move { core.run_queue().await }).await {
+                Ok(()) => return,
+                Err(e) => {
+                    let why = if e.is_panic() {
+                        supervise::panic_message(e.into_panic().as_ref())
+                    } else {
+                        "cancelled".to_owned()
+                    };
+                    tracing::error!("the run queue task died ({why}); restarting it");
+                    let mut st = self.lock();
+                    let running: Vec<String> = st
+                        .runs
+                        .iter_mut()
+                        .filter(|(_, e)| e.info.phase == RunPhase::Running)
+                        .map(|(id, e)| {
+                            e.info.phase = RunPhase::Error;
+                            e.info.error =
+                                Some(format!("internal error: the run queue died ({why})"));
+                            id.clone()
+                        })
+                        .collect();
+                    drop(st);
+                    for id in running {
+                        self.publish_finished(&id, RunStatus::Failed, 0);
+                    }
+                }
+            }
+        }
+    }
+
     /// Executes queued runs one at a time until [`ServiceCore::shutdown`] drained the service.
+    /// Each run executes in its own task: one that panics ends as an error, the queue goes on.
     pub async fn run_queue(&self) {
         loop {
             let next = {
@@ -369,7 +414,7 @@ impl ServiceCore {
                 continue;
             };
             tracing::info!(%run_id, "run started");
-            let result = run::run(&opts, cancel).await;
+            let result = self.executor.execute(opts, cancel).await;
             let mut st = self.lock();
             let Some(e) = st.runs.get_mut(&run_id) else {
                 continue;

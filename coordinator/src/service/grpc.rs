@@ -181,7 +181,7 @@ pub async fn serve(
     }
     let runner = {
         let core = core.clone();
-        tokio::spawn(async move { core.run_queue().await })
+        tokio::spawn(async move { core.supervise_queue().await })
     };
     // The standard health service, for probes (`isolab-health-probe` in the Kubernetes manifests).
     let (reporter, health) = tonic_health::server::health_reporter();

@@ -1,11 +1,14 @@
 //! `isolab-agent`: the per-host agent that runs trials of allowlisted workloads.
 //!
 //! The agent's [`core`] knows nothing of gRPC: [`core::AgentCore`] answers capabilities, runs a
-//! trial on a [`backend::Backend`] through the [`runner`] and streams [`core::TrialEvent`]s, and
-//! cancels trials. The [`service`] translates the `isolab.v1` gRPC API to and from the core with
-//! the conversions of `isolab-wire` (shared with the coordinator), and [`serve`] runs it with the
-//! standard health service and a bounded drain on shutdown. The conformance suite and benchmark
-//! drivers are test support behind the `testing` feature.
+//! trial on a backend of `isolab-backends` ([`isolab_backends::Backend`]) through the [`runner`]
+//! and streams [`core::TrialEvent`]s, and cancels trials; [`admission`] decides what a trial may
+//! ask for. The [`service`] translates the `isolab.v1` gRPC API to and from the core with the
+//! conversions of `isolab-wire` (shared with the coordinator), and [`serve`] runs it with the
+//! standard health service and a bounded drain on shutdown. Cgroups, namespaces and the other
+//! host plumbing are `isolab-host`'s. The conformance suite every backend's tests run
+//! (`conformance`) and the benchmark drivers (`bench`) are test support behind the `testing`
+//! feature, not in the release library.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), isolab_agent::serve::ServeError> {

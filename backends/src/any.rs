@@ -103,6 +103,16 @@ impl Backend for AnyBackend {
         }
     }
 
+    fn kill_timeout(&self) -> std::time::Duration {
+        match self {
+            Self::Native(b) => b.kill_timeout(),
+            Self::Container(b) => b.kill_timeout(),
+            Self::Vm(b) => b.kill_timeout(),
+            Self::Docker(b) => b.kill_timeout(),
+            Self::Lxc(b) => b.kill_timeout(),
+        }
+    }
+
     async fn cgroup_plan(&self, trial: &TrialContext) -> Result<CgroupPlan, AnyBackendError> {
         match self {
             Self::Native(b) => Ok(b.cgroup_plan(trial).await?),

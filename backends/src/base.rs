@@ -9,6 +9,9 @@ use std::sync::Arc;
 use super::AgentDir;
 use super::envelope::Ceilings;
 use isolab_host::cgroup::CgroupEngine;
+use isolab_model::pipeline::RootfsKind;
+
+use super::rootfs::NotStatic;
 
 /// The cgroup engine and the workload binary of a container backend.
 #[derive(Debug)]
@@ -38,6 +41,24 @@ impl ContainerBase {
             cgroups,
             workload_bin,
         })
+    }
+
+    /// Whether the workload binary can run in a root of `kind` (a `minimal` root needs it
+    /// statically linked).
+    pub fn check_static(&self, kind: RootfsKind) -> Result<(), NotStatic> {
+        super::rootfs::check_static(kind, self.workload_static, &self.workload_bin)
+    }
+}
+
+/// A probe container's cleanup: `Ok` when it left nothing, else what it left, one line.
+pub fn nothing_left(problems: &[String]) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "probe container left things behind: {}",
+            problems.join("; ")
+        ))
     }
 }
 

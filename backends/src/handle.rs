@@ -2,10 +2,11 @@
 //! a future of its exit.
 
 use std::fmt;
+use std::future::Future;
 use std::pin::Pin;
 
-use futures::Stream;
 use futures::future::BoxFuture;
+use futures::{Stream, StreamExt as _};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Longest line kept whole; a longer one is cut (a garbage printer must not exhaust memory).
@@ -89,6 +90,43 @@ pub struct InstanceHandle {
     pub exit: ExitFuture,
 }
 
+impl InstanceHandle {
+    /// The handle of instance `index` whose main process is `child`, the client of a runtime
+    /// (`runc run`, `lxc-execute`) that exits with the workload's code
+    /// ([`InstanceExit::from_runtime_status`]); `stderr` makes the diagnostic stream of its
+    /// stderr lines (e.g. adds an OOM note with [`then_note`]). `runtime` names it in the exit
+    /// when waiting fails. An error when stdout or stderr was not piped; the child is killed
+    /// then.
+    pub fn of_runtime_child(
+        index: u32,
+        mut child: tokio::process::Child,
+        runtime: &str,
+        stderr: impl FnOnce(LineStream) -> LineStream,
+    ) -> std::io::Result<Self> {
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            // Both are piped by whoever made the command; without them there is nothing to
+            // measure.
+            let _ = child.start_kill();
+            return Err(std::io::Error::other("stdout or stderr not piped"));
+        };
+        let pid = child.id();
+        let runtime = runtime.to_owned();
+        let exit = Box::pin(async move {
+            match child.wait().await {
+                Ok(status) => InstanceExit::from_runtime_status(status),
+                Err(e) => InstanceExit::Lost(format!("waiting for {runtime} failed: {e}")),
+            }
+        });
+        Ok(Self {
+            index,
+            pid,
+            stdout: lines(out),
+            stderr: stderr(lines(err)),
+            exit,
+        })
+    }
+}
+
 impl fmt::Debug for InstanceHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InstanceHandle")
@@ -105,6 +143,32 @@ pub struct Launch {
     pub instances: Vec<InstanceHandle>,
     /// The accelerator a VM backend used, if any.
     pub accel: Option<String>,
+}
+
+impl From<Vec<InstanceHandle>> for Launch {
+    /// Instances started without an accelerator to report (every backend but the VM's).
+    fn from(instances: Vec<InstanceHandle>) -> Self {
+        Self {
+            instances,
+            accel: None,
+        }
+    }
+}
+
+/// `stderr`, followed once it ends by the line `note` resolves to, if any: how a backend adds
+/// `isolab: out of memory: …` after an instance the OOM killer struck (its output ends when it
+/// is gone), so that the trial's failure names the cause.
+pub fn then_note(
+    stderr: LineStream,
+    note: impl Future<Output = Option<String>> + Send + 'static,
+) -> LineStream {
+    let note = futures::stream::once(note).filter_map(|n| std::future::ready(n.map(Ok)));
+    Box::pin(stderr.chain(note))
+}
+
+/// A memory limit as an OOM note names it: `<n> bytes`, or `none`.
+pub fn limit_text(memory_bytes: Option<u64>) -> String {
+    memory_bytes.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"))
 }
 
 /// Reads `reader` as lines of at most [`MAX_LINE_BYTES`] (longer ones are cut), lossily decoded.

@@ -20,6 +20,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
@@ -33,6 +34,7 @@ pub mod base;
 pub mod catalog;
 pub mod container;
 pub mod docker;
+pub mod error;
 pub use isolab_host::cgroup::envelope;
 mod handle;
 pub mod lifecycle;
@@ -48,9 +50,10 @@ pub mod testing;
 pub mod vm;
 
 pub use any::{AnyBackend, AnyBackendError, AnyPrepared};
+pub use error::{CommonError, SpawnError};
 pub use handle::{
     ExitFuture, InstanceExit, InstanceHandle, Launch, LineStream, MAX_LINE_BYTES, clean_log_line,
-    last_lines, lines,
+    last_lines, limit_text, lines, then_note,
 };
 pub use isolab_host::cgroup::agent_dir::{AgentDir, remove_stale_runtime};
 pub use isolab_host::leaks::{Leak, LeakReport, process_alive, process_start_time};
@@ -107,6 +110,23 @@ impl TrialContext {
 
 pub use isolab_wire::BackendStatus;
 
+/// The status a backend's probe ends in: available with `version`, or unavailable for the
+/// reason `outcome` gives (with the version still reported).
+pub fn probe_status(name: &str, version: String, outcome: Result<(), String>) -> BackendStatus {
+    match outcome {
+        Ok(()) => BackendStatus {
+            name: name.into(),
+            available: true,
+            version,
+            ..BackendStatus::default()
+        },
+        Err(reason) => BackendStatus {
+            version,
+            ..BackendStatus::unavailable(name, reason)
+        },
+    }
+}
+
 /// One way of isolating instances: only what differs between backends. See the module
 /// documentation for the life of a trial; the runner drives it through
 /// [`crate::lifecycle::Lifecycle`], which owns the trial's cgroups.
@@ -132,13 +152,24 @@ pub trait Backend: Send + Sync + 'static {
     /// The cgroup engine its trials' cgroups are made by; the error says why there is none.
     fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, Self::Error>;
 
+    /// How long the engine's kill of one of its cgroups may take (the backend's stop timeout);
+    /// the default is the engine's.
+    fn kill_timeout(&self) -> Duration {
+        CgroupPlan::default().kill_timeout
+    }
+
     /// Checks what can be checked before anything is made, and says how the engine makes the
-    /// trial's cgroups (the default: every instance cgroup made and limited by the engine).
+    /// trial's cgroups (the default: every instance cgroup made and limited by the engine, and
+    /// killed within [`Backend::kill_timeout`]).
     fn cgroup_plan(
         &self,
         _trial: &TrialContext,
     ) -> impl Future<Output = Result<CgroupPlan, Self::Error>> + Send {
-        async { Ok(CgroupPlan::default()) }
+        let plan = CgroupPlan {
+            kill_timeout: self.kill_timeout(),
+            ..CgroupPlan::default()
+        };
+        async { Ok(plan) }
     }
 
     /// Checks the trial and makes its own resources (bundle, rootfs, image, containers, VM

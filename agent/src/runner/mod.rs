@@ -1,6 +1,6 @@
 //! The runner: drives one backend through one trial, and owns the trial's cgroups
-//! ([`lifecycle::Lifecycle`]: the engine makes, limits, reads, kills and removes them; the
-//! backend only prepares, starts and stops what is its own).
+//! ([`isolab_backends::lifecycle::Lifecycle`]: the engine makes, limits, reads, kills and
+//! removes them; the backend only prepares, starts and stops what is its own).
 //!
 //! Preparing → prepare → start every instance together → Running → collect samples, logs and
 //! statistics (every `stats_interval`) until every instance ended, the deadline (the trial's

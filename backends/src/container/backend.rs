@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use isolab_model::pipeline::{BackendKind, NetworkMode};
 use isolab_model::resolve::ResolvedPlatform;
 
@@ -20,8 +19,8 @@ use crate::TRIAL_ENV;
 use crate::base::ContainerBase;
 use crate::envelope::Ceilings;
 use crate::{
-    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
-    TrialContext, lines, process_start_time,
+    AgentDir, Backend, BackendStatus, InstanceHandle, Launch, LeakReport, TrialContext,
+    process_start_time, then_note,
 };
 use isolab_host::cgroup::{
     AnyCgroup, Cgroup, CgroupEngine, CgroupPlan, InstanceLevel, TrialCgroups,
@@ -202,25 +201,18 @@ impl ContainerBackend {
     }
 }
 
-/// `stderr`, followed (once it ends, i.e. the container is gone) by a line saying that the OOM
-/// killer struck, when the container's cgroup counted an OOM kill: a container killed by
-/// SIGKILL is then known to have hit its memory limit, and the trial's failure says so.
-fn with_oom_note(
-    stderr: LineStream,
-    cgroup: Arc<AnyCgroup>,
-    memory_bytes: Option<u64>,
-) -> LineStream {
-    let note = futures::stream::once(async move {
-        let kills = tokio::task::spawn_blocking(move || cgroup.stats().map(|s| s.oom_kills).unwrap_or(0))
+/// The line ending a container's stderr (once it ends, i.e. the container is gone) when its
+/// cgroup counted an OOM kill: a container killed by SIGKILL is then known to have hit its
+/// memory limit, and the trial's failure says so.
+async fn oom_note(cgroup: Arc<AnyCgroup>, memory_bytes: Option<u64>) -> Option<String> {
+    let kills =
+        tokio::task::spawn_blocking(move || cgroup.stats().map(|s| s.oom_kills).unwrap_or(0))
             .await
             .unwrap_or(0);
-        (kills > 0).then(|| {
-            let limit = memory_bytes.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
-            Ok(format!("isolab: out of memory: the OOM killer killed {kills} process(es) (memory limit {limit})"))
-        })
+    (kills > 0).then(|| {
+        let limit = crate::limit_text(memory_bytes);
+        format!("isolab: out of memory: the OOM killer killed {kills} process(es) (memory limit {limit})")
     })
-    .filter_map(futures::future::ready);
-    Box::pin(stderr.chain(note))
 }
 
 impl Backend for ContainerBackend {
@@ -229,6 +221,10 @@ impl Backend for ContainerBackend {
 
     fn name(&self) -> &'static str {
         "container"
+    }
+
+    fn kill_timeout(&self) -> std::time::Duration {
+        self.config.stop_timeout
     }
 
     async fn probe(&self) -> BackendStatus {
@@ -278,7 +274,7 @@ impl Backend for ContainerBackend {
     async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, ContainerError> {
         Ok(CgroupPlan {
             instance_level: InstanceLevel::Runtime,
-            kill_timeout: self.config.stop_timeout,
+            kill_timeout: self.kill_timeout(),
             ..CgroupPlan::default()
         })
     }
@@ -305,7 +301,7 @@ impl Backend for ContainerBackend {
                 reason: e.to_string(),
             })?;
         let kind = platform.rootfs;
-        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        inner.check_static(kind)?;
         let plans = ctx
             .trial
             .instances
@@ -355,41 +351,22 @@ impl Backend for ContainerBackend {
                 program: prepared.runtime.program().to_owned(),
                 source,
             };
-            let mut child = cmd.spawn().map_err(spawn_err)?;
-            let pid = child.id();
-            if let Some(pid) = pid {
+            let child = cmd.spawn().map_err(spawn_err)?;
+            if let Some(pid) = child.id() {
                 prepared.running.push(Running {
                     index: inst.index,
                     pid,
                     start_time: process_start_time(pid),
                 });
             }
-            let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-                // Both are piped by `run_command`; without them there is nothing to measure.
-                let _ = child.start_kill();
-                return Err(spawn_err(std::io::Error::other(
-                    "stdout or stderr not piped",
-                )));
-            };
-            let exit = Box::pin(async move {
-                match child.wait().await {
-                    Ok(status) => InstanceExit::from_runtime_status(status),
-                    Err(e) => InstanceExit::Lost(format!("waiting for the runtime failed: {e}")),
-                }
-            });
-            let stderr = with_oom_note(lines(stderr), Arc::clone(&inst.cgroup), inst.memory_bytes);
-            handles.push(InstanceHandle {
-                index: inst.index,
-                pid,
-                stdout: lines(stdout),
-                stderr,
-                exit,
-            });
+            let oom = oom_note(Arc::clone(&inst.cgroup), inst.memory_bytes);
+            let handle = InstanceHandle::of_runtime_child(inst.index, child, "the runtime", |e| {
+                then_note(e, oom)
+            })
+            .map_err(spawn_err)?;
+            handles.push(handle);
         }
-        Ok(Launch {
-            instances: handles,
-            accel: None,
-        })
+        Ok(handles.into())
     }
 
     /// Kills what is in the instance cgroups until every runtime process has ended (a runtime

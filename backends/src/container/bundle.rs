@@ -393,7 +393,7 @@ pub fn write(bundle_dir: &Path, spec: &Spec) -> Result<(), BundleError> {
     std::fs::write(&path, text).map_err(|source| BundleError::Write { path, source })
 }
 
-/// The spec as pretty JSON (what [`write`] stores).
+/// The spec as pretty JSON (what [`write()`] stores).
 pub fn to_json(spec: &Spec) -> String {
     // A Spec is plain data (strings, numbers, maps with string keys): it always serializes.
     serde_json::to_string_pretty(spec).unwrap_or_default()

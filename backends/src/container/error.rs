@@ -6,16 +6,15 @@ use std::path::PathBuf;
 use super::bundle::BundleError;
 use super::runtime::RuntimeError;
 use crate::rootfs::RootfsError;
-use isolab_host::cgroup::TrialCgroupError;
 use isolab_host::cgroup::hierarchy::HierarchyError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the container backend.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
-    /// The trial's platform is another backend's.
+    /// What every backend can refuse or fail at.
     #[error(transparent)]
-    Platform(#[from] crate::PlatformMismatch),
+    Common(#[from] crate::error::CommonError),
     /// The backend cannot run here at all.
     #[error("container backend unavailable: {reason}")]
     Unavailable {
@@ -30,12 +29,6 @@ pub enum ContainerError {
         /// Why (from the probe, or the lookup).
         reason: String,
     },
-    /// The minimal root needs a statically linked workload binary.
-    #[error(transparent)]
-    NotStatic(#[from] crate::rootfs::NotStatic),
-    /// The instance's command line is not allowed.
-    #[error(transparent)]
-    Args(#[from] crate::args::ArgsError),
     /// A directory of the trial's state could not be made or removed.
     #[error("state directory {}: {source}", path.display())]
     StateDir {
@@ -88,9 +81,6 @@ pub enum ContainerError {
         #[source]
         source: NetnsError,
     },
-    /// The trial's cgroups.
-    #[error(transparent)]
-    Cgroups(#[from] TrialCgroupError),
     /// A cgroup directory of another hierarchy could not be removed.
     #[error(transparent)]
     Hierarchy(#[from] HierarchyError),
@@ -114,3 +104,5 @@ pub enum ContainerError {
         source: tokio::task::JoinError,
     },
 }
+
+crate::error::from_common!(ContainerError);

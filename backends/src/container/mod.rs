@@ -5,7 +5,7 @@
 //! [`ContainerBackend`] prepares, per instance, a bundle directory under the agent's state dir
 //! (`<state>/<agent dir>/trials/<trial slug>/i<index>/`) holding a `config.json` built with the
 //! `oci-spec` crate ([`bundle`]) and a root filesystem ([`crate::rootfs`]: `minimal` or `host-ro`). For
-//! network `bridge` it makes the trial's network namespaces ([`netns`]). It starts each instance
+//! network `bridge` it makes the trial's network namespaces ([`isolab_host::netns`]). It starts each instance
 //! with `<runtime> --root <agent state>/runtime/<name> run --keep --bundle … <id>` in the
 //! foreground ([`runtime`]): the runtime hands its own stdout and stderr (our pipes) to the
 //! workload, so stdout carries nothing but sample lines, and it exits with the workload's status.
@@ -24,7 +24,7 @@
 //!
 //! # Teardown that proves itself
 //!
-//! After a trial, [`ContainerBackend::leftovers`] looks for processes in any of the trial's
+//! After a trial, [`Backend::leftovers`](crate::Backend::leftovers) looks for processes in any of the trial's
 //! cgroups, the cgroups themselves in every hierarchy, containers the runtime still lists, the
 //! bundle directories, mounts below them and network namespaces; anything found is a
 //! [`crate::Leak`] and fails the trial.

@@ -90,7 +90,7 @@ pub(crate) fn handle(
     oom: Option<OomWatch>,
 ) -> InstanceHandle {
     let (note_docker, note_name) = (docker.clone(), name.to_owned());
-    let note = futures::stream::once(async move {
+    let note = async move {
         let watch = oom?;
         let state = note_docker
             .inspect_container(&note_name, None)
@@ -101,15 +101,12 @@ pub(crate) fn handle(
             return None;
         }
         watch.cgroups.note_oom_kill(index);
-        let limit = watch
-            .memory_bytes
-            .map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
-        Some(Ok(format!(
+        let limit = crate::limit_text(watch.memory_bytes);
+        Some(format!(
             "isolab: out of memory: Docker reports the container OOM-killed (memory limit {limit})"
-        )))
-    })
-    .filter_map(futures::future::ready);
-    let stderr: crate::LineStream = Box::pin(lines(attached.stderr).chain(note));
+        ))
+    };
+    let stderr = crate::then_note(lines(attached.stderr), note);
     let docker = docker.clone();
     let name = name.to_owned();
     let exit = Box::pin(async move {

@@ -17,7 +17,7 @@ use crate::args;
 use crate::base::ContainerBase;
 use crate::envelope::Ceilings;
 use crate::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
-use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
+use isolab_host::cgroup::{CgroupEngine, TrialCgroups};
 use isolab_host::netns::TrialNetwork;
 
 /// The Docker backend.
@@ -230,31 +230,20 @@ impl Backend for DockerBackend {
         "docker"
     }
 
+    fn kill_timeout(&self) -> std::time::Duration {
+        self.config.stop_timeout
+    }
+
     async fn probe(&self) -> BackendStatus {
         let n = self.probes.fetch_add(1, Ordering::Relaxed);
         match probe::run(self, n).await {
-            Ok(version) => BackendStatus {
-                name: self.name().into(),
-                available: true,
-                version,
-                ..BackendStatus::default()
-            },
-            Err((version, reason)) => BackendStatus {
-                version,
-                ..BackendStatus::unavailable(self.name(), reason)
-            },
+            Ok(version) => crate::probe_status(self.name(), version, Ok(())),
+            Err((version, reason)) => crate::probe_status(self.name(), version, Err(reason)),
         }
     }
 
     fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, DockerError> {
         Ok(&self.inner()?.cgroups)
-    }
-
-    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
-        Ok(CgroupPlan {
-            kill_timeout: self.config.stop_timeout,
-            ..CgroupPlan::default()
-        })
     }
 
     async fn prepare(
@@ -265,7 +254,7 @@ impl Backend for DockerBackend {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Docker, ResolvedPlatform::as_docker)?;
         let kind = platform.rootfs;
-        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        inner.check_static(kind)?;
         let mode = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let engine = self.engine(false).await?;
@@ -383,10 +372,7 @@ impl Backend for DockerBackend {
                 Some(oom),
             ));
         }
-        Ok(Launch {
-            instances: handles,
-            accel: None,
-        })
+        Ok(handles.into())
     }
 
     async fn teardown(&self, prepared: DockerPrepared) -> Vec<String> {

@@ -1,28 +1,20 @@
 //! [`DockerError`]: what goes wrong in the Docker backend.
 
 use super::daemon::DaemonError;
-use crate::args::ArgsError;
-use isolab_host::cgroup::TrialCgroupError;
 use isolab_host::netns::NetnsError;
 
 /// What went wrong in the Docker backend.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    /// The trial's platform is another backend's.
+    /// What every backend can refuse or fail at.
     #[error(transparent)]
-    Platform(#[from] crate::PlatformMismatch),
+    Common(#[from] crate::error::CommonError),
     /// The backend cannot run here.
     #[error("docker backend unavailable: {reason}")]
     Unavailable {
         /// Why.
         reason: String,
     },
-    /// The instance's command line is not allowed.
-    #[error(transparent)]
-    Args(#[from] ArgsError),
-    /// A `minimal` root needs a statically linked workload.
-    #[error(transparent)]
-    NotStatic(#[from] crate::rootfs::NotStatic),
     /// A setting this backend cannot honour.
     #[error("docker backend: {what} is not supported")]
     Unsupported {
@@ -59,9 +51,6 @@ pub enum DockerError {
     /// A private daemon could not be started.
     #[error(transparent)]
     Daemon(#[from] DaemonError),
-    /// The trial's cgroups.
-    #[error(transparent)]
-    Cgroups(#[from] TrialCgroupError),
     /// The trial's network could not be made or attached.
     #[error("network of instance {instance}: {source}")]
     Network {
@@ -97,6 +86,8 @@ pub enum DockerError {
         source: tokio::task::JoinError,
     },
 }
+
+crate::error::from_common!(DockerError);
 
 impl DockerError {
     /// An [`DockerError::Api`] error.

@@ -175,14 +175,7 @@ async fn probe_container(backend: &DockerBackend, engine: &Engine, n: u64) -> Re
     }
     outcome?;
     placed?;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "probe container left things behind: {}",
-            problems.join("; ")
-        ))
-    }
+    crate::base::nothing_left(&problems)
 }
 
 /// Creates, attaches, starts and waits for the probe container; checks its exit and output.

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use isolab_model::pipeline::BackendKind;
 use isolab_model::resolve::ResolvedPlatform;
 
@@ -13,11 +12,12 @@ use super::{LxcConfig, LxcError};
 use crate::args;
 use crate::base::ContainerBase;
 use crate::envelope::Ceilings;
+use crate::error::SpawnError;
 use crate::{
-    AgentDir, Backend, BackendStatus, InstanceExit, InstanceHandle, Launch, LeakReport, LineStream,
-    TrialContext, lines, process_start_time,
+    AgentDir, Backend, BackendStatus, InstanceHandle, Launch, LeakReport, TrialContext,
+    process_start_time, then_note,
 };
-use isolab_host::cgroup::{CgroupEngine, CgroupPlan, TrialCgroups};
+use isolab_host::cgroup::{CgroupEngine, TrialCgroups};
 
 /// What every trial of this backend shares.
 #[derive(Debug)]
@@ -137,33 +137,26 @@ impl LxcBackend {
     }
 }
 
-/// `stderr`, followed (once it ends, i.e. the container is gone) by a line naming the memory
-/// limit when the instance hit it: LXC reports an OOM-killed workload only as a SIGKILL, and
-/// the kill itself is booked on LXC's level, which is gone by then; the instance cgroup's
-/// `failcnt` (and any kill seen while it ran) still says what happened.
-fn with_oom_note(
-    stderr: LineStream,
-    cgroups: TrialCgroups,
-    index: u32,
-    memory_bytes: Option<u64>,
-) -> LineStream {
-    let note = futures::stream::once(async move {
-        let stats = tokio::task::spawn_blocking(move || cgroups.stats(index).ok())
-            .await
-            .ok()
-            .flatten()?;
-        if stats.memory_limit_hits == 0 && stats.oom_kills == 0 {
-            return None;
-        }
-        let limit = memory_bytes.map_or_else(|| "none".to_owned(), |b| format!("{b} bytes"));
-        Some(Ok(format!(
-            "isolab: out of memory: the instance hit its memory limit {} time(s), {} OOM \
-             kill(s) seen (memory limit {limit}); a SIGKILL is the OOM killer's",
-            stats.memory_limit_hits, stats.oom_kills
-        )))
-    })
-    .filter_map(futures::future::ready);
-    Box::pin(stderr.chain(note))
+/// The line ending an instance's stderr (once it ends, i.e. the container is gone) when the
+/// instance hit its memory limit: LXC reports an OOM-killed workload only as a SIGKILL, and the
+/// kill itself is booked on LXC's level, which is gone by then; the instance cgroup's `failcnt`
+/// (and any kill seen while it ran) still says what happened.
+async fn oom_note(cgroups: TrialCgroups, index: u32) -> Option<String> {
+    let memory_bytes = cgroups.instance(index).and_then(|c| c.limits.memory_bytes);
+    let stats = tokio::task::spawn_blocking(move || cgroups.stats(index).ok())
+        .await
+        .ok()
+        .flatten()?;
+    if stats.memory_limit_hits == 0 && stats.oom_kills == 0 {
+        return None;
+    }
+    Some(format!(
+        "isolab: out of memory: the instance hit its memory limit {} time(s), {} OOM kill(s) \
+         seen (memory limit {}); a SIGKILL is the OOM killer's",
+        stats.memory_limit_hits,
+        stats.oom_kills,
+        crate::limit_text(memory_bytes)
+    ))
 }
 
 impl Backend for LxcBackend {
@@ -172,6 +165,10 @@ impl Backend for LxcBackend {
 
     fn name(&self) -> &'static str {
         "lxc"
+    }
+
+    fn kill_timeout(&self) -> std::time::Duration {
+        self.config.stop_timeout
     }
 
     async fn probe(&self) -> BackendStatus {
@@ -187,29 +184,12 @@ impl Backend for LxcBackend {
             Err(reason) => return BackendStatus::unavailable(self.name(), reason),
         };
         let n = self.probes.fetch_add(1, Ordering::Relaxed);
-        match super::probe::run(&inner, inner.cgroups.ceilings(), &self.config, n).await {
-            Ok(()) => BackendStatus {
-                name: self.name().into(),
-                available: true,
-                version,
-                ..BackendStatus::default()
-            },
-            Err(reason) => BackendStatus {
-                version,
-                ..BackendStatus::unavailable(self.name(), reason)
-            },
-        }
+        let outcome = super::probe::run(&inner, inner.cgroups.ceilings(), &self.config, n).await;
+        crate::probe_status(self.name(), version, outcome)
     }
 
     fn cgroup_engine(&self) -> Result<&Arc<CgroupEngine>, LxcError> {
         Ok(&self.inner()?.cgroups)
-    }
-
-    async fn cgroup_plan(&self, _ctx: &TrialContext) -> Result<CgroupPlan, LxcError> {
-        Ok(CgroupPlan {
-            kill_timeout: self.config.stop_timeout,
-            ..CgroupPlan::default()
-        })
     }
 
     async fn prepare(
@@ -220,7 +200,7 @@ impl Backend for LxcBackend {
         let inner = Arc::clone(self.inner()?);
         let platform = ctx.platform(BackendKind::Lxc, ResolvedPlatform::as_lxc)?;
         let kind = platform.rootfs;
-        crate::rootfs::check_static(kind, inner.workload_static, &inner.workload_bin)?;
+        inner.check_static(kind)?;
         let network = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let (slug, cgs) = (ctx.slug(), cgroups.clone());
@@ -242,53 +222,27 @@ impl Backend for LxcBackend {
         let inner = self.inner()?;
         let mut handles = Vec::with_capacity(prepared.made.instances.len());
         for inst in &prepared.made.instances {
-            let mut child = trial::spawn(inner, &prepared.made, inst)?;
-            let pid = child.id();
-            if let Some(pid) = pid {
+            let child = trial::spawn(inner, &prepared.made, inst)?;
+            if let Some(pid) = child.id() {
                 prepared
                     .monitors
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push((pid, process_start_time(pid)));
             }
-            let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
-                let _ = child.start_kill();
-                let source = std::io::Error::other("stdout or stderr not piped");
-                return Err(LxcError::Spawn {
-                    instance: inst.index,
-                    program: inner.program.clone(),
-                    source,
-                });
-            };
-            let exit = Box::pin(async move {
-                match child.wait().await {
-                    // lxc-execute exits with the workload's code, 128 + n when signal n killed it.
-                    Ok(status) => InstanceExit::from_runtime_status(status),
-                    Err(e) => InstanceExit::Lost(format!("waiting for lxc-execute failed: {e}")),
-                }
-            });
-            let stderr = with_oom_note(
-                lines(stderr),
-                prepared.made.cgroups.clone(),
-                inst.index,
-                prepared
-                    .made
-                    .cgroups
-                    .instance(inst.index)
-                    .and_then(|c| c.limits.memory_bytes),
-            );
-            handles.push(InstanceHandle {
-                index: inst.index,
-                pid,
-                stdout: lines(stdout),
-                stderr,
-                exit,
-            });
+            // lxc-execute exits with the workload's code, 128 + n when signal n killed it.
+            let oom = oom_note(prepared.made.cgroups.clone(), inst.index);
+            let handle = InstanceHandle::of_runtime_child(inst.index, child, "lxc-execute", |e| {
+                then_note(e, oom)
+            })
+            .map_err(|source| SpawnError {
+                instance: inst.index,
+                program: inner.program.clone(),
+                source,
+            })?;
+            handles.push(handle);
         }
-        Ok(Launch {
-            instances: handles,
-            accel: None,
-        })
+        Ok(handles.into())
     }
 
     /// Gives the monitors a moment to report, then kills what is left in the trial cgroup

@@ -84,14 +84,7 @@ pub(crate) async fn run(
             ));
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(format!(
-            "probe container left things behind: {}",
-            problems.join("; ")
-        ))
-    }
+    crate::base::nothing_left(&problems)
 }
 
 /// Runs the probe container and checks its output and where it ran.

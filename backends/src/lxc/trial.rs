@@ -21,6 +21,7 @@ use super::LxcError;
 use super::backend::Inner;
 use super::conf::{self, ConfSpec};
 use crate::TRIAL_ENV;
+use crate::error::SpawnError;
 use crate::rootfs::{self, WORKLOAD_PATH};
 use crate::{Leak, LeakReport, process_alive};
 use isolab_host::cgroup::TrialCgroups;
@@ -162,10 +163,12 @@ pub(crate) fn spawn(
     made: &Made,
     inst: &Instance,
 ) -> Result<tokio::process::Child, LxcError> {
-    let spawn_err = |source| LxcError::Spawn {
-        instance: inst.index,
-        program: inner.program.clone(),
-        source,
+    let spawn_err = |source| {
+        LxcError::from(SpawnError {
+            instance: inst.index,
+            program: inner.program.clone(),
+            source,
+        })
     };
     let netns_fd: Option<OwnedFd> = match made
         .network

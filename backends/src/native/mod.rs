@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::envelope::Ceilings;
 use super::reap;
 use super::scratch::Scratch;
-use super::{AgentDir, Backend, BackendStatus, Launch, LeakReport, TrialContext};
+use super::{AgentDir, Backend, BackendStatus, Launch, LeakReport, SpawnError, TrialContext};
 use isolab_host::cgroup::{
     Cgroup, CgroupEngine, CgroupError, InstanceCgroup, TrialCgroupError, TrialCgroups,
 };
@@ -27,31 +27,14 @@ const DEFAULT_SCRATCH_BYTES: u64 = 1 << 30;
 /// What went wrong in the native backend.
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
-    /// The trial's platform is another backend's.
+    /// What every backend can refuse or fail at.
     #[error(transparent)]
-    Platform(#[from] crate::PlatformMismatch),
+    Common(#[from] crate::error::CommonError),
     /// The backend cannot run here.
     #[error("native backend unavailable: {reason}")]
     Unavailable {
         /// Why.
         reason: String,
-    },
-    /// The instance's command line is not allowed.
-    #[error(transparent)]
-    Args(#[from] crate::args::ArgsError),
-    /// The trial's cgroups.
-    #[error(transparent)]
-    Cgroups(#[from] TrialCgroupError),
-    /// The workload process could not be started.
-    #[error("instance {instance}: cannot start {}: {source}", program.display())]
-    Spawn {
-        /// Instance index.
-        instance: u32,
-        /// The workload binary.
-        program: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
     },
     /// An instance's scratch tmpfs could not be made.
     #[error(transparent)]
@@ -66,6 +49,8 @@ pub enum NativeError {
         source: tokio::task::JoinError,
     },
 }
+
+crate::error::from_common!(NativeError);
 
 /// The native backend.
 #[derive(Debug)]
@@ -265,17 +250,14 @@ impl Backend for NativeBackend {
             let handle =
                 spawn::spawn_instance(bin, &inst.args, index, &prepared.slug, &inst.scratch, join)
                     .await
-                    .map_err(|source| NativeError::Spawn {
+                    .map_err(|source| SpawnError {
                         instance: index,
                         program: bin.clone(),
                         source,
                     })?;
             handles.push(handle);
         }
-        Ok(Launch {
-            instances: handles,
-            accel: None,
-        })
+        Ok(handles.into())
     }
 
     /// Reaps the orphans of the killed workloads (they were reparented to us, a subreaper).

@@ -5,14 +5,13 @@ use super::accel::AccelError;
 use super::cmdline::CmdlineError;
 use super::initramfs::InitramfsError;
 use super::launch::LaunchError;
-use isolab_host::cgroup::TrialCgroupError;
 
 /// What went wrong in the vm backend.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
-    /// The trial's platform is another backend's.
+    /// What every backend can refuse or fail at.
     #[error(transparent)]
-    Platform(#[from] crate::PlatformMismatch),
+    Common(#[from] crate::error::CommonError),
     /// The backend cannot run here (no kernel, no QEMU, no static workload binary, no cgroups).
     #[error("vm backend unavailable: {reason}")]
     Unavailable {
@@ -77,9 +76,6 @@ pub enum VmError {
         /// What failed.
         reason: String,
     },
-    /// The trial's cgroups.
-    #[error(transparent)]
-    Cgroups(#[from] TrialCgroupError),
     /// A VM could not be started.
     #[error("instance {instance}: {source}")]
     Launch {
@@ -104,3 +100,5 @@ pub enum VmError {
         reason: String,
     },
 }
+
+crate::error::from_common!(VmError);

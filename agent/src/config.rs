@@ -1,5 +1,6 @@
 //! The agent's configuration: where the workload binary is, the safety envelope, the bounds on
-//! what a trial may ask for, labels, the shutdown grace period and which cgroup hierarchy to use.
+//! what a trial may ask for, the runtimes a trial may name, labels, the shutdown grace period and
+//! which cgroup hierarchy to use.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use isolab_model::validate::ParamBounds;
 
+use isolab_backends::container::RuntimeTable;
 use isolab_host::cgroup::CgroupVersion;
 
 /// Default hard `pids` ceiling of every instance cgroup.
@@ -68,6 +70,9 @@ pub struct AgentConfig {
     /// The state directory everything the agent creates on disk lives under (see
     /// [`isolab_host::state_dir`]); default [`isolab_host::state_dir::DEFAULT_STATE_DIR`].
     pub state_dir: PathBuf,
+    /// The OCI runtimes trials may name (`--runtime NAME=/abs/path`, `--runtime-arg NAME=ARG`);
+    /// the default is `runc`, `crun`, `youki` and `runsc` as found on `PATH` at start.
+    pub runtimes: RuntimeTable,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +91,7 @@ impl Default for AgentConfig {
             bounds: ParamBounds::default(),
             budget: crate::budget::BudgetConfig::default(),
             state_dir: PathBuf::from(isolab_host::state_dir::DEFAULT_STATE_DIR),
+            runtimes: RuntimeTable::detect(),
         }
     }
 }

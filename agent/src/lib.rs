@@ -25,6 +25,8 @@ pub mod bench;
 pub mod budget;
 pub mod config;
 #[cfg(any(test, feature = "testing"))]
+pub mod confinement;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod core;
 pub mod runner;

@@ -16,6 +16,7 @@ use isolab_agent::budget::BudgetConfig;
 use isolab_agent::config::{AgentConfig, DEFAULT_CEILING_PIDS};
 use isolab_agent::core::AgentCore;
 use isolab_agent::serve::{DEFAULT_LISTEN, serve_core_tls};
+use isolab_backends::container::RuntimeTable;
 use isolab_model::units::{Bytes, HumanDuration};
 use isolab_model::validate::{self, ParamBounds};
 use tokio_util::sync::CancellationToken;
@@ -99,6 +100,20 @@ struct Cli {
     /// Longest trial timeout.
     #[arg(long, default_value = "4h")]
     max_timeout: HumanDuration,
+    /// An OCI runtime trials may name, `NAME=/abs/path` (repeatable; e.g.
+    /// `--runtime runsc=/usr/bin/runsc`). Trials name runtimes, never paths. Default: `runc`,
+    /// `crun`, `youki` and `runsc` as found on `PATH` and in the sbin directories at start.
+    #[arg(long = "runtime", value_name = "NAME=PATH")]
+    runtimes: Vec<String>,
+    /// A global argument the operator approves for every call of runtime NAME, `NAME=ARG`
+    /// (repeatable; e.g. `--runtime-arg runsc=--platform=systrap`). Pipelines may only pass the
+    /// runtime's allowlisted `runtime_args`.
+    #[arg(
+        long = "runtime-arg",
+        value_name = "NAME=ARG",
+        allow_hyphen_values = true
+    )]
+    runtime_args: Vec<String>,
     /// Host name to report (default: the kernel's).
     #[arg(long)]
     hostname: Option<String>,
@@ -252,7 +267,10 @@ async fn main() -> anyhow::Result<()> {
     let state = isolab_host::state_dir::StateDir::open(&state_dir)
         .context("--state-dir (or $STATE_DIRECTORY)")?;
     tracing::info!(dir = %state.root().display(), "state directory");
+    let runtimes = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args)?;
+    tracing::info!(runtimes = %runtimes.known(), "OCI runtimes trials may name");
     let config = AgentConfig {
+        runtimes,
         workload_bin: cli.workload_bin,
         labels,
         ceiling_pids: cli.ceiling_pids,
@@ -504,6 +522,28 @@ mod tests {
             let e = Cli::try_parse_from(["isolab-agent", arg.as_str()]).unwrap_err();
             assert!(e.to_string().contains("--cgroup-prefix"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn runtime_flags_make_the_table() {
+        let cli = Cli::try_parse_from([
+            "isolab-agent",
+            "--runtime",
+            "gvisor=/bin/sh",
+            "--runtime-arg",
+            "gvisor=--platform=systrap",
+        ])
+        .expect("flags");
+        let t = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args).expect("table");
+        let e = t.get("gvisor").expect("gvisor");
+        assert_eq!(e.args, ["--platform=systrap"]);
+        assert!(
+            t.get("runc").is_err(),
+            "given runtimes replace the defaults"
+        );
+        let cli = Cli::try_parse_from(["isolab-agent", "--runtime", "runc=runc"]).expect("flags");
+        let e = RuntimeTable::from_flags(&cli.runtimes, &cli.runtime_args).unwrap_err();
+        assert!(e.to_string().contains("not an absolute path"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,9 @@ use isolab_model::units::Bytes;
 
 use isolab_agent::conformance::{self, Observed};
 use isolab_agent::core::TrialState;
-use isolab_backends::container::{ContainerBackend, ContainerConfig};
+use isolab_backends::container::{
+    ContainerBackend, ContainerConfig, DEFAULT_RUNTIMES, RuntimeTable,
+};
 use isolab_backends::envelope::Ceilings;
 use isolab_backends::lifecycle::Lifecycle;
 use isolab_backends::{AgentDir, Backend, TrialContext};
@@ -35,8 +37,29 @@ pub(crate) struct Setup {
     pub(crate) state: tempfile::TempDir,
 }
 
+/// The runtime table of `runtimes`: `NAME=/abs/path` as given, a bare name as found on `PATH`
+/// (left out when not installed).
+pub(crate) fn table(runtimes: &[&str]) -> RuntimeTable {
+    let flags: Vec<String> = runtimes
+        .iter()
+        .filter_map(|r| {
+            if r.contains('=') {
+                return Some((*r).to_owned());
+            }
+            let path = isolab_host::which::find_binary(r)?;
+            Some(format!("{r}={}", std::path::absolute(path).ok()?.display()))
+        })
+        .collect();
+    RuntimeTable::from_flags(&flags, &[]).expect("runtime table")
+}
+
 /// Everything a real test needs, or `None` (outside CI) with the reason printed.
 pub(crate) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
+    setup_table(test, || table(runtimes))
+}
+
+/// [`setup`] with the runtime table `runtimes` makes (once the test is known to run here).
+pub(crate) fn setup_table(test: &str, runtimes: impl FnOnce() -> RuntimeTable) -> Option<Setup> {
     let ci = std::env::var_os("CI").is_some();
     let missing = |why: String| {
         assert!(!ci, "{test}: {why} (CI must have it)");
@@ -47,7 +70,7 @@ pub(crate) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
     if unsafe { libc::geteuid() } != 0 {
         return missing("needs root".into());
     }
-    if isolab_backends::container::runtime::resolve("runc").is_err() {
+    if isolab_host::which::find_binary("runc").is_none() {
         return missing("runc is not installed".into());
     }
     let bin = match isolab_host::workload_bin::locate() {
@@ -70,7 +93,7 @@ pub(crate) fn setup(test: &str, runtimes: &[&str]) -> Option<Setup> {
         .expect("state dir");
     let config = ContainerConfig {
         state_dir: state.path().to_owned(),
-        runtimes: runtimes.iter().map(|s| (*s).to_owned()).collect(),
+        runtimes: runtimes(),
         ..ContainerConfig::default()
     };
     let backend = ContainerBackend::new(Ok(Arc::clone(&dir)), Ok(bin), CEILINGS, config);
@@ -135,6 +158,46 @@ async fn container_backend_passes_the_conformance_suite() {
     conformance::check_all(&s.backend, &platform(Limits::default())).await;
 }
 
+/// The runtime a trial names is the operator's: `--runtime oci=<runc's absolute path>` with an
+/// operator argument (`--runtime-arg oci=--log-format=json`, which runc takes globally) runs the
+/// whole suite under the name `oci`; the binary is the table's, and its arguments reach every
+/// call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_runtime_name_passes_the_conformance_suite() {
+    let Some(s) = setup_table("conformance-named", || {
+        let runc = isolab_host::which::find_binary("runc").expect("runc");
+        let runc = std::path::absolute(runc).expect("absolute");
+        RuntimeTable::from_flags(
+            &[format!("oci={}", runc.display())],
+            &["oci=--log-format=json".into()],
+        )
+        .expect("table")
+    }) else {
+        return;
+    };
+    let summary = s.backend.probe().await;
+    assert!(summary.available, "{}", summary.reason);
+    let statuses = s.backend.runtime_statuses();
+    assert!(
+        statuses
+            .iter()
+            .any(|st| st.name == "container/oci" && st.available),
+        "{statuses:?}"
+    );
+    let mut p = platform(Limits::default());
+    p.runtime = Some("oci".into());
+    let rt = s
+        .backend
+        .runtime_named("oci", &[], NetworkMode::None)
+        .expect("the configured runtime");
+    assert_eq!(
+        rt.global_args()[2..],
+        ["--log-format=json".to_owned()],
+        "the operator's argument follows --root"
+    );
+    conformance::check_all(&s.backend, &p).await;
+}
+
 /// gVisor removes the container's cgroup as it ends (no `run --keep`): the final statistics are
 /// its last periodic reading, so the whole suite (final statistics included) passes for it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,7 +205,7 @@ async fn runsc_containers_pass_the_conformance_suite() {
     let Some(s) = setup("conformance-runsc", &["runc", "runsc"]) else {
         return;
     };
-    if isolab_backends::container::runtime::resolve("runsc").is_err() {
+    if isolab_host::which::find_binary("runsc").is_none() {
         assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
         eprintln!("skipping: runsc is not installed");
         return;
@@ -423,21 +486,27 @@ async fn teardown_of_running_containers_removes_everything_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
-    let Some(s) = setup("missing", &["runc", "isolab-no-such-runtime"]) else {
+    let Some(s) = setup("missing", &["runc"]) else {
         return;
     };
     available(&s).await;
     let statuses = s.backend.runtime_statuses();
-    let missing = statuses
-        .iter()
-        .find(|st| st.name == "container/isolab-no-such-runtime")
-        .expect("status");
-    assert!(!missing.available);
-    assert!(
-        missing.reason.contains("not installed"),
-        "reason: {}",
-        missing.reason
-    );
+    // The usual runtimes not in the table are reported, unavailable, with the reason.
+    for name in DEFAULT_RUNTIMES.iter().filter(|n| **n != "runc") {
+        let st = statuses
+            .iter()
+            .find(|st| st.name == format!("container/{name}"))
+            .unwrap_or_else(|| panic!("no status for {name}: {statuses:?}"));
+        assert!(!st.available);
+        assert!(
+            st.reason.contains("not installed")
+                || st
+                    .reason
+                    .contains("is not configured on this agent (known: runc)"),
+            "reason: {}",
+            st.reason
+        );
+    }
     assert!(
         statuses
             .iter()
@@ -449,7 +518,10 @@ async fn a_missing_runtime_is_unavailable_not_a_failed_run() {
     let o = conformance::run(&s.backend, t, |_| false).await;
     assert_eq!(o.status.state, TrialState::Failed);
     assert!(
-        o.status.message.contains("unavailable"),
+        o.status.message.contains("unavailable")
+            && o.status.message.contains(
+                "runtime `isolab-no-such-runtime` is not configured on this agent (known: runc)"
+            ),
         "message: {}",
         o.status.message
     );
@@ -525,4 +597,44 @@ async fn memory_bomb_is_oom_killed_at_128_mib() {
     let o =
         conformance::check_memory_bomb(&s.backend, &platform(Limits::default()), 128 << 20).await;
     assert_nothing_left(&s, &o);
+}
+
+/// runc runs with the bundle's hardening: isolab's seccomp filter (`Seccomp: 2`) and no
+/// capabilities at all (`runc spec`'s default keeps `audit_write`, `kill`, `net_bind_service`
+/// and installs no filter; the bundle is stricter on both), read from the host in
+/// `/proc/<pid>/status` of the running workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runc_instances_run_with_the_bundles_filter_and_no_capabilities() {
+    let Some(s) = setup("hardening", &["runc"]) else {
+        return;
+    };
+    available(&s).await;
+    let seen = isolab_agent::confinement::observe(&s.backend, &platform(Limits::default())).await;
+    for c in seen {
+        assert_eq!(c.seccomp, 2, "no seccomp filter on the workload: {c:?}");
+        assert_eq!(c.cap_eff, 0, "capabilities left: {c:?}");
+    }
+}
+
+/// gVisor runs with its defaults: the workload is not a host process; what runs on the host is
+/// the sandbox, which confines itself with its own seccomp filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runsc_sandboxes_run_under_gvisors_own_filter() {
+    let Some(s) = setup("hardening-runsc", &["runc", "runsc"]) else {
+        return;
+    };
+    if isolab_host::which::find_binary("runsc").is_none() {
+        assert!(std::env::var_os("CI").is_none(), "CI must have runsc");
+        eprintln!("skipping: runsc is not installed");
+        return;
+    }
+    let mut p = platform(Limits::default());
+    p.runtime = Some("runsc".into());
+    let seen = isolab_agent::confinement::observe_commands(&s.backend, &p, |argv0| {
+        argv0.ends_with(b"runsc-sandbox")
+    })
+    .await;
+    for c in seen {
+        assert_eq!(c.seccomp, 2, "the sandbox runs without its filter: {c:?}");
+    }
 }

@@ -147,6 +147,31 @@ async fn docker_backend_passes_the_conformance_suite() {
     conformance::check_all(&s.backend, &platform(Limits::default())).await;
 }
 
+/// `--runtime` goes to the daemon only when it names one of the daemon's runtimes: a name it
+/// does not know, or a containerd shim it would look up, fails the trial before any container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_runtimes_the_daemon_knows_are_asked_for() {
+    let Some(s) = setup("runtime-names", DaemonMode::Auto).await else {
+        return;
+    };
+    for name in ["isolab-no-such-runtime", "io.containerd.runsc.v1"] {
+        let mut p = platform(Limits::default());
+        p.runtime = Some(name.into());
+        let t = conformance::trial(&p, "syscall", 1, &[], secs(0.2), secs(60.0));
+        let o = conformance::run(&s.backend, t, |_| false).await;
+        assert_eq!(o.status.state, TrialState::Failed, "{:?}", o.events);
+        assert!(
+            o.status.message.contains(&format!(
+                "docker runtime `{name}`: not a runtime of the daemon (known: "
+            )) && o.status.message.contains("runc"),
+            "{}",
+            o.status.message
+        );
+        assert!(!o.states().contains(&TrialState::Running));
+        assert_nothing_left(&s, &o);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bombs_are_contained_and_the_next_trial_runs_clean() {
     let Some(s) = setup("bombs", DaemonMode::Auto).await else {
@@ -414,4 +439,37 @@ async fn gvisor_under_a_private_daemon_passes_the_suite_and_contains_bombs() {
         "peak above the limit: {stats:?}"
     );
     assert_nothing_left(&s, &o);
+}
+
+/// Docker runs with its defaults: its default seccomp profile (`Seccomp: 2`) and default
+/// capability set (14 capabilities, `0xa80425fb`), nothing added, read from the host in
+/// `/proc/<pid>/status` of the running workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_run_with_dockers_default_seccomp_profile_and_capabilities() {
+    use isolab_agent::confinement::{mask, observe};
+    let Some(s) = setup("hardening", DaemonMode::Auto).await else {
+        return;
+    };
+    let default = mask(&[
+        "chown",
+        "dac_override",
+        "fowner",
+        "fsetid",
+        "kill",
+        "setgid",
+        "setuid",
+        "setpcap",
+        "net_bind_service",
+        "net_raw",
+        "sys_chroot",
+        "mknod",
+        "audit_write",
+        "setfcap",
+    ])
+    .expect("capability names");
+    assert_eq!(default, 0xa804_25fb);
+    for c in observe(&s.backend, &platform(Limits::default())).await {
+        assert_eq!(c.seccomp, 2, "no seccomp filter on the workload: {c:?}");
+        assert_eq!(c.cap_eff, default, "CapEff {:#x}: {c:?}", c.cap_eff);
+    }
 }

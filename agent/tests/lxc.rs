@@ -223,3 +223,32 @@ async fn bridge_instances_run_in_their_trial_namespaces() {
     assert!(leaks.is_clean(), "{:?}", leaks.lines());
     let _ = &s.state;
 }
+
+/// LXC runs with the hardening it ships: `common.conf`'s seccomp profile (`Seccomp: 2`) and its
+/// capability drops (the workload's effective set is the host's bounding set without them), read
+/// from the host in `/proc/<pid>/status` of the running workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_run_with_lxcs_default_seccomp_profile_and_capability_drops() {
+    use isolab_agent::confinement::{Confinement, mask, observe};
+    let Some(s) = setup("hardening").await else {
+        return;
+    };
+    let shipped = isolab_backends::lxc::hardening::LxcHardening::read(std::path::Path::new(
+        isolab_backends::lxc::hardening::COMMON_CONF,
+    ))
+    .expect("LXC's common.conf");
+    let drops: Vec<&str> = shipped.cap_drop.iter().map(String::as_str).collect();
+    let dropped = mask(&drops).expect("capability names LXC knows");
+    assert_ne!(dropped, 0, "common.conf drops capabilities: {shipped:?}");
+    let host = Confinement::of(std::process::id()).expect("own status");
+    for c in observe(&s.backend, &platform(Limits::default())).await {
+        assert_eq!(c.seccomp, 2, "no seccomp filter on the workload: {c:?}");
+        assert_eq!(
+            c.cap_eff,
+            host.cap_bnd & !dropped,
+            "CapEff {:#x}, expected the host's {:#x} without {drops:?}",
+            c.cap_eff,
+            host.cap_bnd
+        );
+    }
+}

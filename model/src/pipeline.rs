@@ -247,10 +247,12 @@ pub struct Limits {
 pub struct Platform {
     /// How instances are isolated.
     pub backend: BackendKind,
-    /// OCI runtime binary (container backend): `runc` (default), `crun`, `youki`, `runsc`, or a path.
+    /// OCI runtime by name (container and docker backends): `runc` (default), `crun`, `youki`,
+    /// `runsc`, or another name the agent is configured with; never a path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
-    /// Extra arguments for the runtime (e.g. `--platform=ptrace` for runsc).
+    /// Extra arguments for the runtime, from a per-runtime allowlist (runsc:
+    /// `--platform=ptrace|systrap|kvm`; none for the others).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtime_args: Vec<String>,
     /// Container root filesystem.

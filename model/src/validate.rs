@@ -9,6 +9,7 @@
 mod bounds;
 mod experiment;
 mod limits;
+mod runtime;
 
 pub use bounds::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_DURATION, DEFAULT_MAX_FORKS, DEFAULT_MAX_SIZE_BYTES,
@@ -16,6 +17,10 @@ pub use bounds::{
     check_host, check_param, check_timeout,
 };
 pub use limits::{MAX_INSTANCE_STARTS, MAX_TRIALS, Size, size};
+pub use runtime::{
+    AllowedArg, DEFAULT_RUNTIMES, allowed_runtime_args, check_runtime_arg, check_runtime_name,
+    describe_allowed_args,
+};
 
 use std::collections::HashMap;
 
@@ -295,10 +300,35 @@ impl Checker {
                 ),
             );
         }
-        if pl.runtime.as_deref().is_some_and(|r| r.trim().is_empty()) {
-            self.push(child(path, "runtime"), At::Value, "must not be empty");
+        if matches!(b, Container | Docker) {
+            self.runtime(path, pl);
         }
         self.limits(&child(path, "limits"), pl);
+    }
+
+    /// A runtime name (never a path) and only allowlisted `runtime_args` (see `runtime.rs`).
+    fn runtime(&mut self, path: &str, pl: &Platform) {
+        if let Some(name) = &pl.runtime
+            && let Err(e) = check_runtime_name(name)
+        {
+            self.push(child(path, "runtime"), At::Value, e);
+        }
+        if pl.backend != BackendKind::Container {
+            return;
+        }
+        let name = pl
+            .runtime
+            .as_deref()
+            .unwrap_or(crate::resolve::DEFAULT_RUNTIME);
+        for (i, arg) in pl.runtime_args.iter().enumerate() {
+            if let Err(e) = check_runtime_arg(name, arg) {
+                self.push(
+                    crate::location::index(&child(path, "runtime_args"), i),
+                    At::Value,
+                    e,
+                );
+            }
+        }
     }
 
     fn limits(&mut self, path: &str, pl: &Platform) {

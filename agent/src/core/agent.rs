@@ -163,6 +163,7 @@ impl AgentCore {
             ContainerConfig {
                 state_dir: containers.clone(),
                 tmp_bytes,
+                runtimes: config.runtimes.clone(),
                 ..ContainerConfig::default()
             },
         );
@@ -338,7 +339,7 @@ impl AgentCore {
             return Err(RunTrialError::ShuttingDown { trial: id });
         }
         validate(&req)?;
-        crate::admission::admit_request(&req.trial, &inner.config.bounds)?;
+        crate::admission::admit_request(&req.trial, &inner.config.bounds, &inner.config.runtimes)?;
         let backend_name = req.trial.platform_spec.backend().as_str();
         let Some(backend_index) = inner.backends.iter().position(|b| b.name() == backend_name)
         else {

@@ -23,7 +23,7 @@ fn status(statuses: &[BackendStatus], runtime: &str) -> BackendStatus {
 
 /// Whether `runtime` is installed; outside CI a missing one skips the test.
 fn installed(runtime: &str) -> bool {
-    if isolab_backends::container::runtime::resolve(runtime).is_ok() {
+    if isolab_host::which::find_binary(runtime).is_some() {
         return true;
     }
     assert!(
@@ -112,15 +112,16 @@ esac
 async fn a_runtime_that_misplaces_the_container_is_unavailable() {
     let tmp = tempfile::tempdir().expect("tmp");
     let fake = misplacing_runtime(tmp.path());
-    let fake_name = fake.to_string_lossy().into_owned();
-    let Some(s) = setup("probe-misplaced", &["runc", &fake_name]) else {
+    let fake_name = "misplacing-runtime";
+    let entry = format!("{fake_name}={}", fake.display());
+    let Some(s) = setup("probe-misplaced", &["runc", &entry]) else {
         return;
     };
     let summary = s.backend.probe().await;
     assert!(summary.available, "{}", summary.reason);
     let statuses = s.backend.runtime_statuses();
     assert!(status(&statuses, "runc").available);
-    let fake = status(&statuses, &fake_name);
+    let fake = status(&statuses, fake_name);
     assert!(!fake.available, "a misplacing runtime was taken as working");
     assert!(
         fake.reason

@@ -12,7 +12,9 @@ use isolab_model::resolve::ResolvedPlatform;
 use super::bundle::HostFeatures;
 use super::lifecycle::{self, Instance, InstancePlan, Running, TrialNames};
 use super::runtime::{Runtime, RuntimeError};
-use super::{ContainerConfig, ContainerError, leftovers, probe, stale};
+use super::{
+    ContainerConfig, ContainerError, DEFAULT_RUNTIMES, RuntimeTable, leftovers, probe, stale,
+};
 use crate::TRIAL_ENV;
 use crate::base::ContainerBase;
 use crate::envelope::Ceilings;
@@ -36,6 +38,8 @@ pub(crate) struct Inner {
     pub(crate) features: HostFeatures,
     /// Size of every instance's `/tmp` tmpfs.
     pub(crate) tmp_bytes: u64,
+    /// The runtimes trials may name.
+    pub(crate) runtimes: RuntimeTable,
 }
 
 crate::base::deref_to_base!(Inner);
@@ -50,20 +54,35 @@ impl Inner {
         }
     }
 
-    /// The runtime `name` with this agent's state root for it; `args` (the platform's
-    /// `runtime_args`) plus what the runtime needs for `network` ([`super::flavor::runsc_args`]).
+    /// The runtime `name` of the agent's table with this agent's state root for it: the
+    /// platform's `args` (allowlisted at admission), the operator's arguments, then what the
+    /// runtime needs for `network` ([`super::flavor::runsc_args`]). A name not in the table is
+    /// refused (listing the names known), never looked up on `PATH` nor taken as a path.
     pub(crate) fn runtime(
         &self,
         name: &str,
         args: &[String],
         network: NetworkMode,
     ) -> Result<Runtime, RuntimeError> {
-        let program = super::runtime::resolve(name)?;
-        let key = program
-            .file_name()
-            .map_or_else(|| "runtime".into(), |n| n.to_string_lossy().into_owned());
-        let args = super::flavor::runsc_args(&program, args, network);
-        Runtime::new(name, &args, self.state.join("runtime").join(key))
+        let entry = self.runtimes.get(name).map_err(|e| {
+            if DEFAULT_RUNTIMES.contains(&name) && isolab_host::which::find_binary(name).is_none() {
+                RuntimeError::NotFound {
+                    name: name.to_owned(),
+                    where_: "not installed: not on PATH nor in the sbin directories".into(),
+                }
+            } else {
+                RuntimeError::NotConfigured(e)
+            }
+        })?;
+        let mut all = args.to_vec();
+        all.extend(entry.args.iter().cloned());
+        let all = super::flavor::runsc_args(&entry.program, &all, network);
+        Ok(Runtime::new(
+            name,
+            entry.program.clone(),
+            &all,
+            self.state.join("runtime").join(name),
+        ))
     }
 }
 
@@ -128,6 +147,7 @@ impl ContainerBackend {
                 state: config.state_dir.join(base.dir.name()),
                 features: base.cgroups.hierarchies().features(),
                 tmp_bytes: config.tmp_bytes,
+                runtimes: config.runtimes.clone(),
                 base,
             });
             stale::remove_stale(&inner, &config.state_dir);
@@ -156,6 +176,22 @@ impl ContainerBackend {
         self.inner
             .as_ref()
             .map_err(|r| ContainerError::Unavailable { reason: r.clone() })
+    }
+
+    /// Runtime `name` of the table as a trial with `args` and `network` would run it.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn runtime_named(
+        &self,
+        name: &str,
+        args: &[String],
+        network: NetworkMode,
+    ) -> Result<Runtime, ContainerError> {
+        self.inner()?
+            .runtime(name, args, network)
+            .map_err(|e| ContainerError::RuntimeUnavailable {
+                runtime: name.to_owned(),
+                reason: e.to_string(),
+            })
     }
 
     /// The probe's verdict on runtime `name`, if it was probed.
@@ -200,7 +236,15 @@ impl Backend for ContainerBackend {
             Err(e) => return BackendStatus::unavailable(self.name(), e.to_string()),
         };
         // All runtimes at once: one that hangs until its timeout does not hold up the others.
-        let probes = self.config.runtimes.iter().map(|name| {
+        // Every configured runtime, and the usual ones not configured (reported unavailable
+        // with the reason, e.g. not installed).
+        let mut names: Vec<String> = self.config.runtimes.names().map(str::to_owned).collect();
+        for d in DEFAULT_RUNTIMES {
+            if !names.iter().any(|n| n == d) {
+                names.push(d.to_owned());
+            }
+        }
+        let probes = names.iter().map(|name| {
             let n = self.probes.fetch_add(1, Ordering::Relaxed);
             let inner = Arc::clone(&inner);
             async move {

@@ -10,7 +10,8 @@
 //!   `--platform=ptrace` (works everywhere, also nested; the 2022 release has no usable
 //!   `systrap`, and its default hangs here) and `--network=none`/`--network=host` for the
 //!   platform's network mode (gVisor's own network stack refuses to start in the host's network
-//!   namespace), unless the platform's `runtime_args` already set them.
+//!   namespace), unless the platform's allowlisted `runtime_args` or the operator's arguments
+//!   (`--runtime-arg`) already set them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -95,8 +96,8 @@ fn run_help(program: &Path) -> String {
     text
 }
 
-/// The global flags runtime `program` needs for `network` on top of the platform's
-/// `runtime_args` (which come first and win): runsc gets `--platform=ptrace` and a
+/// The global flags runtime `program` needs for `network` on top of `user` (the platform's
+/// allowlisted `runtime_args`, then the operator's; they come first and win): runsc gets `--platform=ptrace` and a
 /// `--network` mode unless already given; other runtimes nothing.
 pub(crate) fn runsc_args(program: &Path, user: &[String], network: NetworkMode) -> Vec<String> {
     let mut args = user.to_vec();

@@ -38,9 +38,11 @@ mod leftovers;
 mod lifecycle;
 mod probe;
 pub mod runtime;
+pub mod runtimes;
 pub mod seccomp;
 mod stale;
 
 pub use backend::{ContainerBackend, ContainerPrepared};
 pub use config::{ContainerConfig, DEFAULT_RUNTIMES};
 pub use error::ContainerError;
+pub use runtimes::{RuntimeEntry, RuntimeTable, RuntimeTableError};

@@ -1,8 +1,10 @@
-//! Driving an OCI runtime binary (`runc`, `crun`, `youki`, `runsc`, or any by path).
+//! Driving an OCI runtime binary (`runc`, `crun`, `youki`, `runsc`, or another the operator
+//! configured), always one of the agent's [`super::runtimes::RuntimeTable`], never a path a
+//! client gave.
 //!
 //! Every call passes `--root <dir>`, a state directory of this agent alone, so the agent never
-//! sees or touches containers it did not create; `runtime_args` (e.g. `--platform=ptrace` for
-//! runsc) follow it as global flags. Instances run with `run --keep` (where the runtime supports
+//! sees or touches containers it did not create; the platform's allowlisted `runtime_args`
+//! (e.g. `--platform=ptrace` for runsc) and the operator's arguments follow it as global flags. Instances run with `run --keep` (where the runtime supports
 //! it, see [`super::flavor`]) in the foreground and no terminal: the runtime gives its stdout and stderr to the workload (our pipes, so stdout holds
 //! only sample lines), waits for it and exits with its status (128 + signal when it was killed);
 //! `--keep` leaves the stopped container and its cgroups for the final statistics until
@@ -24,10 +26,13 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 /// What went wrong with a runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The binary is not there.
+    /// The runtime is not one of the agent's.
+    #[error("{0}")]
+    NotConfigured(#[from] super::runtimes::RuntimeTableError),
+    /// A default runtime that is not installed.
     #[error("runtime `{name}` not found ({where_})")]
     NotFound {
-        /// The name or path given.
+        /// The name.
         name: String,
         /// Where it was looked for.
         where_: String,
@@ -109,18 +114,18 @@ struct RuncState {
 }
 
 impl Runtime {
-    /// `name` is a binary on `PATH` (plus the sbin directories) or a path; `root` the state
-    /// directory passed as `--root`.
-    pub fn new(name: &str, runtime_args: &[String], root: PathBuf) -> Result<Self, RuntimeError> {
-        let program = resolve(name)?;
-        Ok(Self {
+    /// Runtime `name` of the agent's table, binary `program` (from the table, absolute),
+    /// global arguments `runtime_args` (checked already); `root` the state directory passed as
+    /// `--root`.
+    pub fn new(name: &str, program: PathBuf, runtime_args: &[String], root: PathBuf) -> Self {
+        Self {
             name: name.to_owned(),
             keep: super::flavor::keeps(&program),
             state_dirs: program.file_name().is_some_and(|n| n == "runc"),
             program,
             global_args: runtime_args.to_vec(),
             root,
-        })
+        }
     }
 
     /// Whether instances run with `run --keep` (the runtime supports it).
@@ -362,25 +367,6 @@ impl Runtime {
     }
 }
 
-/// The binary for a runtime name or path.
-pub fn resolve(name: &str) -> Result<PathBuf, RuntimeError> {
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(RuntimeError::NotFound {
-                name: name.to_owned(),
-                where_: "no such file".into(),
-            })
-        };
-    }
-    isolab_host::which::find_binary(name).ok_or_else(|| RuntimeError::NotFound {
-        name: name.to_owned(),
-        where_: "not installed: not on PATH nor in the sbin directories".into(),
-    })
-}
-
 /// Whether a runtime's error text says the container does not exist.
 fn says_missing(stderr: &str) -> bool {
     let s = stderr.to_ascii_lowercase();
@@ -459,19 +445,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_missing_runtime_is_named() {
-        let e = Runtime::new("isolab-no-such-runtime", &[], "/tmp/x".into()).unwrap_err();
-        assert!(e.to_string().contains("isolab-no-such-runtime"), "{e}");
-        assert!(e.to_string().contains("not installed"), "{e}");
-        let e = resolve("/nonexistent/runc").unwrap_err();
-        assert!(e.to_string().contains("/nonexistent/runc"), "{e}");
-    }
-
-    #[test]
     fn command_lines_carry_root_and_runtime_args() {
-        let rt = Runtime::new("/bin/sh", &["--platform=ptrace".into()], "/state/rt".into())
-            .unwrap()
-            .with_keep(true);
+        let rt = Runtime::new(
+            "sh",
+            "/bin/sh".into(),
+            &["--platform=ptrace".into()],
+            "/state/rt".into(),
+        )
+        .with_keep(true);
         assert_eq!(
             rt.global_args(),
             ["--root", "/state/rt", "--platform=ptrace"]
@@ -503,7 +484,7 @@ mod tests {
     fn failures_and_timeouts_are_reported() {
         // `sh` as a stand-in runtime: `sh --root … list --quiet` fails with a message.
         let tmp = tempfile::tempdir().unwrap();
-        let rt = Runtime::new("/bin/sh", &[], tmp.path().to_owned()).unwrap();
+        let rt = Runtime::new("sh", "/bin/sh".into(), &[], tmp.path().to_owned());
         let e = rt.list().unwrap_err();
         assert!(matches!(e, RuntimeError::Failed { .. }), "{e}");
         let mut cmd = Command::new("/bin/sleep");

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::backend::Inner;
 use super::runtime::Runtime;
+use super::runtimes::RuntimeTable;
 use isolab_host::mounts::mounts_under;
 use isolab_host::netns;
 use isolab_host::owner::Owner;
@@ -66,7 +67,7 @@ pub(crate) fn remove_stale(inner: &Inner, state_dir: &Path) {
             let name = e.file_name().to_string_lossy().into_owned();
             if dead(prefix, &name).is_some_and(|agent| agent == name) {
                 tracing::warn!(dir = %e.path().display(), "removing the state of an agent that is gone");
-                remove_state(&e.path());
+                remove_state(&e.path(), &inner.runtimes);
             }
         }
     }
@@ -145,16 +146,19 @@ fn kill_processes_naming(dir: &Path) -> Vec<u32> {
     }
 }
 
-/// Deletes every container under the runtime roots of a state directory, kills what else the
-/// dead agent started there (a private Docker daemon), detaches its mounts, then removes it.
-fn remove_state(dir: &Path) {
+/// Deletes every container under the runtime roots of a state directory (each named after a
+/// runtime of the agent's table; a root whose name is not in the table is not run: the binary is
+/// the table's, never one found by the directory's name), kills what else the dead agent started
+/// there (a private Docker daemon), detaches its mounts, then removes it.
+fn remove_state(dir: &Path, runtimes: &RuntimeTable) {
     if let Ok(roots) = std::fs::read_dir(dir.join("runtime")) {
         for root in roots.flatten() {
             let key = root.file_name().to_string_lossy().into_owned();
-            let Ok(rt) = Runtime::new(&key, &[], root.path()) else {
-                tracing::warn!(runtime = %key, "runtime gone; cannot delete its stale containers");
+            let Ok(entry) = runtimes.get(&key) else {
+                tracing::warn!(runtime = %key, "runtime not configured; cannot delete its stale containers");
                 continue;
             };
+            let rt = Runtime::new(&key, entry.program.clone(), &entry.args, root.path());
             for id in rt.list().unwrap_or_default() {
                 if let Err(e) = rt.delete(&id) {
                     tracing::warn!("deleting stale container {id}: {e}");

@@ -269,6 +269,9 @@ impl Backend for DockerBackend {
         let mode = platform.network;
         let plans: Vec<Plan> = args::trial_args(ctx)?;
         let engine = self.engine(false).await?;
+        if let Some(runtime) = platform.runtime.as_deref() {
+            check_runtime(&engine, runtime).await?;
+        }
         let image = self.image(&engine).await?;
         let slug = ctx.slug();
         let net_prefix = inner.net_prefix(&slug);
@@ -421,4 +424,32 @@ impl Drop for DockerBackend {
         inner.cgroups.release_unmanaged();
         isolab_host::reap::reap_orphans("containerd-shim");
     }
+}
+
+/// A docker platform's runtime must be a name (never a path, nor a containerd shim the daemon
+/// would look up) among the runtimes the daemon lists in `docker info`.
+async fn check_runtime(engine: &Engine, runtime: &str) -> Result<(), DockerError> {
+    let bad = |reason: String| DockerError::Runtime {
+        runtime: runtime.to_owned(),
+        reason,
+    };
+    isolab_model::validate::check_runtime_name(runtime).map_err(bad)?;
+    let info = engine
+        .docker
+        .info()
+        .await
+        .map_err(DockerError::api("info", "daemon"))?;
+    let mut known: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+    known.sort();
+    if known.iter().any(|k| k == runtime) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "not a runtime of the daemon (known: {})",
+        if known.is_empty() {
+            "none".to_owned()
+        } else {
+            known.join(", ")
+        }
+    )))
 }

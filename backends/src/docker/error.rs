@@ -21,6 +21,14 @@ pub enum DockerError {
         /// The setting.
         what: String,
     },
+    /// The platform's runtime is not a name the daemon knows (or not a name at all).
+    #[error("docker runtime `{runtime}`: {reason}")]
+    Runtime {
+        /// The runtime asked for.
+        runtime: String,
+        /// Why it is refused, with the names the daemon knows.
+        reason: String,
+    },
     /// An Engine API call failed.
     #[error("docker {op} {target}: {source}")]
     Api {

@@ -197,6 +197,22 @@ mod tests {
         assert_eq!(h.cpu_shares, None);
     }
 
+    /// Docker's own hardening stays: no privileged mode, no added or dropped capabilities, no
+    /// security options (so the default seccomp and AppArmor profiles apply), no devices.
+    #[test]
+    fn dockers_default_hardening_is_left_alone() {
+        for kind in [RootfsKind::Minimal, RootfsKind::HostRo] {
+            let h = spec(kind).host_config.unwrap();
+            assert_eq!(h.privileged, None);
+            assert_eq!(h.cap_add, None);
+            assert_eq!(h.cap_drop, None);
+            assert_eq!(h.security_opt, None);
+            assert_eq!(h.devices, None);
+            assert_eq!(h.pid_mode, None);
+            assert_eq!(h.ipc_mode, None);
+        }
+    }
+
     #[test]
     fn host_ro_binds_the_host_libraries_read_only() {
         let binds = spec(RootfsKind::HostRo).host_config.unwrap().binds.unwrap();

@@ -32,6 +32,8 @@ pub(crate) struct Inner {
     pub(crate) program: PathBuf,
     /// Size of every instance's `/tmp` tmpfs.
     pub(crate) tmp_bytes: u64,
+    /// LXC's default capability drops and seccomp profile.
+    pub(crate) hardening: super::hardening::LxcHardening,
 }
 
 crate::base::deref_to_base!(Inner);
@@ -94,8 +96,10 @@ impl LxcBackend {
                         config.lxc_execute
                     )
                 })?;
+            let hardening = super::hardening::LxcHardening::read(&config.common_conf)?;
             let state = config.state_dir.join(base.dir.name()).join("lxc");
             Ok(Arc::new(Inner {
+                hardening,
                 lxcpath: state.join("path"),
                 state,
                 program,

@@ -15,6 +15,8 @@
 //!   for `host`, and for `bridge`, where the agent starts `lxc-execute` inside the instance's
 //!   namespace of the trial network ([`isolab_host::netns`]).
 //! - `lxc.console.path = none`, so the workload writes to the pipes `lxc-execute` was given.
+//! - LXC's default hardening from its shipped `common.conf` ([`super::hardening`]): the
+//!   capabilities it drops and its seccomp profile.
 //! - A stop hook ([`stop_hook`]) that copies the event counters of LXC's level (OOM kills and
 //!   refused forks are booked there on cgroup v1) to a file before LXC removes the level.
 
@@ -50,6 +52,8 @@ pub struct ConfSpec<'a> {
     pub stop_hook: Option<&'a str>,
     /// Size of the `/tmp` tmpfs.
     pub tmp_bytes: u64,
+    /// LXC's default capability drops and seccomp profile.
+    pub hardening: &'a super::hardening::LxcHardening,
 }
 
 /// The configuration text.
@@ -116,6 +120,12 @@ pub fn render(spec: &ConfSpec<'_>) -> String {
     ] {
         line("lxc.environment", &format!("{k}={v}"));
     }
+    if !spec.hardening.cap_drop.is_empty() {
+        line("lxc.cap.drop", &spec.hardening.cap_drop.join(" "));
+    }
+    if let Some(profile) = &spec.hardening.seccomp_profile {
+        line("lxc.seccomp.profile", &profile.display().to_string());
+    }
     if let Some(hook) = spec.stop_hook {
         line("lxc.hook.stop", hook);
     }
@@ -142,6 +152,10 @@ mod tests {
     use super::*;
 
     fn conf(network: NetworkMode, binds: &[HostBind]) -> String {
+        let hardening = crate::lxc::hardening::LxcHardening {
+            cap_drop: vec!["sys_module".into(), "sys_time".into()],
+            seccomp_profile: Some("/usr/share/lxc/config/common.seccomp".into()),
+        };
         render(&ConfSpec {
             index: 2,
             slug: "t1-a0",
@@ -152,7 +166,18 @@ mod tests {
             network,
             stop_hook: Some("/bin/true"),
             tmp_bytes: 64 << 20,
+            hardening: &hardening,
         })
+    }
+
+    #[test]
+    fn lxcs_default_hardening_is_applied() {
+        let c = conf(NetworkMode::None, &[]);
+        assert_eq!(value(&c, "lxc.cap.drop"), ["sys_module sys_time"]);
+        assert_eq!(
+            value(&c, "lxc.seccomp.profile"),
+            ["/usr/share/lxc/config/common.seccomp"]
+        );
     }
 
     fn value<'a>(text: &'a str, key: &str) -> Vec<&'a str> {

@@ -11,6 +11,9 @@ pub struct LxcConfig {
     pub state_dir: PathBuf,
     /// The `lxc-execute` binary (a name on `PATH` or a path).
     pub lxc_execute: String,
+    /// LXC's shipped shared configuration, whose capability drops and seccomp profile every
+    /// instance gets ([`super::hardening`]).
+    pub common_conf: PathBuf,
     /// How long the probe container may take.
     pub probe_timeout: Duration,
     /// How long killing one trial's containers may take.
@@ -24,6 +27,7 @@ impl Default for LxcConfig {
         Self {
             state_dir: PathBuf::from("/run/isolab"),
             lxc_execute: "lxc-execute".to_owned(),
+            common_conf: PathBuf::from(super::hardening::COMMON_CONF),
             probe_timeout: Duration::from_secs(20),
             stop_timeout: Duration::from_secs(5),
             tmp_bytes: crate::tmpfs::DEFAULT_TMP_BYTES,

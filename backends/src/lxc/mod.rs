@@ -26,6 +26,7 @@ mod backend;
 pub mod conf;
 mod config;
 mod error;
+pub mod hardening;
 mod probe;
 mod trial;
 

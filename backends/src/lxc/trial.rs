@@ -121,6 +121,7 @@ fn fill(
             network,
             stop_hook: Some(&hook),
             tmp_bytes: inner.tmp_bytes,
+            hardening: &inner.hardening,
         });
         let path = made.dir.join(format!("i{index}.conf"));
         std::fs::write(&path, text).map_err(io(&path))?;

@@ -491,12 +491,24 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
     if !common::privileged("slowclient") {
         return;
     }
-    let (agent, mut client, _dir) = start_with_script(
+    let (agent, _, _dir) = start_with_script(
         "slowclient",
         "sample-flood",
         "while :; do echo '{\"metric\":\"x\",\"value\":1,\"unit\":\"u\",\"higher_is_better\":true}'; done",
     )
     .await;
+    // A 2 KiB receive window: what this client leaves unread stays within h2's budget for
+    // buffered small DATA frames (25,600 bytes of framing overhead, h2 0.4.20). With the default
+    // window the client's own h2 may close the connection (GOAWAY ENHANCE_YOUR_CALM,
+    // `too_many_data_frames`) before the final status can be read; the agent's side is the same.
+    let channel = tonic::transport::Endpoint::from_shared(agent.url())
+        .expect("endpoint")
+        .initial_stream_window_size(2048)
+        .initial_connection_window_size(2048)
+        .connect()
+        .await
+        .expect("connect");
+    let mut client = AgentClient::new(channel);
     let trial = conformance::trial(
         &common::native(),
         "syscall",

@@ -276,10 +276,8 @@ impl Backend for ContainerBackend {
     /// instance cgroup) and writes the limits the engine computed into it.
     async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, ContainerError> {
         Ok(CgroupPlan {
-            disk_bytes: crate::tmpfs::tmp_bytes_of(self.config.tmp_bytes, ctx),
             instance_level: InstanceLevel::Runtime,
-            kill_timeout: self.kill_timeout(),
-            ..CgroupPlan::default()
+            ..crate::tmpfs::cgroup_plan(self.config.tmp_bytes, ctx, self.kill_timeout())
         })
     }
 

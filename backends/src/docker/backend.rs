@@ -249,12 +249,11 @@ impl Backend for DockerBackend {
     }
 
     async fn cgroup_plan(&self, ctx: &TrialContext) -> Result<CgroupPlan, DockerError> {
-        Ok(CgroupPlan {
-            // The `/tmp` tmpfs of every instance, counted in the agent's disk budget.
-            disk_bytes: crate::tmpfs::tmp_bytes_of(self.config.tmp_bytes, ctx),
-            kill_timeout: self.kill_timeout(),
-            ..CgroupPlan::default()
-        })
+        Ok(crate::tmpfs::cgroup_plan(
+            self.config.tmp_bytes,
+            ctx,
+            self.kill_timeout(),
+        ))
     }
 
     async fn prepare(

@@ -108,27 +108,6 @@ async fn finish(stream: tonic::Streaming<pb::TrialEvent>) -> (TrialState, String
     (last.state, last.message.clone())
 }
 
-/// Starts `trial` and reads until its first sample: its instances run.
-async fn open_running(
-    client: &mut AgentClient<Channel>,
-    trial: &Trial,
-) -> tonic::Streaming<pb::TrialEvent> {
-    let mut stream = client
-        .run_trial(trial_to_proto("r", trial, 0))
-        .await
-        .expect("RunTrial admitted")
-        .into_inner();
-    loop {
-        let item = stream.next().await.expect("stream open").expect("event");
-        if matches!(
-            event_from_proto(item).expect("event"),
-            TrialEvent::Sample { .. }
-        ) {
-            return stream;
-        }
-    }
-}
-
 /// Runs `trial` to its end.
 async fn run_to_end(client: &mut AgentClient<Channel>, trial: &Trial) -> (TrialState, String) {
     let stream = client
@@ -226,7 +205,7 @@ async fn a_second_trial_that_does_not_fit_is_refused_until_the_first_ends() {
         Duration::from_secs(60),
     );
     let first = spin(768 * MIB, Duration::from_secs(60), Duration::from_secs(120));
-    let stream = open_running(&mut s.client, &first).await;
+    let stream = common::open_until_first_sample(&mut s.client, "r", &first).await;
     assert_eq!(s.core.budget_in_use().memory_bytes, 768 * MIB);
     let text = s.core.metrics().encode();
     assert!(
@@ -288,7 +267,7 @@ async fn trials_in_flight_are_capped() {
     };
     let mut s = Served::start("budget-trials", budget).await;
     let first = spin(64 * MIB, Duration::from_secs(60), Duration::from_secs(120));
-    let stream = open_running(&mut s.client, &first).await;
+    let stream = common::open_until_first_sample(&mut s.client, "r", &first).await;
     let other = spin(
         64 * MIB,
         Duration::from_millis(100),

@@ -183,33 +183,6 @@ impl Drop for Agent {
     }
 }
 
-/// Starts `trial` and reads its events until the first sample: its instances run. The stream
-/// is handed back so that the trial is not cancelled by a closed stream.
-async fn start_trial(
-    client: &mut AgentClient<Channel>,
-    trial: &Trial,
-) -> tonic::Streaming<pb::TrialEvent> {
-    let mut stream = client
-        .run_trial(trial_to_proto("crash", trial, 0))
-        .await
-        .expect("RunTrial")
-        .into_inner();
-    loop {
-        let item = stream
-            .next()
-            .await
-            .unwrap_or_else(|| panic!("trial {} ended before its first sample", trial.id))
-            .expect("event");
-        match event_from_proto(item).expect("event") {
-            TrialEvent::Sample { .. } => return stream,
-            TrialEvent::Status(s) if s.state.is_final() => {
-                panic!("trial {} ended: {:?} {}", trial.id, s.state, s.message)
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Runs `trial` to its end; its final status.
 async fn run_to_end(
     client: &mut AgentClient<Channel>,
@@ -380,7 +353,7 @@ async fn crash_and_restart(test: &str, pidns: bool, platforms: &[Platform]) {
     let trials: Vec<Trial> = platforms.iter().map(|p| long_trial(p, 2)).collect();
     let mut streams = Vec::new();
     for t in &trials {
-        streams.push(start_trial(&mut client, t).await);
+        streams.push(common::open_until_first_sample(&mut client, "crash", t).await);
     }
     let name = agent_dir_name(&setup.prefix, &trials);
     assert!(

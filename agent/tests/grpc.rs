@@ -64,26 +64,6 @@ async fn run(
     events
 }
 
-/// Starts `trial` and reads its events until the first sample (the instances run); the stream
-/// is handed back for the rest.
-async fn open_until_first_sample(
-    client: &mut AgentClient<Channel>,
-    trial: &Trial,
-) -> tonic::Streaming<pb::TrialEvent> {
-    let mut stream = client
-        .run_trial(trial_to_proto("r", trial, 0))
-        .await
-        .expect("RunTrial")
-        .into_inner();
-    loop {
-        let event =
-            event_from_proto(stream.next().await.expect("open").expect("event")).expect("event");
-        if matches!(event, TrialEvent::Sample { .. }) {
-            return stream;
-        }
-    }
-}
-
 /// An agent whose `isolab-workload` is a shell script `name` running `body` (it ignores its
 /// arguments); the script's directory lives as long as the returned guard.
 async fn start_with_script(
@@ -467,7 +447,7 @@ async fn shutdown_cancels_running_trials_and_kills_them() {
         Duration::from_secs(30),
         Duration::from_secs(60),
     );
-    let mut stream = open_until_first_sample(&mut client, &trial).await;
+    let mut stream = common::open_until_first_sample(&mut client, "r", &trial).await;
     let shutdown = tokio::spawn(agent.shutdown());
     let mut last = None;
     while let Some(Ok(event)) = stream.next().await {
@@ -517,7 +497,7 @@ async fn a_client_that_stops_reading_does_not_hold_up_the_deadline() {
         Duration::from_secs(60),
         Duration::from_secs(2),
     );
-    let mut stream = open_until_first_sample(&mut client, &trial).await;
+    let mut stream = common::open_until_first_sample(&mut client, "r", &trial).await;
     // Read nothing for three times the timeout; the agent's buffers fill within milliseconds.
     let mut alive = common::processes(&trial, 0);
     for _ in 0..60 {

@@ -110,3 +110,34 @@ pub fn processes(trial: &isolab_model::plan::Trial, attempt: u32) -> Vec<u32> {
     };
     isolab_agent::conformance::processes_of(&ctx)
 }
+
+/// Starts `trial` over gRPC (run id `run_id`) and reads its events until the first sample: its
+/// instances run. The stream is handed back, so that the trial is not cancelled by a closed
+/// stream. Panics, naming the trial, if it ends first.
+pub async fn open_until_first_sample(
+    client: &mut isolab_proto::v1::agent_client::AgentClient<tonic::transport::Channel>,
+    run_id: &str,
+    trial: &isolab_model::plan::Trial,
+) -> tonic::Streaming<isolab_proto::v1::TrialEvent> {
+    use futures::StreamExt as _;
+    use isolab_agent::core::TrialEvent;
+    let mut stream = client
+        .run_trial(isolab_wire::convert::trial_to_proto(run_id, trial, 0))
+        .await
+        .expect("RunTrial admitted")
+        .into_inner();
+    loop {
+        let item = stream
+            .next()
+            .await
+            .unwrap_or_else(|| panic!("trial {} ended before its first sample", trial.id))
+            .expect("event");
+        match isolab_wire::convert::event_from_proto(item).expect("event") {
+            TrialEvent::Sample { .. } => return stream,
+            TrialEvent::Status(s) if s.state.is_final() => {
+                panic!("trial {} ended: {:?} {}", trial.id, s.state, s.message)
+            }
+            _ => {}
+        }
+    }
+}

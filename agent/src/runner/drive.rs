@@ -29,6 +29,17 @@ use isolab_host::cgroup::CgroupStats;
 /// A started instance's main process: pid and start time, to check it is gone at the end.
 type ProcessId = (u32, Option<u64>);
 
+/// The span every event and log line of one trial attempt is recorded under.
+fn trial_span<B: Backend>(backend: &B, ctx: &TrialContext) -> tracing::Span {
+    tracing::info_span!(
+        "trial",
+        id = %ctx.trial.id,
+        attempt = ctx.attempt,
+        backend = backend.name(),
+        instances = ctx.trial.instances.len()
+    )
+}
+
 /// Runs one trial on `backend`, sending every event to `events` (the last one is the final
 /// status, which is also returned). Cancelling `cancel`, or dropping the receiver of `events`,
 /// stops the trial; teardown always runs.
@@ -39,13 +50,7 @@ pub async fn run_trial<B: Backend>(
     cancel: CancellationToken,
     opts: &RunnerOptions,
 ) -> TrialStatus {
-    let span = tracing::info_span!(
-        "trial",
-        id = %ctx.trial.id,
-        attempt = ctx.attempt,
-        backend = backend.name(),
-        instances = ctx.trial.instances.len()
-    );
+    let span = trial_span(backend, &ctx);
     run(backend, ctx, None, None, events, cancel, opts)
         .instrument(span)
         .await
@@ -64,13 +69,7 @@ pub async fn run_planned<B: Backend>(
     cancel: CancellationToken,
     opts: &RunnerOptions,
 ) -> TrialStatus {
-    let span = tracing::info_span!(
-        "trial",
-        id = %ctx.trial.id,
-        attempt = ctx.attempt,
-        backend = backend.name(),
-        instances = ctx.trial.instances.len()
-    );
+    let span = trial_span(backend, &ctx);
     run(
         backend,
         ctx,

@@ -95,6 +95,29 @@ impl LeakReport {
     }
 }
 
+/// Pids of live processes other than this one (not zombies) whose command line
+/// (`/proc/<pid>/cmdline`, arguments separated by NUL) satisfies `matches`, in ascending order.
+pub fn processes_whose_cmdline(matches: impl Fn(&[u8]) -> bool) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| matches(&c)))
+        .filter(|&pid| process_alive(pid, None).is_some())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// [`processes_whose_cmdline`] holding the bytes `needle` anywhere.
+pub fn processes_naming(needle: &[u8]) -> Vec<u32> {
+    processes_whose_cmdline(|c| c.windows(needle.len()).any(|w| w == needle))
+}
+
 /// The start time of process `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`),
 /// which with the pid identifies a process even after its pid is reused.
 pub fn process_start_time(pid: u32) -> Option<u64> {

@@ -102,20 +102,7 @@ const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 fn processes_naming(dir: &Path) -> Vec<u32> {
     let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
     needle.push(b'/');
-    let me = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_slice()))
-        })
-        .filter(|&pid| isolab_host::leaks::process_alive(pid, None).is_some())
-        .collect()
+    isolab_host::leaks::processes_naming(&needle)
 }
 
 /// SIGKILLs the processes of a dead agent's state directory and waits (bounded) until they

@@ -267,18 +267,7 @@ impl PrivateDaemon {
             .to_string_lossy()
             .into_owned()
             .into_bytes();
-        let Ok(dir) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        dir.flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|&pid| pid != std::process::id())
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.windows(needle.len()).any(|w| w == needle.as_slice()))
-            })
-            .filter(|&pid| process_alive(pid, None).is_some())
-            .collect()
+        isolab_host::leaks::processes_naming(&needle)
     }
 }
 

@@ -291,32 +291,11 @@ pub fn make_trial(
 /// Pids of live processes whose command line carries a VM name starting with `prefix` (after
 /// QEMU's `-name`), for leftover scans.
 pub fn vm_processes(prefix: &str) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let mut args = cmdline.split(|&b| b == 0);
-        let named = std::iter::from_fn(|| args.next()).collect::<Vec<_>>();
-        let hit = named
-            .windows(2)
-            .any(|w| w[0] == b"-name" && w[1].starts_with(prefix.as_bytes()));
-        if hit && crate::process_alive(pid, None).is_some() {
-            pids.push(pid);
-        }
-    }
-    pids.sort_unstable();
-    pids
+    isolab_host::leaks::processes_whose_cmdline(|cmdline| {
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        args.windows(2)
+            .any(|w| w[0] == b"-name" && w[1].starts_with(prefix.as_bytes()))
+    })
 }
 
 #[cfg(test)]
